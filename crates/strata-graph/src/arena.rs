@@ -1,0 +1,79 @@
+//! A slab arena whose ids carry a generation, so that a stale id is an error
+//! and never an alias of a newer value stored in the same slot.
+
+use slab::Slab;
+
+/// A generation-checked index into an [`Arena`].
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct RawId {
+    index: u32,
+    generation: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Slot<T> {
+    generation: u32,
+    value: T,
+}
+
+/// Values stored in slab slots, addressed by [`RawId`]s.
+///
+/// Every insertion gets a fresh generation from a counter that only grows, so
+/// an id that outlived its value can never match a later value in the slot.
+#[derive(Clone, Debug)]
+pub struct Arena<T> {
+    slots: Slab<Slot<T>>,
+    next_generation: u32,
+}
+
+impl<T> Default for Arena<T> {
+    fn default() -> Self {
+        Arena {
+            slots: Slab::new(),
+            next_generation: 0,
+        }
+    }
+}
+
+impl<T> Arena<T> {
+    /// Stores `value` and returns its id.
+    pub fn insert(&mut self, value: T) -> RawId {
+        let generation = self.next_generation;
+        self.next_generation = self
+            .next_generation
+            .checked_add(1)
+            .expect("arena generations exhausted");
+        let index = self.slots.insert(Slot { generation, value });
+        RawId {
+            index: u32::try_from(index).expect("arena index fits u32"),
+            generation,
+        }
+    }
+
+    /// The value for `id`, or `None` if `id` is stale or was never issued.
+    pub fn get(&self, id: RawId) -> Option<&T> {
+        self.slots
+            .get(id.index as usize)
+            .filter(|slot| slot.generation == id.generation)
+            .map(|slot| &slot.value)
+    }
+
+    /// Mutable access to the value for `id`, if `id` is live.
+    pub fn get_mut(&mut self, id: RawId) -> Option<&mut T> {
+        self.slots
+            .get_mut(id.index as usize)
+            .filter(|slot| slot.generation == id.generation)
+            .map(|slot| &mut slot.value)
+    }
+
+    /// Removes and returns the value for `id`, if `id` is live.
+    pub fn remove(&mut self, id: RawId) -> Option<T> {
+        self.get(id)?;
+        Some(self.slots.remove(id.index as usize).value)
+    }
+
+    /// Whether `id` names a live value.
+    pub fn contains(&self, id: RawId) -> bool {
+        self.get(id).is_some()
+    }
+}

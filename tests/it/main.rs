@@ -1,0 +1,10 @@
+//! Strata's one integration-test binary.
+//!
+//! One module per area; each module is data-driven where it can be (a table of
+//! cases and one `check` helper), so that a new QEMU behaviour is a new row.
+
+mod formats;
+mod graph;
+mod jobs;
+mod perm;
+mod qmp;

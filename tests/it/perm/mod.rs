@@ -1,0 +1,1 @@
+//! Perm tests (being written).
