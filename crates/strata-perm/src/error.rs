@@ -103,12 +103,13 @@ pub enum ErrorKind {
 /// A refused permission, freeze or graph operation.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Error {
-    kind: ErrorKind,
+    // Boxed: the texts make the kind large, and results travel a lot.
+    kind: Box<ErrorKind>,
 }
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind) -> Error {
-        Error { kind }
+        Error { kind: Box::new(kind) }
     }
 
     /// What was refused.
@@ -125,7 +126,7 @@ impl From<strata_graph::Error> for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
+        match &*self.kind {
             ErrorKind::Conflict { node, perms, user, user_link, other, other_link } => write!(
                 f,
                 "Permission conflict on node '{node}': permissions '{perms}' are both required by {user} \

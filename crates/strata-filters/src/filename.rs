@@ -1,0 +1,209 @@
+//! `bdrv_refresh_filename`: a node's `filename`, `exact_filename` and
+//! `full_open_options`, which decide the strings written into image headers.
+
+use crate::driver::Driver;
+use strata_graph::{EdgeId, Graph, NodeId, OptValue, Options};
+use strata_perm::{BlockGraph, Result};
+
+/// The longest filename QEMU keeps (`PATH_MAX`); longer `json:` names are
+/// cut and end in `...`.
+const PATH_MAX: usize = 4096;
+
+/// What the filename logic needs from format drivers: the backing file
+/// string the image header named when the node was opened (after an
+/// implicit backing open, the backing node's filename): `auto_backing_file`.
+pub trait BackingFileInfo {
+    /// `bs->auto_backing_file`, empty if none.
+    fn auto_backing_file(&self, node: NodeId) -> String;
+}
+
+/// Refreshes `node` and, first, every node below it (`bdrv_refresh_filename`).
+pub fn refresh_filename(
+    bg: &mut BlockGraph,
+    info: &dyn BackingFileInfo,
+    node: NodeId,
+) -> Result<()> {
+    for edge in bg.graph().node(node)?.children().to_vec() {
+        let child = bg.graph().edge(edge)?.child();
+        refresh_filename(bg, info, child)?;
+    }
+    let names = compute(bg.graph(), info, node)?;
+    let n = bg.node_mut(node)?;
+    n.exact_filename = names.exact_filename;
+    n.filename = names.filename;
+    n.full_open_options = names.full_open_options;
+    Ok(())
+}
+
+struct Names {
+    exact_filename: String,
+    filename: String,
+    full_open_options: Options,
+}
+
+fn compute(graph: &Graph, info: &dyn BackingFileInfo, id: NodeId) -> Result<Names> {
+    let node = graph.node(id)?;
+    if node.implicit {
+        if let Some(&edge) = node.children().first() {
+            let child = graph.node(graph.edge(edge)?.child())?;
+            return Ok(Names {
+                exact_filename: child.exact_filename.clone(),
+                filename: child.filename.clone(),
+                full_open_options: child.full_open_options.clone(),
+            });
+        }
+    }
+    let driver = Driver::from_name(node.driver());
+    let backing_overridden = backing_overridden(graph, info, id)?;
+    let (mut opts, strong) = strong_options(&node.options, driver);
+    let generate_json = strong || backing_overridden;
+    for &edge in node.children() {
+        if Some(edge) == node.backing() && !backing_overridden && !node.traits().is_filter {
+            continue;
+        }
+        let e = graph.edge(edge)?;
+        opts.put(
+            e.name(),
+            OptValue::Dict(graph.node(e.child())?.full_open_options.clone()),
+        );
+    }
+    if backing_overridden && node.backing().is_none() {
+        opts.put("backing", OptValue::Null);
+    }
+    let exact_filename = match driver {
+        Some(Driver::File) => node
+            .options
+            .get_str("filename")
+            .unwrap_or_default()
+            .to_string(),
+        Some(Driver::CommitTop | Driver::MirrorTop) => {
+            child_field(graph, node.backing(), |n| n.filename.clone())?
+        }
+        Some(Driver::Blkdebug) => {
+            blkdebug_exact_filename(graph, node.file().or(graph.primary_child(id)), &opts)?
+        }
+        _ => primary_exact_filename(graph, id, generate_json)?,
+    };
+    let filename = if exact_filename.is_empty() {
+        json_filename(&opts)
+    } else {
+        exact_filename.clone()
+    };
+    Ok(Names {
+        exact_filename,
+        filename,
+        full_open_options: opts,
+    })
+}
+
+/// `bdrv_backing_overridden`: the backing node is not what the header's
+/// string opened (or the header's backing was suppressed).
+fn backing_overridden(graph: &Graph, info: &dyn BackingFileInfo, id: NodeId) -> Result<bool> {
+    let node = graph.node(id)?;
+    if node.traits().is_filter || !node.traits().supports_backing {
+        return Ok(false);
+    }
+    let auto = info.auto_backing_file(id);
+    Ok(match node.backing() {
+        Some(edge) => auto != graph.node(graph.edge(edge)?.child())?.filename,
+        None => !auto.is_empty(),
+    })
+}
+
+/// `append_strong_runtime_options`: `driver`, `filename` and the driver's
+/// strong options present in the node's options; whether any strong option
+/// other than `driver`/`filename` was present.
+fn strong_options(options: &Options, driver: Option<Driver>) -> (Options, bool) {
+    let mut opts = Options::new();
+    let mut found_any = false;
+    let keys = ["driver", "filename"].into_iter().chain(
+        driver
+            .map_or(&[][..], |d| d.strong_runtime_opts())
+            .iter()
+            .copied(),
+    );
+    for key in keys {
+        let mut given = false;
+        if let Some(prefix) = key.strip_suffix('.') {
+            for (k, v) in options.iter() {
+                if k == prefix || k.starts_with(key) {
+                    opts.put(k, v.clone());
+                    given = true;
+                }
+            }
+        } else if let Some(v) = options.get(key) {
+            opts.put(key, v.clone());
+            given = true;
+        }
+        if given && key != "driver" && key != "filename" {
+            found_any = true;
+        }
+    }
+    if opts.get("driver").is_none() {
+        if let Some(d) = driver {
+            opts.put("driver", OptValue::Str(d.name().to_string()));
+        }
+    }
+    (opts, found_any)
+}
+
+/// The generic rule: a non-filter whose primary child is a protocol node
+/// with an exact filename, and that has no strong options or overridden
+/// backing, is named after that file.
+fn primary_exact_filename(graph: &Graph, id: NodeId, generate_json: bool) -> Result<String> {
+    let node = graph.node(id)?;
+    let Some(edge) = graph.primary_child(id) else {
+        return Ok(String::new());
+    };
+    let child = graph.node(graph.edge(edge)?.child())?;
+    let usable = !child.exact_filename.is_empty()
+        && child.traits().is_protocol
+        && !node.traits().is_filter
+        && !generate_json;
+    Ok(if usable {
+        child.exact_filename.clone()
+    } else {
+        String::new()
+    })
+}
+
+/// `blkdebug_refresh_filename`: `blkdebug:<config>:<child>` when only
+/// `config`/`image`/`x-image`/`driver` are set.
+fn blkdebug_exact_filename(graph: &Graph, image: Option<EdgeId>, opts: &Options) -> Result<String> {
+    let child_exact = child_field(graph, image, |n| n.exact_filename.clone())?;
+    let plain = opts
+        .iter()
+        .all(|(k, _)| matches!(k, "config" | "image" | "x-image" | "driver"));
+    if child_exact.is_empty() || !plain {
+        return Ok(String::new());
+    }
+    Ok(format!(
+        "blkdebug:{}:{}",
+        opts.get_str("config").unwrap_or_default(),
+        child_exact
+    ))
+}
+
+fn child_field(
+    graph: &Graph,
+    edge: Option<EdgeId>,
+    field: impl Fn(&strata_graph::Node) -> String,
+) -> Result<String> {
+    match edge {
+        Some(e) => Ok(field(graph.node(graph.edge(e)?.child())?)),
+        None => Ok(String::new()),
+    }
+}
+
+fn json_filename(opts: &Options) -> String {
+    let mut name = format!("json:{}", opts.to_qemu_json());
+    if name.len() >= PATH_MAX {
+        let mut cut = PATH_MAX - 4;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+        name.push_str("...");
+    }
+    name
+}
