@@ -20,6 +20,9 @@ type ExpectedEdge = (
     &'static [&'static str],
 );
 
+/// Edges as (parent, child name, child, perm, shared), in a stable order.
+type EdgeSet = BTreeSet<(String, String, String, Vec<&'static str>, Vec<&'static str>)>;
+
 const CR: &str = "consistent-read";
 const W: &str = "write";
 const WU: &str = "write-unchanged";
@@ -83,9 +86,7 @@ fn nested_chain(
 
 /// The graph's edges with the harness's naming of unnamed nodes
 /// (`<parent>/<child name>`) and of roots (`job:<id>`, `blk(<child>)`).
-fn edges(
-    bg: &BlockGraph,
-) -> BTreeSet<(String, String, String, Vec<&'static str>, Vec<&'static str>)> {
+fn edges(bg: &BlockGraph) -> EdgeSet {
     let g = bg.graph();
     let display = |node: NodeId| -> String {
         let name = g.name(node);
@@ -142,9 +143,7 @@ fn sorted(perm: Perm) -> Vec<&'static str> {
     names
 }
 
-fn expected(
-    rows: &[ExpectedEdge],
-) -> BTreeSet<(String, String, String, Vec<&'static str>, Vec<&'static str>)> {
+fn expected(rows: &[ExpectedEdge]) -> EdgeSet {
     rows.iter()
         .map(|&(p, link, c, perm, shared)| {
             let mut perm = perm.to_vec();
