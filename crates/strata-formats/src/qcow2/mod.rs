@@ -1,0 +1,517 @@
+//! qcow2 versions 2 (compat 0.10) and 3 (compat 1.1), as QEMU's
+//! docs/interop/qcow2.txt describes them.
+//!
+//! [`Qcow2`] is plain state (header, L1 table, refcount table, small caches)
+//! and every operation takes the storage as a parameter. Metadata changes
+//! are written through at once, in the order that keeps the image
+//! consistent after any prefix of the writes: refcounts are raised before a
+//! table points at a new cluster, and lowered only after no table does. A
+//! crash therefore leaks clusters at worst.
+
+mod alloc;
+mod cache;
+mod check;
+mod create;
+mod header;
+mod write;
+
+pub use check::CheckReport;
+pub use create::{Compat, CreateOptions};
+pub use header::{FeatureName, Header, HeaderExtension};
+
+use crate::error::{Error, Result};
+use crate::extent::{Extent, ExtentKind};
+use crate::storage::{reborrow, BackingRead, Storage};
+use cache::TableCache;
+use header::incompat;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+/// Bits 9..=55 of L1 and L2 entries: a host offset.
+const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+/// Bits 9..=63 of refcount table entries.
+const REFTABLE_OFFSET_MASK: u64 = 0xffff_ffff_ffff_fe00;
+/// The entry's cluster has refcount exactly 1 and may be written in place.
+const COPIED: u64 = 1 << 63;
+/// L2 entry: the cluster is compressed.
+const COMPRESSED: u64 = 1 << 62;
+/// L2 entry (v3): the cluster reads as zeroes.
+const ZERO: u64 = 1;
+/// Largest L1 table QEMU opens (`QCOW_MAX_L1_SIZE`).
+const MAX_L1_BYTES: u64 = 32 << 20;
+/// Largest refcount table QEMU opens (`QCOW_MAX_REFTABLE_SIZE`).
+const MAX_REFTABLE_BYTES: u64 = 8 << 20;
+/// Host offsets must fit the 56 bits of an L2 entry.
+const MAX_HOST_OFFSET: u64 = 1 << 56;
+/// Bytes of L2 tables kept in memory.
+const L2_CACHE_BYTES: u64 = 8 << 20;
+/// Bytes of refcount blocks kept in memory.
+const REFBLOCK_CACHE_BYTES: u64 = 2 << 20;
+
+/// How one guest cluster is stored, decoded from its L2 entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cluster {
+    /// Entry 0: look in the backing file.
+    Unallocated,
+    /// Zero flag, no host cluster.
+    ZeroPlain,
+    /// Zero flag with a (preallocated) host cluster.
+    ZeroAlloc(u64),
+    /// Data at this host offset.
+    Normal(u64),
+    /// Deflate-compressed data.
+    Compressed { offset: u64, len: u64 },
+}
+
+/// Where a run of guest bytes lives (within one L2 table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mapping {
+    /// At this host offset (contiguous for the whole run).
+    Data(u64),
+    /// In one compressed cluster, described by its L2 entry.
+    Compressed(u64),
+    Zero,
+    Unallocated,
+}
+
+/// An open qcow2 image: its metadata, not its bytes.
+///
+/// Cloning is cheap (tables are shared until changed). Dropping is always
+/// safe: nothing is held back from storage; [`Qcow2::flush`] only makes the
+/// writes durable.
+#[derive(Clone)]
+pub struct Qcow2 {
+    header: Header,
+    l1: Arc<Vec<u64>>,
+    reftable: Arc<Vec<u64>>,
+    l2_cache: TableCache<Vec<u64>>,
+    refblock_cache: TableCache<Vec<u8>>,
+    /// Host offsets of L2 tables and refcount blocks, for overlap checks.
+    metadata: Arc<BTreeSet<u64>>,
+    /// The last decompressed cluster: (L2 entry, bytes).
+    compressed: Option<(u64, Arc<Vec<u8>>)>,
+    /// First cluster index worth searching for free clusters.
+    free_cursor: u64,
+    read_only: bool,
+    /// Set when corruption was found: no write may touch the image again.
+    broken: Option<String>,
+}
+
+impl fmt::Debug for Qcow2 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Qcow2")
+            .field("version", &self.header.version)
+            .field("virtual_size", &self.header.size)
+            .field("cluster_size", &self.cluster_size())
+            .field("refcount_bits", &self.refcount_bits())
+            .field("backing_file", &self.header.backing_file)
+            .field("backing_format", &self.header.backing_format)
+            .field("read_only", &self.read_only)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Qcow2 {
+    /// Opens a qcow2 image. Read-write opens refuse images whose `corrupt`
+    /// or `dirty` bit is set, and clear autoclear bits (none of which this
+    /// crate implements), as QEMU does.
+    pub fn open(storage: &mut dyn Storage, read_only: bool) -> Result<Qcow2> {
+        let file_len = storage.len()?;
+        let mut first = [0u8; header::V2_HEADER_LEN];
+        storage.read_at(0, &mut first)?;
+        if file_len < header::V2_HEADER_LEN as u64 {
+            return Err(
+                if first[..4] == header::MAGIC.to_be_bytes() || file_len < 4 {
+                    Error::header("header truncated")
+                } else {
+                    Error::NotQcow2
+                },
+            );
+        }
+        let cluster_bits = Header::peek_cluster_bits(&first)?;
+        let mut cluster0 = vec![0u8; 1 << cluster_bits];
+        storage.read_at(0, &mut cluster0)?;
+        let header = Header::parse(&cluster0)?;
+        let mut image = Qcow2::from_header(header, read_only)?;
+        image.load_tables(storage, file_len)?;
+        if !read_only {
+            if image.header.incompatible_features & incompat::CORRUPT != 0 {
+                return Err(Error::MarkedCorrupt);
+            }
+            if image.header.incompatible_features & incompat::DIRTY != 0 {
+                return Err(Error::Dirty);
+            }
+            if image.header.autoclear_features != 0 {
+                image.header.autoclear_features = 0;
+                image.write_header(storage)?;
+            }
+        }
+        Ok(image)
+    }
+
+    /// Validates the geometry and builds empty in-memory state.
+    fn from_header(header: Header, read_only: bool) -> Result<Qcow2> {
+        let cs = 1u64 << header.cluster_bits;
+        if header.size > i64::MAX as u64 {
+            return Err(Error::header(format!(
+                "image size {} too large",
+                header.size
+            )));
+        }
+        if u64::from(header.l1_size) * 8 > MAX_L1_BYTES {
+            return Err(Error::header("Active L1 table too large"));
+        }
+        let l2_coverage = cs * (cs / 8);
+        if header.size.div_ceil(l2_coverage) > u64::from(header.l1_size) {
+            return Err(Error::header("L1 table is too small"));
+        }
+        if u64::from(header.refcount_table_clusters) * cs > MAX_REFTABLE_BYTES {
+            return Err(Error::header("Reference count table too large"));
+        }
+        for (what, offset) in [
+            ("L1 table", header.l1_table_offset),
+            ("refcount table", header.refcount_table_offset),
+            ("snapshot table", header.snapshots_offset),
+        ] {
+            if offset % cs != 0 || offset >= MAX_HOST_OFFSET {
+                return Err(Error::header(format!("Invalid {what} offset {offset:#x}")));
+            }
+        }
+        if header.nb_snapshots > 65536 {
+            return Err(Error::header("Too many snapshots"));
+        }
+        Ok(Qcow2 {
+            l2_cache: TableCache::new((L2_CACHE_BYTES / cs).max(16) as usize),
+            refblock_cache: TableCache::new((REFBLOCK_CACHE_BYTES / cs).max(16) as usize),
+            header,
+            l1: Arc::new(Vec::new()),
+            reftable: Arc::new(Vec::new()),
+            metadata: Arc::new(BTreeSet::new()),
+            compressed: None,
+            free_cursor: 0,
+            read_only,
+            broken: None,
+        })
+    }
+
+    /// Reads the L1 and refcount tables, refusing tables past the end of the
+    /// file.
+    fn load_tables(&mut self, storage: &mut dyn Storage, file_len: u64) -> Result<()> {
+        let cs = self.cluster_size();
+        let l1_bytes = u64::from(self.header.l1_size) * 8;
+        let rt_bytes = u64::from(self.header.refcount_table_clusters) * cs;
+        self.l1 = Arc::new(read_table(
+            storage,
+            "L1 table",
+            self.header.l1_table_offset,
+            l1_bytes,
+            file_len,
+        )?);
+        self.reftable = Arc::new(read_table(
+            storage,
+            "refcount table",
+            self.header.refcount_table_offset,
+            rt_bytes,
+            file_len,
+        )?);
+        if rt_bytes == 0 {
+            return Err(Error::header("image has no refcount table"));
+        }
+        let l2s = self.l1.iter().map(|e| e & OFFSET_MASK);
+        let blocks = self.reftable.iter().map(|e| e & REFTABLE_OFFSET_MASK);
+        self.metadata = Arc::new(l2s.chain(blocks).filter(|&o| o != 0).collect());
+        Ok(())
+    }
+
+    /// The header as read (and as last rewritten).
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Virtual size in bytes.
+    pub fn virtual_size(&self) -> u64 {
+        self.header.size
+    }
+
+    /// Cluster size in bytes.
+    pub fn cluster_size(&self) -> u64 {
+        1 << self.header.cluster_bits
+    }
+
+    /// Refcount width in bits (1..=64).
+    pub fn refcount_bits(&self) -> u32 {
+        1 << self.header.refcount_order
+    }
+
+    /// The backing file name, verbatim.
+    pub fn backing_file(&self) -> Option<&str> {
+        self.header.backing_file.as_deref()
+    }
+
+    /// The backing format from the header extension.
+    pub fn backing_format(&self) -> Option<&str> {
+        self.header.backing_format.as_deref()
+    }
+
+    /// Whether the image was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Makes every completed write durable (metadata is never held back).
+    pub fn flush(&mut self, storage: &mut dyn Storage) -> Result<()> {
+        Ok(storage.flush()?)
+    }
+
+    /// Reads guest bytes; unallocated clusters come from `backing` (zeroes
+    /// without one).
+    pub fn read(
+        &mut self,
+        storage: &mut dyn Storage,
+        offset: u64,
+        buf: &mut [u8],
+        mut backing: Option<&mut dyn BackingRead>,
+    ) -> Result<()> {
+        self.check_range(offset, buf.len() as u64)?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let (mapping, n) = self.lookup(storage, pos, (buf.len() - done) as u64)?;
+            let dst = &mut buf[done..done + n as usize];
+            match mapping {
+                Mapping::Data(host) => storage.read_at(host, dst)?,
+                Mapping::Zero => dst.fill(0),
+                Mapping::Unallocated => match reborrow(&mut backing) {
+                    Some(b) => b.read_backing(pos, dst)?,
+                    None => dst.fill(0),
+                },
+                Mapping::Compressed(entry) => {
+                    let bytes = self.decompress(storage, entry)?;
+                    let within = (pos % self.cluster_size()) as usize;
+                    dst.copy_from_slice(&bytes[within..within + dst.len()]);
+                }
+            }
+            done += n as usize;
+        }
+        Ok(())
+    }
+
+    /// What this layer holds from `offset` on, for up to `max_len` bytes:
+    /// `qemu-img map` at depth 0. The extent is as long as the kind stays
+    /// the same (`len` is 0 only when `max_len` is).
+    pub fn block_status(
+        &mut self,
+        storage: &mut dyn Storage,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Extent> {
+        self.check_range(offset, max_len)?;
+        let mut len = 0;
+        let mut kind = ExtentKind::Unallocated;
+        while len < max_len {
+            let (mapping, n) = self.lookup(storage, offset + len, max_len - len)?;
+            let this = match mapping {
+                Mapping::Data(_) | Mapping::Compressed(_) => ExtentKind::Data,
+                Mapping::Zero => ExtentKind::Zero,
+                Mapping::Unallocated => ExtentKind::Unallocated,
+            };
+            if len == 0 {
+                kind = this;
+            } else if this != kind {
+                break;
+            }
+            len += n;
+        }
+        Ok(Extent { offset, len, kind })
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.header.size => Ok(()),
+            _ => Err(Error::OutOfRange {
+                offset,
+                len,
+                size: self.header.size,
+            }),
+        }
+    }
+
+    fn l2_entries(&self) -> u64 {
+        self.cluster_size() / 8
+    }
+
+    /// (L1 index, L2 index) of a guest offset.
+    fn indices(&self, offset: u64) -> (usize, usize) {
+        let cluster = offset >> self.header.cluster_bits;
+        (
+            (cluster / self.l2_entries()) as usize,
+            (cluster % self.l2_entries()) as usize,
+        )
+    }
+
+    /// How the guest bytes from `offset` on are stored, for how many bytes
+    /// (at most `max_len`, within one L2 table, host-contiguous for data).
+    fn lookup(
+        &mut self,
+        storage: &mut dyn Storage,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<(Mapping, u64)> {
+        let cs = self.cluster_size();
+        let (l1_index, l2_index) = self.indices(offset);
+        let within = offset % cs;
+        let table_left = (self.l2_entries() - l2_index as u64) * cs - within;
+        let limit = max_len.min(table_left);
+        let l2_offset = self.l1.get(l1_index).copied().unwrap_or(0) & OFFSET_MASK;
+        if l2_offset == 0 {
+            return Ok((Mapping::Unallocated, limit));
+        }
+        let table = self.l2_table(storage, l2_offset)?;
+        let first = self.classify(table[l2_index])?;
+        let mapping = match first {
+            Cluster::Unallocated => Mapping::Unallocated,
+            Cluster::ZeroPlain | Cluster::ZeroAlloc(_) => Mapping::Zero,
+            Cluster::Normal(host) => Mapping::Data(host + within),
+            Cluster::Compressed { .. } => {
+                return Ok((Mapping::Compressed(table[l2_index]), limit.min(cs - within)))
+            }
+        };
+        let mut len = cs - within;
+        let mut i = l2_index + 1;
+        while len < limit {
+            let next = self.classify(table[i])?;
+            let same = match (first, next) {
+                (Cluster::Normal(a), Cluster::Normal(b)) => b == a + (i - l2_index) as u64 * cs,
+                (Cluster::Unallocated, Cluster::Unallocated) => true,
+                (
+                    Cluster::ZeroPlain | Cluster::ZeroAlloc(_),
+                    Cluster::ZeroPlain | Cluster::ZeroAlloc(_),
+                ) => true,
+                _ => false,
+            };
+            if !same {
+                break;
+            }
+            len += cs;
+            i += 1;
+        }
+        Ok((mapping, len.min(limit)))
+    }
+
+    /// Decodes an L2 entry, refusing misaligned data clusters.
+    fn classify(&self, entry: u64) -> Result<Cluster> {
+        if entry & COMPRESSED != 0 {
+            let (offset, len) = self.compressed_extent(entry);
+            return Ok(Cluster::Compressed { offset, len });
+        }
+        let host = entry & OFFSET_MASK;
+        if !host.is_multiple_of(self.cluster_size()) {
+            return Err(Error::corrupt(format!(
+                "Cluster allocation offset {host:#x} unaligned (L2 entry {entry:#x})"
+            )));
+        }
+        Ok(match (entry & ZERO != 0, host) {
+            (true, 0) => Cluster::ZeroPlain,
+            (true, h) => Cluster::ZeroAlloc(h),
+            (false, 0) => Cluster::Unallocated,
+            (false, h) => Cluster::Normal(h),
+        })
+    }
+
+    /// Host offset and byte length of a compressed cluster's data.
+    fn compressed_extent(&self, entry: u64) -> (u64, u64) {
+        let csize_shift = 62 - (self.header.cluster_bits - 8);
+        let csize_mask = (1u64 << (self.header.cluster_bits - 8)) - 1;
+        let offset = entry & ((1u64 << csize_shift) - 1);
+        let sectors = ((entry >> csize_shift) & csize_mask) + 1;
+        (offset, sectors * 512 - (offset & 511))
+    }
+
+    /// Inflates one compressed cluster (raw deflate, as QEMU's zlib type).
+    fn decompress(&mut self, storage: &mut dyn Storage, entry: u64) -> Result<Arc<Vec<u8>>> {
+        if let Some((cached, bytes)) = &self.compressed {
+            if *cached == entry {
+                return Ok(Arc::clone(bytes));
+            }
+        }
+        let (offset, len) = self.compressed_extent(entry);
+        let mut input = vec![0u8; len as usize];
+        storage.read_at(offset, &mut input)?;
+        let mut out = vec![0u8; self.cluster_size() as usize];
+        inflate_exact(&input, &mut out)
+            .map_err(|why| Error::corrupt(format!("compressed cluster at {offset:#x}: {why}")))?;
+        let out = Arc::new(out);
+        self.compressed = Some((entry, Arc::clone(&out)));
+        Ok(out)
+    }
+
+    /// The L2 table at `offset`, from the cache or storage.
+    fn l2_table(&mut self, storage: &mut dyn Storage, offset: u64) -> Result<Arc<Vec<u64>>> {
+        if let Some(table) = self.l2_cache.get(offset) {
+            return Ok(table);
+        }
+        let cs = self.cluster_size();
+        let file_len = storage.len()?;
+        let table = Arc::new(read_table(storage, "L2 table", offset, cs, file_len)?);
+        self.l2_cache.insert(offset, Arc::clone(&table));
+        Ok(table)
+    }
+
+    /// Rewrites the whole first cluster from `self.header`, in one write.
+    fn write_header(&mut self, storage: &mut dyn Storage) -> Result<()> {
+        let cluster = self.header.to_cluster()?;
+        storage.write_at(0, &cluster)?;
+        Ok(())
+    }
+}
+
+/// Reads a big-endian u64 table, refusing offsets that are misaligned for a
+/// table or reach past the end of the file.
+fn read_table(
+    storage: &mut dyn Storage,
+    what: &str,
+    offset: u64,
+    bytes: u64,
+    file_len: u64,
+) -> Result<Vec<u64>> {
+    if bytes == 0 {
+        return Ok(Vec::new());
+    }
+    if !offset.is_multiple_of(512) || offset == 0 {
+        return Err(Error::corrupt(format!(
+            "{what} at invalid offset {offset:#x}"
+        )));
+    }
+    match offset.checked_add(bytes) {
+        Some(end) if end <= file_len => {}
+        _ => {
+            return Err(Error::corrupt(format!(
+                "{what} at {offset:#x} reaches past the end of the file"
+            )))
+        }
+    }
+    let mut raw = vec![0u8; bytes as usize];
+    storage.read_at(offset, &mut raw)?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+        .collect())
+}
+
+/// Inflates raw deflate `input` into exactly `out.len()` bytes.
+fn inflate_exact(input: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
+    use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
+    use miniz_oxide::inflate::TINFLStatus;
+    let mut state = DecompressorOxide::new();
+    let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
+    let (status, _, written) = decompress(&mut state, input, out, 0, flags);
+    match status {
+        TINFLStatus::Done | TINFLStatus::HasMoreOutput if written == out.len() => Ok(()),
+        TINFLStatus::Done | TINFLStatus::HasMoreOutput => {
+            Err(format!("inflated to {written} bytes only"))
+        }
+        other => Err(format!("inflate failed: {other:?}")),
+    }
+}

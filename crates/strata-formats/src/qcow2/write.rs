@@ -1,0 +1,381 @@
+//! Writes: allocating writes with copy-on-write, zero clusters, and header
+//! rewrites for backing-file changes.
+
+use super::header::{MAX_BACKING_FORMAT, MAX_BACKING_NAME};
+use super::{Cluster, Qcow2, COMPRESSED, COPIED, OFFSET_MASK, ZERO};
+use crate::error::{Error, Result};
+use crate::storage::{reborrow, BackingRead, Storage};
+use std::sync::Arc;
+
+impl Qcow2 {
+    /// Writes `data` at guest `offset`. Clusters not yet owned by this layer
+    /// (unallocated, zero, compressed or shared) get new clusters; the parts
+    /// of a partly written cluster are copied from what the guest saw there
+    /// before (`backing` for unallocated clusters).
+    pub fn write(
+        &mut self,
+        storage: &mut dyn Storage,
+        offset: u64,
+        data: &[u8],
+        mut backing: Option<&mut dyn BackingRead>,
+    ) -> Result<()> {
+        self.check_writable()?;
+        self.check_range(offset, data.len() as u64)?;
+        let mut done = 0usize;
+        while done < data.len() {
+            let n = self.guard(|me| {
+                me.write_step(
+                    storage,
+                    offset + done as u64,
+                    &data[done..],
+                    reborrow(&mut backing),
+                )
+            })?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Makes `len` bytes at `offset` read as zeroes, as QEMU's
+    /// `qcow2_co_pwrite_zeroes` does: whole clusters of a v3 image become
+    /// zero clusters (their host clusters are freed when `may_unmap`, kept
+    /// otherwise); partial clusters, and every cluster of a v2 image, get
+    /// zero bytes written.
+    pub fn write_zeroes(
+        &mut self,
+        storage: &mut dyn Storage,
+        offset: u64,
+        len: u64,
+        may_unmap: bool,
+        mut backing: Option<&mut dyn BackingRead>,
+    ) -> Result<()> {
+        self.check_writable()?;
+        self.check_range(offset, len)?;
+        let cs = self.cluster_size();
+        let end = offset + len;
+        let (mut full_start, full_end) = (offset.next_multiple_of(cs).min(end), end / cs * cs);
+        if self.header.version < 3 || full_start >= full_end {
+            return self.write_zero_bytes(storage, offset, len, backing);
+        }
+        self.write_zero_bytes(storage, offset, full_start - offset, reborrow(&mut backing))?;
+        while full_start < full_end {
+            let n = self.guard(|me| {
+                me.zero_clusters(storage, full_start, full_end - full_start, may_unmap)
+            })?;
+            full_start += n;
+        }
+        self.write_zero_bytes(storage, full_end, end - full_end, backing)
+    }
+
+    /// Points the image at a new backing file (or none), as QEMU's
+    /// `qcow2_change_backing_file`: names longer than 1023 bytes are
+    /// `EINVAL`; the format goes into the backing-format extension
+    /// (truncated to 15 bytes, like QEMU's `char[16]`); `None` removes it.
+    pub fn change_backing_file(
+        &mut self,
+        storage: &mut dyn Storage,
+        backing_file: Option<&str>,
+        backing_format: Option<&str>,
+    ) -> Result<()> {
+        self.check_writable()?;
+        if backing_file.is_some_and(|f| f.len() > MAX_BACKING_NAME) {
+            return Err(Error::InvalidArgument(format!(
+                "backing file name longer than {MAX_BACKING_NAME} bytes"
+            )));
+        }
+        let mut header = self.header.clone();
+        header.backing_file = backing_file.map(str::to_owned);
+        header.backing_format =
+            backing_format.map(|f| truncate_to_boundary(f, MAX_BACKING_FORMAT).to_owned());
+        let cluster = header.to_cluster()?;
+        storage.write_at(0, &cluster)?;
+        self.header = header;
+        Ok(())
+    }
+
+    pub(super) fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if let Some(why) = &self.broken {
+            return Err(Error::Corrupt(why.clone()));
+        }
+        Ok(())
+    }
+
+    /// Runs a write step; corruption found on the way stops all later writes.
+    fn guard<T>(&mut self, step: impl FnOnce(&mut Qcow2) -> Result<T>) -> Result<T> {
+        let result = step(self);
+        if let Err(Error::Corrupt(why)) = &result {
+            self.broken = Some(why.clone());
+        }
+        result
+    }
+
+    /// Refuses to write data over metadata: that only happens when the
+    /// refcounts or tables are corrupt.
+    pub(super) fn check_no_overlap(&self, host: u64, len: u64) -> Result<()> {
+        let cs = self.cluster_size();
+        let end = host + len;
+        let overlaps = |start: u64, bytes: u64| bytes > 0 && start < end && host < start + bytes;
+        let l1_bytes = (u64::from(self.header.l1_size) * 8).next_multiple_of(cs);
+        let rt_bytes = u64::from(self.header.refcount_table_clusters) * cs;
+        let hit = if overlaps(0, cs) {
+            Some("the header")
+        } else if overlaps(self.header.l1_table_offset, l1_bytes) {
+            Some("the L1 table")
+        } else if overlaps(self.header.refcount_table_offset, rt_bytes) {
+            Some("the refcount table")
+        } else if self.metadata.range(host / cs * cs..end).next().is_some() {
+            Some("an L2 table or refcount block")
+        } else {
+            None
+        };
+        match hit {
+            Some(what) => Err(Error::corrupt(format!(
+                "write to {host:#x}+{len:#x} would overwrite {what}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes zero bytes through the ordinary write path, 1 MiB at a time.
+    fn write_zero_bytes(
+        &mut self,
+        storage: &mut dyn Storage,
+        offset: u64,
+        len: u64,
+        mut backing: Option<&mut dyn BackingRead>,
+    ) -> Result<()> {
+        let zeroes = vec![0u8; len.min(1 << 20) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(zeroes.len() as u64);
+            self.write(
+                storage,
+                offset + done,
+                &zeroes[..n as usize],
+                reborrow(&mut backing),
+            )?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// The L2 table for `l1_index`, owned by this image alone (allocated,
+    /// or copied from a shared one). Returns its host offset.
+    fn l2_for_write(&mut self, storage: &mut dyn Storage, l1_index: usize) -> Result<u64> {
+        let entry = self.l1[l1_index];
+        let old = entry & OFFSET_MASK;
+        if old != 0 && entry & COPIED != 0 {
+            return Ok(old);
+        }
+        let cs = self.cluster_size();
+        let table: Vec<u64> = if old != 0 {
+            self.l2_table(storage, old)?.as_ref().clone()
+        } else {
+            vec![0; (cs / 8) as usize]
+        };
+        let new = self.alloc_contiguous(storage, 1)?;
+        self.check_no_overlap(new, cs)?;
+        let mut raw = Vec::with_capacity(cs as usize);
+        table
+            .iter()
+            .for_each(|e| raw.extend_from_slice(&e.to_be_bytes()));
+        storage.write_at(new, &raw)?;
+        let l1_entry = new | COPIED;
+        storage.write_at(
+            self.header.l1_table_offset + l1_index as u64 * 8,
+            &l1_entry.to_be_bytes(),
+        )?;
+        Arc::make_mut(&mut self.l1)[l1_index] = l1_entry;
+        self.l2_cache.insert(new, Arc::new(table));
+        Arc::make_mut(&mut self.metadata).insert(new);
+        if old != 0 {
+            self.l2_cache.remove(old);
+            Arc::make_mut(&mut self.metadata).remove(&old);
+            self.free_range(storage, old, cs)?;
+        }
+        Ok(new)
+    }
+
+    /// Writes L2 entries `first..` of the table at `l2` (memory, then disk).
+    fn set_l2_entries(
+        &mut self,
+        storage: &mut dyn Storage,
+        l2: u64,
+        first: usize,
+        entries: &[u64],
+    ) -> Result<()> {
+        let table = self.l2_cache.get_mut(l2);
+        if let Some(table) = table {
+            table[first..first + entries.len()].copy_from_slice(entries);
+        }
+        let mut raw = Vec::with_capacity(entries.len() * 8);
+        entries
+            .iter()
+            .for_each(|e| raw.extend_from_slice(&e.to_be_bytes()));
+        storage.write_at(l2 + first as u64 * 8, &raw)?;
+        Ok(())
+    }
+
+    /// Drops this layer's reference to the host cluster(s) of an L2 entry.
+    fn release(&mut self, storage: &mut dyn Storage, entry: u64) -> Result<()> {
+        match self.classify(entry)? {
+            Cluster::Normal(host) | Cluster::ZeroAlloc(host) => {
+                self.free_range(storage, host, self.cluster_size())
+            }
+            Cluster::Compressed { offset, len } => self.free_range(storage, offset, len),
+            Cluster::Unallocated | Cluster::ZeroPlain => Ok(()),
+        }
+    }
+
+    /// Writes as much of `data` at `pos` as one L2 table and one kind of
+    /// cluster allow. Returns the bytes written.
+    fn write_step(
+        &mut self,
+        storage: &mut dyn Storage,
+        pos: u64,
+        data: &[u8],
+        backing: Option<&mut dyn BackingRead>,
+    ) -> Result<usize> {
+        let cs = self.cluster_size();
+        let (l1_index, l2_index) = self.indices(pos);
+        let within = pos % cs;
+        let table_left = (self.l2_entries() - l2_index as u64) * cs - within;
+        let limit = (data.len() as u64).min(table_left);
+        let l2 = self.l2_for_write(storage, l1_index)?;
+        let table = self.l2_table(storage, l2)?;
+        let clusters = (within + limit).div_ceil(cs) as usize;
+        let entries = &table[l2_index..l2_index + clusters];
+        let in_place =
+            |e: u64| e & COPIED != 0 && e & (COMPRESSED | ZERO) == 0 && e & OFFSET_MASK != 0;
+        if in_place(entries[0]) {
+            let host = entries[0] & OFFSET_MASK;
+            let run = entries
+                .iter()
+                .enumerate()
+                .take_while(|&(i, &e)| in_place(e) && e & OFFSET_MASK == host + i as u64 * cs)
+                .count() as u64;
+            self.classify(entries[0])?;
+            let len = limit.min(run * cs - within);
+            self.check_no_overlap(host + within, len)?;
+            storage.write_at(host + within, &data[..len as usize])?;
+            return Ok(len as usize);
+        }
+        let want = entries.iter().take_while(|&&e| !in_place(e)).count() as u64;
+        let old: Vec<u64> = entries[..want as usize].to_vec();
+        for &e in &old {
+            self.classify(e)?;
+        }
+        let (host, got) = self.alloc_clusters(storage, want)?;
+        self.check_no_overlap(host, got * cs)?;
+        let len = limit.min(got * cs - within);
+        let guest_cluster = pos - within;
+        let mut backing = backing;
+        // Head: what the guest saw before `pos` in the first cluster.
+        if within > 0 {
+            let mut head = vec![0u8; within as usize];
+            self.read_old(
+                storage,
+                old[0],
+                guest_cluster,
+                &mut head,
+                reborrow(&mut backing),
+            )?;
+            storage.write_at(host, &head)?;
+        }
+        storage.write_at(host + within, &data[..len as usize])?;
+        // Tail: what the guest saw after the write in the last cluster.
+        let end = within + len;
+        if !end.is_multiple_of(cs) {
+            let last = (end / cs) as usize;
+            let mut tail = vec![0u8; (cs - end % cs) as usize];
+            let tail_guest = guest_cluster + end;
+            self.read_old(
+                storage,
+                old[last],
+                tail_guest,
+                &mut tail,
+                reborrow(&mut backing),
+            )?;
+            storage.write_at(host + end, &tail)?;
+        }
+        let new: Vec<u64> = (0..got).map(|i| (host + i * cs) | COPIED).collect();
+        self.set_l2_entries(storage, l2, l2_index, &new)?;
+        for &e in &old[..got as usize] {
+            self.release(storage, e)?;
+        }
+        Ok(len as usize)
+    }
+
+    /// What the guest read at `guest` before a write, given the cluster's
+    /// old L2 entry.
+    fn read_old(
+        &mut self,
+        storage: &mut dyn Storage,
+        entry: u64,
+        guest: u64,
+        buf: &mut [u8],
+        backing: Option<&mut dyn BackingRead>,
+    ) -> Result<()> {
+        let within = guest % self.cluster_size();
+        match self.classify(entry)? {
+            Cluster::Normal(host) => storage.read_at(host + within, buf)?,
+            Cluster::Unallocated => match backing {
+                Some(b) => b.read_backing(guest, buf)?,
+                None => buf.fill(0),
+            },
+            Cluster::ZeroPlain | Cluster::ZeroAlloc(_) => buf.fill(0),
+            Cluster::Compressed { .. } => {
+                let bytes = self.decompress(storage, entry)?;
+                buf.copy_from_slice(&bytes[within as usize..within as usize + buf.len()]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns whole clusters from `pos` (cluster aligned, within one L2
+    /// table, at most `len` bytes) into zero clusters. Returns bytes done.
+    fn zero_clusters(
+        &mut self,
+        storage: &mut dyn Storage,
+        pos: u64,
+        len: u64,
+        may_unmap: bool,
+    ) -> Result<u64> {
+        let cs = self.cluster_size();
+        let (l1_index, l2_index) = self.indices(pos);
+        let n = (len / cs).min(self.l2_entries() - l2_index as u64) as usize;
+        let l2 = self.l2_for_write(storage, l1_index)?;
+        let old: Vec<u64> = self.l2_table(storage, l2)?[l2_index..l2_index + n].to_vec();
+        let mut new = Vec::with_capacity(n);
+        let mut released = Vec::new();
+        for &e in &old {
+            let kind = self.classify(e)?;
+            let allocated = matches!(kind, Cluster::Normal(_) | Cluster::ZeroAlloc(_));
+            let unmap = matches!(kind, Cluster::Compressed { .. }) || (may_unmap && allocated);
+            if unmap {
+                released.push(e);
+            }
+            new.push((if unmap { 0 } else { e }) | ZERO);
+        }
+        if new != old {
+            self.set_l2_entries(storage, l2, l2_index, &new)?;
+        }
+        for e in released {
+            self.release(storage, e)?;
+        }
+        Ok(n as u64 * cs)
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char
+/// boundary.
+fn truncate_to_boundary(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

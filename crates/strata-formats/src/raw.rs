@@ -1,0 +1,117 @@
+//! The raw format: the image is the storage, byte for byte.
+
+use crate::error::{Error, Result};
+use crate::extent::{Extent, ExtentKind};
+use crate::storage::Storage;
+
+/// A raw image: its virtual size is its storage's length.
+///
+/// Raw has no metadata, no backing file and no allocation information of
+/// its own: every byte is [`ExtentKind::Data`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Raw {
+    size: u64,
+    read_only: bool,
+}
+
+impl Raw {
+    /// Opens the storage as a raw image (its current length is the size).
+    pub fn open(storage: &mut dyn Storage, read_only: bool) -> Result<Raw> {
+        Ok(Raw {
+            size: storage.len()?,
+            read_only,
+        })
+    }
+
+    /// The image's size in bytes.
+    pub fn virtual_size(&self) -> u64 {
+        self.size
+    }
+
+    /// Reads `buf.len()` bytes at `offset`.
+    pub fn read(&mut self, storage: &mut dyn Storage, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len() as u64)?;
+        Ok(storage.read_at(offset, buf)?)
+    }
+
+    /// Writes `data` at `offset`.
+    pub fn write(&mut self, storage: &mut dyn Storage, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        self.check_range(offset, data.len() as u64)?;
+        Ok(storage.write_at(offset, data)?)
+    }
+
+    /// Writes `len` zero bytes at `offset` (in bounded pieces).
+    pub fn write_zeroes(&mut self, storage: &mut dyn Storage, offset: u64, len: u64) -> Result<()> {
+        self.check_writable()?;
+        self.check_range(offset, len)?;
+        let zeroes = vec![0u8; len.min(ZERO_BUF) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZERO_BUF);
+            storage.write_at(offset + done, &zeroes[..n as usize])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Everything in a raw image is data.
+    pub fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        self.check_range(offset, max_len)?;
+        Ok(Extent {
+            offset,
+            len: max_len,
+            kind: ExtentKind::Data,
+        })
+    }
+
+    /// Makes completed writes durable.
+    pub fn flush(&mut self, storage: &mut dyn Storage) -> Result<()> {
+        Ok(storage.flush()?)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(Error::OutOfRange {
+                offset,
+                len,
+                size: self.size,
+            }),
+        }
+    }
+}
+
+/// Largest zero buffer written at once.
+const ZERO_BUF: u64 = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemStorage;
+
+    #[test]
+    fn raw_reads_writes_and_bounds() {
+        let mut st = MemStorage::from_bytes(&[1; 4096]);
+        let mut raw = Raw::open(&mut st, false).unwrap();
+        assert_eq!(raw.virtual_size(), 4096);
+        raw.write(&mut st, 10, b"xyz").unwrap();
+        raw.write_zeroes(&mut st, 0, 5).unwrap();
+        let mut buf = [9; 16];
+        raw.read(&mut st, 0, &mut buf).unwrap();
+        assert_eq!(&buf, b"\0\0\0\0\0\x01\x01\x01\x01\x01xyz\x01\x01\x01");
+        assert!(matches!(
+            raw.write(&mut st, 4095, b"ab"),
+            Err(Error::OutOfRange { .. })
+        ));
+        let mut ro = Raw::open(&mut st, true).unwrap();
+        assert!(matches!(ro.write(&mut st, 0, b"a"), Err(Error::ReadOnly)));
+    }
+}

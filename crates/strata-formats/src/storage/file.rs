@@ -1,0 +1,107 @@
+//! [`FileStorage`]: an image on a real file.
+
+use super::Storage;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// A real file, accessed with positioned reads and writes only (no mmap, so
+/// crash behaviour is the kernel's ordinary write-back), `fdatasync` on
+/// [`flush`](Storage::flush).
+#[derive(Debug)]
+pub struct FileStorage {
+    file: File,
+}
+
+impl FileStorage {
+    /// Opens an existing file, read-only or read-write.
+    pub fn open(path: impl AsRef<Path>, read_only: bool) -> io::Result<FileStorage> {
+        let file = OpenOptions::new().read(true).write(!read_only).open(path)?;
+        Ok(FileStorage { file })
+    }
+
+    /// Creates (or truncates) a file and opens it read-write.
+    pub fn create(path: impl AsRef<Path>) -> io::Result<FileStorage> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(FileStorage { file })
+    }
+
+    /// Wraps an already open file.
+    pub fn from_file(file: File) -> FileStorage {
+        FileStorage { file }
+    }
+
+    /// The file inside.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl Storage for FileStorage {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Past the end of the file reads as zeroes, like QEMU's file-posix.
+        buf[done..].fill(0);
+        Ok(())
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn len(&mut self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_past_the_end_are_zero_and_writes_extend() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = FileStorage::create(dir.path().join("f")).unwrap();
+        st.write_at(10, b"abc").unwrap();
+        assert_eq!(st.len().unwrap(), 13);
+        let mut buf = [0xffu8; 8];
+        st.read_at(9, &mut buf).unwrap();
+        assert_eq!(&buf, b"\0abc\0\0\0\0");
+        st.set_len(11).unwrap();
+        st.flush().unwrap();
+        st.read_at(9, &mut buf).unwrap();
+        assert_eq!(&buf, b"\0a\0\0\0\0\0\0");
+    }
+
+    #[test]
+    fn read_only_files_refuse_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        FileStorage::create(&path).unwrap();
+        let mut st = FileStorage::open(&path, true).unwrap();
+        let err = st.write_at(0, b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(9), "EBADF from a read-only fd");
+    }
+}

@@ -1,0 +1,328 @@
+//! [`MemStorage`]: images in memory for the simulator.
+
+use super::Storage;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::io;
+use std::sync::{Arc, OnceLock};
+
+/// Bytes per copy-on-write chunk.
+const CHUNK: usize = 64 * 1024;
+
+/// One chunk of bytes and, once asked for, its digest.
+#[derive(Default)]
+struct Chunk {
+    data: Vec<u8>,
+    digest: OnceLock<[u8; 32]>,
+}
+
+impl Clone for Chunk {
+    /// A clone is about to be written: it starts without a digest.
+    fn clone(&self) -> Chunk {
+        Chunk {
+            data: self.data.clone(),
+            digest: OnceLock::new(),
+        }
+    }
+}
+
+impl Chunk {
+    /// The chunk's digest; all-zero chunks share the all-zero digest so that
+    /// a written-then-zeroed chunk hashes like a never-written one.
+    fn digest(&self) -> [u8; 32] {
+        *self.digest.get_or_init(|| {
+            if self.data.iter().all(|&b| b == 0) {
+                [0; 32]
+            } else {
+                Sha256::digest(&self.data).into()
+            }
+        })
+    }
+}
+
+/// The bytes of a store at one moment: shared chunks plus a length.
+///
+/// Invariant: bytes of the last chunk past `len` are zero, so content
+/// comparisons need not care how the store got to its length.
+#[derive(Clone, Default)]
+struct Contents {
+    chunks: Arc<Vec<Option<Arc<Chunk>>>>,
+    len: u64,
+}
+
+impl Contents {
+    fn read(&self, offset: u64, buf: &mut [u8]) {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let idx = (pos / CHUNK as u64) as usize;
+            let within = (pos % CHUNK as u64) as usize;
+            let n = (CHUNK - within).min(buf.len() - done);
+            let dst = &mut buf[done..done + n];
+            match self.chunks.get(idx).and_then(Option::as_ref) {
+                Some(chunk) if pos < self.len => {
+                    dst.copy_from_slice(&chunk.data[within..within + n])
+                }
+                _ => dst.fill(0),
+            }
+            done += n;
+        }
+    }
+
+    fn write(&mut self, offset: u64, buf: &[u8]) {
+        let chunks = Arc::make_mut(&mut self.chunks);
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let idx = (pos / CHUNK as u64) as usize;
+            let within = (pos % CHUNK as u64) as usize;
+            let n = (CHUNK - within).min(buf.len() - done);
+            if chunks.len() <= idx {
+                chunks.resize(idx + 1, None);
+            }
+            let slot = chunks[idx].get_or_insert_with(|| {
+                Arc::new(Chunk {
+                    data: vec![0; CHUNK],
+                    ..Chunk::default()
+                })
+            });
+            let chunk = Arc::make_mut(slot);
+            chunk.digest = OnceLock::new();
+            chunk.data[within..within + n].copy_from_slice(&buf[done..done + n]);
+            done += n;
+        }
+        self.len = self.len.max(offset + buf.len() as u64);
+    }
+
+    fn set_len(&mut self, len: u64) {
+        if len < self.len {
+            let chunks = Arc::make_mut(&mut self.chunks);
+            let keep = len.div_ceil(CHUNK as u64) as usize;
+            chunks.truncate(keep);
+            let within = (len % CHUNK as u64) as usize;
+            if within != 0 {
+                if let Some(Some(last)) = chunks.last_mut() {
+                    let chunk = Arc::make_mut(last);
+                    chunk.digest = OnceLock::new();
+                    chunk.data[within..].fill(0);
+                }
+            }
+        }
+        self.len = len;
+    }
+
+    fn hash(&self) -> ContentHash {
+        let mut h = Sha256::new();
+        h.update(self.len.to_le_bytes());
+        let used = self.len.div_ceil(CHUNK as u64) as usize;
+        for idx in 0..used {
+            let digest = match self.chunks.get(idx).and_then(Option::as_ref) {
+                Some(chunk) => chunk.digest(),
+                None => [0; 32],
+            };
+            h.update(digest);
+        }
+        ContentHash(h.finalize().into())
+    }
+}
+
+/// A content digest of a [`MemStorage`]: two stores with the same length and
+/// the same bytes have the same hash, however they were written.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentHash({self})")
+    }
+}
+
+/// An in-memory store for the simulator.
+///
+/// * `clone()` shares every chunk (copy-on-write in 64 KiB chunks), so a
+///   clone of a 4 MiB image copies 64 pointers, not 4 MiB.
+/// * [`content_hash`](MemStorage::content_hash) digests the bytes, caching
+///   each chunk's digest until the chunk is written again.
+/// * [`crash_view`](MemStorage::crash_view) returns the store as it was at
+///   the last [`flush`](Storage::flush): what a power cut would leave.
+///
+/// ```
+/// use strata_formats::{MemStorage, Storage};
+/// let mut a = MemStorage::new();
+/// a.write_at(0, b"hello").unwrap();
+/// a.flush().unwrap();
+/// a.write_at(0, b"HELLO").unwrap();
+/// let b = a.clone();
+/// assert_eq!(a.content_hash(), b.content_hash());
+/// assert_eq!(a.crash_view().to_vec(), b"hello");
+/// ```
+#[derive(Clone, Default)]
+pub struct MemStorage {
+    current: Contents,
+    durable: Contents,
+}
+
+impl MemStorage {
+    /// An empty store (length 0, nothing unflushed).
+    pub fn new() -> MemStorage {
+        MemStorage::default()
+    }
+
+    /// A store holding `bytes`, all of them already durable.
+    pub fn from_bytes(bytes: &[u8]) -> MemStorage {
+        let mut contents = Contents::default();
+        contents.write(0, bytes);
+        MemStorage {
+            current: contents.clone(),
+            durable: contents,
+        }
+    }
+
+    /// Every byte, in a fresh vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = vec![0; self.current.len as usize];
+        self.current.read(0, &mut out);
+        out
+    }
+
+    /// The length in bytes (no `&mut` needed, unlike [`Storage::len`]).
+    pub fn size(&self) -> u64 {
+        self.current.len
+    }
+
+    /// The digest of the current bytes.
+    pub fn content_hash(&self) -> ContentHash {
+        self.current.hash()
+    }
+
+    /// The store as of the last flush: every write since then is dropped.
+    pub fn crash_view(&self) -> MemStorage {
+        MemStorage {
+            current: self.durable.clone(),
+            durable: self.durable.clone(),
+        }
+    }
+
+    /// Whether every write has been flushed.
+    pub fn is_flushed(&self) -> bool {
+        Arc::ptr_eq(&self.current.chunks, &self.durable.chunks)
+            && self.current.len == self.durable.len
+    }
+}
+
+impl fmt::Debug for MemStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemStorage")
+            .field("len", &self.current.len)
+            .field("flushed", &self.is_flushed())
+            .finish()
+    }
+}
+
+impl Storage for MemStorage {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.current.read(offset, buf);
+        Ok(())
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        offset
+            .checked_add(buf.len() as u64)
+            .filter(|end| *end <= MAX_LEN)
+            .ok_or_else(|| io::Error::from_raw_os_error(crate::error::errno::EFBIG))?;
+        self.current.write(offset, buf);
+        Ok(())
+    }
+
+    fn len(&mut self) -> io::Result<u64> {
+        Ok(self.current.len)
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        if len > MAX_LEN {
+            return Err(io::Error::from_raw_os_error(crate::error::errno::EFBIG));
+        }
+        self.current.set_len(len);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.durable = self.current.clone();
+        Ok(())
+    }
+}
+
+/// The largest store: 1 TiB, so that a bogus offset fails instead of
+/// allocating a chunk table for it.
+const MAX_LEN: u64 = 1 << 40;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clones_share_until_written() {
+        let mut a = MemStorage::new();
+        a.write_at(100_000, &[7; 10]).unwrap();
+        let mut b = a.clone();
+        b.write_at(100_005, &[9; 2]).unwrap();
+        let (mut x, mut y) = ([0; 10], [0; 10]);
+        a.read_at(100_000, &mut x).unwrap();
+        b.read_at(100_000, &mut y).unwrap();
+        assert_eq!(x, [7; 10]);
+        assert_eq!(y, [7, 7, 7, 7, 7, 9, 9, 7, 7, 7]);
+        assert_ne!(a.content_hash(), b.content_hash());
+    }
+
+    #[test]
+    fn equal_contents_hash_equal() {
+        let mut a = MemStorage::new();
+        a.set_len(200_000).unwrap();
+        let mut b = MemStorage::new();
+        b.write_at(150_000, &[1; 100]).unwrap();
+        b.write_at(150_000, &[0; 100]).unwrap();
+        b.set_len(200_000).unwrap();
+        assert_eq!(a.content_hash(), b.content_hash());
+        b.set_len(200_001).unwrap();
+        assert_ne!(a.content_hash(), b.content_hash());
+    }
+
+    #[test]
+    fn shrinking_zeroes_the_cut_tail() {
+        let mut a = MemStorage::new();
+        a.write_at(0, &[5; 100]).unwrap();
+        a.set_len(10).unwrap();
+        a.set_len(100).unwrap();
+        let mut buf = [1; 100];
+        a.read_at(0, &mut buf).unwrap();
+        assert_eq!(&buf[..10], &[5; 10]);
+        assert!(buf[10..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn crash_view_drops_unflushed_writes() {
+        let mut a = MemStorage::new();
+        a.write_at(0, b"one").unwrap();
+        assert!(!a.is_flushed());
+        assert_eq!(a.crash_view().size(), 0);
+        a.flush().unwrap();
+        a.write_at(3, b"two").unwrap();
+        a.set_len(4).unwrap();
+        assert_eq!(a.crash_view().to_vec(), b"one");
+        assert_eq!(a.to_vec(), b"onet");
+    }
+
+    #[test]
+    fn absurd_offsets_fail_instead_of_allocating() {
+        let mut a = MemStorage::new();
+        let err = a.write_at(u64::MAX - 1, b"xy").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(27));
+        assert!(a.set_len(1 << 50).is_err());
+    }
+}

@@ -1,0 +1,99 @@
+//! Where image bytes live: the [`Storage`] trait and its two implementations.
+//!
+//! * [`FileStorage`]: a real file, positioned I/O, `fdatasync` on flush.
+//! * [`MemStorage`]: memory for the simulator, cloned in microseconds
+//!   (chunks shared copy-on-write), hashed by content, and able to show what
+//!   would survive a crash ([`MemStorage::crash_view`]).
+//!
+//! Format code never owns its storage: every operation of
+//! [`Qcow2`](crate::Qcow2) and [`Raw`](crate::Raw) takes `&mut dyn Storage`,
+//! so the block layer can route a node's I/O through its own adapter (a
+//! blkdebug filter, a throttle, ...).
+
+mod file;
+mod mem;
+
+pub use file::FileStorage;
+pub use mem::{ContentHash, MemStorage};
+
+use std::io;
+
+/// A byte store an image lives on.
+///
+/// Reads past the end fill the buffer with zeroes, as QEMU's `file-posix`
+/// does; writes past the end extend it.
+#[allow(clippy::len_without_is_empty)] // the length of a store, not a collection
+pub trait Storage {
+    /// Reads `buf.len()` bytes at `offset`; bytes past the end read as zero.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`, extending the store if needed.
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    /// The current length in bytes.
+    fn len(&mut self) -> io::Result<u64>;
+    /// Truncates or extends (with zeroes) to `len` bytes.
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// Makes every completed write durable.
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+impl<S: Storage + ?Sized> Storage for &mut S {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        (**self).read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        (**self).write_at(offset, buf)
+    }
+    fn len(&mut self) -> io::Result<u64> {
+        (**self).len()
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        (**self).set_len(len)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
+    }
+}
+
+impl<S: Storage + ?Sized> Storage for Box<S> {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        (**self).read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        (**self).write_at(offset, buf)
+    }
+    fn len(&mut self) -> io::Result<u64> {
+        (**self).len()
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        (**self).set_len(len)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
+    }
+}
+
+/// Reads of a layer's backing file, as the layer sees it.
+///
+/// Implementations zero-fill past the backing file's end (a backing file
+/// shorter than its overlay reads as zeroes there, as in QEMU).
+pub trait BackingRead {
+    /// Reads `buf.len()` bytes of the backing file at `offset`.
+    fn read_backing(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+}
+
+impl<B: BackingRead + ?Sized> BackingRead for &mut B {
+    fn read_backing(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        (**self).read_backing(offset, buf)
+    }
+}
+
+/// Reborrows an optional backing reader for one call (shortening the trait
+/// object's lifetime, which `Option::as_deref_mut` cannot do).
+pub(crate) fn reborrow<'s>(
+    backing: &'s mut Option<&mut dyn BackingRead>,
+) -> Option<&'s mut dyn BackingRead> {
+    match backing {
+        Some(b) => Some(&mut **b),
+        None => None,
+    }
+}
