@@ -9,3 +9,4 @@ mod graph;
 mod jobs;
 mod perm;
 mod qmp;
+mod stream;

@@ -517,7 +517,7 @@ impl Graph {
                 self.edge(edge)?.name.clone(),
             )));
         }
-        let old_child = self.unlink_edge(edge)?;
+        let old_child = self.unlist_edge(edge)?;
         self.edges
             .get_mut(edge.0)
             .expect("edge checked above")
@@ -588,7 +588,16 @@ impl Graph {
         Ok(())
     }
 
+    /// Takes an edge out of both lists and frees it.
     fn unlink_edge(&mut self, id: EdgeId) -> Result<NodeId> {
+        let child = self.unlist_edge(id)?;
+        self.edges.remove(id.0);
+        Ok(child)
+    }
+
+    /// Takes an edge out of its child's parents and its parent's children
+    /// (clearing a `file`/`backing` slot it filled), keeping the edge itself.
+    fn unlist_edge(&mut self, id: EdgeId) -> Result<NodeId> {
         let edge = self.edge(id)?.clone();
         self.node_mut(edge.child)?.parents.retain(|e| *e != id);
         match edge.parent {
@@ -610,7 +619,6 @@ impl Graph {
                 }
             }
         }
-        self.edges.remove(id.0);
         Ok(edge.child)
     }
 }

@@ -1,0 +1,109 @@
+//! Which node becomes the backing file after a stream.
+//!
+//! This is the question the 2020 qemu-block thread "stream: Deal with
+//! filters" argued about, kept in one place so that the alternatives can be
+//! compared. At start the stream records two nodes (`stream_start`):
+//!
+//! - `base_overlay`: the bottom-most image whose data is copied (the first
+//!   non-filter overlay of the base, or `bottom`);
+//! - `above_base`: the node directly above the base, which is
+//!   `base_overlay` unless filters sit between `base_overlay` and the base.
+//!
+//! At completion (`stream_prepare`) QEMU 10.0 re-reads the base *then*:
+//! whatever is below `above_base` at that moment becomes the new backing
+//! node ([`BackingChoice::AboveBase`]). The thread's alternatives are kept
+//! for comparison: Vladimir's "use backing(base_overlay)", which keeps every
+//! filter above the base ([`BackingChoice::BaseOverlay`]), and "freeze the
+//! base" (the base given at start, [`BackingChoice::BaseAtStart`]).
+
+use strata_graph::{Graph, NodeId};
+
+/// The nodes a stream remembers at start.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct StreamBounds {
+    /// The bottom-most node whose data is copied.
+    pub base_overlay: NodeId,
+    /// The node directly above the base (a filter or `base_overlay`).
+    pub above_base: NodeId,
+    /// The base given at start (`None`: the whole chain is streamed, or
+    /// `bottom` was used and the base is never referenced).
+    pub base_at_start: Option<NodeId>,
+}
+
+/// Why the bounds could not be computed.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct NotInChain {
+    /// `'<base>' is not in the backing chain of '<top>'`, QEMU's text.
+    pub message: String,
+}
+
+/// Computes the bounds as `stream_start` does.
+///
+/// With `bottom`, both nodes are `bottom`. Otherwise `base_overlay` is
+/// `find_overlay(top, base)`; `above_base` walks down from `base_overlay`
+/// through filters to the node whose chain child is `base`.
+pub fn stream_bounds(graph: &Graph, top: NodeId, base: Option<NodeId>, bottom: Option<NodeId>) -> Result<StreamBounds, NotInChain> {
+    if let Some(bottom) = bottom {
+        return Ok(StreamBounds { base_overlay: bottom, above_base: bottom, base_at_start: None });
+    }
+    let Some(base_overlay) = graph.find_overlay(top, base) else {
+        return Err(NotInChain {
+            message: format!(
+                "'{}' is not in the backing chain of '{}'",
+                base.map_or("", |b| graph.name(b)),
+                graph.name(top)
+            ),
+        });
+    };
+    let mut above_base = base_overlay;
+    if let Some(base) = base {
+        while let Some(next) = graph.filter_or_cow_node(above_base) {
+            if next == base {
+                break;
+            }
+            above_base = next;
+        }
+    }
+    Ok(StreamBounds { base_overlay, above_base, base_at_start: base })
+}
+
+/// The rules for choosing the new backing node of the streamed image.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum BackingChoice {
+    /// QEMU 10.0 (Max Reitz's rule): the chain child of `above_base` at
+    /// completion; filters between `base_overlay` and the base are dropped.
+    AboveBase,
+    /// The thread's alternative (Vladimir Sementsov-Ogievskiy): the chain
+    /// child of `base_overlay` at completion; filters above the base stay.
+    BaseOverlay,
+    /// "Freeze the base": the base named at start, whatever happened since.
+    BaseAtStart,
+}
+
+/// The node that becomes the backing node of the streamed image at
+/// completion, under `choice`; `None` means the image loses its backing file.
+pub fn new_backing_node(graph: &Graph, bounds: &StreamBounds, choice: BackingChoice) -> Option<NodeId> {
+    match choice {
+        BackingChoice::AboveBase => graph.filter_or_cow_node(bounds.above_base),
+        BackingChoice::BaseOverlay => graph.filter_or_cow_node(bounds.base_overlay),
+        BackingChoice::BaseAtStart => bounds.base_at_start,
+    }
+}
+
+/// The backing file string and format `stream_prepare` writes into the
+/// streamed image's header: the user's `backing-file` if given, else the
+/// filename of the first non-filter below the new backing node (never a
+/// filter's `json:` name); the format is that node's driver, or `raw` for a
+/// protocol node with `backing-mask-protocol`. `None`: remove the backing.
+pub fn header_backing(
+    graph: &Graph,
+    new_backing: Option<NodeId>,
+    backing_file: Option<&str>,
+    mask_protocol: bool,
+) -> Option<(String, String)> {
+    let base = graph.skip_filters(new_backing?);
+    let node = graph.node(base).ok()?;
+    let format = if mask_protocol && node.traits().is_protocol { "raw" } else { node.driver() };
+    let name = backing_file.map_or_else(|| node.filename.clone(), str::to_string);
+    Some((name, format.to_string()))
+}
