@@ -366,6 +366,20 @@ impl<C, D: JobDriver<C>> Jobs<C, D> {
 
     // ---------------------------------------------------------------- queries
 
+    /// Finishes, for every job, the main-loop work QEMU does in one go once
+    /// it has begun (prepare, commit/abort, clean, conclusion): no QMP
+    /// command can observe a job between those. Every verb settles first;
+    /// a QMP layer settles before `query-jobs` and `query-block-jobs` too.
+    pub fn settle(&mut self, ctx: &mut C, events: &mut Vec<JobEvent>) -> Result<()> {
+        for Entry { core, driver } in &mut self.entries {
+            while matches!(core.co, Co::MainLoop(phase) if phase.is_atomic_continuation()) {
+                core.step(driver, ctx, 0, events)?;
+            }
+        }
+        self.reap(ctx);
+        Ok(())
+    }
+
     /// `query-jobs`: newest first, as QEMU inserts jobs at the head of its list.
     pub fn query_jobs(&self) -> Vec<JobInfo> {
         self.entries
@@ -431,8 +445,6 @@ impl<C, D: JobDriver<C>> Jobs<C, D> {
         }
     }
 
-    /// Finishes the main-loop work QEMU does without yielding once begun,
-    /// for every job, then looks `id` up.
     fn settle_and_find(
         &mut self,
         lookup: Lookup,
@@ -440,12 +452,7 @@ impl<C, D: JobDriver<C>> Jobs<C, D> {
         ctx: &mut C,
         events: &mut Vec<JobEvent>,
     ) -> Result<usize> {
-        for Entry { core, driver } in &mut self.entries {
-            while matches!(core.co, Co::MainLoop(phase) if phase.is_atomic_continuation()) {
-                core.step(driver, ctx, 0, events)?;
-            }
-        }
-        self.reap(ctx);
+        self.settle(ctx, events)?;
         self.find(lookup, id)
     }
 

@@ -153,8 +153,10 @@ pub use info::{BlockJobInfo, JobInfo};
 pub use job::{JobCore, JobCtl, JobSpec, Wait};
 pub use jobs::{id_wellformed, Cancel, Jobs, Lookup};
 pub use ratelimit::{RateLimit, BLOCK_JOB_SLICE_TIME};
-pub use stream_base::{header_backing, new_backing_node, stream_bounds, BackingChoice, NotInChain, StreamBounds};
 pub use status::{
     BlockErrorAction, BlockdevOnError, IoOperation, IoStatus, JobStatus, JobTable, JobType,
     JobVerb, MirrorCopyMode,
+};
+pub use stream_base::{
+    header_backing, new_backing_node, stream_bounds, BackingChoice, NotInChain, StreamBounds,
 };

@@ -1,0 +1,9 @@
+//! Tests for strata-jobs: QEMU's tables and texts, the observed event
+//! sequences, the rate limiter, the queries, and a seeded property test.
+
+mod fake;
+mod property;
+mod queries;
+mod ratelimit;
+mod sequences;
+mod tables;
