@@ -2,6 +2,7 @@
 //! graph (tools, tests, benchmarks).
 
 use crate::error::{Error, Result};
+use crate::extent::ExtentKind;
 use crate::image::{Format, Image};
 use crate::storage::{BackingRead, FileStorage, Storage};
 use std::io;
@@ -30,6 +31,32 @@ impl<S: Storage> BackingRead for Below<'_, S> {
     fn read_backing(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         read_layers(self.0, offset, buf).map_err(io::Error::from)
     }
+
+    fn backing_is_zero(&mut self, offset: u64, len: u64) -> io::Result<bool> {
+        layers_are_zero(self.0, offset, len).map_err(io::Error::from)
+    }
+}
+
+/// Whether the chain `layers` reads as zeroes by metadata over the range.
+fn layers_are_zero<S: Storage>(layers: &mut [Layer<S>], offset: u64, len: u64) -> Result<bool> {
+    let Some((top, rest)) = layers.split_first_mut() else {
+        return Ok(true);
+    };
+    let end = (offset + len).min(top.image.virtual_size());
+    let mut pos = offset;
+    while pos < end {
+        let e = top.image.block_status(&mut top.storage, pos, end - pos)?;
+        let zero = match e.kind {
+            ExtentKind::Data => false,
+            ExtentKind::Zero => true,
+            ExtentKind::Unallocated => layers_are_zero(rest, pos, e.len)?,
+        };
+        if !zero {
+            return Ok(false);
+        }
+        pos = e.end();
+    }
+    Ok(true)
 }
 
 /// Reads through `layers[0]`, its backing being the rest; zeroes past the

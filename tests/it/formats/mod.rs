@@ -26,7 +26,8 @@ impl Scratch {
     pub fn new(tag: &str) -> Scratch {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("strata-formats-{}-{n}-{tag}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("strata-formats-{}-{n}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create scratch dir");
         Scratch { dir }
@@ -45,7 +46,10 @@ impl Drop for Scratch {
 
 /// Runs a tool; returns (success, stdout, stderr).
 pub fn run_tool(tool: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(tool).args(args).output().unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -72,7 +76,10 @@ pub fn qemu_io(path: &Path, cmds: &[&str]) {
     }
     args.push(p(path));
     let out = run("qemu-io", &args);
-    assert!(!out.contains("error") && !out.contains("failed"), "qemu-io {cmds:?}: {out}");
+    assert!(
+        !out.contains("error") && !out.contains("failed"),
+        "qemu-io {cmds:?}: {out}"
+    );
 }
 
 /// The guest bytes of an image as QEMU reads them (`qemu-img convert -O raw`).
@@ -90,9 +97,15 @@ pub fn qemu_map(path: &Path) -> Vec<(u64, u64, ExtentKind)> {
     let mut out = Vec::new();
     for entry in json.split('{').skip(1) {
         let num = |key: &str| -> u64 {
-            let at = entry.find(&format!("\"{key}\": ")).unwrap_or_else(|| panic!("{key} in {entry}"));
+            let at = entry
+                .find(&format!("\"{key}\": "))
+                .unwrap_or_else(|| panic!("{key} in {entry}"));
             let rest = &entry[at + key.len() + 4..];
-            rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())].parse().expect("number")
+            rest[..rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len())]
+                .parse()
+                .expect("number")
         };
         let flag = |key: &str| entry.contains(&format!("\"{key}\": true"));
         let kind = match (num("depth"), flag("present"), flag("data"), flag("zero")) {
@@ -118,8 +131,13 @@ pub fn strata_map(image: &mut Image, storage: &mut dyn Storage) -> Vec<(u64, u64
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < size {
-        let e = image.block_status(storage, pos, size - pos).expect("block_status");
-        assert!(e.len > 0 && e.offset == pos, "empty or misplaced extent {e:?}");
+        let e = image
+            .block_status(storage, pos, size - pos)
+            .expect("block_status");
+        assert!(
+            e.len > 0 && e.offset == pos,
+            "empty or misplaced extent {e:?}"
+        );
         push_merged(&mut out, e.offset, e.len, e.kind);
         pos = e.end();
     }
@@ -139,7 +157,9 @@ pub const BACKENDS: [Backend; 2] = [Backend::File, Backend::Memory];
 pub fn open_storage(path: &Path, backend: Backend, read_only: bool) -> Box<dyn Storage> {
     match backend {
         Backend::File => Box::new(FileStorage::open(path, read_only).expect("open image file")),
-        Backend::Memory => Box::new(MemStorage::from_bytes(&std::fs::read(path).expect("read image file"))),
+        Backend::Memory => Box::new(MemStorage::from_bytes(
+            &std::fs::read(path).expect("read image file"),
+        )),
     }
 }
 
@@ -150,12 +170,22 @@ pub fn save(storage: &MemStorage, path: &Path) {
 
 /// A deterministic byte pattern (so misplaced data is caught).
 pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| seed.wrapping_mul(31).wrapping_add((i / 512) as u8).wrapping_add(1)).collect()
+    (0..len)
+        .map(|i| {
+            seed.wrapping_mul(31)
+                .wrapping_add((i / 512) as u8)
+                .wrapping_add(1)
+        })
+        .collect()
 }
 
 /// Asserts `qemu-img check` finds nothing wrong.
 pub fn assert_qemu_check_clean(path: &Path) {
     let (ok, stdout, stderr) = run_tool("qemu-img", &["check", p(path)]);
-    assert!(ok && stdout.contains("No errors were found"), "qemu-img check {}:\n{stdout}\n{stderr}", path.display());
+    assert!(
+        ok && stdout.contains("No errors were found"),
+        "qemu-img check {}:\n{stdout}\n{stderr}",
+        path.display()
+    );
     assert!(!stdout.contains("leaked"), "leaks: {stdout}");
 }

@@ -20,7 +20,12 @@ const CASES: &[Case] = &[
         cluster_size: 65536,
         refcount_bits: 16,
         size: "8M",
-        io: &["write -P 1 0 4k", "write -P 2 100k 200k", "write -P 3 5M 1k", "write -P 4 8372224 8k"],
+        io: &[
+            "write -P 1 0 4k",
+            "write -P 2 100k 200k",
+            "write -P 3 5M 1k",
+            "write -P 4 8372224 8k",
+        ],
     },
     Case {
         name: "v3-512-refcount1",
@@ -28,7 +33,13 @@ const CASES: &[Case] = &[
         cluster_size: 512,
         refcount_bits: 1,
         size: "4M",
-        io: &["write -P 5 0 64k", "write -z 16k 8k", "write -P 6 1000 3000", "write -P 7 3M 300k", "write -z 3100k 1k"],
+        io: &[
+            "write -P 5 0 64k",
+            "write -z 16k 8k",
+            "write -P 6 1000 3000",
+            "write -P 7 3M 300k",
+            "write -z 3100k 1k",
+        ],
     },
     Case {
         name: "v3-64k-refcount64",
@@ -36,7 +47,13 @@ const CASES: &[Case] = &[
         cluster_size: 65536,
         refcount_bits: 64,
         size: "8M",
-        io: &["write -P 8 0 1M", "write -z 128k 256k", "write -z -u 512k 64k", "write -P 9 2M 1", "write -z 6M 2M"],
+        io: &[
+            "write -P 8 0 1M",
+            "write -z 128k 256k",
+            "write -z -u 512k 64k",
+            "write -P 9 2M 1",
+            "write -z 6M 2M",
+        ],
     },
     Case {
         name: "v3-2m",
@@ -52,14 +69,34 @@ const CASES: &[Case] = &[
         cluster_size: 65536,
         refcount_bits: 16,
         size: "4M",
-        io: &["write -c -P 12 0 64k", "write -c -P 13 1M 64k", "write -P 14 2M 64k", "write -c -P 0 3M 64k"],
+        io: &[
+            "write -c -P 12 0 64k",
+            "write -c -P 13 1M 64k",
+            "write -P 14 2M 64k",
+            "write -c -P 0 3M 64k",
+        ],
     },
 ];
 
 fn make(scratch: &Scratch, case: &Case) -> PathBuf {
     let path = scratch.path(&format!("{}.qcow2", case.name));
-    let opts = format!("compat={},cluster_size={},refcount_bits={}", case.compat, case.cluster_size, case.refcount_bits);
-    run("qemu-img", &["create", "-q", "-f", "qcow2", "-o", &opts, p(&path), case.size]);
+    let opts = format!(
+        "compat={},cluster_size={},refcount_bits={}",
+        case.compat, case.cluster_size, case.refcount_bits
+    );
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &opts,
+            p(&path),
+            case.size,
+        ],
+    );
     qemu_io(&path, case.io);
     path
 }
@@ -72,7 +109,9 @@ fn strata_read_all(image: &mut Image, storage: &mut dyn Storage) -> Vec<u8> {
     let mut piece = 777usize;
     while pos < out.len() {
         let n = piece.min(out.len() - pos);
-        image.read(storage, pos as u64, &mut out[pos..pos + n], None).expect("read");
+        image
+            .read(storage, pos as u64, &mut out[pos..pos + n], None)
+            .expect("read");
         pos += n;
         piece = piece * 3 % 1_500_007 + 1;
     }
@@ -90,12 +129,30 @@ fn qemu_made_images_read_and_map_like_qemu() {
             let mut st = open_storage(&path, backend, true);
             let mut image = Image::open(&mut st, None, true).expect("open");
             assert_eq!(image.format(), Format::Qcow2);
-            assert_eq!(image.cluster_size(), Some(case.cluster_size), "{}", case.name);
+            assert_eq!(
+                image.cluster_size(),
+                Some(case.cluster_size),
+                "{}",
+                case.name
+            );
             let got = strata_read_all(&mut image, &mut st);
-            assert!(got == want, "{} on {backend:?}: guest bytes differ from qemu-img convert", case.name);
-            assert_eq!(strata_map(&mut image, &mut st), want_map, "{} on {backend:?}: map", case.name);
+            assert!(
+                got == want,
+                "{} on {backend:?}: guest bytes differ from qemu-img convert",
+                case.name
+            );
+            assert_eq!(
+                strata_map(&mut image, &mut st),
+                want_map,
+                "{} on {backend:?}: map",
+                case.name
+            );
             let report = image.check(&mut st).expect("check");
-            assert!(report.is_clean(), "{} on {backend:?}: {report:?}", case.name);
+            assert!(
+                report.is_clean(),
+                "{} on {backend:?}: {report:?}",
+                case.name
+            );
         }
     }
 }
@@ -108,7 +165,10 @@ fn whole_image_converted_with_compression_reads_back() {
     bytes[1 << 20..(1 << 20) + 70_000].fill(0);
     std::fs::write(&raw, &bytes).unwrap();
     let q = scratch.path("c.qcow2");
-    run("qemu-img", &["convert", "-c", "-f", "raw", "-O", "qcow2", p(&raw), p(&q)]);
+    run(
+        "qemu-img",
+        &["convert", "-c", "-f", "raw", "-O", "qcow2", p(&raw), p(&q)],
+    );
     for backend in BACKENDS {
         let mut st = open_storage(&q, backend, true);
         let mut image = Image::open(&mut st, Some(Format::Qcow2), true).unwrap();
@@ -123,13 +183,71 @@ fn make_chain(scratch: &Scratch) -> PathBuf {
     let mid = scratch.path("mid.qcow2");
     let mid2 = scratch.path("mid2.qcow2");
     let top = scratch.path("top.qcow2");
-    run("qemu-img", &["create", "-q", "-f", "qcow2", "-o", "compat=0.10", p(&base), "8M"]);
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "compat=0.10",
+            p(&base),
+            "8M",
+        ],
+    );
     qemu_io(&base, &["write -P 1 0 8M"]);
-    run("qemu-img", &["create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "-b", "base.qcow2", "-F", "qcow2", p(&mid)]);
-    qemu_io(&mid, &["write -P 2 1M 1000", "write -z 2M 64k", "write -P 3 7M 1M"]);
-    run("qemu-img", &["create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", "-b", "mid.qcow2", "-F", "qcow2", p(&mid2)]);
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=512",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            p(&mid),
+        ],
+    );
+    qemu_io(
+        &mid,
+        &["write -P 2 1M 1000", "write -z 2M 64k", "write -P 3 7M 1M"],
+    );
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=2M",
+            "-b",
+            "mid.qcow2",
+            "-F",
+            "qcow2",
+            p(&mid2),
+        ],
+    );
     qemu_io(&mid2, &["write -P 4 3M 100", "write -z 6M 2M"]);
-    run("qemu-img", &["create", "-q", "-f", "qcow2", "-b", "mid2.qcow2", "-F", "qcow2", p(&top)]);
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "mid2.qcow2",
+            "-F",
+            "qcow2",
+            p(&top),
+        ],
+    );
     qemu_io(&top, &["write -P 5 1000k 64k", "write -c -P 6 4M 64k"]);
     top
 }
@@ -165,7 +283,11 @@ fn backing_chains_of_four_layers_read_like_qemu() {
     // Each layer maps like qemu-img map of that layer.
     for (depth, name) in names.iter().enumerate() {
         let layer = &mut chain.layers[depth];
-        assert_eq!(strata_map(&mut layer.image, &mut layer.storage), qemu_map(&scratch.path(name)), "{name}");
+        assert_eq!(
+            strata_map(&mut layer.image, &mut layer.storage),
+            qemu_map(&scratch.path(name)),
+            "{name}"
+        );
     }
 }
 
@@ -174,7 +296,24 @@ fn header_fields_and_backing_names_are_read() {
     let scratch = Scratch::new("header");
     let path = scratch.path("h.qcow2");
     let json = r#"json:{"driver": "raw", "file": {"driver": "file", "filename": "/nonexistent"}}"#;
-    run("qemu-img", &["create", "-q", "-f", "qcow2", "-u", "-o", "refcount_bits=8", "-b", json, "-F", "raw", p(&path), "3M"]);
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-u",
+            "-o",
+            "refcount_bits=8",
+            "-b",
+            json,
+            "-F",
+            "raw",
+            p(&path),
+            "3M",
+        ],
+    );
     for backend in BACKENDS {
         let mut st = open_storage(&path, backend, true);
         let q = Qcow2::open(&mut st, true).unwrap();
@@ -183,7 +322,11 @@ fn header_fields_and_backing_names_are_read() {
         assert_eq!(q.refcount_bits(), 8);
         assert_eq!(q.virtual_size(), 3 << 20);
         assert_eq!(q.header().version, 3);
-        assert_eq!(q.header().feature_names.len(), 8, "QEMU writes its feature-name table");
+        assert_eq!(
+            q.header().feature_names.len(),
+            8,
+            "QEMU writes its feature-name table"
+        );
     }
 }
 
@@ -198,13 +341,52 @@ fn unsupported_features_are_refused_at_open_with_their_name() {
     let scratch = Scratch::new("refuse");
     let data_file = scratch.path("d.qcow2");
     let opts = format!("data_file={}", p(&scratch.path("d.raw")));
-    run("qemu-img", &["create", "-q", "-f", "qcow2", "-o", &opts, p(&data_file), "1M"]);
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &opts,
+            p(&data_file),
+            "1M",
+        ],
+    );
     let ext_l2 = scratch.path("e.qcow2");
-    run("qemu-img", &["create", "-q", "-f", "qcow2", "-o", "extended_l2=on", p(&ext_l2), "1M"]);
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "extended_l2=on",
+            p(&ext_l2),
+            "1M",
+        ],
+    );
     let zstd = scratch.path("z.qcow2");
-    run("qemu-img", &["create", "-q", "-f", "qcow2", "-o", "compression_type=zstd", p(&zstd), "1M"]);
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "compression_type=zstd",
+            p(&zstd),
+            "1M",
+        ],
+    );
     let unknown = scratch.path("u.qcow2");
-    run("qemu-img", &["create", "-q", "-f", "qcow2", p(&unknown), "1M"]);
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", p(&unknown), "1M"],
+    );
     patch(&unknown, 72, &(1u64 << 40 | 1 << 4).to_be_bytes());
     let cases: [(&Path, &str); 4] = [
         (&data_file, "external data file"),
@@ -221,7 +403,10 @@ fn unsupported_features_are_refused_at_open_with_their_name() {
     }
     // qemu-img names the same unknown bit too.
     let (ok, _, stderr) = run_tool("qemu-img", &["info", p(&unknown)]);
-    assert!(!ok && stderr.contains("Unknown incompatible feature: 10000000000"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("Unknown incompatible feature: 10000000000"),
+        "{stderr}"
+    );
 }
 
 #[test]

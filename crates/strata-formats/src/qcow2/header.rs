@@ -321,8 +321,8 @@ impl Header {
     }
 
     /// The whole first cluster as QEMU's `qcow2_update_header` lays it out:
-    /// header, backing format, feature table (v3), kept extensions, end
-    /// marker, backing file name.
+    /// header, backing format, feature table (v3, clusters over 4 KiB), kept
+    /// extensions, end marker, backing file name.
     pub(crate) fn to_cluster(&self) -> Result<Vec<u8>> {
         let cluster_size = 1usize << self.cluster_bits;
         let mut buf = Vec::with_capacity(cluster_size);
@@ -352,7 +352,9 @@ impl Header {
         if let Some(fmt) = &self.backing_format {
             push_extension(&mut buf, ext::BACKING_FORMAT, fmt.as_bytes());
         }
-        if self.version >= 3 {
+        // QEMU 10 leaves the table out of clusters of 4 KiB and less, where
+        // it would crowd out the backing file name.
+        if self.version >= 3 && cluster_size > 4096 {
             push_extension(&mut buf, ext::FEATURE_TABLE, &self.feature_table_bytes());
         }
         for e in &self.extensions {

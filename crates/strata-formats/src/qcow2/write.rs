@@ -37,10 +37,12 @@ impl Qcow2 {
     }
 
     /// Makes `len` bytes at `offset` read as zeroes, as QEMU's
-    /// `qcow2_co_pwrite_zeroes` does: whole clusters of a v3 image become
-    /// zero clusters (their host clusters are freed when `may_unmap`, kept
-    /// otherwise); partial clusters, and every cluster of a v2 image, get
-    /// zero bytes written.
+    /// `qcow2_co_pwrite_zeroes` does behind the block layer's alignment:
+    /// on a v3 image, whole clusters become zero clusters (their host
+    /// clusters freed when `may_unmap`, kept otherwise), and so does a
+    /// partly covered cluster whose other bytes already read as zero by
+    /// metadata (see [`BackingRead::backing_is_zero`]). Everything else —
+    /// and every cluster of a v2 image — gets zero bytes written.
     pub fn write_zeroes(
         &mut self,
         storage: &mut dyn Storage,
@@ -51,20 +53,70 @@ impl Qcow2 {
     ) -> Result<()> {
         self.check_writable()?;
         self.check_range(offset, len)?;
-        let cs = self.cluster_size();
-        let end = offset + len;
-        let (mut full_start, full_end) = (offset.next_multiple_of(cs).min(end), end / cs * cs);
-        if self.header.version < 3 || full_start >= full_end {
+        if self.header.version < 3 {
             return self.write_zero_bytes(storage, offset, len, backing);
         }
-        self.write_zero_bytes(storage, offset, full_start - offset, reborrow(&mut backing))?;
-        while full_start < full_end {
-            let n = self.guard(|me| {
-                me.zero_clusters(storage, full_start, full_end - full_start, may_unmap)
-            })?;
-            full_start += n;
+        let cs = self.cluster_size();
+        let size = self.header.size;
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end {
+            let cluster_start = pos / cs * cs;
+            let cluster_end = (cluster_start + cs).min(size);
+            if pos == cluster_start && end >= cluster_end {
+                // Whole clusters (the last one may end at the image's end).
+                let whole_end = if end == size { size } else { end / cs * cs };
+                pos +=
+                    self.guard(|me| me.zero_clusters(storage, pos, whole_end - pos, may_unmap))?;
+                continue;
+            }
+            let piece_end = end.min(cluster_end);
+            let rest = [(cluster_start, pos), (piece_end, cluster_end)];
+            if self.rest_reads_as_zero(storage, cluster_start, &rest, reborrow(&mut backing))? {
+                self.guard(|me| {
+                    me.zero_clusters(
+                        storage,
+                        cluster_start,
+                        cluster_end - cluster_start,
+                        may_unmap,
+                    )
+                })?;
+            } else {
+                self.write_zero_bytes(storage, pos, piece_end - pos, reborrow(&mut backing))?;
+            }
+            pos = piece_end;
         }
-        self.write_zero_bytes(storage, full_end, end - full_end, backing)
+        Ok(())
+    }
+
+    /// QEMU's test before zeroing a whole cluster for a partial request:
+    /// the cluster is unallocated or zero here, and the bytes outside the
+    /// request (`rest`) read as zero by metadata.
+    fn rest_reads_as_zero(
+        &mut self,
+        storage: &mut dyn Storage,
+        cluster_start: u64,
+        rest: &[(u64, u64)],
+        mut backing: Option<&mut dyn BackingRead>,
+    ) -> Result<bool> {
+        let (mapping, _) = self.lookup(storage, cluster_start, 1)?;
+        match mapping {
+            super::Mapping::Zero => Ok(true),
+            super::Mapping::Data(_) | super::Mapping::Compressed(_) => Ok(false),
+            super::Mapping::Unallocated => {
+                for &(start, end) in rest {
+                    let zero = match reborrow(&mut backing) {
+                        _ if start >= end => true,
+                        Some(b) => b.backing_is_zero(start, end - start)?,
+                        None => true,
+                    };
+                    if !zero {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+        }
     }
 
     /// Points the image at a new backing file (or none), as QEMU's
@@ -366,7 +418,7 @@ impl Qcow2 {
         for e in released {
             self.release(storage, e)?;
         }
-        Ok(n as u64 * cs)
+        Ok((n as u64 * cs).min(len))
     }
 }
 

@@ -79,11 +79,25 @@ impl<S: Storage + ?Sized> Storage for Box<S> {
 pub trait BackingRead {
     /// Reads `buf.len()` bytes of the backing file at `offset`.
     fn read_backing(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    /// Whether the backing file's metadata says `len` bytes at `offset` read
+    /// as zeroes (zero clusters, unallocated down to the bottom of the
+    /// chain, or past its end), like QEMU's `bdrv_block_status_above`
+    /// reporting `BDRV_BLOCK_ZERO`. Data that happens to be zero does not
+    /// count. The default knows nothing and says `false`, which only makes
+    /// partial-cluster zero writes allocate data where QEMU would not.
+    fn backing_is_zero(&mut self, offset: u64, len: u64) -> io::Result<bool> {
+        let _ = (offset, len);
+        Ok(false)
+    }
 }
 
 impl<B: BackingRead + ?Sized> BackingRead for &mut B {
     fn read_backing(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         (**self).read_backing(offset, buf)
+    }
+    fn backing_is_zero(&mut self, offset: u64, len: u64) -> io::Result<bool> {
+        (**self).backing_is_zero(offset, len)
     }
 }
 
