@@ -10,6 +10,10 @@ use crate::error::{Error, Result};
 use crate::storage::Storage;
 use std::sync::Arc;
 
+/// Used clusters tolerated past the end of the file before the refcounts
+/// are called corrupt.
+const MAX_USED_PAST_EOF: u64 = 1 << 20;
+
 /// Reads entry `index` of a refcount block of width `1 << order` bits.
 pub(crate) fn get_refcount(block: &[u8], order: u32, index: usize) -> u64 {
     match order {
@@ -108,7 +112,11 @@ impl Qcow2 {
     /// moves the cursor past them. Returns (first cluster index, count).
     fn find_free_run(&mut self, storage: &mut dyn Storage, max: u64) -> Result<(u64, u64)> {
         let cs = self.cluster_size();
-        let limit = super::MAX_HOST_OFFSET / cs;
+        // Clusters past the end of the file are free unless a crash leaked
+        // them; a long run of used ones there means corrupt refcounts, and
+        // scanning on would take forever.
+        let limit =
+            (super::MAX_HOST_OFFSET / cs).min(storage.len()?.div_ceil(cs) + MAX_USED_PAST_EOF);
         let mut start = self.free_cursor;
         while start < limit && self.refcount(storage, start)? != 0 {
             start += 1;
@@ -118,7 +126,9 @@ impl Qcow2 {
             n += 1;
         }
         if n == 0 {
-            return Err(Error::Unsupported("images larger than 2^56 bytes".into()));
+            return Err(Error::corrupt(
+                "no free cluster below 2^56 bytes or near the end of the file",
+            ));
         }
         self.free_cursor = start + n;
         Ok((start, n))

@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 const BITMAPS_EXTENSION: u32 = 0x2385_2875;
 /// Files with more clusters than this are not checked (memory bound).
 const MAX_CHECKED_CLUSTERS: u64 = 1 << 28;
+/// Snapshot L1 entries walked at most (time bound on corrupt tables).
+const MAX_SNAPSHOT_L1_ENTRIES: u64 = 1 << 22;
+/// Bitmap table entries read at most.
+const MAX_BITMAP_TABLE_ENTRIES: u64 = 1 << 23;
 
 /// What `check` found, in `qemu-img check`'s terms.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -216,6 +220,7 @@ impl Qcow2 {
     ) -> Result<()> {
         let mut at = self.header.snapshots_offset;
         let start = at;
+        let mut budget = MAX_SNAPSHOT_L1_ENTRIES;
         for _ in 0..self.header.nb_snapshots {
             let mut fixed = [0u8; 40];
             if at + 40 > file_len {
@@ -238,6 +243,14 @@ impl Qcow2 {
                 report.corruption(format!("snapshot L1 table at {l1_offset:#x} is invalid"));
                 continue;
             }
+            budget = match budget.checked_sub(u64::from(l1_size)) {
+                Some(left) => left,
+                None => {
+                    return Err(Error::Unsupported(
+                        "checking snapshots with more than 2^22 L1 entries in all".into(),
+                    ))
+                }
+            };
             census.add(report, "snapshot L1 table", l1_offset, bytes);
             let l1 = super::read_table(storage, "snapshot L1 table", l1_offset, bytes, file_len)?;
             self.count_l1(storage, census, report, &l1)?;
@@ -276,6 +289,7 @@ impl Qcow2 {
         let mut dir = vec![0u8; dir_size as usize];
         storage.read_at(dir_offset, &mut dir)?;
         let mut at = 0usize;
+        let mut budget = MAX_BITMAP_TABLE_ENTRIES;
         while at + 24 <= dir.len() {
             let table_offset = u64::from_be_bytes(dir[at..at + 8].try_into().expect("8 bytes"));
             let table_size = u32::from_be_bytes(dir[at + 8..at + 12].try_into().expect("4 bytes"));
@@ -287,6 +301,14 @@ impl Qcow2 {
                 report.corruption(format!("bitmap table at {table_offset:#x} is invalid"));
                 continue;
             }
+            budget = match budget.checked_sub(u64::from(table_size)) {
+                Some(left) => left,
+                None => {
+                    return Err(Error::Unsupported(
+                        "checking bitmaps with more than 2^23 table entries in all".into(),
+                    ))
+                }
+            };
             census.add(report, "bitmap table", table_offset, bytes);
             for e in super::read_table(storage, "bitmap table", table_offset, bytes, file_len)? {
                 let data = e & OFFSET_MASK;

@@ -221,8 +221,55 @@ impl Qcow2 {
         }
         let l2s = self.l1.iter().map(|e| e & OFFSET_MASK);
         let blocks = self.reftable.iter().map(|e| e & REFTABLE_OFFSET_MASK);
-        self.metadata = Arc::new(l2s.chain(blocks).filter(|&o| o != 0).collect());
+        let tables: Vec<u64> = l2s.chain(blocks).filter(|&o| o != 0).collect();
+        self.metadata = Arc::new(tables.iter().copied().collect());
+        if let Some(why) = self.metadata_overlap(&tables) {
+            // Reads may go on; writes would make things worse.
+            self.broken = Some(why);
+        }
         Ok(())
+    }
+
+    /// Describes the first overlap between metadata structures, if any:
+    /// two tables in one cluster, or a table inside the header, L1 table or
+    /// refcount table.
+    fn metadata_overlap(&self, tables: &[u64]) -> Option<String> {
+        if tables.len() != self.metadata.len() {
+            return Some("two L2 tables or refcount blocks share a cluster".into());
+        }
+        let cs = self.cluster_size();
+        let misaligned = tables.iter().find(|&&o| o % cs != 0);
+        if let Some(o) = misaligned {
+            return Some(format!("metadata table at unaligned offset {o:#x}"));
+        }
+        let regions = [
+            ("the header", 0, cs),
+            (
+                "the L1 table",
+                self.header.l1_table_offset,
+                u64::from(self.header.l1_size) * 8,
+            ),
+            (
+                "the refcount table",
+                self.header.refcount_table_offset,
+                u64::from(self.header.refcount_table_clusters) * cs,
+            ),
+        ];
+        for (i, &(what, start, len)) in regions.iter().enumerate() {
+            if len == 0 {
+                continue;
+            }
+            let end = (start + len).next_multiple_of(cs);
+            if self.metadata.range(start / cs * cs..end).next().is_some() {
+                return Some(format!("an L2 table or refcount block overlaps {what}"));
+            }
+            for &(other, o_start, o_len) in &regions[i + 1..] {
+                if o_len > 0 && o_start < end && start < o_start + o_len {
+                    return Some(format!("{what} overlaps {other}"));
+                }
+            }
+        }
+        None
     }
 
     /// The header as read (and as last rewritten).
