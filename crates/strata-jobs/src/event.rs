@@ -116,3 +116,77 @@ impl JobEvent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, to_value};
+
+    #[test]
+    fn json_matches_qemu_storage_daemon() {
+        // Events as qsd 10.0.2 sent them (timestamps dropped).
+        let cases = [
+            (
+                JobEvent::JobStatusChange {
+                    id: "j1".into(),
+                    status: JobStatus::Created,
+                },
+                json!({"event": "JOB_STATUS_CHANGE", "data": {"status": "created", "id": "j1"}}),
+            ),
+            (
+                JobEvent::BlockJobPending {
+                    job_type: JobType::Stream,
+                    id: "j1".into(),
+                },
+                json!({"event": "BLOCK_JOB_PENDING", "data": {"type": "stream", "id": "j1"}}),
+            ),
+            (
+                JobEvent::BlockJobCancelled {
+                    job_type: JobType::Stream,
+                    device: "j2".into(),
+                    len: 67108864,
+                    offset: 524288,
+                    speed: 1024,
+                },
+                json!({"event": "BLOCK_JOB_CANCELLED",
+                       "data": {"device": "j2", "len": 67108864, "offset": 524288, "speed": 1024, "type": "stream"}}),
+            ),
+            (
+                JobEvent::BlockJobReady {
+                    job_type: JobType::Mirror,
+                    device: "m".into(),
+                    len: 4194304,
+                    offset: 4194304,
+                    speed: 0,
+                },
+                json!({"event": "BLOCK_JOB_READY",
+                       "data": {"device": "m", "len": 4194304, "offset": 4194304, "speed": 0, "type": "mirror"}}),
+            ),
+            (
+                JobEvent::BlockJobCompleted {
+                    job_type: JobType::Stream,
+                    device: "drive0".into(),
+                    len: 2097152,
+                    offset: 524288,
+                    speed: 0,
+                    error: Some("Input/output error".into()),
+                },
+                json!({"event": "BLOCK_JOB_COMPLETED",
+                       "data": {"device": "drive0", "len": 2097152, "offset": 524288, "speed": 0,
+                                "type": "stream", "error": "Input/output error"}}),
+            ),
+            (
+                JobEvent::BlockJobError {
+                    device: "drive0".into(),
+                    operation: IoOperation::Read,
+                    action: BlockErrorAction::Stop,
+                },
+                json!({"event": "BLOCK_JOB_ERROR", "data": {"device": "drive0", "operation": "read", "action": "stop"}}),
+            ),
+        ];
+        for (event, want) in cases {
+            assert_eq!(to_value(&event).unwrap(), want, "{}", event.name());
+            assert_eq!(want["event"], event.name());
+        }
+    }
+}

@@ -60,3 +60,55 @@ pub struct BlockJobInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actively_synced: Option<bool>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, to_value};
+
+    #[test]
+    fn json_matches_qemu_storage_daemon() {
+        // qsd 10.0.2: query-block-jobs during a blockdev-mirror ->
+        // {"auto-finalize": true, "io-status": "ok", "device": "m", "auto-dismiss": true,
+        //  "busy": false, "len": 4194304, "offset": 4194304, "status": "ready",
+        //  "paused": false, "speed": 0, "ready": true, "type": "mirror", "actively-synced": false}
+        let info = BlockJobInfo {
+            job_type: JobType::Mirror,
+            device: "m".into(),
+            len: 4194304,
+            offset: 4194304,
+            busy: false,
+            paused: false,
+            speed: 0,
+            io_status: IoStatus::Ok,
+            ready: true,
+            status: JobStatus::Ready,
+            auto_finalize: true,
+            auto_dismiss: true,
+            error: None,
+            actively_synced: Some(false),
+        };
+        assert_eq!(
+            to_value(&info).unwrap(),
+            json!({"auto-finalize": true, "io-status": "ok", "device": "m", "auto-dismiss": true,
+                   "busy": false, "len": 4194304, "offset": 4194304, "status": "ready",
+                   "paused": false, "speed": 0, "ready": true, "type": "mirror", "actively-synced": false})
+        );
+        // qsd: query-jobs after job-cancel of a manual-dismiss stream ->
+        // {"current-progress": 524288, "status": "concluded", "total-progress": 67108864,
+        //  "type": "stream", "id": "j2", "error": "Operation canceled"}
+        let job = JobInfo {
+            id: "j2".into(),
+            job_type: JobType::Stream,
+            status: JobStatus::Concluded,
+            current_progress: 524288,
+            total_progress: 67108864,
+            error: Some("Operation canceled".into()),
+        };
+        assert_eq!(
+            to_value(&job).unwrap(),
+            json!({"current-progress": 524288, "status": "concluded", "total-progress": 67108864,
+                   "type": "stream", "id": "j2", "error": "Operation canceled"})
+        );
+    }
+}

@@ -305,6 +305,15 @@ impl JobCore {
         )
     }
 
+    /// `child_job_drained_poll` (without a driver override): whether a
+    /// drain must still wait for this job, i.e. it is busy and not
+    /// completed. A drain pauses the job ([`crate::Jobs::pause_internal`])
+    /// and steps it while this holds; a job whose `job_exit` is pending is
+    /// busy too, and QEMU runs that bottom half while draining.
+    pub fn drained_poll(&self) -> bool {
+        self.busy && !self.is_completed()
+    }
+
     /// What the job waits for.
     pub fn next_wait(&self) -> Wait {
         match self.co {

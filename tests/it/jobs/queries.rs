@@ -423,3 +423,38 @@ fn cancel_before_start_emits_no_block_event() {
     );
     assert_eq!(h.ctx.log, ["abort j", "clean j", "free j"]);
 }
+
+#[test]
+fn a_drain_waits_for_a_sleeping_job_to_pause() {
+    // golden 030-parallel-stream: jobs sleeping between chunks show
+    // paused/running pairs when other jobs' setup drains their nodes.
+    let mut h = Harness::new();
+    h.jobs
+        .create(JobSpec::new("j"), Fake::stream(4), &mut h.events)
+        .unwrap();
+    h.jobs
+        .set_speed("j", 1024, &mut h.ctx, &mut h.events)
+        .unwrap();
+    h.jobs.start("j", &mut h.events).unwrap();
+    h.jobs.step("j", &mut h.ctx, 0, &mut h.events).unwrap();
+    h.jobs.step("j", &mut h.ctx, 0, &mut h.events).unwrap();
+    assert!(
+        !h.jobs.get("j").unwrap().drained_poll(),
+        "sleeping: nothing to wait for"
+    );
+    h.jobs.pause_internal("j").unwrap();
+    let mut steps = 0;
+    while h.jobs.get("j").unwrap().drained_poll() {
+        h.jobs.step("j", &mut h.ctx, 1_000, &mut h.events).unwrap();
+        steps += 1;
+    }
+    assert_eq!((steps, h.status("j")), (1, Some(JobStatus::Paused)));
+    h.jobs.resume_internal("j").unwrap();
+    // Back to running, then asleep for the rest of its delay.
+    h.jobs.step("j", &mut h.ctx, 1_000, &mut h.events).unwrap();
+    assert_eq!(
+        h.jobs.wait("j"),
+        strata_jobs::Wait::SleepUntil(514_007_843_137)
+    );
+    assert_eq!(h.sequence("j"), ["created", "running", "paused", "running"]);
+}
