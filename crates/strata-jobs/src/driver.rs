@@ -95,6 +95,13 @@ pub trait JobDriver<C> {
         None
     }
 
+    /// `BlockJobDriver.drained_poll`: asked only while the job is busy and
+    /// not completed; `false` lets a drain end without waiting for it
+    /// (mirror answers by its in-flight requests). The default waits.
+    fn drained_poll(&self, _job: &JobCore) -> bool {
+        true
+    }
+
     /// `.free` (`block_job_free`): the job reached `null` and leaves the
     /// registry; release its nodes (and op blockers) here.
     fn free(&mut self, _job: &JobCore, _ctx: &mut C) {}
@@ -138,6 +145,9 @@ impl<C, D: JobDriver<C> + ?Sized> JobDriver<C> for Box<D> {
         copy_mode: MirrorCopyMode,
     ) -> Option<Result<(), String>> {
         (**self).change(job, ctx, copy_mode)
+    }
+    fn drained_poll(&self, job: &JobCore) -> bool {
+        (**self).drained_poll(job)
     }
     fn free(&mut self, job: &JobCore, ctx: &mut C) {
         (**self).free(job, ctx)

@@ -305,11 +305,9 @@ impl JobCore {
         )
     }
 
-    /// `child_job_drained_poll` (without a driver override): whether a
-    /// drain must still wait for this job, i.e. it is busy and not
-    /// completed. A drain pauses the job ([`crate::Jobs::pause_internal`])
-    /// and steps it while this holds; a job whose `job_exit` is pending is
-    /// busy too, and QEMU runs that bottom half while draining.
+    /// The core's half of `child_job_drained_poll`: a job that is not busy
+    /// or already completed never holds up a drain. See
+    /// [`crate::Jobs::drained_poll`] for the whole check.
     pub fn drained_poll(&self) -> bool {
         self.busy && !self.is_completed()
     }

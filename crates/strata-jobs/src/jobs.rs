@@ -120,6 +120,30 @@ impl<C, D: JobDriver<C>> Jobs<C, D> {
             .min()
     }
 
+    /// The jobs that can step at `now_ns` (runnable, or their timer
+    /// expired), in creation order: the choices of a scheduler.
+    pub fn runnable_at(&self, now_ns: u64) -> impl Iterator<Item = &str> + '_ {
+        self.iter()
+            .filter(move |job| match job.next_wait() {
+                Wait::Runnable => true,
+                Wait::SleepUntil(t) => t <= now_ns,
+                _ => false,
+            })
+            .map(JobCore::id)
+    }
+
+    /// `child_job_drained_poll`: whether a drain must still wait for job
+    /// `id` (it is busy, not completed, and its driver does not say
+    /// otherwise). A drain pauses the job ([`Jobs::pause_internal`]) and
+    /// steps it while this holds; a job whose `job_exit` is pending is busy
+    /// too, and QEMU runs that bottom half while draining.
+    pub fn drained_poll(&self, id: &str) -> bool {
+        self.position(id).is_some_and(|i| {
+            let Entry { core, driver } = &self.entries[i];
+            core.drained_poll() && driver.drained_poll(core)
+        })
+    }
+
     /// `job_create`: checks the ID, registers the job (`created`). The
     /// driver's setup may then fail: see [`Jobs::early_fail`].
     pub fn create(&mut self, spec: JobSpec, driver: D, events: &mut Vec<JobEvent>) -> Result<()> {

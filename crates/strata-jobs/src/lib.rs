@@ -122,6 +122,59 @@
 //! ]);
 //! ```
 //!
+//! A mirror-like driver (mirror, active commit) moves to READY and then
+//! waits; `complete` or a soft cancel lets it finish successfully, a pause
+//! turns `ready` into `standby`:
+//!
+//! ```
+//! use strata_jobs::{JobCore, JobCtl, JobDriver, JobEvent, JobSpec, JobType, Jobs, Lookup, RunStep, Wait};
+//!
+//! #[derive(Default)]
+//! struct Mirror { synced: bool, should_complete: bool }
+//!
+//! impl JobDriver<()> for Mirror {
+//!     fn job_type(&self) -> JobType { JobType::Commit } // active commit reports `commit`
+//!     fn run_step(&mut self, job: &mut JobCtl<'_>, _: &mut ()) -> RunStep {
+//!         if !self.synced {
+//!             self.synced = true;
+//!             job.progress_set_remaining(1 << 20);
+//!             job.progress_update(1 << 20);
+//!             job.transition_to_ready();
+//!             return RunStep::Yield;
+//!         }
+//!         if self.should_complete || job.cancel_requested() {
+//!             return RunStep::Finished(Ok(()));
+//!         }
+//!         RunStep::Yield
+//!     }
+//!     fn can_complete(&self) -> bool { true }
+//!     fn complete(&mut self, _: &JobCore, _: &mut ()) -> Result<(), String> {
+//!         self.should_complete = true;
+//!         Ok(())
+//!     }
+//!     // mirror_cancel: before READY every cancel is a force cancel.
+//!     fn cancel(&mut self, job: &JobCore, force: bool) -> bool { force || !job.is_ready() }
+//! }
+//!
+//! let (mut jobs, mut ev) = (Jobs::<(), Mirror>::new(), Vec::new());
+//! jobs.create(JobSpec::new("c"), Mirror::default(), &mut ev).unwrap();
+//! jobs.start("c", &mut ev).unwrap();
+//! assert_eq!(jobs.step("c", &mut (), 0, &mut ev).unwrap(), Wait::WaitVerb); // ready
+//! jobs.pause(Lookup::Job, "c", &mut (), &mut ev).unwrap();
+//! jobs.step("c", &mut (), 0, &mut ev).unwrap(); // standby
+//! jobs.complete(Lookup::Job, "c", &mut (), &mut ev).unwrap(); // accepted in standby...
+//! assert_eq!(jobs.wait("c"), Wait::WaitVerb); // ...but waits for the resume
+//! jobs.resume(Lookup::Job, "c", &mut (), &mut ev).unwrap();
+//! while jobs.wait("c") == Wait::Runnable {
+//!     jobs.step("c", &mut (), 0, &mut ev).unwrap();
+//! }
+//! let seq: Vec<_> = ev.iter().map(JobEvent::sequence_label).collect();
+//! assert_eq!(seq, [
+//!     "created", "running", "ready", "BLOCK_JOB_READY", "standby", "ready",
+//!     "waiting", "pending", "BLOCK_JOB_COMPLETED", "concluded", "null",
+//! ]);
+//! ```
+//!
 //! # Deviations from QEMU
 //!
 //! * QEMU's `job_enter` runs the coroutine at once; here verbs only make
@@ -134,6 +187,9 @@
 //!   `job_exit` ran only sets the flags; `job_exit` then aborts the job
 //!   (QEMU would start the abort inside the cancel).
 //! * Every job is alone in its transaction (no grouped completion).
+//! * A drain is the caller's loop: [`Jobs::pause_internal`], step the job
+//!   while [`Jobs::drained_poll`] holds, [`Jobs::resume_internal`].
+//! * Driver `.pause`/`.resume` hooks around pause points are not modelled.
 #![deny(missing_docs)]
 
 mod driver;
