@@ -36,8 +36,10 @@ pub enum RunStep {
 /// `run_step`; the defaults are what QEMU does when the callback is NULL.
 ///
 /// Callbacks run only inside [`crate::Jobs::step`] (run, prepare,
-/// commit/abort, clean) or inside the verb that invokes them (cancel,
-/// complete, set-speed, change, free), never on their own.
+/// commit/abort, clean, free), inside [`crate::Jobs::settle`] (which every
+/// verb does first: prepare, commit/abort, clean, free), or inside the verb
+/// that invokes them (cancel, complete, set-speed, change; free for
+/// dismiss and early failure).
 pub trait JobDriver<C> {
     /// The job's type (`JobDriver.job_type`).
     fn job_type(&self) -> JobType;

@@ -506,7 +506,8 @@ impl JobCore {
     /// A force cancel of a job whose `run()` already returned:
     /// `job_completed_txn_abort` when the job waits for `job-finalize`.
     /// While `job_exit` is still scheduled the flags suffice: `job_exit`
-    /// sees them (see the crate docs on this deviation).
+    /// sees them and aborts (QEMU waits for `job_exit` inside the cancel
+    /// and gets the same result).
     pub(crate) fn abort_deferred(&mut self, events: &mut Vec<JobEvent>) -> Result<()> {
         if self.co == Co::MainLoop(MainLoop::AwaitFinalize) {
             self.update_rc(events)?;

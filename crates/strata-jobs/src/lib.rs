@@ -184,8 +184,9 @@
 //!   (a force-cancelled job's sleep, a pause point without a pause after
 //!   the driver returned) the job stays runnable instead of running on.
 //! * A force cancel that arrives after `run()` returned but before
-//!   `job_exit` ran only sets the flags; `job_exit` then aborts the job
-//!   (QEMU would start the abort inside the cancel).
+//!   `job_exit` ran only sets the flags; the exit step then aborts the job.
+//!   QEMU gets the same events inside the cancel (its
+//!   `job_completed_txn_abort` waits for `job_exit`).
 //! * Every job is alone in its transaction (no grouped completion).
 //! * A drain is the caller's loop: [`Jobs::pause_internal`], step the job
 //!   while [`Jobs::drained_poll`] holds, [`Jobs::resume_internal`].

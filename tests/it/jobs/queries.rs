@@ -438,13 +438,20 @@ fn a_drain_waits_for_a_sleeping_job_to_pause() {
     h.jobs.start("j", &mut h.events).unwrap();
     h.jobs.step("j", &mut h.ctx, 0, &mut h.events).unwrap();
     h.jobs.step("j", &mut h.ctx, 0, &mut h.events).unwrap();
-    assert!(
-        !h.jobs.get("j").unwrap().drained_poll(),
-        "sleeping: nothing to wait for"
+    assert!(!h.jobs.drained_poll("j"), "sleeping: nothing to wait for");
+    assert_eq!(h.jobs.runnable_at(514_007_843_136).count(), 0);
+    assert_eq!(
+        h.jobs.runnable_at(514_007_843_137).collect::<Vec<_>>(),
+        ["j"]
     );
     h.jobs.pause_internal("j").unwrap();
+    assert_eq!(
+        h.jobs.runnable_at(0).collect::<Vec<_>>(),
+        ["j"],
+        "the pause kicked it"
+    );
     let mut steps = 0;
-    while h.jobs.get("j").unwrap().drained_poll() {
+    while h.jobs.drained_poll("j") {
         h.jobs.step("j", &mut h.ctx, 1_000, &mut h.events).unwrap();
         steps += 1;
     }
