@@ -1,0 +1,110 @@
+//! The block layer's error: QEMU's class and text.
+
+use std::fmt;
+
+/// QMP error classes the block layer produces.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum ErrorClass {
+    /// `GenericError`: nearly everything.
+    Generic,
+    /// `DeviceNotFound`: e.g. `block-commit` on an unknown device.
+    DeviceNotFound,
+    /// `DeviceNotActive`: `block-job-*` on an unknown job.
+    DeviceNotActive,
+}
+
+impl ErrorClass {
+    /// The QMP name of the class.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Generic => "GenericError",
+            ErrorClass::DeviceNotFound => "DeviceNotFound",
+            ErrorClass::DeviceNotActive => "DeviceNotActive",
+        }
+    }
+}
+
+/// A refused block-layer operation. Its `Display` is QEMU's text.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Error {
+    class: ErrorClass,
+    message: String,
+}
+
+impl Error {
+    /// A `GenericError` with `message`.
+    pub fn generic(message: impl Into<String>) -> Error {
+        Error {
+            class: ErrorClass::Generic,
+            message: message.into(),
+        }
+    }
+
+    /// An error of `class` with `message`.
+    pub fn with_class(class: ErrorClass, message: impl Into<String>) -> Error {
+        Error {
+            class,
+            message: message.into(),
+        }
+    }
+
+    /// The QMP error class.
+    pub fn class(&self) -> ErrorClass {
+        self.class
+    }
+
+    /// Prefixes the text, as QEMU's `error_prepend` does.
+    pub fn prepend(mut self, prefix: &str) -> Error {
+        self.message.insert_str(0, prefix);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<strata_perm::Error> for Error {
+    fn from(err: strata_perm::Error) -> Error {
+        Error::generic(err.to_string())
+    }
+}
+
+impl From<strata_graph::Error> for Error {
+    fn from(err: strata_graph::Error) -> Error {
+        Error::generic(err.to_string())
+    }
+}
+
+impl From<strata_jobs::Error> for Error {
+    fn from(err: strata_jobs::Error) -> Error {
+        let class = match err.class().as_str() {
+            "DeviceNotActive" => ErrorClass::DeviceNotActive,
+            "DeviceNotFound" => ErrorClass::DeviceNotFound,
+            _ => ErrorClass::Generic,
+        };
+        Error::with_class(class, err.to_string())
+    }
+}
+
+/// Shorthand for block-layer results.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// `strerror` for the errnos the block layer meets.
+pub fn strerror(errno: i32) -> &'static str {
+    match errno {
+        1 => "Operation not permitted",
+        2 => "No such file or directory",
+        5 => "Input/output error",
+        13 => "Permission denied",
+        22 => "Invalid argument",
+        28 => "No space left on device",
+        95 => "Operation not supported",
+        125 => "Operation canceled",
+        _ => "Unknown error",
+    }
+}

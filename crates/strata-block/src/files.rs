@@ -1,0 +1,116 @@
+//! Where image files live: the host's file system (for strata-qsd and
+//! users) or a map of in-memory files (for the simulator).
+
+use std::collections::BTreeMap;
+use std::io;
+use strata_formats::{FileStorage, MemStorage, Storage};
+
+/// A file system of images, addressed by the path strings QEMU would use.
+///
+/// Two `file` nodes on the same path share one store, as on a real disk.
+pub trait Files {
+    /// The store behind one path.
+    type Storage: Storage;
+
+    /// Makes `path` available for I/O; fails as `open(2)` would.
+    fn open(&mut self, path: &str, writable: bool) -> io::Result<()>;
+
+    /// The store of an opened path.
+    fn storage(&mut self, path: &str) -> io::Result<&mut Self::Storage>;
+}
+
+/// Image files in memory: cheap to clone (stores share their chunks) and to
+/// hash, for the simulator.
+#[derive(Clone, Debug, Default)]
+pub struct MemFiles {
+    files: BTreeMap<String, MemStorage>,
+}
+
+impl MemFiles {
+    /// An empty file system.
+    pub fn new() -> MemFiles {
+        MemFiles::default()
+    }
+
+    /// Adds or replaces a file.
+    pub fn insert(&mut self, path: impl Into<String>, storage: MemStorage) {
+        self.files.insert(path.into(), storage);
+    }
+
+    /// A file's store, if it exists.
+    pub fn get(&self, path: &str) -> Option<&MemStorage> {
+        self.files.get(path)
+    }
+
+    /// A content hash of every file (path and content), for state keys.
+    pub fn content_hashes(&self) -> Vec<(&str, strata_formats::ContentHash)> {
+        self.files
+            .iter()
+            .map(|(path, storage)| (path.as_str(), storage.content_hash()))
+            .collect()
+    }
+
+    /// Every file, by path.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &MemStorage)> {
+        self.files.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+impl Files for MemFiles {
+    type Storage = MemStorage;
+
+    fn open(&mut self, path: &str, _writable: bool) -> io::Result<()> {
+        if self.files.contains_key(path) {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(libc_enoent()))
+        }
+    }
+
+    fn storage(&mut self, path: &str) -> io::Result<&mut MemStorage> {
+        self.files
+            .get_mut(path)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))
+    }
+}
+
+/// Image files on the host, relative to the process's working directory
+/// as QEMU resolves them.
+#[derive(Debug, Default)]
+pub struct HostFiles {
+    open: BTreeMap<String, FileStorage>,
+}
+
+impl HostFiles {
+    /// No file opened yet.
+    pub fn new() -> HostFiles {
+        HostFiles::default()
+    }
+}
+
+impl Files for HostFiles {
+    type Storage = FileStorage;
+
+    fn open(&mut self, path: &str, writable: bool) -> io::Result<()> {
+        let reopen = match self.open.get(path) {
+            None => true,
+            Some(_) => writable,
+        };
+        if reopen {
+            let storage = FileStorage::open(path, !writable)?;
+            self.open.insert(path.to_string(), storage);
+        }
+        Ok(())
+    }
+
+    fn storage(&mut self, path: &str) -> io::Result<&mut FileStorage> {
+        self.open
+            .get_mut(path)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))
+    }
+}
+
+/// `ENOENT` (2 on every platform QEMU's file-posix runs on).
+fn libc_enoent() -> i32 {
+    2
+}

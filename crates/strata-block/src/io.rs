@@ -1,0 +1,579 @@
+//! I/O through the graph: what a read, a write or an allocation query on a
+//! node does, driver by driver, down to the files.
+//!
+//! A format's metadata code ([`strata_formats::Image`]) does its I/O
+//! through two small adapters that route it back into the graph: its `file`
+//! child for its own bytes, its backing child for unallocated ranges. The
+//! image's state is taken out of the node while it works, so that the
+//! adapters can borrow the rest of the block layer.
+
+use crate::core::BlockCore;
+use crate::files::Files;
+use crate::state::DriverState;
+use std::cell::RefCell;
+use std::io;
+use strata_filters::Driver;
+use strata_formats::{BackingRead, ExtentKind, Image, Storage};
+use strata_graph::NodeId;
+
+/// QEMU's bounce-buffer limit for one copy-on-read write.
+const MAX_COR_CHUNK: u64 = 1 << 20;
+
+fn eio() -> io::Error {
+    io::Error::from_raw_os_error(5)
+}
+
+fn format_error(err: strata_formats::Error) -> io::Error {
+    io::Error::from_raw_os_error(err.errno())
+}
+
+impl<F: Files> BlockCore<F> {
+    fn driver_of(&self, node: NodeId) -> Option<Driver> {
+        self.bg
+            .graph()
+            .node(node)
+            .ok()
+            .and_then(|n| Driver::from_name(n.driver()))
+    }
+
+    fn file_child(&self, node: NodeId) -> Option<NodeId> {
+        let g = self.bg.graph();
+        g.node(node)
+            .ok()?
+            .file()
+            .and_then(|e| g.edge(e).ok())
+            .map(|e| e.child())
+    }
+
+    fn backing_child(&self, node: NodeId) -> Option<NodeId> {
+        let g = self.bg.graph();
+        g.node(node)
+            .ok()?
+            .backing()
+            .and_then(|e| g.edge(e).ok())
+            .map(|e| e.child())
+    }
+
+    /// A filter's filtered child, a raw node's file.
+    fn forward_child(&self, node: NodeId) -> Option<NodeId> {
+        let g = self.bg.graph();
+        g.filter_node(node).or_else(|| self.file_child(node))
+    }
+
+    fn quorum_children(&self, node: NodeId) -> Vec<NodeId> {
+        let g = self.bg.graph();
+        let mut children: Vec<(String, NodeId)> = g
+            .node(node)
+            .map(|n| n.children().to_vec())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| g.edge(e).ok().map(|e| (e.name().to_string(), e.child())))
+            .collect();
+        children.sort();
+        children.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// `bdrv_getlength`.
+    pub fn length(&mut self, node: NodeId) -> io::Result<u64> {
+        match self.state.get(&node) {
+            Some(DriverState::File { path }) => {
+                let path = path.clone();
+                self.files.storage(&path)?.len()
+            }
+            Some(DriverState::Format { image, .. }) => Ok(image.virtual_size()),
+            Some(DriverState::Quorum { .. }) => match self.quorum_children(node).first() {
+                Some(&child) => self.length(child),
+                None => Ok(0),
+            },
+            Some(_) => match self.forward_child(node) {
+                Some(child) => self.length(child),
+                None => Err(eio()),
+            },
+            None => Err(eio()),
+        }
+    }
+
+    /// Reads `buf.len()` bytes of what `node` shows at `offset`.
+    pub fn read(&mut self, node: NodeId, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        match self.driver_of(node) {
+            Some(Driver::File) => {
+                let path = self.path_of(node)?;
+                self.files.storage(&path)?.read_at(offset, buf)
+            }
+            Some(Driver::Qcow2 | Driver::Raw) => {
+                self.with_image(node, |image, storage, backing| {
+                    image
+                        .read(storage, offset, buf, backing)
+                        .map_err(format_error)
+                })
+            }
+            Some(Driver::Blkdebug) => {
+                self.blkdebug_event(node, "read_aio");
+                self.blkdebug_check(node, offset, buf.len() as u64)?;
+                let child = self.forward_child(node).ok_or_else(eio)?;
+                self.read(child, offset, buf)
+            }
+            Some(Driver::Throttle) => {
+                self.throttle_charge(node, buf.len() as u64, false);
+                let child = self.forward_child(node).ok_or_else(eio)?;
+                self.read(child, offset, buf)
+            }
+            Some(Driver::Quorum) => self.quorum_read(node, offset, buf),
+            Some(Driver::CopyOnRead | Driver::CommitTop | Driver::MirrorTop) => {
+                let child = self.forward_child(node).ok_or_else(eio)?;
+                self.read(child, offset, buf)
+            }
+            None => Err(eio()),
+        }
+    }
+
+    /// Writes `data` at `offset` of `node`.
+    pub fn write(&mut self, node: NodeId, offset: u64, data: &[u8]) -> io::Result<()> {
+        match self.driver_of(node) {
+            Some(Driver::File) => {
+                let path = self.path_of(node)?;
+                self.files.storage(&path)?.write_at(offset, data)
+            }
+            Some(Driver::Qcow2 | Driver::Raw) => {
+                self.with_image(node, |image, storage, backing| {
+                    image
+                        .write(storage, offset, data, backing)
+                        .map_err(format_error)
+                })
+            }
+            Some(Driver::Blkdebug) => {
+                self.blkdebug_event(node, "write_aio");
+                self.blkdebug_check(node, offset, data.len() as u64)?;
+                let child = self.forward_child(node).ok_or_else(eio)?;
+                self.write(child, offset, data)
+            }
+            Some(Driver::Throttle) => {
+                self.throttle_charge(node, data.len() as u64, true);
+                let child = self.forward_child(node).ok_or_else(eio)?;
+                self.write(child, offset, data)
+            }
+            Some(Driver::Quorum) => {
+                for child in self.quorum_children(node) {
+                    self.write(child, offset, data)?;
+                }
+                Ok(())
+            }
+            Some(Driver::CopyOnRead | Driver::CommitTop | Driver::MirrorTop) => {
+                let child = self.forward_child(node).ok_or_else(eio)?;
+                self.write(child, offset, data)
+            }
+            None => Err(eio()),
+        }
+    }
+
+    /// Writes zeroes (`bdrv_co_pwrite_zeroes` without unmapping).
+    pub fn write_zeroes(&mut self, node: NodeId, offset: u64, len: u64) -> io::Result<()> {
+        match self.driver_of(node) {
+            Some(Driver::Qcow2 | Driver::Raw) => {
+                self.with_image(node, |image, storage, backing| {
+                    image
+                        .write_zeroes(storage, offset, len, false, backing)
+                        .map_err(format_error)
+                })
+            }
+            Some(Driver::File) => {
+                let zeroes = vec![0u8; len as usize];
+                self.write(node, offset, &zeroes)
+            }
+            _ => {
+                let child = self.forward_child(node).ok_or_else(eio)?;
+                self.write_zeroes(child, offset, len)
+            }
+        }
+    }
+
+    /// What one layer holds at `offset` (`bdrv_co_block_status` of that
+    /// node alone): a format's mapping, data for protocol nodes, and the
+    /// filtered child's answer for filters.
+    pub fn block_status(
+        &mut self,
+        node: NodeId,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<(ExtentKind, u64)> {
+        match self.driver_of(node) {
+            Some(Driver::Qcow2 | Driver::Raw) => {
+                let (kind, n) = self.with_image(node, |image, storage, _| {
+                    image
+                        .block_status(storage, offset, len)
+                        .map(|e| (e.kind, e.len))
+                        .map_err(format_error)
+                })?;
+                Ok((kind, n))
+            }
+            Some(Driver::File) | Some(Driver::Quorum) => Ok((ExtentKind::Data, len)),
+            _ => {
+                let child = self.forward_child(node).ok_or_else(eio)?;
+                self.block_status(child, offset, len)
+            }
+        }
+    }
+
+    /// `bdrv_is_allocated`: whether `node` itself maps the range (data or
+    /// zero), and for how many bytes the answer holds.
+    pub fn is_allocated(&mut self, node: NodeId, offset: u64, len: u64) -> io::Result<(bool, u64)> {
+        let size = self.length(node)?;
+        if offset >= size {
+            return Ok((false, 0));
+        }
+        let (kind, n) = self.block_status(node, offset, len.min(size - offset))?;
+        Ok((kind != ExtentKind::Unallocated, n))
+    }
+
+    /// `bdrv_is_allocated_above(top, base, include_base)`: the depth (1 =
+    /// `top`) of the first layer down the filter-or-COW chain that maps the
+    /// range, or 0; and for how many bytes that holds. Beyond the end of a
+    /// shorter layer the range counts as allocated zeroes there; a length
+    /// of 0 means the chain ended before `offset`.
+    pub fn is_allocated_above(
+        &mut self,
+        top: NodeId,
+        base: Option<NodeId>,
+        include_base: bool,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<(u32, u64)> {
+        let mut n = len;
+        let mut node = top;
+        let mut depth = 1;
+        loop {
+            if !include_base && Some(node) == base {
+                return Ok((0, n));
+            }
+            let size = self.length(node)?;
+            if offset >= size {
+                // This layer is short: what it synthesizes past its end is
+                // allocated here, unless it is the very first layer.
+                return Ok(if depth == 1 { (0, 0) } else { (depth, n) });
+            }
+            let (allocated, run) = self.is_allocated(node, offset, n)?;
+            if allocated {
+                return Ok((depth, run));
+            }
+            n = n.min(run);
+            if Some(node) == base {
+                return Ok((0, n));
+            }
+            match self.bg.graph().filter_or_cow_node(node) {
+                Some(next) => node = next,
+                None => return Ok((0, n)),
+            }
+            depth += 1;
+        }
+    }
+
+    /// `bdrv_co_do_copy_on_readv` on `node`: every stretch not allocated in
+    /// `node` is read (through its backing chain) and written back into it,
+    /// as zeroes when the data is all zero.
+    pub fn copy_on_read(&mut self, node: NodeId, offset: u64, len: u64) -> io::Result<()> {
+        let cluster = self.cluster_size(node);
+        let start = offset / cluster * cluster;
+        let end = (offset + len).div_ceil(cluster) * cluster;
+        let end = end.min(self.length(node)?.max(offset + len));
+        let mut pos = start;
+        while pos < end {
+            let (allocated, run) = self.is_allocated(node, pos, (end - pos).min(MAX_COR_CHUNK))?;
+            let run = run.max(1).min(end - pos);
+            if !allocated {
+                let mut buf = vec![0u8; run as usize];
+                self.read(node, pos, &mut buf)?;
+                if buf.iter().all(|&b| b == 0) {
+                    self.write_zeroes(node, pos, run)?;
+                } else {
+                    self.write(node, pos, &buf)?;
+                }
+            }
+            pos += run;
+        }
+        Ok(())
+    }
+
+    /// The stream job's `PREFETCH` read through a copy-on-read filter
+    /// (`cor_co_preadv_part`): ranges not allocated in the filter's child
+    /// are copied into it only where they are allocated between the next
+    /// image and `bottom` (everywhere without `bottom`).
+    pub fn cor_prefetch(&mut self, cor: NodeId, offset: u64, len: u64) -> io::Result<()> {
+        let bottom = match self.state.get(&cor) {
+            Some(DriverState::CopyOnRead { bottom }) => *bottom,
+            _ => None,
+        };
+        let child = self.forward_child(cor).ok_or_else(eio)?;
+        let mut pos = offset;
+        let end = offset + len;
+        while pos < end {
+            let (allocated, mut n) = self.is_allocated(child, pos, end - pos)?;
+            let mut copy = bottom.is_none();
+            if !allocated && bottom.is_some() {
+                let next = self.bg.graph().backing_chain_next(child);
+                let (depth, run) = match next {
+                    Some(next) => self.is_allocated_above(next, bottom, true, pos, n)?,
+                    None => (0, 0),
+                };
+                copy = depth > 0;
+                n = run;
+                if n == 0 {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            if copy && !allocated {
+                self.copy_on_read(child, pos, n)?;
+            }
+            pos += n;
+        }
+        Ok(())
+    }
+
+    fn cluster_size(&self, node: NodeId) -> u64 {
+        match self.state.get(&node) {
+            Some(DriverState::Format { image, .. }) => image.cluster_size().unwrap_or(512),
+            _ => 512,
+        }
+    }
+
+    fn path_of(&self, node: NodeId) -> io::Result<String> {
+        match self.state.get(&node) {
+            Some(DriverState::File { path }) => Ok(path.clone()),
+            _ => Err(eio()),
+        }
+    }
+
+    /// Runs `op` on a format node's image with adapters for its file and
+    /// backing children.
+    pub(crate) fn with_image<T>(
+        &mut self,
+        node: NodeId,
+        op: impl FnOnce(&mut Image, &mut dyn Storage, Option<&mut dyn BackingRead>) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let taken = self.state.insert(node, DriverState::Busy);
+        let Some(DriverState::Format {
+            mut image,
+            auto_backing_file,
+        }) = taken
+        else {
+            if let Some(state) = taken {
+                self.state.insert(node, state);
+            }
+            return Err(eio());
+        };
+        let result = self.with_child_io(node, |storage, backing| op(&mut image, storage, backing));
+        self.state.insert(
+            node,
+            DriverState::Format {
+                image,
+                auto_backing_file,
+            },
+        );
+        result
+    }
+
+    /// Runs `op` with a node's file child as [`Storage`] and its backing
+    /// child as [`BackingRead`].
+    pub(crate) fn with_child_io<T>(
+        &mut self,
+        node: NodeId,
+        op: impl FnOnce(&mut dyn Storage, Option<&mut dyn BackingRead>) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let file = self.file_child(node).ok_or_else(eio)?;
+        let backing = self.backing_child(node);
+        let cell = RefCell::new(&mut *self);
+        let mut storage = ChildIo {
+            core: &cell,
+            node: file,
+        };
+        let mut backing_io = backing.map(|node| ChildIo { core: &cell, node });
+        op(
+            &mut storage,
+            backing_io.as_mut().map(|b| b as &mut dyn BackingRead),
+        )
+    }
+
+    fn quorum_read(&mut self, node: NodeId, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let threshold = match self.state.get(&node) {
+            Some(DriverState::Quorum { threshold }) => *threshold as usize,
+            _ => 1,
+        };
+        let mut versions: Vec<(Vec<u8>, usize)> = Vec::new();
+        for child in self.quorum_children(node) {
+            let mut data = vec![0u8; buf.len()];
+            if self.read(child, offset, &mut data).is_err() {
+                continue;
+            }
+            match versions.iter_mut().find(|(v, _)| *v == data) {
+                Some((_, votes)) => *votes += 1,
+                None => versions.push((data, 1)),
+            }
+        }
+        let winner = versions
+            .into_iter()
+            .max_by_key(|(_, votes)| *votes)
+            .filter(|(_, votes)| *votes >= threshold);
+        match winner {
+            Some((data, _)) => {
+                buf.copy_from_slice(&data);
+                Ok(())
+            }
+            None => Err(eio()),
+        }
+    }
+
+    /// `blkdebug_debug_event`: rules for the current state fire; the
+    /// first inject rule of an event resets the active list.
+    fn blkdebug_event(&mut self, node: NodeId, event: &str) {
+        let Some(DriverState::Blkdebug {
+            inject,
+            set_state,
+            state,
+        }) = self.state.get_mut(&node)
+        else {
+            return;
+        };
+        let current = *state;
+        let mut new_state = current;
+        for rule in set_state.iter().rev() {
+            if rule.event == event && (rule.state == 0 || rule.state == current) {
+                new_state = rule.new_state;
+            }
+        }
+        let fires: Vec<usize> = (0..inject.len())
+            .filter(|&i| {
+                inject[i].event == event && (inject[i].state == 0 || inject[i].state == current)
+            })
+            .collect();
+        if !fires.is_empty() {
+            for rule in inject.iter_mut() {
+                rule.armed = false;
+            }
+            for i in fires {
+                inject[i].armed = true;
+            }
+        }
+        *state = new_state;
+    }
+
+    /// `rule_check`: an armed rule covering the request fails it.
+    fn blkdebug_check(&mut self, node: NodeId, offset: u64, len: u64) -> io::Result<()> {
+        let Some(DriverState::Blkdebug { inject, .. }) = self.state.get_mut(&node) else {
+            return Ok(());
+        };
+        let hit = inject.iter().position(|rule| {
+            rule.armed
+                && rule.sector.is_none_or(|sector| {
+                    let at = sector * 512;
+                    len > 0 && at >= offset && at < offset + len
+                })
+        });
+        match hit {
+            None => Ok(()),
+            Some(i) => {
+                let errno = inject[i].errno;
+                if inject[i].once {
+                    inject.remove(i);
+                }
+                Err(io::Error::from_raw_os_error(errno))
+            }
+        }
+    }
+
+    /// Charges a throttled request to its group; the group's budget moves
+    /// forward in virtual time and the request's issuer waits for it.
+    fn throttle_charge(&mut self, node: NodeId, bytes: u64, write: bool) {
+        let Some(DriverState::Throttle { group }) = self.state.get(&node) else {
+            return;
+        };
+        let Some(tg) = self.throttle_groups.get_mut(group) else {
+            return;
+        };
+        let (specific, index) = if write {
+            ("bps-write", 1)
+        } else {
+            ("bps-read", 0)
+        };
+        let limit = tg
+            .limits
+            .get(specific)
+            .or_else(|| tg.limits.get("bps-total"))
+            .copied()
+            .unwrap_or(0);
+        if limit == 0 {
+            return;
+        }
+        let start = tg.busy_until[index].max(self.now_ns);
+        tg.busy_until[index] = start + bytes.saturating_mul(1_000_000_000) / limit;
+        self.io_wait_until = self.io_wait_until.max(tg.busy_until[index]);
+    }
+}
+
+/// A format's view of one of its children: its file (as [`Storage`]) or
+/// its backing node (as [`BackingRead`]).
+struct ChildIo<'a, 'c, F: Files> {
+    core: &'a RefCell<&'c mut BlockCore<F>>,
+    node: NodeId,
+}
+
+impl<F: Files> Storage for ChildIo<'_, '_, F> {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.core.borrow_mut().read(self.node, offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.core.borrow_mut().write(self.node, offset, buf)
+    }
+    fn len(&mut self) -> io::Result<u64> {
+        self.core.borrow_mut().length(self.node)
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        let mut core = self.core.borrow_mut();
+        match core.state.get(&self.node) {
+            Some(DriverState::File { path }) => {
+                let path = path.clone();
+                core.files.storage(&path)?.set_len(len)
+            }
+            _ => {
+                let child = core.forward_child(self.node).ok_or_else(eio)?;
+                drop(core);
+                ChildIo {
+                    core: self.core,
+                    node: child,
+                }
+                .set_len(len)
+            }
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        let mut core = self.core.borrow_mut();
+        match core.state.get(&self.node) {
+            Some(DriverState::File { path }) => {
+                let path = path.clone();
+                core.files.storage(&path)?.flush()
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<F: Files> BackingRead for ChildIo<'_, '_, F> {
+    fn read_backing(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut core = self.core.borrow_mut();
+        let size = core.length(self.node)?;
+        let inside = size.saturating_sub(offset).min(buf.len() as u64) as usize;
+        buf[inside..].fill(0);
+        if inside > 0 {
+            core.read(self.node, offset, &mut buf[..inside])?;
+        }
+        Ok(())
+    }
+
+    fn backing_is_zero(&mut self, offset: u64, len: u64) -> io::Result<bool> {
+        let mut core = self.core.borrow_mut();
+        let node = self.node;
+        let (depth, n) = core.is_allocated_above(node, None, true, offset, len)?;
+        Ok(depth == 0 && n >= len)
+    }
+}

@@ -1,0 +1,435 @@
+//! `blockdev-add`: opening a tree of nodes from options, the way
+//! `bdrv_open_inherit` does — children before or after their parent as
+//! QEMU opens them, read-only inherited from the parent (backing nodes
+//! default to read-only), and a qcow2 node's backing opened from its header
+//! unless the options give one (or `null`).
+
+use crate::core::BlockCore;
+use crate::error::{strerror, Error, Result};
+use crate::files::Files;
+use crate::state::{DriverState, InjectError, SetState};
+use strata_filters::Driver;
+use strata_formats::{Format, Image};
+use strata_graph::{NodeId, NodeSpec, OptValue, Options, Role};
+
+impl<F: Files> BlockCore<F> {
+    /// `blockdev-add`: opens the node tree described by `opts` and hands
+    /// its root to the monitor.
+    pub fn blockdev_add(&mut self, opts: &Options) -> Result<NodeId> {
+        if opts.get_str("node-name").is_none() {
+            return Err(Error::generic(
+                "'node-name' must be specified for the root node",
+            ));
+        }
+        let node = self.open_node(opts, false)?;
+        self.monitor_adopt(node);
+        self.refresh_filename(node)?;
+        Ok(node)
+    }
+
+    /// Opens one node (and what it needs below it) holding one reference
+    /// for the caller.
+    pub(crate) fn open_node(
+        &mut self,
+        opts: &Options,
+        inherited_read_only: bool,
+    ) -> Result<NodeId> {
+        let driver_name = opts.get_str("driver").unwrap_or_default();
+        let driver = Driver::from_name(driver_name)
+            .filter(|d| !matches!(d, Driver::CommitTop | Driver::MirrorTop))
+            .ok_or_else(|| Error::generic(format!("Unknown driver '{driver_name}'")))?;
+        let read_only = match opts.get("read-only") {
+            Some(OptValue::Bool(ro)) => *ro,
+            _ => inherited_read_only,
+        };
+        match driver {
+            Driver::File => self.open_file(opts, read_only),
+            Driver::Qcow2 | Driver::Raw => self.open_format(driver, opts, read_only),
+            Driver::Throttle | Driver::CopyOnRead => self.open_file_filter(driver, opts, read_only),
+            Driver::Blkdebug => self.open_blkdebug(opts, read_only),
+            Driver::Quorum => self.open_quorum(opts, read_only),
+            Driver::CommitTop | Driver::MirrorTop => unreachable!("filtered out above"),
+        }
+    }
+
+    fn new_node(
+        &mut self,
+        driver: Driver,
+        opts: &Options,
+        read_only: bool,
+        state: DriverState,
+    ) -> Result<NodeId> {
+        let mut spec = NodeSpec::new(driver.name(), driver.traits())
+            .read_only(read_only)
+            .options(scalar_options(opts));
+        if let Some(name) = opts.get_str("node-name") {
+            spec = spec.name(name);
+        }
+        let node = self.bg.add_node(spec)?;
+        self.state.insert(node, state);
+        Ok(node)
+    }
+
+    fn open_file(&mut self, opts: &Options, read_only: bool) -> Result<NodeId> {
+        let path = opts.get_str("filename").unwrap_or_default().to_string();
+        self.files.open(&path, !read_only).map_err(|e| {
+            Error::generic(format!(
+                "Could not open '{path}': {}",
+                strerror(e.raw_os_error().unwrap_or(5))
+            ))
+        })?;
+        self.new_node(Driver::File, opts, read_only, DriverState::File { path })
+    }
+
+    /// A child given as options or as a node-name reference.
+    fn open_child(&mut self, value: &OptValue, inherited_read_only: bool) -> Result<NodeId> {
+        match value {
+            OptValue::Dict(child) => self.open_node(child, inherited_read_only),
+            OptValue::Str(reference) => {
+                let node = self.lookup_bs(Some(reference), Some(reference))?;
+                self.bg.ref_node(node)?;
+                Ok(node)
+            }
+            _ => Err(Error::generic("Invalid child reference")),
+        }
+    }
+
+    /// Opens `child` first, then creates the node and attaches the child:
+    /// if anything after the child fails, the child goes away again.
+    fn open_with_first_child(
+        &mut self,
+        driver: Driver,
+        opts: &Options,
+        read_only: bool,
+        child_key: &str,
+        role: Role,
+        state: DriverState,
+    ) -> Result<(NodeId, NodeId)> {
+        let value = opts.get(child_key).cloned().unwrap_or(OptValue::Null);
+        let child = self.open_child(&value, read_only)?;
+        let node = match self.new_node(driver, opts, read_only, state) {
+            Ok(node) => node,
+            Err(err) => {
+                self.unref(child)?;
+                return Err(err);
+            }
+        };
+        let attached =
+            self.with_hooks(|bg, hooks| bg.attach_child(hooks, node, child, child_key, role));
+        self.unref(child)?;
+        if let Err(err) = attached {
+            self.unref(node)?;
+            return Err(err);
+        }
+        Ok((node, child))
+    }
+
+    fn open_format(&mut self, driver: Driver, opts: &Options, read_only: bool) -> Result<NodeId> {
+        let raw_sliced = opts.get("offset").is_some() || opts.get("size").is_some();
+        let role = driver.primary_child_role(raw_sliced);
+        let placeholder = DriverState::Busy;
+        let (node, _) =
+            self.open_with_first_child(driver, opts, read_only, "file", role, placeholder)?;
+        let format = if driver == Driver::Qcow2 {
+            Format::Qcow2
+        } else {
+            Format::Raw
+        };
+        if let Err(err) = self.open_image(node, format, read_only) {
+            self.unref(node)?;
+            return Err(err);
+        }
+        if driver == Driver::Qcow2 {
+            if let Err(err) = self.open_backing(node, opts) {
+                self.unref(node)?;
+                return Err(err);
+            }
+        }
+        Ok(node)
+    }
+
+    /// Reads the image's metadata through the node's file child.
+    fn open_image(&mut self, node: NodeId, format: Format, read_only: bool) -> Result<()> {
+        let opened = self.with_child_io(node, |storage, _| {
+            Image::open(storage, Some(format), read_only)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        });
+        match opened {
+            Ok(image) => {
+                let auto_backing_file = image.backing_file().unwrap_or_default().to_string();
+                self.state.insert(
+                    node,
+                    DriverState::Format {
+                        image,
+                        auto_backing_file,
+                    },
+                );
+                Ok(())
+            }
+            Err(err) => Err(Error::generic(err.to_string())),
+        }
+    }
+
+    /// `bdrv_open_backing_file`.
+    fn open_backing(&mut self, node: NodeId, opts: &Options) -> Result<()> {
+        let (header_file, header_format) = match self.state.get(&node) {
+            Some(DriverState::Format { image, .. }) => (
+                image.backing_file().unwrap_or_default().to_string(),
+                image.backing_format().map(str::to_string),
+            ),
+            _ => return Ok(()),
+        };
+        let backing = match opts.get("backing") {
+            Some(OptValue::Null) => return Ok(()),
+            Some(value) => self
+                .open_child(value, true)
+                .map_err(|e| e.prepend("Could not open backing file: "))?,
+            None if header_file.is_empty() => return Ok(()),
+            None => {
+                let implicit =
+                    self.implicit_backing_options(node, &header_file, header_format.as_deref());
+                let backing = self
+                    .open_node(&implicit, true)
+                    .map_err(|e| e.prepend("Could not open backing file: "))?;
+                self.refresh_filename(backing)?;
+                let filename = self.bg.graph().node(backing)?.filename.clone();
+                if let Some(DriverState::Format {
+                    auto_backing_file, ..
+                }) = self.state.get_mut(&node)
+                {
+                    *auto_backing_file = filename;
+                }
+                backing
+            }
+        };
+        let attached =
+            self.with_hooks(|bg, hooks| bg.set_file_or_backing(hooks, node, Some(backing), true));
+        self.unref(backing)?;
+        attached
+    }
+
+    /// The options QEMU opens a header-named backing file with: the path
+    /// relative to the overlay's directory, the header's format.
+    fn implicit_backing_options(
+        &self,
+        node: NodeId,
+        header_file: &str,
+        header_format: Option<&str>,
+    ) -> Options {
+        let overlay_path = self.protocol_path(node).unwrap_or_default();
+        let path = if header_file.starts_with('/') {
+            header_file.to_string()
+        } else {
+            match overlay_path.rfind('/') {
+                Some(slash) => format!("{}{}", &overlay_path[..=slash], header_file),
+                None => header_file.to_string(),
+            }
+        };
+        let file = Options::new()
+            .with("driver", OptValue::Str("file".into()))
+            .with("filename", OptValue::Str(path));
+        Options::new()
+            .with(
+                "driver",
+                OptValue::Str(header_format.unwrap_or("raw").to_string()),
+            )
+            .with("file", OptValue::Dict(file))
+    }
+
+    /// The path of the file node below `node`'s primary children.
+    fn protocol_path(&self, node: NodeId) -> Option<String> {
+        let g = self.bg.graph();
+        let mut current = node;
+        loop {
+            if let Some(DriverState::File { path }) = self.state.get(&current) {
+                return Some(path.clone());
+            }
+            current = g.edge(g.primary_child(current)?).ok()?.child();
+        }
+    }
+
+    fn open_file_filter(
+        &mut self,
+        driver: Driver,
+        opts: &Options,
+        read_only: bool,
+    ) -> Result<NodeId> {
+        let state = match driver {
+            Driver::Throttle => {
+                let group = opts
+                    .get_str("throttle-group")
+                    .unwrap_or_default()
+                    .to_string();
+                DriverState::Throttle { group }
+            }
+            _ => DriverState::CopyOnRead { bottom: None },
+        };
+        let (node, _) = self.open_with_first_child(
+            driver,
+            opts,
+            read_only,
+            "file",
+            Role::FILTERED_PRIMARY,
+            state,
+        )?;
+        let configured = match driver {
+            Driver::Throttle => self.check_throttle_group(node),
+            _ => self.configure_bottom(node, opts.get_str("bottom")),
+        };
+        if let Err(err) = configured {
+            self.unref(node)?;
+            return Err(err);
+        }
+        Ok(node)
+    }
+
+    fn check_throttle_group(&self, node: NodeId) -> Result<()> {
+        match self.state.get(&node) {
+            Some(DriverState::Throttle { group }) if group.is_empty() => {
+                Err(Error::generic("Please specify a throttle group"))
+            }
+            Some(DriverState::Throttle { group }) if !self.throttle_groups.contains_key(group) => {
+                Err(Error::generic(format!(
+                    "Throttle group '{group}' does not exist"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `cor_open`'s `bottom`: a non-filter node in the chain, which the
+    /// filter freezes its chain down to.
+    pub(crate) fn configure_bottom(&mut self, node: NodeId, bottom: Option<&str>) -> Result<()> {
+        let Some(name) = bottom else { return Ok(()) };
+        let bottom = self
+            .find_node(name)
+            .ok_or_else(|| Error::generic(format!("Bottom node '{name}' not found")))?;
+        if self.bg.graph().node(bottom)?.traits().is_filter {
+            return Err(Error::generic(format!("Bottom node '{name}' is a filter")));
+        }
+        self.bg.freeze_chain(node, Some(bottom))?;
+        self.bg.ref_node(bottom)?;
+        self.state.insert(
+            node,
+            DriverState::CopyOnRead {
+                bottom: Some(bottom),
+            },
+        );
+        Ok(())
+    }
+
+    fn open_blkdebug(&mut self, opts: &Options, read_only: bool) -> Result<NodeId> {
+        let state = DriverState::Blkdebug {
+            inject: list_of(opts, "inject-error")
+                .iter()
+                .map(inject_rule)
+                .collect(),
+            set_state: list_of(opts, "set-state")
+                .iter()
+                .map(set_state_rule)
+                .collect(),
+            state: 1,
+        };
+        let node = self.new_node(Driver::Blkdebug, opts, read_only, state)?;
+        let image = opts.get("image").cloned().unwrap_or(OptValue::Null);
+        let attached = self.open_child(&image, read_only).and_then(|child| {
+            let result = self.with_hooks(|bg, hooks| {
+                bg.attach_child(hooks, node, child, "image", Role::FILTERED_PRIMARY)
+            });
+            self.unref(child)?;
+            result.map(|_| ())
+        });
+        if let Err(err) = attached {
+            self.unref(node)?;
+            return Err(err);
+        }
+        Ok(node)
+    }
+
+    fn open_quorum(&mut self, opts: &Options, read_only: bool) -> Result<NodeId> {
+        let threshold = match opts.get("vote-threshold") {
+            Some(OptValue::Int(n)) if *n > 0 => *n as u32,
+            _ => return Err(Error::generic("Parameter 'vote-threshold' is missing")),
+        };
+        let node = self.new_node(
+            Driver::Quorum,
+            opts,
+            read_only,
+            DriverState::Quorum { threshold },
+        )?;
+        for (i, child) in list_of(opts, "children").iter().enumerate() {
+            let attached = self.open_child(child, read_only).and_then(|c| {
+                let name = format!("children.{i}");
+                let result =
+                    self.with_hooks(|bg, hooks| bg.attach_child(hooks, node, c, &name, Role::DATA));
+                self.unref(c)?;
+                result.map(|_| ())
+            });
+            if let Err(err) = attached {
+                self.unref(node)?;
+                return Err(err);
+            }
+        }
+        Ok(node)
+    }
+}
+
+/// A node's own options: scalars and lists, without nested children.
+fn scalar_options(opts: &Options) -> Options {
+    let mut own = Options::new();
+    for (key, value) in opts.iter() {
+        match (key, value) {
+            ("file" | "backing" | "image" | "children", _) => {}
+            (_, OptValue::Dict(_)) => {}
+            _ => own.put(key, value.clone()),
+        }
+    }
+    own
+}
+
+fn list_of(opts: &Options, key: &str) -> Vec<OptValue> {
+    match opts.get(key) {
+        Some(OptValue::List(items)) => items.clone(),
+        _ => Vec::new(),
+    }
+}
+
+fn int_of(dict: &Options, key: &str) -> Option<i64> {
+    match dict.get(key) {
+        Some(OptValue::Int(n)) => Some(*n),
+        _ => None,
+    }
+}
+
+fn bool_of(dict: &Options, key: &str) -> Option<bool> {
+    match dict.get(key) {
+        Some(OptValue::Bool(b)) => Some(*b),
+        _ => None,
+    }
+}
+
+fn inject_rule(value: &OptValue) -> InjectError {
+    let OptValue::Dict(d) = value else {
+        return InjectError::default();
+    };
+    InjectError {
+        event: d.get_str("event").unwrap_or_default().to_string(),
+        state: int_of(d, "state").unwrap_or(0) as u32,
+        errno: int_of(d, "errno").unwrap_or(5) as i32,
+        sector: int_of(d, "sector").filter(|&s| s >= 0).map(|s| s as u64),
+        once: bool_of(d, "once").unwrap_or(false),
+        immediately: bool_of(d, "immediately").unwrap_or(false),
+        armed: false,
+    }
+}
+
+fn set_state_rule(value: &OptValue) -> SetState {
+    let OptValue::Dict(d) = value else {
+        return SetState::default();
+    };
+    SetState {
+        event: d.get_str("event").unwrap_or_default().to_string(),
+        state: int_of(d, "state").unwrap_or(0) as u32,
+        new_state: int_of(d, "new_state").unwrap_or(0) as u32,
+    }
+}

@@ -1,0 +1,86 @@
+//! Per-node driver state: what a node's driver keeps besides the graph.
+
+use strata_filters::MirrorTopState;
+use strata_formats::Image;
+use strata_graph::NodeId;
+
+/// One `inject-error` rule of a blkdebug node.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Default)]
+pub struct InjectError {
+    /// The event that triggers it (`read_aio`, `write_aio`, ...).
+    pub event: String,
+    /// The state the node must be in (0: any).
+    pub state: u32,
+    /// The errno to fail with.
+    pub errno: i32,
+    /// Only requests touching this sector (512 bytes) fail; `None`: any.
+    pub sector: Option<u64>,
+    /// Remove the rule after it fired once.
+    pub once: bool,
+    /// Fail at submission rather than at completion (no difference in a
+    /// model without asynchronous completion).
+    pub immediately: bool,
+    /// Whether an event armed the rule (QEMU's `active_rules`).
+    pub armed: bool,
+}
+
+/// One `set-state` rule of a blkdebug node.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Default)]
+pub struct SetState {
+    /// The event that triggers it.
+    pub event: String,
+    /// The state the node must be in (0: any).
+    pub state: u32,
+    /// The state to move to.
+    pub new_state: u32,
+}
+
+/// What a node's driver keeps.
+#[derive(Clone, Debug)]
+// Format nodes dominate every graph; boxing their image would only add an
+// indirection to every I/O.
+#[allow(clippy::large_enum_variant)]
+pub enum DriverState {
+    /// `file`: the path of the opened file.
+    File {
+        /// The path as given in `filename`.
+        path: String,
+    },
+    /// A format (`qcow2`, `raw`).
+    Format {
+        /// The open image's metadata.
+        image: Image,
+        /// `bs->auto_backing_file`.
+        auto_backing_file: String,
+    },
+    /// `throttle`.
+    Throttle {
+        /// The throttle group's id.
+        group: String,
+    },
+    /// `copy-on-read`.
+    CopyOnRead {
+        /// `bottom`, if given: copy only from the chain down to it.
+        bottom: Option<NodeId>,
+    },
+    /// `blkdebug`.
+    Blkdebug {
+        /// `inject-error` rules, in order.
+        inject: Vec<InjectError>,
+        /// `set-state` rules, in order.
+        set_state: Vec<SetState>,
+        /// The current state (starts at 1).
+        state: u32,
+    },
+    /// `commit_top`.
+    CommitTop,
+    /// `mirror_top`.
+    MirrorTop(MirrorTopState),
+    /// `quorum`.
+    Quorum {
+        /// `vote-threshold`.
+        threshold: u32,
+    },
+    /// While a format's image is borrowed for I/O.
+    Busy,
+}

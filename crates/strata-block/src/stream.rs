@@ -1,0 +1,623 @@
+//! The `block-stream` job: `qmp_block_stream`'s checks, `stream_start`,
+//! `stream_run` as a step machine, `stream_prepare` and `stream_clean`.
+
+use crate::core::BlockCore;
+use crate::error::{Error, Result};
+use crate::files::Files;
+use crate::state::DriverState;
+use strata_filters::Driver;
+use strata_graph::{NodeId, NodeSpec, OptValue, Options, Perm, Role, RootId, RootKind};
+use strata_jobs::{
+    header_backing, new_backing_node, BackingChoice, BlockErrorAction, Errno, IoOperation, JobCtl,
+    JobFailure, RunStep, StreamBounds,
+};
+use strata_perm::{BlockOp, BlockerOwner};
+
+/// `STREAM_CHUNK`: what one iteration of the copy loop looks at.
+pub const STREAM_CHUNK: u64 = 512 * 1024;
+
+/// The arguments of `block-stream`, after QAPI checking.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct StreamArgs {
+    /// `job-id`.
+    pub job_id: Option<String>,
+    /// `device`: a BlockBackend or node name.
+    pub device: String,
+    /// `base`: a backing file name.
+    pub base: Option<String>,
+    /// `base-node`.
+    pub base_node: Option<String>,
+    /// `bottom`.
+    pub bottom: Option<String>,
+    /// `backing-file`.
+    pub backing_file: Option<String>,
+    /// `backing-mask-protocol`.
+    pub backing_mask_protocol: Option<bool>,
+    /// `speed` (bytes/s).
+    pub speed: Option<i64>,
+    /// `on-error`.
+    pub on_error: Option<strata_jobs::BlockdevOnError>,
+    /// `filter-node-name`.
+    pub filter_node_name: Option<String>,
+    /// `auto-finalize`.
+    pub auto_finalize: Option<bool>,
+    /// `auto-dismiss`.
+    pub auto_dismiss: Option<bool>,
+}
+
+/// Where the copy loop is.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+enum Phase {
+    /// `run()` has not begun.
+    Start,
+    /// Copying: the next offset, the length, the first error kept for
+    /// `on-error=ignore`.
+    Copy {
+        offset: u64,
+        len: u64,
+        error: Option<i32>,
+    },
+}
+
+/// A running stream job's state.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct StreamJob {
+    pub(crate) bs: NodeId,
+    pub(crate) cor: Option<NodeId>,
+    pub(crate) blk: RootId,
+    pub(crate) job_root: RootId,
+    pub(crate) bounds: StreamBounds,
+    backing_file: Option<String>,
+    mask_protocol: bool,
+    bs_read_only: bool,
+    on_error: strata_jobs::BlockdevOnError,
+    choice: BackingChoice,
+    phase: Phase,
+}
+
+/// What `qmp_block_stream` checked and found, before any graph change.
+pub(crate) struct StreamPlan {
+    pub(crate) bs: NodeId,
+    base: Option<NodeId>,
+    bottom: Option<NodeId>,
+}
+
+impl<F: Files> BlockCore<F> {
+    /// `qmp_block_stream`'s checks, in QEMU's order, up to `stream_start`.
+    pub(crate) fn stream_check(&mut self, args: &StreamArgs) -> Result<StreamPlan> {
+        if args.base.is_some() && args.base_node.is_some() {
+            return Err(Error::generic(
+                "'base' and 'base-node' cannot be specified at the same time",
+            ));
+        }
+        if args.base.is_some() && args.bottom.is_some() {
+            return Err(Error::generic(
+                "'base' and 'bottom' cannot be specified at the same time",
+            ));
+        }
+        if args.bottom.is_some() && args.base_node.is_some() {
+            return Err(Error::generic(
+                "'bottom' and 'base-node' cannot be specified at the same time",
+            ));
+        }
+        let bs = self.lookup_bs(Some(&args.device), Some(&args.device))?;
+        let mut base = None;
+        if let Some(name) = &args.base {
+            base = Some(self.find_backing_image(bs, name).ok_or_else(|| {
+                Error::generic(format!("Can't find '{name}' in the backing chain"))
+            })?);
+        }
+        if let Some(name) = &args.base_node {
+            let node = self.lookup_bs(None, Some(name))?;
+            if node == bs || !self.bg.graph().chain_contains(bs, node) {
+                return Err(Error::generic(format!(
+                    "Node '{name}' is not a backing image of '{}'",
+                    args.device
+                )));
+            }
+            base = Some(node);
+        }
+        let mut bottom = None;
+        if let Some(name) = &args.bottom {
+            let node = self.lookup_bs(None, Some(name))?;
+            if self.bg.graph().node(node)?.traits().is_filter {
+                return Err(Error::generic(format!(
+                    "Node '{name}' is a filter, use a non-filter node as 'bottom'"
+                )));
+            }
+            if !self.bg.graph().chain_contains(bs, node) {
+                return Err(Error::generic(format!(
+                    "Node '{name}' is not in a chain starting from '{}'",
+                    args.device
+                )));
+            }
+            bottom = Some(node);
+        }
+        let end = match bottom {
+            Some(bottom) => self.bg.graph().filter_or_cow_node(bottom),
+            None => base,
+        };
+        for node in self
+            .bg
+            .graph()
+            .chain(bs)
+            .take_while(|&n| Some(n) != end)
+            .collect::<Vec<_>>()
+        {
+            self.bg.check_op(node, BlockOp::Stream)?;
+        }
+        if base.is_none() && args.backing_file.is_some() {
+            return Err(Error::generic(
+                "backing file specified, but streaming the entire chain",
+            ));
+        }
+        Ok(StreamPlan { bs, base, bottom })
+    }
+
+    /// `stream_start` up to the job's creation: bounds, the temporary
+    /// read-write reopen, the copy-on-read filter. Returns the job state
+    /// minus its job links, which the caller adds once the job exists.
+    pub(crate) fn stream_prepare_graph(
+        &mut self,
+        plan: &StreamPlan,
+        args: &StreamArgs,
+        job_id: &str,
+    ) -> Result<StreamJob> {
+        let bs = plan.bs;
+        let bounds = strata_jobs::stream_bounds(self.bg.graph(), bs, plan.base, plan.bottom)
+            .map_err(|e| Error::generic(e.message))?;
+        let bs_read_only = self.bg.graph().node(bs)?.read_only;
+        if bs_read_only {
+            self.bg
+                .freeze_chain(bs, self.bg.graph().filter_or_cow_node(bounds.above_base))?;
+            let reopened = self.reopen_read_only(bs, false);
+            self.bg
+                .unfreeze_chain(bs, self.bg.graph().filter_or_cow_node(bounds.above_base))?;
+            reopened?;
+        }
+        let cor =
+            match self.insert_cor_filter(bs, bounds.base_overlay, args.filter_node_name.as_deref())
+            {
+                Ok(cor) => cor,
+                Err(err) => {
+                    if bs_read_only {
+                        self.reopen_read_only(bs, true)?;
+                    }
+                    return Err(err.prepend("Could not create node: "));
+                }
+            };
+        let job_root = self.bg.add_root(RootKind::Job {
+            job_type: "stream".into(),
+            id: job_id.to_string(),
+        });
+        let blk = self.bg.add_root(RootKind::Backend { name: None });
+        Ok(StreamJob {
+            bs,
+            cor: Some(cor),
+            blk,
+            job_root,
+            bounds,
+            backing_file: args.backing_file.clone(),
+            mask_protocol: args.backing_mask_protocol.unwrap_or(false),
+            bs_read_only,
+            on_error: args
+                .on_error
+                .unwrap_or(strata_jobs::BlockdevOnError::Report),
+            choice: BackingChoice::AboveBase,
+            phase: Phase::Start,
+        })
+    }
+
+    /// `block_job_create`'s `main node` link on the filter.
+    pub(crate) fn stream_attach_main(&mut self, job: &StreamJob) -> Result<()> {
+        let cor = job.cor.expect("a starting stream has its filter");
+        self.add_job_node(
+            job.job_root,
+            "stream",
+            cor,
+            "main node",
+            Perm::NONE,
+            Perm::ALL,
+        )
+    }
+
+    /// The rest of `stream_start`'s links, after the speed was accepted.
+    pub(crate) fn stream_attach_job(&mut self, job: &StreamJob) -> Result<()> {
+        let cor = job.cor.expect("a starting stream has its filter");
+        let rw = Perm::CONSISTENT_READ | Perm::WRITE | Perm::WRITE_UNCHANGED;
+        self.with_hooks(|bg, hooks| {
+            bg.root_attach_child(hooks, job.blk, cor, "root", Perm::CONSISTENT_READ, rw)
+        })?;
+        self.add_job_node(
+            job.job_root,
+            "stream",
+            job.bs,
+            "active node",
+            Perm::NONE,
+            rw,
+        )?;
+        let base_now = self.bg.graph().filter_or_cow_node(job.bounds.above_base);
+        let intermediates: Vec<NodeId> = self
+            .bg
+            .graph()
+            .chain(job.bs)
+            .skip(1)
+            .take_while(|&n| Some(n) != base_now)
+            .collect();
+        for node in intermediates {
+            self.add_job_node(
+                job.job_root,
+                "stream",
+                node,
+                "intermediate node",
+                Perm::NONE,
+                Perm::CONSISTENT_READ | Perm::WRITE_UNCHANGED,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `block_job_add_bdrv`: a job link plus a blocker on every operation.
+    pub(crate) fn add_job_node(
+        &mut self,
+        root: RootId,
+        job_type: &str,
+        node: NodeId,
+        name: &str,
+        perm: Perm,
+        shared: Perm,
+    ) -> Result<()> {
+        self.with_hooks(|bg, hooks| bg.root_attach_child(hooks, root, node, name, perm, shared))?;
+        let reason = format!("block device is in use by block job: {job_type}");
+        self.bg.block_all(node, &reason, BlockerOwner::Root(root));
+        Ok(())
+    }
+
+    /// `bdrv_insert_node` of a copy-on-read filter with `bottom` above `bs`.
+    fn insert_cor_filter(
+        &mut self,
+        bs: NodeId,
+        bottom: NodeId,
+        name: Option<&str>,
+    ) -> Result<NodeId> {
+        let driver = Driver::CopyOnRead;
+        let mut options = Options::new().with("driver", OptValue::Str(driver.name().into()));
+        options.put("file", OptValue::Str(self.bg.graph().name(bs).to_string()));
+        options.put(
+            "bottom",
+            OptValue::Str(self.bg.graph().name(bottom).to_string()),
+        );
+        let mut spec = NodeSpec::new(driver.name(), driver.traits())
+            .implicit(name.is_none())
+            .options(options);
+        if let Some(name) = name {
+            spec = spec.name(name);
+        }
+        let cor = self.bg.add_node(spec)?;
+        self.state
+            .insert(cor, DriverState::CopyOnRead { bottom: None });
+        let attached = self.with_hooks(|bg, hooks| {
+            bg.attach_child(hooks, cor, bs, "file", Role::FILTERED_PRIMARY)
+        });
+        let bottom_name = self.bg.graph().name(bottom).to_string();
+        let configured = attached.and_then(|_| self.configure_bottom(cor, Some(&bottom_name)));
+        let replaced = configured.and_then(|_| {
+            self.with_hooks(|bg, hooks| bg.replace_node(hooks, bs, cor, true, false))
+        });
+        if let Err(err) = replaced {
+            self.drop_cor_filter(cor)?;
+            return Err(err);
+        }
+        Ok(cor)
+    }
+
+    /// `bdrv_cor_filter_drop`: unfreeze, move the parents back, unref.
+    pub(crate) fn drop_cor_filter(&mut self, cor: NodeId) -> Result<()> {
+        if let Some(DriverState::CopyOnRead {
+            bottom: Some(bottom),
+        }) = self.state.get(&cor).cloned()
+        {
+            self.bg.unfreeze_chain(cor, Some(bottom))?;
+            self.state
+                .insert(cor, DriverState::CopyOnRead { bottom: None });
+            self.unref(bottom)?;
+        }
+        if let Some(child) = self.bg.graph().filter_node(cor) {
+            self.with_hooks(|bg, hooks| bg.replace_node(hooks, cor, child, true, true))?;
+        }
+        self.unref(cor)
+    }
+
+    /// Reopens one node read-only or read-write (children keep their own
+    /// setting where the options gave one explicitly).
+    pub(crate) fn reopen_read_only(&mut self, node: NodeId, read_only: bool) -> Result<()> {
+        let mut queue = strata_perm::ReopenQueue::default().set_read_only(node, read_only);
+        for child in self.inheriting_children(node) {
+            queue = queue.set_read_only(child, read_only);
+        }
+        self.with_hooks(|bg, hooks| bg.reopen_read_only(hooks, &queue))
+    }
+
+    /// The `file` descendants of `node` whose read-only setting follows
+    /// their parent (no explicit `read-only` option).
+    fn inheriting_children(&self, node: NodeId) -> Vec<NodeId> {
+        let g = self.bg.graph();
+        let mut out = Vec::new();
+        let mut current = node;
+        while let Some(child) = g
+            .node(current)
+            .ok()
+            .and_then(|n| n.file())
+            .and_then(|e| g.edge(e).ok())
+            .map(|e| e.child())
+        {
+            if g.node(child)
+                .map(|n| n.options.get("read-only").is_some())
+                .unwrap_or(true)
+            {
+                break;
+            }
+            out.push(child);
+            current = child;
+        }
+        out
+    }
+
+    /// `bdrv_find_backing_image`: the image below which a backing file
+    /// string (or filename) `name` is found.
+    pub(crate) fn find_backing_image(&mut self, bs: NodeId, name: &str) -> Option<NodeId> {
+        let mut current = self.bg.graph().skip_filters(bs);
+        loop {
+            let below = self.bg.graph().backing_chain_next(current)?;
+            self.refresh_filename(below).ok()?;
+            let header = match self.state.get(&current) {
+                Some(DriverState::Format { image, .. }) => {
+                    image.backing_file().unwrap_or_default().to_string()
+                }
+                _ => String::new(),
+            };
+            let below_name = self.bg.graph().node(below).ok()?.filename.clone();
+            let dir = self.dir_of(current);
+            if name == header
+                || name == below_name
+                || normalize(&dir, name) == normalize(&dir, &header)
+            {
+                return Some(below);
+            }
+            current = below;
+        }
+    }
+
+    fn dir_of(&mut self, node: NodeId) -> String {
+        let _ = self.refresh_filename(node);
+        let filename = self
+            .bg
+            .graph()
+            .node(node)
+            .map(|n| n.filename.clone())
+            .unwrap_or_default();
+        match filename.rfind('/') {
+            Some(slash) if !filename.starts_with("json:") => filename[..=slash].to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// A path relative to `dir`, with `.` and `..` resolved lexically.
+fn normalize(dir: &str, path: &str) -> String {
+    let joined = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{dir}{path}")
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let body = parts.join("/");
+    if joined.starts_with('/') {
+        format!("/{body}")
+    } else {
+        body
+    }
+}
+
+impl StreamJob {
+    /// Uses another rule than QEMU's to pick the new backing node (for the
+    /// simulator's comparison of the 2020 thread's proposals).
+    pub fn with_backing_choice(mut self, choice: BackingChoice) -> StreamJob {
+        self.choice = choice;
+        self
+    }
+
+    /// One stretch of `stream_run`.
+    pub(crate) fn run_step<F: Files>(
+        &mut self,
+        job: &mut JobCtl<'_>,
+        core: &mut BlockCore<F>,
+    ) -> RunStep {
+        match self.phase.clone() {
+            Phase::Start => {
+                let unfiltered = core.bg.graph().skip_filters(self.bs);
+                if unfiltered == self.bounds.base_overlay {
+                    return RunStep::Finished(Ok(()));
+                }
+                let len = match core.length(self.bs) {
+                    Ok(len) => len,
+                    Err(e) => return RunStep::Finished(Err(io_failure(&e))),
+                };
+                job.progress_set_remaining(len);
+                self.phase = Phase::Copy {
+                    offset: 0,
+                    len,
+                    error: None,
+                };
+                if len == 0 {
+                    return RunStep::Finished(Ok(()));
+                }
+                RunStep::RatelimitSleep
+            }
+            Phase::Copy {
+                offset,
+                len,
+                mut error,
+            } => {
+                if job.is_cancelled() {
+                    return finish(error);
+                }
+                core.now_ns = job.now_ns();
+                core.io_wait_until = 0;
+                let (copy, mut n, mut ret) = self.inspect(core, offset, len);
+                if copy && ret.is_ok() {
+                    ret = core.cor_prefetch(
+                        self.cor.expect("running stream has its filter"),
+                        offset,
+                        n,
+                    );
+                }
+                if let Err(e) = ret {
+                    let errno = e.raw_os_error().unwrap_or(5);
+                    let action = job.error_action(self.on_error, IoOperation::Read, Errno(errno));
+                    if action == BlockErrorAction::Stop {
+                        return RunStep::RatelimitSleep;
+                    }
+                    error.get_or_insert(errno);
+                    if action == BlockErrorAction::Report {
+                        return finish(error);
+                    }
+                }
+                job.progress_update(n);
+                if copy {
+                    job.ratelimit_processed_bytes(n);
+                }
+                n = n.max(1);
+                let next = offset + n;
+                self.phase = Phase::Copy {
+                    offset: next,
+                    len,
+                    error,
+                };
+                if next >= len {
+                    return finish(error);
+                }
+                if core.io_wait_until > job.now_ns() {
+                    return RunStep::Sleep(core.io_wait_until - job.now_ns());
+                }
+                RunStep::RatelimitSleep
+            }
+        }
+    }
+
+    /// Whether the chunk at `offset` must be copied, and its length.
+    fn inspect<F: Files>(
+        &self,
+        core: &mut BlockCore<F>,
+        offset: u64,
+        len: u64,
+    ) -> (bool, u64, std::io::Result<()>) {
+        let unfiltered = core.bg.graph().skip_filters(self.bs);
+        let want = STREAM_CHUNK.min(len - offset);
+        let (allocated, n) = match core.is_allocated(unfiltered, offset, want) {
+            Ok(v) => v,
+            Err(e) => return (false, want, Err(e)),
+        };
+        if allocated {
+            return (false, n, Ok(()));
+        }
+        let Some(below) = core.bg.graph().cow_node(unfiltered) else {
+            return (false, len - offset, Ok(()));
+        };
+        match core.is_allocated_above(below, Some(self.bounds.base_overlay), true, offset, n) {
+            Ok((0, 0)) => (false, len - offset, Ok(())),
+            Ok((depth, n)) => (depth > 0, n, Ok(())),
+            Err(e) => (false, n, Err(e)),
+        }
+    }
+
+    /// `stream_prepare`: drop the filter, re-read the base, set it as the
+    /// backing node and write the header.
+    pub(crate) fn prepare<F: Files>(
+        &mut self,
+        core: &mut BlockCore<F>,
+    ) -> std::result::Result<(), JobFailure> {
+        let unfiltered = core.bg.graph().skip_filters(self.bs);
+        let had_backing = core.bg.graph().cow_node(unfiltered).is_some();
+        if let Some(cor) = self.cor.take() {
+            core.drop_cor_filter(cor)
+                .map_err(|e| JobFailure::with_message(Errno(1), e.to_string()))?;
+        }
+        if !had_backing {
+            return Ok(());
+        }
+        let base = new_backing_node(core.bg.graph(), &self.bounds, self.choice);
+        if let Some(base) = base {
+            let _ = core.refresh_filename(core.bg.graph().skip_filters(base));
+        }
+        let header = header_backing(
+            core.bg.graph(),
+            base,
+            self.backing_file.as_deref(),
+            self.mask_protocol,
+        );
+        core.with_hooks(|bg, hooks| bg.set_file_or_backing(hooks, unfiltered, base, true))
+            .map_err(|_| JobFailure::errno(Errno(1)))?;
+        let (file, format) = match &header {
+            Some((file, format)) => (Some(file.as_str()), Some(format.as_str())),
+            None => (None, None),
+        };
+        core.with_image(unfiltered, |image, storage, _| {
+            image
+                .change_backing_file(storage, file, format)
+                .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+        })
+        .map_err(|e| io_failure(&e))?;
+        Ok(())
+    }
+
+    /// `stream_clean`: drop a filter left by failure or cancel, release the
+    /// job's BlockBackend, restore read-only.
+    pub(crate) fn clean<F: Files>(&mut self, core: &mut BlockCore<F>) {
+        if let Some(cor) = self.cor.take() {
+            let _ = core.drop_cor_filter(cor);
+        }
+        core.release_root(self.blk);
+        if self.bs_read_only {
+            let _ = core.reopen_read_only(self.bs, true);
+        }
+    }
+}
+
+fn finish(error: Option<i32>) -> RunStep {
+    match error {
+        Some(errno) => RunStep::Finished(Err(JobFailure::errno(Errno(errno)))),
+        None => RunStep::Finished(Ok(())),
+    }
+}
+
+fn io_failure(err: &std::io::Error) -> JobFailure {
+    JobFailure::errno(Errno(err.raw_os_error().unwrap_or(5)))
+}
+
+impl<F: Files> BlockCore<F> {
+    /// Detaches every edge of a root parent and deletes it.
+    pub(crate) fn release_root(&mut self, root: RootId) {
+        let edges = self
+            .bg
+            .graph()
+            .root(root)
+            .map(|r| r.children().to_vec())
+            .unwrap_or_default();
+        for edge in edges {
+            if let Ok(deleted) = self.with_hooks(|bg, hooks| bg.unref_child(hooks, edge)) {
+                self.forget_deleted(&deleted);
+            }
+        }
+        let _ = self.bg.remove_root(root);
+    }
+}
