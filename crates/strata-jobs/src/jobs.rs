@@ -381,10 +381,16 @@ impl<C, D: JobDriver<C>> Jobs<C, D> {
         Ok(())
     }
 
-    /// `job_resume` without the user: the end of a drain.
+    /// `job_resume` without the user: the end of a drain. A resume without
+    /// a pending pause is refused (QEMU asserts) with
+    /// [`ErrorKind::NotPaused`].
     pub fn resume_internal(&mut self, id: &str) -> Result<()> {
         let i = self.find(Lookup::Job, id)?;
-        self.entries[i].core.resume();
+        let core = &mut self.entries[i].core;
+        if core.pause_count() == 0 {
+            return Err(Error::new(ErrorKind::NotPaused));
+        }
+        core.resume();
         Ok(())
     }
 

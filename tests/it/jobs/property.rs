@@ -6,6 +6,7 @@
 
 use super::fake::{Fake, Harness};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use strata_jobs::{
     BlockdevOnError, Cancel, Errno, ErrorKind, JobSpec, JobStatus, JobTable, JobVerb, Lookup, Wait,
 };
@@ -281,7 +282,13 @@ fn check_events(h: &Harness) -> Result<(), String> {
     Ok(())
 }
 
+/// Scenarios and operations run, to show the property did real work.
+static SCENARIOS: AtomicUsize = AtomicUsize::new(0);
+static OPS: AtomicUsize = AtomicUsize::new(0);
+
 fn property(s: Scenario) -> TestResult {
+    SCENARIOS.fetch_add(1, Ordering::Relaxed);
+    OPS.fetch_add(s.ops.len(), Ordering::Relaxed);
     let spec = JobSpec::new("j")
         .with_on_error(s.on_error)
         .with_auto_finalize(s.auto_finalize)
@@ -321,9 +328,18 @@ fn random_verbs_and_steps_respect_qemus_tables() {
         .unwrap_or(0x05ee_d0b5);
     println!("jobs property seed: {seed} (STRATA_SEED={seed})");
     QuickCheck::new()
-        .rng(Gen::from_size_and_seed(40, seed))
-        .tests(2_000)
+        .rng(Gen::from_size_and_seed(60, seed))
+        .tests(10_000)
         .quickcheck(property as fn(Scenario) -> TestResult);
+    let (scenarios, ops) = (
+        SCENARIOS.load(Ordering::Relaxed),
+        OPS.load(Ordering::Relaxed),
+    );
+    println!("jobs property: {scenarios} scenarios, {ops} random operations");
+    assert!(
+        scenarios >= 10_000 && ops > 10 * scenarios,
+        "{scenarios} scenarios, {ops} ops"
+    );
 }
 
 #[test]

@@ -390,6 +390,10 @@ fn internal_pauses_count() {
         "still drained"
     );
     h.jobs.resume_internal("j").unwrap();
+    assert_eq!(
+        h.jobs.resume_internal("j").unwrap_err().to_string(),
+        "Can't resume a job that was not paused"
+    );
     h.settle_job("j");
     assert_eq!(
         h.sequence("j"),
