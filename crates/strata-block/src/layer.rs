@@ -67,9 +67,9 @@ pub struct TimedEvent {
 /// jobs, events, a virtual clock and a seeded RNG (for generated node
 /// names). It never reads the wall clock and never spawns a thread.
 pub struct BlockLayer<F: Files> {
-    core: BlockCore<F>,
-    jobs: Jobs<BlockCore<F>, BlockJob>,
-    events: Vec<TimedEvent>,
+    pub(crate) core: BlockCore<F>,
+    pub(crate) jobs: Jobs<BlockCore<F>, BlockJob>,
+    pub(crate) events: Vec<TimedEvent>,
 }
 
 impl<F: Files> BlockLayer<F> {
@@ -112,7 +112,7 @@ impl<F: Files> BlockLayer<F> {
         self.core.now_ns = self.core.now_ns.max(now_ns);
     }
 
-    fn emit(&mut self, events: Vec<JobEvent>) {
+    pub(crate) fn emit(&mut self, events: Vec<JobEvent>) {
         let time_ns = self.core.now_ns;
         self.events.extend(
             events
@@ -121,7 +121,7 @@ impl<F: Files> BlockLayer<F> {
         );
     }
 
-    fn with_jobs<T>(
+    pub(crate) fn with_jobs<T>(
         &mut self,
         op: impl FnOnce(&mut Jobs<BlockCore<F>, BlockJob>, &mut BlockCore<F>, &mut Vec<JobEvent>) -> T,
     ) -> T {
@@ -197,7 +197,7 @@ impl<F: Files> BlockLayer<F> {
         Ok(())
     }
 
-    fn set_initial_speed(&mut self, job_id: &str, speed: Option<i64>) -> Result<()> {
+    pub(crate) fn set_initial_speed(&mut self, job_id: &str, speed: Option<i64>) -> Result<()> {
         match speed {
             Some(speed) if speed != 0 => {
                 self.with_jobs(|jobs, core, events| jobs.set_speed(job_id, speed, core, events))?;
