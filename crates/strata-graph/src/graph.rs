@@ -413,11 +413,24 @@ impl Graph {
     /// its children are detached and unreferenced in list order, as
     /// `bdrv_close` does.
     pub fn unref_node(&mut self, id: NodeId) -> Result<UnrefOutcome> {
-        let mut outcome = UnrefOutcome::default();
-        self.unref_into(id, &mut outcome)?;
-        outcome.lost_parents.retain(|n| self.contains_node(*n));
-        outcome.lost_parents.dedup();
-        Ok(outcome)
+        self.all_or_nothing(|g| {
+            let mut outcome = UnrefOutcome::default();
+            g.unref_into(id, &mut outcome)?;
+            outcome.lost_parents.retain(|n| g.contains_node(*n));
+            outcome.lost_parents.dedup();
+            Ok(outcome)
+        })
+    }
+
+    /// Runs `change`; on error the graph is put back as it was, so that a
+    /// deletion cascade refused half-way leaves nothing half-deleted.
+    fn all_or_nothing<T>(&mut self, change: impl FnOnce(&mut Graph) -> Result<T>) -> Result<T> {
+        let saved = self.clone();
+        let result = change(self);
+        if result.is_err() {
+            *self = saved;
+        }
+        result
     }
 
     fn unref_into(&mut self, id: NodeId, outcome: &mut UnrefOutcome) -> Result<()> {
@@ -431,6 +444,16 @@ impl Graph {
                 "node '{}'",
                 node.name
             ))));
+        }
+        // Closing a node drops its children (`bdrv_close`), which QEMU
+        // asserts are not frozen: refuse rather than lose a frozen link.
+        let node = self.node(id)?;
+        if let Some(edge) = node
+            .children
+            .iter()
+            .find_map(|&e| self.edge(e).ok().filter(|edge| edge.frozen))
+        {
+            return Err(Error::new(ErrorKind::FrozenLink(edge.name.clone())));
         }
         let children: Vec<EdgeId> = node.children.to_vec();
         for edge in children {
@@ -496,14 +519,16 @@ impl Graph {
                 self.edge(edge)?.name.clone(),
             )));
         }
-        let child = self.unlink_edge(edge)?;
-        let mut outcome = UnrefOutcome {
-            deleted: Vec::new(),
-            lost_parents: vec![child],
-        };
-        self.unref_into(child, &mut outcome)?;
-        outcome.lost_parents.retain(|n| self.contains_node(*n));
-        Ok(outcome)
+        self.all_or_nothing(|g| {
+            let child = g.unlink_edge(edge)?;
+            let mut outcome = UnrefOutcome {
+                deleted: Vec::new(),
+                lost_parents: vec![child],
+            };
+            g.unref_into(child, &mut outcome)?;
+            outcome.lost_parents.retain(|n| g.contains_node(*n));
+            Ok(outcome)
+        })
     }
 
     /// Points an edge at another node (`bdrv_replace_child_noperm`): the
@@ -517,20 +542,19 @@ impl Graph {
                 self.edge(edge)?.name.clone(),
             )));
         }
-        let old_child = self.unlist_edge(edge)?;
-        self.edges
-            .get_mut(edge.0)
-            .expect("edge checked above")
-            .child = new_child;
-        self.ref_node(new_child)?;
-        self.link_edge(edge)?;
-        let mut outcome = UnrefOutcome {
-            deleted: Vec::new(),
-            lost_parents: vec![old_child],
-        };
-        self.unref_into(old_child, &mut outcome)?;
-        outcome.lost_parents.retain(|n| self.contains_node(*n));
-        Ok(outcome)
+        self.all_or_nothing(|g| {
+            let old_child = g.unlist_edge(edge)?;
+            g.edges.get_mut(edge.0).expect("edge checked above").child = new_child;
+            g.ref_node(new_child)?;
+            g.link_edge(edge)?;
+            let mut outcome = UnrefOutcome {
+                deleted: Vec::new(),
+                lost_parents: vec![old_child],
+            };
+            g.unref_into(old_child, &mut outcome)?;
+            outcome.lost_parents.retain(|n| g.contains_node(*n));
+            Ok(outcome)
+        })
     }
 
     /// Sets an edge's permissions.

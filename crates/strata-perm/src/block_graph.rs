@@ -165,7 +165,9 @@ impl BlockGraph {
     /// `bdrv_unref_child` / `bdrv_root_unref_child`: removes a (not frozen)
     /// edge and loosens the child's permissions. Returns the deleted nodes.
     pub fn unref_child(&mut self, hooks: &dyn PermHooks, edge: EdgeId) -> Result<Vec<NodeId>> {
-        let outcome = self.unlink(edge)?;
+        // A transaction: `unlink` lifts the backing blocker before the graph
+        // may refuse a frozen edge.
+        let outcome = self.transaction(|bg| bg.unlink(edge))?;
         Ok(self.after_unref(hooks, outcome))
     }
 

@@ -273,3 +273,41 @@ fn unfreezing_allows_the_change() {
     assert_eq!(s.bg.graph().cow_node(s.top), Some(s.base));
     assert_perms_fresh(&s.bg, &TestHooks);
 }
+
+#[test]
+fn frozen_links_survive_unref_and_detach_attempts() {
+    // QEMU asserts that bdrv_unref_child and bdrv_close never meet a frozen
+    // link; the model refuses instead, and the refusal changes nothing (the
+    // backing blocker included).
+    let hooks = &DefaultPerms;
+    let mut bg = BlockGraph::new(0);
+    let n = chain(&mut bg, hooks, &["base", "top"], |_| false);
+    bg.freeze_chain(n[1], None).unwrap();
+    let backing = bg.graph().node(n[1]).unwrap().backing().unwrap();
+    let before = snapshot(&bg);
+    let err = bg.unref_child(hooks, backing).unwrap_err();
+    assert_eq!(err.to_string(), "link 'backing' is frozen");
+    assert_eq!(snapshot(&bg), before);
+    // Dropping the last reference to top would close it and drop the link.
+    let err = bg.unref_node(hooks, n[1]).unwrap_err();
+    assert_eq!(err.to_string(), "link 'backing' is frozen");
+    assert_eq!(snapshot(&bg), before);
+    // A cascade that meets a frozen link further down is undone as a whole.
+    let over = bg
+        .add_node(NodeSpec::new("qcow2", FORMAT).name("over"))
+        .unwrap();
+    bg.attach_child(hooks, over, n[1], "backing", Role::COW)
+        .unwrap();
+    bg.unref_node(hooks, n[1]).unwrap();
+    let before = snapshot(&bg);
+    assert!(bg.unref_node(hooks, over).is_err());
+    assert_eq!(snapshot(&bg), before);
+    bg.unfreeze_chain(n[1], None).unwrap();
+    let deleted = bg.unref_node(hooks, over).unwrap();
+    let top_file = before.0.contains("top-file");
+    assert!(top_file);
+    // over -> top -> (base keeps the monitor's reference; top-file goes).
+    assert_eq!(deleted.len(), 3);
+    assert_eq!(deleted[1..], [n[1], over]);
+    assert!(bg.graph().contains_node(n[0]));
+}

@@ -17,7 +17,7 @@ mod blockers;
 mod conflicts;
 mod defaults;
 mod frozen;
-// mod props;
+mod props;
 mod transactions;
 
 use std::collections::BTreeSet;
@@ -219,10 +219,17 @@ pub(crate) fn shown_edges(bg: &BlockGraph) -> BTreeSet<ShownEdge> {
     edges
 }
 
+/// One expected edge as QEMU prints it: parent, child name, child, perm, shared.
+pub(crate) type Row<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a [&'static str],
+    &'a [&'static str],
+);
+
 /// Builds the expected set from rows written as QEMU prints them.
-pub(crate) fn expected_edges(
-    rows: &[(&str, &str, &str, &[&'static str], &[&'static str])],
-) -> BTreeSet<ShownEdge> {
+pub(crate) fn expected_edges(rows: &[Row<'_>]) -> BTreeSet<ShownEdge> {
     rows.iter()
         .map(|(p, n, c, perm, shared)| {
             (
