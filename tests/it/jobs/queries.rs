@@ -72,8 +72,12 @@ fn lookup_errors_and_classes() {
         (ErrorClass::GenericError, "Job not found".into())
     );
     // A non-block job is invisible to block-job-* ...
+    // qsd: blockdev-create {job-id:c, options:{driver:file, ...}} (manual
+    // dismiss); query-block-jobs -> []; block-job-dismiss {id:c} ->
+    // DeviceNotActive "Block job 'c' not found"; job-dismiss {id:c} -> ok.
+    // Events: created running waiting pending concluded null, nothing else.
     h.spawn(
-        JobSpec::new("c"),
+        JobSpec::new("c").with_auto_dismiss(false),
         Fake::stream(1).with_type(JobType::Create),
     );
     let err = h
@@ -96,6 +100,14 @@ fn lookup_errors_and_classes() {
     assert_eq!(h.jobs.query_jobs().len(), 1);
     // It only emits JOB_STATUS_CHANGE.
     h.settle_job("c");
+    let err = h
+        .jobs
+        .dismiss(Lookup::BlockJob, "c", &mut h.ctx, &mut h.events)
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::DeviceNotActive);
+    h.jobs
+        .dismiss(Lookup::Job, "c", &mut h.ctx, &mut h.events)
+        .unwrap();
     assert_eq!(
         h.sequence("c"),
         [
