@@ -25,6 +25,15 @@ pub enum RunStep {
     /// `job_yield()`: wait until something enters the job (complete,
     /// cancel, pause/resume, `set-speed` does not), then a pause point.
     Yield,
+    /// The driver's I/O is in flight until this virtual time (e.g. a
+    /// request held by a throttle group): the coroutine yields but the job
+    /// stays busy, so there is no pause point, no verb wakes it and drains
+    /// wait for it; the next step, at or after that time, calls the driver
+    /// again.
+    IoWait {
+        /// When the I/O completes (absolute virtual ns).
+        until_ns: u64,
+    },
     /// `job_pause_point()`: pause here if a pause is pending.
     PausePoint,
     /// `run()` returned: `Ok` is ret 0, `Err` the failure.

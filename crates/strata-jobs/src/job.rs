@@ -133,6 +133,10 @@ pub(crate) enum Co {
     NotStarted,
     /// Runnable inside `run()` (busy).
     Busy(Resume),
+    /// Busy, waiting for its own I/O to complete at `until`.
+    InIo {
+        until: u64,
+    },
     /// Yielded with the sleep timer armed.
     Sleeping {
         until: u64,
@@ -317,7 +321,7 @@ impl JobCore {
         match self.co {
             Co::NotStarted => Wait::NotStarted,
             Co::Busy(_) => Wait::Runnable,
-            Co::Sleeping { until, .. } => Wait::SleepUntil(until),
+            Co::Sleeping { until, .. } | Co::InIo { until } => Wait::SleepUntil(until),
             Co::Yielded(_) => Wait::WaitVerb,
             Co::MainLoop(MainLoop::AwaitFinalize | MainLoop::AwaitDismiss) => Wait::WaitVerb,
             Co::MainLoop(_) => Wait::Runnable,
@@ -539,6 +543,9 @@ impl JobCore {
                 self.busy = true;
                 self.run_coroutine(resume, driver, ctx, now_ns, events)
             }
+            Co::InIo { until } if until <= now_ns => {
+                self.run_coroutine(Resume::Continue(After::Run), driver, ctx, now_ns, events)
+            }
             Co::Busy(resume) => self.run_coroutine(resume, driver, ctx, now_ns, events),
             Co::MainLoop(phase)
                 if !matches!(phase, MainLoop::AwaitFinalize | MainLoop::AwaitDismiss) =>
@@ -612,6 +619,7 @@ impl JobCore {
         };
         match step {
             RunStep::Continue => self.co = Co::Busy(Resume::Continue(After::Run)),
+            RunStep::IoWait { until_ns } => self.co = Co::InIo { until: until_ns },
             RunStep::RatelimitSleep => self.ratelimit_sleep(now_ns, events)?,
             RunStep::Sleep(ns) => self.sleep_ns(ns, After::Run, now_ns, events)?,
             RunStep::Yield => self.job_yield(events)?,

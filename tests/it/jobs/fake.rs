@@ -27,7 +27,10 @@ pub struct Fake {
     pub mirror: bool,
     /// `.prepare` fails with this.
     pub prepare_fails: Option<Errno>,
+    /// Each chunk's read is in flight this long (`RunStep::IoWait`).
+    pub io_latency: Option<u64>,
     begun: bool,
+    in_flight: bool,
     next_chunk: u64,
     failed_once: bool,
     ignored: Option<Errno>,
@@ -45,7 +48,9 @@ impl Fake {
             fail_at: None,
             mirror: false,
             prepare_fails: None,
+            io_latency: None,
             begun: false,
+            in_flight: false,
             next_chunk: 0,
             failed_once: false,
             ignored: None,
@@ -71,6 +76,13 @@ impl Fake {
 
     pub fn with_type(self, job_type: JobType) -> Fake {
         Fake { job_type, ..self }
+    }
+
+    pub fn with_io_latency(self, ns: u64) -> Fake {
+        Fake {
+            io_latency: Some(ns),
+            ..self
+        }
     }
 
     pub fn prepare_failing(self, errno: Errno) -> Fake {
@@ -140,8 +152,18 @@ impl JobDriver<Ctx> for Fake {
                 RunStep::Yield
             };
         }
+        if self.in_flight {
+            self.in_flight = false;
+            return self.copy_one(job);
+        }
         if job.is_cancelled() {
             return RunStep::Finished(Ok(()));
+        }
+        if let Some(latency) = self.io_latency {
+            self.in_flight = true;
+            return RunStep::IoWait {
+                until_ns: job.now_ns() + latency,
+            };
         }
         self.copy_one(job)
     }

@@ -73,6 +73,9 @@ impl Arbitrary for Scenario {
         if u8::arbitrary(g) % 4 == 0 {
             fake = fake.prepare_failing(Errno::EPERM);
         }
+        if bool::arbitrary(g) {
+            fake = fake.with_io_latency(*g.choose(&[0, 1, 50_000_000]).unwrap());
+        }
         let ops: Vec<Op> = Arbitrary::arbitrary(g);
         Scenario {
             fake,
