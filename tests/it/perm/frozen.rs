@@ -222,14 +222,21 @@ fn replacing_a_node_whose_parent_link_is_frozen_is_refused() {
 
 #[test]
 fn a_replacement_that_must_move_a_job_link_is_refused() {
-    // Not reproduced here: the reference note (qemu-stream-commit-030.md §4.9 probe B, QSD
-    // 10.0.2) saw iotest 030 test_overlapping_4 with node4 read-write accept the stream,
-    // which then holds commit-filter as an `intermediate node`; the commit's
-    // bdrv_drop_intermediate (replace_node, auto_skip=false) then logs
-    //   Should not change 'intermediate node' link to 'commit-filter'
-    // My 5-image replay (commit_running(false) + block-stream n3 base-node=n2) ended the
-    // stream earlier with the permission conflict of
-    // conflicts::backing_change_under_a_commit_intermediate_conflicts_with_the_commit_job.
+    // iotest 030 TestParallelOps.test_overlapping_4 (conformance scenario 030-overlapping-4:
+    // raw node0 <- qcow2 node1 <- ... <- node8, backing nodes read-only) with node4 opened
+    // "read-only": false, so that the stream needs no temporary freeze:
+    // -> {"execute": "block-commit", "arguments": {"base": "img-0.img", "device": "node8",
+    //     "filter-node-name": "commit-filter", "job-id": "drive0", "speed": 1048576, "top": "img-2.img"}}
+    // <- {"return": {}}
+    // -> {"execute": "block-stream", "arguments": {"base-node": "node2", "device": "node4", "job-id": "node4", "speed": 1}}
+    // <- {"return": {}}   (the stream holds commit-filter as an 'intermediate node')
+    // -> {"execute": "block-job-set-speed", "arguments": {"device": "drive0", "speed": 0}}
+    // <- {"return": {}}
+    // The commit's bdrv_drop_intermediate (replace_node, auto_skip=false) then fails; the
+    // daemon's log says:
+    //   qemu-storage-daemon: Should not change 'intermediate node' link to 'commit-filter'
+    // Here: the 5-image commit of `commit_running(false)` and a stream of n3 holding
+    // commit-filter the same way.
     let hooks = &TestHooks;
     let mut c = commit_running(false);
     let (stream, _) = root_on(

@@ -243,6 +243,7 @@ impl World {
             spec = spec.name(format!("n{}", self.serial));
         }
         let id = self.bg.add_node(spec).expect("fresh names are valid");
+        assert!(!self.ids.contains(&id), "id {id:?} was issued before: an alias");
         self.ids.push(id);
         self.owned.insert(id);
         id

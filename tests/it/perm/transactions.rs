@@ -185,3 +185,52 @@ fn detach_loosens_and_may_delete() {
     assert_eq!(*deleted.last().unwrap(), n[2]);
     assert_eq!(bg.graph().nodes().count(), 0);
 }
+
+#[test]
+fn removing_a_backing_link_loosens_the_old_backing_subtree() {
+    // (chain base <- mid <- top)
+    // -> {"execute": "nbd-server-start", "arguments": {"addr": {"type": "unix", "data": {"path": "$D/nbd.sock"}}}}
+    // -> {"execute": "block-export-add", "arguments": {"type": "nbd", "id": "e1", "node-name": "top"}}
+    // <- {"return": {}}
+    // -> {"execute": "x-debug-query-block-graph"}
+    // <- (top, file, top-file, [resize, write, consistent-read], [write-unchanged, consistent-read])
+    //    (top, backing, mid, [consistent-read], [resize, write-unchanged, write, consistent-read])
+    //    (mid, file, mid-file, [resize, write, consistent-read], [write-unchanged, consistent-read])
+    //    (mid, backing, base, [consistent-read], [resize, write-unchanged, write, consistent-read])
+    //    (base, file, base-file, [resize, write, consistent-read], [write-unchanged, consistent-read])
+    //    ("", root, top, [consistent-read], [write-unchanged, write, consistent-read])
+    // -> {"execute": "blockdev-reopen", "arguments": {"options": [{"driver": "qcow2", "node-name": "top",
+    //     "file": "top-file", "backing": null}]}}
+    // <- {"return": {}}
+    // -> {"execute": "x-debug-query-block-graph"}
+    // <- the same, without (top, backing, mid), and (mid, backing, base, [], [resize,
+    //    write-unchanged, write, consistent-read]): mid's subtree was refreshed.
+    let hooks = &DefaultPerms;
+    let mut bg = BlockGraph::new(0);
+    let n = chain(&mut bg, hooks, &["base", "mid", "top"], |_| false);
+    let export_shared = Perm::CONSISTENT_READ | Perm::WRITE | Perm::WRITE_UNCHANGED;
+    root_on(
+        &mut bg,
+        hooks,
+        RootKind::Backend { name: None },
+        n[2],
+        "root",
+        Perm::CONSISTENT_READ,
+        export_shared,
+    )
+    .unwrap();
+    let common: [Row; 4] = [
+        ("top", "file", "top-file", &[RS, W, CR], &[WU, CR]),
+        ("mid", "file", "mid-file", &[RS, W, CR], &[WU, CR]),
+        ("base", "file", "base-file", &[RS, W, CR], &[WU, CR]),
+        ("", "root", "top", &[CR], &[WU, W, CR]),
+    ];
+    let mut before = common.to_vec();
+    before.push(("top", "backing", "mid", &[CR], ALL));
+    before.push(("mid", "backing", "base", &[CR], ALL));
+    assert_eq!(shown_edges(&bg), expected_edges(&before));
+    bg.set_file_or_backing(hooks, n[2], None, true).unwrap();
+    let mut after = common.to_vec();
+    after.push(("mid", "backing", "base", &[], ALL));
+    assert_eq!(shown_edges(&bg), expected_edges(&after));
+}
