@@ -243,7 +243,10 @@ impl World {
             spec = spec.name(format!("n{}", self.serial));
         }
         let id = self.bg.add_node(spec).expect("fresh names are valid");
-        assert!(!self.ids.contains(&id), "id {id:?} was issued before: an alias");
+        assert!(
+            !self.ids.contains(&id),
+            "id {id:?} was issued before: an alias"
+        );
         self.ids.push(id);
         self.owned.insert(id);
         id
