@@ -121,6 +121,9 @@ mod value;
 mod visit;
 mod writer;
 
+/// The JSON library of this crate's API (`Value` in returns and events).
+pub use serde_json;
+
 pub use cli::{cli_error_line, parse_cli_option, CliOption, CliValue};
 pub use commands::{
     BlkdebugInjectError, BlkdebugOptions, BlkdebugSetState, BlockCommitArgs, BlockExportOptions,
