@@ -234,3 +234,62 @@ fn removing_a_backing_link_loosens_the_old_backing_subtree() {
     after.push(("mid", "backing", "base", &[], ALL));
     assert_eq!(shown_edges(&bg), expected_edges(&after));
 }
+
+#[test]
+fn a_copy_on_read_filter_cannot_sit_on_a_read_only_node() {
+    // -> {"execute": "blockdev-add", "arguments": {"driver": "qcow2", "node-name": "top", "read-only": true,
+    //     "file": {"driver": "file", "node-name": "top-file", "filename": "top.qcow2", "read-only": true}}}
+    // <- {"return": {}}
+    // -> {"execute": "blockdev-add", "arguments": {"driver": "copy-on-read", "node-name": "cor", "file": "top"}}
+    // <- {"error": {"class": "GenericError", "desc": "Block node is read-only"}}
+    // -> {"execute": "blockdev-add", "arguments": {"driver": "copy-on-read", "node-name": "cor2", "file": "top", "read-only": true}}
+    // <- {"error": {"class": "GenericError", "desc": "Block node is read-only"}}
+    // (copy-on-read always takes write-unchanged on its child.)
+    let hooks = &TestHooks;
+    let mut bg = BlockGraph::new(0);
+    let top = qcow2(&mut bg, hooks, "top", true);
+    for (name, read_only) in [("cor", false), ("cor2", true)] {
+        let cor = bg
+            .add_node(
+                NodeSpec::new("copy-on-read", FILTER)
+                    .name(name)
+                    .read_only(read_only),
+            )
+            .unwrap();
+        let before = snapshot(&bg);
+        let err = bg
+            .attach_child(hooks, cor, top, "file", Role::FILTERED_PRIMARY)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "Block node is read-only");
+        assert_eq!(snapshot(&bg), before);
+    }
+    assert_eq!(
+        shown_edges(&bg),
+        expected_edges(&[("top", "file", "top-file", &[CR], &[WU, CR])])
+    );
+}
+
+#[test]
+fn dropping_a_filter_over_a_frozen_link_is_refused() {
+    // bdrv_drop_filter = replace_node(filter, child, auto_skip, detach_subchain):
+    // the filter's parent link must move and may not be frozen.
+    let hooks = &DefaultPerms;
+    let (mut bg, n) = read_chain();
+    let thr = bg
+        .add_node(NodeSpec::new("throttle", FILTER).name("thr"))
+        .unwrap();
+    bg.attach_child(hooks, thr, n[1], "file", Role::FILTERED_PRIMARY)
+        .unwrap();
+    bg.replace_node(hooks, n[1], thr, true, false).unwrap();
+    bg.freeze_chain(n[2], Some(thr)).unwrap();
+    let before = snapshot(&bg);
+    let err = bg.replace_node(hooks, thr, n[1], true, true).unwrap_err();
+    assert_eq!(err.to_string(), "Cannot change 'backing' link to 'thr'");
+    assert_eq!(snapshot(&bg), before);
+    // Frozen below the filter: the detached subchain link is frozen too.
+    bg.unfreeze_chain(n[2], Some(thr)).unwrap();
+    bg.freeze_chain(thr, Some(n[1])).unwrap();
+    let before = snapshot(&bg);
+    assert!(bg.replace_node(hooks, thr, n[1], true, true).is_err());
+    assert_eq!(snapshot(&bg), before);
+}
