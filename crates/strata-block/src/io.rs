@@ -331,6 +331,28 @@ impl<F: Files> BlockCore<F> {
         Ok(())
     }
 
+    /// `bdrv_change_backing_file`: rewrites the image header and, like
+    /// QEMU, the node's idea of what its header says (`auto_backing_file`).
+    pub fn change_backing_file(
+        &mut self,
+        node: NodeId,
+        file: Option<&str>,
+        format: Option<&str>,
+    ) -> io::Result<()> {
+        self.with_image(node, |image, storage, _| {
+            image
+                .change_backing_file(storage, file, format)
+                .map_err(format_error)
+        })?;
+        if let Some(DriverState::Format {
+            auto_backing_file, ..
+        }) = self.state.get_mut(&node)
+        {
+            *auto_backing_file = file.unwrap_or_default().to_string();
+        }
+        Ok(())
+    }
+
     fn cluster_size(&self, node: NodeId) -> u64 {
         match self.state.get(&node) {
             Some(DriverState::Format { image, .. }) => image.cluster_size().unwrap_or(512),

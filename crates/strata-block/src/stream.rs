@@ -331,11 +331,49 @@ impl<F: Files> BlockCore<F> {
     /// Reopens one node read-only or read-write (children keep their own
     /// setting where the options gave one explicitly).
     pub(crate) fn reopen_read_only(&mut self, node: NodeId, read_only: bool) -> Result<()> {
+        let children = self.inheriting_children(node);
         let mut queue = strata_perm::ReopenQueue::default().set_read_only(node, read_only);
-        for child in self.inheriting_children(node) {
+        for &child in &children {
             queue = queue.set_read_only(child, read_only);
         }
-        self.with_hooks(|bg, hooks| bg.reopen_read_only(hooks, &queue))
+        self.with_hooks(|bg, hooks| bg.reopen_read_only(hooks, &queue))?;
+        for reopened in children.into_iter().rev().chain([node]) {
+            self.reopen_driver(reopened, read_only)?;
+        }
+        Ok(())
+    }
+
+    /// The driver's side of a reopen: files are reopened for writing, and
+    /// images re-read their metadata in the new mode.
+    fn reopen_driver(&mut self, node: NodeId, read_only: bool) -> Result<()> {
+        match self.state.get(&node) {
+            Some(DriverState::File { path }) => {
+                let path = path.clone();
+                self.files
+                    .open(&path, !read_only)
+                    .map_err(|e| Error::generic(e.to_string()))
+            }
+            Some(DriverState::Format {
+                image,
+                auto_backing_file,
+            }) => {
+                let (format, auto) = (image.format(), auto_backing_file.clone());
+                let reopened = self.with_child_io(node, |storage, _| {
+                    strata_formats::Image::open(storage, Some(format), read_only)
+                        .map_err(|e| std::io::Error::other(e.to_string()))
+                });
+                let image = reopened.map_err(|e| Error::generic(e.to_string()))?;
+                self.state.insert(
+                    node,
+                    DriverState::Format {
+                        image,
+                        auto_backing_file: auto,
+                    },
+                );
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The `file` descendants of `node` whose read-only setting follows
@@ -571,12 +609,8 @@ impl StreamJob {
             Some((file, format)) => (Some(file.as_str()), Some(format.as_str())),
             None => (None, None),
         };
-        core.with_image(unfiltered, |image, storage, _| {
-            image
-                .change_backing_file(storage, file, format)
-                .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
-        })
-        .map_err(|e| io_failure(&e))?;
+        core.change_backing_file(unfiltered, file, format)
+            .map_err(|e| io_failure(&e))?;
         Ok(())
     }
 

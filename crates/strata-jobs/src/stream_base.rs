@@ -42,9 +42,18 @@ pub struct NotInChain {
 /// With `bottom`, both nodes are `bottom`. Otherwise `base_overlay` is
 /// `find_overlay(top, base)`; `above_base` walks down from `base_overlay`
 /// through filters to the node whose chain child is `base`.
-pub fn stream_bounds(graph: &Graph, top: NodeId, base: Option<NodeId>, bottom: Option<NodeId>) -> Result<StreamBounds, NotInChain> {
+pub fn stream_bounds(
+    graph: &Graph,
+    top: NodeId,
+    base: Option<NodeId>,
+    bottom: Option<NodeId>,
+) -> Result<StreamBounds, NotInChain> {
     if let Some(bottom) = bottom {
-        return Ok(StreamBounds { base_overlay: bottom, above_base: bottom, base_at_start: None });
+        return Ok(StreamBounds {
+            base_overlay: bottom,
+            above_base: bottom,
+            base_at_start: None,
+        });
     }
     let Some(base_overlay) = graph.find_overlay(top, base) else {
         return Err(NotInChain {
@@ -64,7 +73,11 @@ pub fn stream_bounds(graph: &Graph, top: NodeId, base: Option<NodeId>, bottom: O
             above_base = next;
         }
     }
-    Ok(StreamBounds { base_overlay, above_base, base_at_start: base })
+    Ok(StreamBounds {
+        base_overlay,
+        above_base,
+        base_at_start: base,
+    })
 }
 
 /// The rules for choosing the new backing node of the streamed image.
@@ -82,7 +95,11 @@ pub enum BackingChoice {
 
 /// The node that becomes the backing node of the streamed image at
 /// completion, under `choice`; `None` means the image loses its backing file.
-pub fn new_backing_node(graph: &Graph, bounds: &StreamBounds, choice: BackingChoice) -> Option<NodeId> {
+pub fn new_backing_node(
+    graph: &Graph,
+    bounds: &StreamBounds,
+    choice: BackingChoice,
+) -> Option<NodeId> {
     match choice {
         BackingChoice::AboveBase => graph.filter_or_cow_node(bounds.above_base),
         BackingChoice::BaseOverlay => graph.filter_or_cow_node(bounds.base_overlay),
@@ -103,7 +120,11 @@ pub fn header_backing(
 ) -> Option<(String, String)> {
     let base = graph.skip_filters(new_backing?);
     let node = graph.node(base).ok()?;
-    let format = if mask_protocol && node.traits().is_protocol { "raw" } else { node.driver() };
+    let format = if mask_protocol && node.traits().is_protocol {
+        "raw"
+    } else {
+        node.driver()
+    };
     let name = backing_file.map_or_else(|| node.filename.clone(), str::to_string);
     Some((name, format.to_string()))
 }

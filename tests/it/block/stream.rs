@@ -236,3 +236,433 @@ fn argument_errors_have_qemu_texts() {
     let labels = event_labels(&mut layer);
     assert_eq!(labels, ["created", "null"]);
 }
+
+/// 030 TestEIO / TestENOSPC: backing.img (raw, 2 MiB) behind a blkdebug
+/// node failing the read at sector 1024 once (state toggled by set-state).
+fn eio_layer(errno: i64) -> BlockLayer<strata_block::MemFiles> {
+    let files = make_files(&[
+        Img::raw("backing.img", 2 * MIB).sector_numbers(),
+        Img::qcow2("test.img", 2 * MIB).on("backing.img", "raw"),
+    ]);
+    let mut layer = BlockLayer::new(files, 3);
+    let rule = |pairs: &[(&str, OptValue)]| {
+        let mut o = strata_graph::Options::new();
+        for (k, v) in pairs {
+            o.put(*k, v.clone());
+        }
+        OptValue::Dict(o)
+    };
+    let inject = rule(&[
+        ("errno", OptValue::Int(errno)),
+        ("event", s("read_aio")),
+        ("immediately", OptValue::Bool(false)),
+        ("once", OptValue::Bool(true)),
+        ("sector", OptValue::Int(1024)),
+        ("state", OptValue::Int(1)),
+    ]);
+    let set_state = vec![
+        rule(&[
+            ("event", s("read_aio")),
+            ("new_state", OptValue::Int(2)),
+            ("state", OptValue::Int(1)),
+        ]),
+        rule(&[
+            ("event", s("read_aio")),
+            ("new_state", OptValue::Int(1)),
+            ("state", OptValue::Int(2)),
+        ]),
+    ];
+    let image = strata_graph::Options::new()
+        .with("driver", s("file"))
+        .with("filename", s("backing.img"));
+    let blkdebug = strata_graph::Options::new()
+        .with("driver", s("blkdebug"))
+        .with("image", OptValue::Dict(image))
+        .with("inject-error", OptValue::List(vec![inject]))
+        .with("set-state", OptValue::List(set_state));
+    let base = strata_graph::Options::new()
+        .with("driver", s("raw"))
+        .with("file", OptValue::Dict(blkdebug))
+        .with("node-name", s("base"));
+    layer.blockdev_add(&base).expect("base");
+    let top = image_opts("qcow2", "test.img")
+        .with("node-name", s("drive0"))
+        .with("backing", s("base"));
+    layer.blockdev_add(&top).expect("drive0");
+    layer
+}
+
+fn completed(layer: &mut BlockLayer<strata_block::MemFiles>) -> (Vec<String>, String) {
+    let events = layer.take_events();
+    let labels = events
+        .iter()
+        .map(|e| e.event.sequence_label().to_string())
+        .collect();
+    let done = events
+        .iter()
+        .find(|e| e.event.sequence_label() == "BLOCK_JOB_COMPLETED")
+        .map(|e| format!("{:?}", e.event));
+    (labels, done.unwrap_or_default())
+}
+
+#[test]
+fn eio_report_fails_at_the_second_chunk() {
+    // 030-eio-report: BLOCK_JOB_ERROR(read, report), COMPLETED with
+    // "Input/output error" at offset 512 KiB; the backing file stays.
+    let mut layer = eio_layer(5);
+    layer.block_stream(&stream("drive0", "drive0")).unwrap();
+    layer.run_until_idle(u64::MAX).unwrap();
+    let (labels, done) = completed(&mut layer);
+    assert_eq!(
+        labels,
+        [
+            "created",
+            "running",
+            "BLOCK_JOB_ERROR",
+            "aborting",
+            "BLOCK_JOB_COMPLETED",
+            "concluded",
+            "null"
+        ]
+    );
+    assert!(
+        done.contains("offset: 524288") && done.contains("Input/output error"),
+        "{done}"
+    );
+    let g = layer.core().graph().graph();
+    assert_eq!(
+        g.cow_node(g.find_node("drive0").unwrap()),
+        g.find_node("base")
+    );
+}
+
+#[test]
+fn eio_ignore_runs_to_the_end_but_fails() {
+    // 030-eio-ignore: offset == len, still an error, backing kept.
+    let mut layer = eio_layer(5);
+    let args = StreamArgs {
+        on_error: Some(strata_jobs::BlockdevOnError::Ignore),
+        ..stream("drive0", "drive0")
+    };
+    layer.block_stream(&args).unwrap();
+    layer.run_until_idle(u64::MAX).unwrap();
+    let (labels, done) = completed(&mut layer);
+    assert!(
+        labels.contains(&"BLOCK_JOB_ERROR".to_string()) && labels.contains(&"aborting".to_string()),
+        "{labels:?}"
+    );
+    assert!(
+        done.contains("offset: 2097152") && done.contains("Input/output error"),
+        "{done}"
+    );
+}
+
+#[test]
+fn eio_stop_pauses_and_resumes() {
+    // 030-eio-stop: paused with io-status failed at 512 KiB; after resume
+    // the job completes cleanly and the backing file is gone.
+    let mut layer = eio_layer(5);
+    let args = StreamArgs {
+        on_error: Some(strata_jobs::BlockdevOnError::Stop),
+        ..stream("drive0", "drive0")
+    };
+    layer.block_stream(&args).unwrap();
+    layer.run_until_idle(u64::MAX).unwrap();
+    let job = layer.jobs().get("drive0").expect("the job waits");
+    assert_eq!(job.status(), strata_jobs::JobStatus::Paused);
+    assert_eq!(job.progress().0, 524288);
+    assert_eq!(job.io_status(), strata_jobs::IoStatus::Failed);
+    layer
+        .resume(strata_jobs::Lookup::BlockJob, "drive0")
+        .unwrap();
+    layer.run_until_idle(u64::MAX).unwrap();
+    let (labels, done) = completed(&mut layer);
+    assert_eq!(
+        labels,
+        [
+            "created",
+            "running",
+            "BLOCK_JOB_ERROR",
+            "paused",
+            "running",
+            "waiting",
+            "pending",
+            "BLOCK_JOB_COMPLETED",
+            "concluded",
+            "null"
+        ]
+    );
+    assert!(
+        done.contains("offset: 2097152") && !done.contains("error: Some"),
+        "{done}"
+    );
+    let g = layer.core().graph().graph();
+    assert_eq!(g.cow_node(g.find_node("drive0").unwrap()), None);
+}
+
+#[test]
+fn enospc_with_on_error_enospc_pauses() {
+    // 030-enospc-enospc: ENOSPC pauses (io-status nospace).
+    let mut layer = eio_layer(28);
+    let args = StreamArgs {
+        on_error: Some(strata_jobs::BlockdevOnError::Enospc),
+        ..stream("drive0", "drive0")
+    };
+    layer.block_stream(&args).unwrap();
+    layer.run_until_idle(u64::MAX).unwrap();
+    assert_eq!(
+        layer.jobs().get("drive0").unwrap().io_status(),
+        strata_jobs::IoStatus::Nospace
+    );
+}
+
+/// The nine-image chain of 030 TestParallelOps, scaled to 4 MiB.
+fn parallel_layer() -> BlockLayer<strata_block::MemFiles> {
+    let k = 1024 * 1024 / 4;
+    let files = make_files(&[
+        Img::raw("img-0.img", 4 * MIB).sector_numbers(),
+        Img::qcow2("img-1.img", 4 * MIB)
+            .on("img-0.img", "raw")
+            .write(0xff, 12 * k, 4 * k),
+        Img::qcow2("img-2.img", 4 * MIB).on("img-1.img", "qcow2"),
+        Img::qcow2("img-3.img", 4 * MIB)
+            .on("img-2.img", "qcow2")
+            .write(0xff, 8 * k, 2 * k),
+        Img::qcow2("img-4.img", 4 * MIB).on("img-3.img", "qcow2"),
+        Img::qcow2("img-5.img", 4 * MIB)
+            .on("img-4.img", "qcow2")
+            .write(0xff, 4 * k, 4 * k),
+        Img::qcow2("img-6.img", 4 * MIB).on("img-5.img", "qcow2"),
+        Img::qcow2("img-7.img", 4 * MIB)
+            .on("img-6.img", "qcow2")
+            .write(0xff, 0, 2 * k),
+        Img::qcow2("img-8.img", 4 * MIB).on("img-7.img", "qcow2"),
+    ]);
+    let mut layer = BlockLayer::new(files, 11);
+    let mut opts = image_opts("raw", "img-0.img").with("node-name", s("node0"));
+    for i in 1..=8 {
+        let file = format!("img-{i}.img");
+        opts = image_opts("qcow2", &file)
+            .with("node-name", s(&format!("node{i}")))
+            .with("backing", OptValue::Dict(opts));
+    }
+    layer.blockdev_add(&opts).expect("chain");
+    layer
+}
+
+#[test]
+fn parallel_streams_with_bottom_all_complete() {
+    // 030-parallel-stream: four throttled jobs with bottom=, unthrottled
+    // top-down; all complete, node8 -> node6 -> node4 -> node2 -> node0.
+    let mut layer = parallel_layer();
+    let node8 = layer.core().find_node("node8").unwrap();
+    let before = content(&mut layer, node8);
+    for i in [2, 4, 6, 8] {
+        let args = StreamArgs {
+            bottom: Some(format!("node{}", i - 1)),
+            speed: Some(1024),
+            ..stream(&format!("node{i}"), &format!("stream-node{i}"))
+        };
+        layer
+            .block_stream(&args)
+            .unwrap_or_else(|e| panic!("stream-node{i}: {e}"));
+    }
+    // Every job copies its first chunk and then sleeps for ~512 s.
+    layer.run_until_idle(0).unwrap();
+    for i in [8, 6, 4, 2] {
+        layer.set_speed(&format!("stream-node{i}"), 0).unwrap();
+    }
+    layer.run_until_idle(u64::MAX).unwrap();
+    let (labels, _) = completed(&mut layer);
+    assert_eq!(
+        labels
+            .iter()
+            .filter(|l| *l == "BLOCK_JOB_COMPLETED")
+            .count(),
+        4
+    );
+    let g = layer.core().graph().graph();
+    let chain: Vec<&str> = g.chain(node8).map(|n| g.name(n)).collect();
+    assert_eq!(chain, ["node8", "node6", "node4", "node2", "node0"]);
+    assert_eq!(content(&mut layer, node8), before);
+    let files = layer.core().files().clone();
+    for i in [2, 4, 6, 8] {
+        assert_eq!(
+            file_content(&files, &format!("img-{i}.img"), "qcow2"),
+            file_content(
+                &files,
+                &format!("img-{}.img", i - 1),
+                if i == 2 { "qcow2" } else { "qcow2" }
+            )
+        );
+    }
+}
+
+#[test]
+fn parallel_streams_with_base_meet_the_lower_jobs_filter() {
+    // 030-parallel-stream-base: with base= instead of bottom=, the walk of
+    // stream-node4 meets stream-node2's implicit COR filter.
+    let mut layer = parallel_layer();
+    let base_stream = |i: usize| StreamArgs {
+        base: Some(format!("img-{}.img", i - 2)),
+        speed: Some(1024),
+        ..stream(&format!("node{i}"), &format!("stream-node{i}"))
+    };
+    layer.block_stream(&base_stream(2)).unwrap();
+    let err = layer.block_stream(&base_stream(4)).unwrap_err().to_string();
+    assert!(
+        err.starts_with("Node '#block")
+            && err.ends_with("' is busy: block device is in use by block job: stream"),
+        "{err}"
+    );
+}
+
+#[test]
+fn frozen_links_refuse_reopen_and_del() {
+    // x-frozen-reopen: during a throttled stream n4 -> n1, changing n4's
+    // backing is refused, and deleting chain members is blocked.
+    let files = make_files(&[
+        Img::qcow2("c0.img", 2 * MIB).write(0xa0, 0, 512 * 1024),
+        Img::qcow2("c1.img", 2 * MIB)
+            .on("c0.img", "qcow2")
+            .write(0xa1, 512 * 1024, 256 * 1024),
+        Img::qcow2("c2.img", 2 * MIB)
+            .on("c1.img", "qcow2")
+            .write(0xa2, 768 * 1024, 256 * 1024),
+        Img::qcow2("c3.img", 2 * MIB)
+            .on("c2.img", "qcow2")
+            .write(0xa3, MIB, 256 * 1024),
+        Img::qcow2("c4.img", 2 * MIB).on("c3.img", "qcow2"),
+        Img::qcow2("spare.img", 2 * MIB),
+    ]);
+    let mut layer = BlockLayer::new(files, 5);
+    let mut opts = image_opts("qcow2", "c0.img").with("node-name", s("n0"));
+    for i in 1..=4 {
+        opts = image_opts("qcow2", &format!("c{i}.img"))
+            .with("node-name", s(&format!("n{i}")))
+            .with("backing", OptValue::Dict(opts));
+    }
+    layer.blockdev_add(&opts).unwrap();
+    layer
+        .blockdev_add(
+            &image_opts("qcow2", "spare.img")
+                .with("node-name", s("spare"))
+                .with("read-only", OptValue::Bool(true)),
+        )
+        .unwrap();
+    let args = StreamArgs {
+        base_node: Some("n1".into()),
+        speed: Some(1024),
+        ..stream("n4", "st")
+    };
+    layer.block_stream(&args).unwrap();
+    layer.run_until_idle(0).unwrap();
+    let reopen = |backing: OptValue| {
+        vec![image_opts("qcow2", "c4.img")
+            .with("node-name", s("n4"))
+            .with("backing", backing)]
+    };
+    for backing in [s("spare"), OptValue::Null] {
+        let err = layer.blockdev_reopen(&reopen(backing)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Cannot change frozen 'backing' link from 'n4' to 'n3'"
+        );
+    }
+    assert_eq!(
+        layer.blockdev_del("n3").unwrap_err().to_string(),
+        "Node 'n3' is busy: block device is in use by block job: stream"
+    );
+    assert_eq!(
+        layer.blockdev_del("n4").unwrap_err().to_string(),
+        "Node 'n4' is busy: block device is in use by block job: stream"
+    );
+    layer.set_speed("st", 0).unwrap();
+    layer.run_until_idle(u64::MAX).unwrap();
+    let g = layer.core().graph().graph();
+    let chain: Vec<&str> = g
+        .chain(g.find_node("n4").unwrap())
+        .map(|n| g.name(n))
+        .collect();
+    assert_eq!(chain, ["n4", "n1", "n0"]);
+    // With the job gone, the node can be deleted.
+    layer.blockdev_del("n4").unwrap();
+    assert!(layer.core().find_node("n1").is_none());
+}
+
+#[test]
+fn the_stream_graph_while_running_matches_qemu() {
+    // x-stream-graph-during-job, through the block layer this time: the job
+    // sleeps after its first chunk; sf sits above top.
+    let files = make_files(&[
+        Img::qcow2("base.img", 2 * MIB).write(1, 0, MIB),
+        Img::qcow2("mid.img", 2 * MIB)
+            .on("base.img", "qcow2")
+            .write(2, MIB, 512 * 1024),
+        Img::qcow2("top.img", 2 * MIB).on("mid.img", "qcow2"),
+    ]);
+    let mut layer = BlockLayer::new(files, 9);
+    let base = image_opts("qcow2", "base.img").with("node-name", s("base"));
+    let mid = image_opts("qcow2", "mid.img")
+        .with("node-name", s("mid"))
+        .with("backing", OptValue::Dict(base));
+    layer
+        .blockdev_add(
+            &image_opts("qcow2", "top.img")
+                .with("node-name", s("top"))
+                .with("backing", OptValue::Dict(mid)),
+        )
+        .unwrap();
+    let args = StreamArgs {
+        base_node: Some("base".into()),
+        filter_node_name: Some("sf".into()),
+        speed: Some(1024),
+        ..stream("top", "s")
+    };
+    layer.block_stream(&args).unwrap();
+    layer.run_until_idle(0).unwrap();
+    let graph = layer.query_block_graph();
+    let names: std::collections::BTreeMap<u64, String> =
+        graph.nodes.iter().map(|n| (n.id, n.name.clone())).collect();
+    let edges: std::collections::BTreeSet<(String, String, String, Vec<&str>)> = graph
+        .edges
+        .iter()
+        .map(|e| {
+            (
+                names[&e.parent].clone(),
+                e.name.clone(),
+                names[&e.child].clone(),
+                e.perm.qapi_names(),
+            )
+        })
+        .collect();
+    for expected in [
+        (
+            "sf",
+            "file",
+            "top",
+            vec!["consistent-read", "write-unchanged"],
+        ),
+        ("s", "main node", "sf", vec![]),
+        ("s", "active node", "top", vec![]),
+        ("s", "intermediate node", "mid", vec![]),
+        ("", "root", "sf", vec!["consistent-read"]),
+        ("top", "backing", "mid", vec!["consistent-read"]),
+    ] {
+        let row = (
+            expected.0.to_string(),
+            expected.1.to_string(),
+            expected.2.to_string(),
+            expected.3,
+        );
+        assert!(edges.contains(&row), "missing {row:?} in {edges:#?}");
+    }
+    let job = layer.jobs().get("s").unwrap();
+    // Nothing to copy in the first two chunks (the base's data lies below
+    // the base), so they cost nothing; the third is copied, then it sleeps.
+    assert_eq!(
+        job.progress().0,
+        3 * 524288,
+        "the job sleeps after its first copied chunk"
+    );
+}

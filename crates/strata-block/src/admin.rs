@@ -1,0 +1,108 @@
+//! `blockdev-del`, `blockdev-reopen` and `object-del`.
+
+use crate::error::{Error, Result};
+use crate::files::Files;
+use crate::layer::BlockLayer;
+use strata_graph::{OptValue, Options};
+use strata_perm::BlockOp;
+
+impl<F: Files> BlockLayer<F> {
+    /// `blockdev-del` (`qmp_blockdev_del`): the checks in QEMU's order, then
+    /// the monitor's reference goes.
+    pub fn blockdev_del(&mut self, node_name: &str) -> Result<()> {
+        let core = &mut self.core;
+        let node = core.find_node(node_name).ok_or_else(|| {
+            Error::generic(format!("Failed to find node with node-name='{node_name}'"))
+        })?;
+        if core.has_blk(node) {
+            return Err(Error::generic(format!("Node {node_name} is in use")));
+        }
+        core.bg.check_op(node, BlockOp::DriveDel)?;
+        if !core.monitor.contains(&node) {
+            return Err(Error::generic(format!(
+                "Node {} is not owned by the monitor",
+                node_name
+            )));
+        }
+        if core.bg.graph().node(node)?.refcnt() > 1 {
+            return Err(Error::generic(format!(
+                "Block device {} is in use",
+                core.bg.device_or_node_name(node)
+            )));
+        }
+        core.monitor.retain(|&n| n != node);
+        core.unref(node)
+    }
+
+    /// `object-del` of a throttle group.
+    pub fn del_throttle_group(&mut self, id: &str) -> Result<()> {
+        if !self.core.throttle_groups.contains_key(id) {
+            return Err(Error::generic(format!("object '{id}' not found")));
+        }
+        let in_use = self
+            .core
+            .state
+            .values()
+            .any(|s| matches!(s, crate::DriverState::Throttle { group } if group == id));
+        if in_use {
+            return Err(Error::generic(format!(
+                "object '{id}' is in use, can not be deleted"
+            )));
+        }
+        self.core.throttle_groups.remove(id);
+        Ok(())
+    }
+
+    /// `blockdev-reopen` of one or more nodes: `read-only` and the
+    /// `backing` link may change; frozen links and permissions are checked
+    /// and nothing changes on error.
+    pub fn blockdev_reopen(&mut self, options: &[Options]) -> Result<()> {
+        let saved = self.core.bg.clone();
+        let result = options.iter().try_for_each(|opts| self.reopen_one(opts));
+        if result.is_err() {
+            self.core.bg = saved;
+        }
+        result
+    }
+
+    fn reopen_one(&mut self, opts: &Options) -> Result<()> {
+        let core = &mut self.core;
+        let name = opts.get_str("node-name").unwrap_or_default();
+        let node = core.find_node(name).ok_or_else(|| {
+            Error::generic(format!("Failed to find node with node-name='{name}'"))
+        })?;
+        let driver = core.bg.graph().node(node)?.driver().to_string();
+        if opts.get_str("driver").is_some_and(|d| d != driver) {
+            return Err(Error::generic("Cannot change the option 'driver'"));
+        }
+        if let Some(value) = opts.get("backing") {
+            let new = match value {
+                OptValue::Null => None,
+                OptValue::Str(r) => Some(core.lookup_bs(Some(r), Some(r))?),
+                _ => return Err(Error::generic("Cannot change the option 'backing'")),
+            };
+            let g = core.bg.graph();
+            let current = g.cow_node(node).or_else(|| g.filter_node(node));
+            let unchanged = match (current, new) {
+                (Some(c), Some(n)) => g.skip_implicit_filters(c) == n,
+                (None, None) => true,
+                _ => false,
+            };
+            if !unchanged {
+                if let Some(c) = current {
+                    if g.node(c)?.implicit {
+                        return Err(Error::generic(format!(
+                            "Cannot replace implicit backing child of {name}"
+                        )));
+                    }
+                }
+                core.with_hooks(|bg, hooks| bg.set_file_or_backing(hooks, node, new, true))?;
+            }
+        }
+        let read_only = matches!(opts.get("read-only"), Some(OptValue::Bool(true)));
+        if core.bg.graph().node(node)?.read_only != read_only {
+            core.reopen_read_only(node, read_only)?;
+        }
+        Ok(())
+    }
+}
