@@ -304,19 +304,22 @@ impl JsonStreamer {
 }
 
 /// Parses one complete JSON text the way `qobject_from_json` does (used for
-/// `--blockdev '{...}'`).  Empty input gives `Ok(None)`; more than one value
-/// is QEMU's assertion failure, reported here as an error.
+/// `--blockdev '{...}'`).  Empty input gives `Ok(None)`.  The first error
+/// wins; a second value after a first one is "Expecting at most one JSON
+/// value" (QEMU's `consume_json`).
 pub fn parse_json_str(text: &str) -> Result<Option<QObject>, String> {
     let mut streamer = JsonStreamer::new();
     let mut out = Vec::new();
     streamer.feed(text.as_bytes(), &mut out);
     streamer.flush(&mut out);
-    let mut values = out.into_iter();
-    let first = values.next().transpose()?;
-    if values.next().is_some() {
-        return Err("JSON parse error, expecting a single value".to_string());
+    let mut result = None;
+    for message in out {
+        if result.is_some() {
+            return Err("Expecting at most one JSON value".to_string());
+        }
+        result = Some(message?);
     }
-    Ok(first)
+    Ok(result)
 }
 
 struct Parser<'t> {

@@ -10,6 +10,20 @@ use CliOption::*;
 
 /// `(option, argument, what qsd printed on stderr)`.
 pub const ERRORS: &[(CliOption, &str, &str)] = &[
+    (Object, "memory-backend-ram,id=m,size=x", "qemu-storage-daemon: --object memory-backend-ram,id=m,size=x: Parameter 'size' expects size"),
+    (Object, "memory-backend-ram,id=m,size=1.5", "qemu-storage-daemon: --object memory-backend-ram,id=m,size=1.5: Parameter 'size' expects size"),
+    (Object, "memory-backend-ram,id=m,size=-1", "qemu-storage-daemon: --object memory-backend-ram,id=m,size=-1: Parameter 'size' expects size"),
+    (Object, "memory-backend-ram,id=m,size=16E", "qemu-storage-daemon: --object memory-backend-ram,id=m,size=16E: Parameter 'size' expects size"),
+    (Object, "memory-backend-ram,id=m,size=1Q", "qemu-storage-daemon: --object memory-backend-ram,id=m,size=1Q: Parameter 'size' expects size"),
+    (Object, "memory-backend-ram,id=m,size=0x1M", "qemu-storage-daemon: --object memory-backend-ram,id=m,size=0x1M: Parameter 'size' expects size"),
+    (Object, "memory-backend-ram,id=m,size.a=1", "qemu-storage-daemon: --object memory-backend-ram,id=m,size.a=1: Parameters 'size.*' are unexpected"),
+    (Object, "memory-backend-ram,id=m,size=1M,prealloc-threads=4294967296", "qemu-storage-daemon: --object memory-backend-ram,id=m,size=1M,prealloc-threads=4294967296: Parameter 'prealloc-threads' expects uint32_t"),
+    (Object, "memory-backend-ram,id=m,size=1M,prealloc=maybe", "qemu-storage-daemon: --object memory-backend-ram,id=m,size=1M,prealloc=maybe: Parameter 'prealloc' expects 'on' or 'off'"),
+    (NbdServer, "addr.type=inet,addr.host=127.0.0.1,addr.port=1,addr.to=65536", "qemu-storage-daemon: --nbd-server addr.type=inet,addr.host=127.0.0.1,addr.port=1,addr.to=65536: Parameter 'to' expects uint16_t"),
+    (NbdServer, "addr.type=inet,addr.host=127.0.0.1,addr.port=1,addr.to=x", "qemu-storage-daemon: --nbd-server addr.type=inet,addr.host=127.0.0.1,addr.port=1,addr.to=x: Parameter 'addr.to' expects integer"),
+    (NbdServer, "addr.type=inet,addr.host=127.0.0.1,addr.port=1,addr.ipv4=on,addr.bogus=1", "qemu-storage-daemon: --nbd-server addr.type=inet,addr.host=127.0.0.1,addr.port=1,addr.ipv4=on,addr.bogus=1: Parameter 'addr.bogus' is unexpected"),
+    (Blockdev, "{} {}", "qemu-storage-daemon: --blockdev {} {}: Expecting at most one JSON value"),
+    (Blockdev, "{\"a\":1}]", "qemu-storage-daemon: --blockdev {\"a\":1}]: Expecting at most one JSON value"),
     (Blockdev, "driver=foo", "qemu-storage-daemon: --blockdev driver=foo: Parameter 'driver' does not accept value 'foo'"),
     (Blockdev, "null-co,node-name=a,size=x", "qemu-storage-daemon: --blockdev null-co,node-name=a,size=x: Parameter 'size' expects integer"),
     (Blockdev, "null-co,node-name=a,read-only=maybe", "qemu-storage-daemon: --blockdev null-co,node-name=a,read-only=maybe: Parameter 'read-only' expects 'on' or 'off'"),
@@ -162,6 +176,14 @@ fn valid_arguments_are_typed() {
         panic!("not an object")
     };
     assert_eq!(o.props["x-bps-read"], 256);
+
+    // `size` members take size strings in keyval syntax.
+    let CliValue::Object(o) =
+        parse_cli_option(Object, "memory-backend-ram,id=m,size=1.5M").unwrap()
+    else {
+        panic!("not an object")
+    };
+    assert_eq!(o.props["size"], 1572864);
     assert_eq!(parse_cli_option(Object, "help"), Ok(CliValue::Help));
 
     let CliValue::Export(e) =
