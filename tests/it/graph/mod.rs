@@ -8,6 +8,7 @@
 
 mod ids;
 mod names;
+mod props;
 mod queries;
 
 use strata_graph::{DriverTraits, Graph, NodeId, NodeSpec, Parent, Perm, Role};
