@@ -66,6 +66,7 @@ pub struct TimedEvent {
 /// The block layer as one value: graph, images, drivers, throttle groups,
 /// jobs, events, a virtual clock and a seeded RNG (for generated node
 /// names). It never reads the wall clock and never spawns a thread.
+#[derive(Clone, Debug)]
 pub struct BlockLayer<F: Files> {
     pub(crate) core: BlockCore<F>,
     pub(crate) jobs: Jobs<BlockCore<F>, BlockJob>,

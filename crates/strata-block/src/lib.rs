@@ -10,6 +10,7 @@ mod layer;
 mod open;
 mod query;
 mod state;
+mod state_key;
 mod stream;
 
 pub use crate::core::{BlockCore, ThrottleGroup};

@@ -40,6 +40,7 @@ pub fn id_wellformed(id: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
 }
 
+#[derive(Clone, Debug)]
 struct Entry<D> {
     core: JobCore,
     driver: D,
@@ -58,6 +59,22 @@ struct Entry<D> {
 pub struct Jobs<C, D> {
     entries: Vec<Entry<D>>,
     context: PhantomData<fn(&mut C)>,
+}
+
+// Manual impls: `C` is only a marker and need not be `Clone` or `Debug`.
+impl<C, D: Clone> Clone for Jobs<C, D> {
+    fn clone(&self) -> Self {
+        Jobs {
+            entries: self.entries.clone(),
+            context: PhantomData,
+        }
+    }
+}
+
+impl<C, D: std::fmt::Debug> std::fmt::Debug for Jobs<C, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.entries.iter()).finish()
+    }
 }
 
 impl<C, D: JobDriver<C>> Default for Jobs<C, D> {
