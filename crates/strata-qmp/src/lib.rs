@@ -18,13 +18,13 @@
 //! # A session
 //!
 //! ```
-//! use strata_qmp::{Command, CommandHandler, QmpError, Session, SessionConfig};
+//! use strata_qmp::{Command, CommandHandler, EventSink, QmpError, Session, SessionConfig};
 //! use serde_json::{json, Value};
 //!
 //! /// A block layer that knows no jobs.
 //! struct NoJobs;
 //! impl CommandHandler for NoJobs {
-//!     fn dispatch(&mut self, command: Command) -> Result<Value, QmpError> {
+//!     fn dispatch(&mut self, command: Command, _events: &mut EventSink) -> Result<Value, QmpError> {
 //!         match command {
 //!             Command::QueryJobs => Ok(json!([])),
 //!             other => Err(QmpError::generic(format!("not modelled: {other:?}"))),
@@ -66,13 +66,19 @@
 //! # Events
 //!
 //! The caller supplies the time; nothing in this crate reads a clock.
+//! Events caused by a command are emitted through the [`EventSink`] passed
+//! to [`CommandHandler::dispatch`] (they precede the response, as in QEMU);
+//! events from elsewhere (a job finishing later) through
+//! [`Session::send_event`].
 //!
 //! ```
 //! use strata_qmp::{Event, Session, SessionConfig, Timestamp};
-//! # use strata_qmp::{Command, CommandHandler, QmpError};
+//! # use strata_qmp::{Command, CommandHandler, EventSink, QmpError};
 //! # struct Nothing;
 //! # impl CommandHandler for Nothing {
-//! #     fn dispatch(&mut self, _: Command) -> Result<serde_json::Value, QmpError> { unreachable!() }
+//! #     fn dispatch(&mut self, _: Command, _: &mut EventSink) -> Result<serde_json::Value, QmpError> {
+//! #         unreachable!()
+//! #     }
 //! # }
 //! let mut session = Session::new(SessionConfig::default());
 //! session.feed(b"{\"execute\": \"qmp_capabilities\"}", &mut Nothing);
@@ -135,8 +141,8 @@ pub use error::{ErrorClass, QmpError};
 pub use json::{parse_json_str, JsonMessage, JsonStreamer};
 pub use keyval::{keyval_parse, Keyval};
 pub use session::{
-    format_event, validate_command, CommandHandler, Event, Session, SessionConfig, Timestamp,
-    VersionInfo,
+    format_event, validate_command, CommandHandler, Event, EventSink, Session, SessionConfig,
+    Timestamp, VersionInfo,
 };
 pub use value::{qdict_bucket, QDict, QObject};
 pub use writer::to_qemu_json;

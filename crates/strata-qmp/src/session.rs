@@ -23,10 +23,27 @@ pub trait CommandHandler {
     /// Runs `command` and returns its QAPI return value (`{}` for commands
     /// without one; `Value::Null` is taken as `{}` too), or QEMU's error.
     ///
-    /// Build returned objects in QAPI schema member order where you can; the
-    /// session reorders known return types anyway, because QEMU's output order
-    /// depends on it (see [`QDict::iter_qemu`]).
-    fn dispatch(&mut self, command: Command) -> Result<Value, QmpError>;
+    /// Events the command causes (a job's `JOB_STATUS_CHANGE`s, ...) go to
+    /// `events`: QEMU sends them *before* the command's response, and so does
+    /// the session.
+    ///
+    /// Returned objects may be built in any member order: the session puts
+    /// known return types into QAPI schema order first, because QEMU's
+    /// output order depends on it (see [`QDict::iter_qemu`]).
+    fn dispatch(&mut self, command: Command, events: &mut EventSink) -> Result<Value, QmpError>;
+}
+
+/// Events raised while a command runs; sent ahead of its response.
+#[derive(Debug, Default)]
+pub struct EventSink {
+    queued: Vec<(Event, Timestamp)>,
+}
+
+impl EventSink {
+    /// Queues `event`, stamped with the caller's clock.
+    pub fn emit(&mut self, event: Event, timestamp: Timestamp) {
+        self.queued.push((event, timestamp));
+    }
 }
 
 /// `VersionInfo`, as `query-version` and the greeting report it.
@@ -315,7 +332,12 @@ impl Session {
             _ => {
                 let command = Command::from_validated(&name, &args)?.expect("handled above");
                 let quit = matches!(command, Command::Quit);
-                let value = handler.dispatch(command)?;
+                let mut sink = EventSink::default();
+                let result = handler.dispatch(command, &mut sink);
+                for (event, timestamp) in sink.queued {
+                    self.send_event(&event, timestamp);
+                }
+                let value = result?;
                 self.quit |= quit;
                 let mut ret = match value {
                     Value::Null => QObject::Dict(QDict::new()),

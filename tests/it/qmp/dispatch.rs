@@ -5,11 +5,11 @@
 use strata_qmp::serde_json::{json, Value};
 use strata_qmp::{
     format_event, BlockdevRef, BlockdevRefOrNull, Command, CommandHandler, DriverOptions,
-    ErrorClass, Event, OnError, QmpError, Session, SessionConfig, Timestamp,
+    ErrorClass, Event, EventSink, OnError, QmpError, Session, SessionConfig, Timestamp,
 };
 
-/// How a [`Recorder`] answers.
-type Script = Box<dyn FnMut(&Command) -> Result<Value, QmpError>>;
+/// How a [`Recorder`] answers (and which events the command raises).
+type Script = Box<dyn FnMut(&Command, &mut EventSink) -> Result<Value, QmpError>>;
 
 /// Records every command and answers from a script.
 struct Recorder {
@@ -18,7 +18,13 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn new(answer: impl FnMut(&Command) -> Result<Value, QmpError> + 'static) -> Recorder {
+    fn new(mut answer: impl FnMut(&Command) -> Result<Value, QmpError> + 'static) -> Recorder {
+        Recorder::with_events(move |c, _| answer(c))
+    }
+
+    fn with_events(
+        answer: impl FnMut(&Command, &mut EventSink) -> Result<Value, QmpError> + 'static,
+    ) -> Recorder {
         Recorder {
             seen: Vec::new(),
             answer: Box::new(answer),
@@ -27,8 +33,8 @@ impl Recorder {
 }
 
 impl CommandHandler for Recorder {
-    fn dispatch(&mut self, command: Command) -> Result<Value, QmpError> {
-        let result = (self.answer)(&command);
+    fn dispatch(&mut self, command: Command, events: &mut EventSink) -> Result<Value, QmpError> {
+        let result = (self.answer)(&command, events);
         self.seen.push(command);
         result
     }
@@ -274,6 +280,40 @@ fn events_print_like_qsd() {
     }
 }
 
+/// Recorded: `{"execute":"block-stream","arguments":{"device":"n0","job-id":"j"}}` on a
+/// null-co node: qsd sent seven events (created, running, waiting, pending,
+/// BLOCK_JOB_COMPLETED, concluded, null) and then `{"return": {}}`.  Events
+/// a command raises come before its response.
+#[test]
+fn events_raised_by_a_command_precede_its_response() {
+    let mut rec = Recorder::with_events(|_, events| {
+        for (i, status) in ["created", "running"].iter().enumerate() {
+            events.emit(
+                Event {
+                    name: "JOB_STATUS_CHANGE".into(),
+                    data: Some(json!({"id": "j", "status": status})),
+                },
+                Timestamp {
+                    seconds: 1795562351,
+                    microseconds: 849438 + 58 * i as i64,
+                },
+            );
+        }
+        Ok(json!({}))
+    });
+    let mut session = negotiated(SessionConfig::default(), &mut rec);
+    session.feed(
+        br#"{"execute":"block-stream","arguments":{"device":"n0","job-id":"j"}}"#,
+        &mut rec,
+    );
+    assert_eq!(
+        String::from_utf8(session.take_output()).unwrap(),
+        "{\"timestamp\": {\"seconds\": 1795562351, \"microseconds\": 849438}, \"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"status\": \"created\", \"id\": \"j\"}}\r\n\
+         {\"timestamp\": {\"seconds\": 1795562351, \"microseconds\": 849496}, \"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"status\": \"running\", \"id\": \"j\"}}\r\n\
+         {\"return\": {}}\r\n"
+    );
+}
+
 #[test]
 fn no_events_before_negotiation() {
     let mut rec = Recorder::new(|_| Ok(json!({})));
@@ -303,6 +343,8 @@ fn no_events_before_negotiation() {
     assert!(!session.take_output().is_empty());
 }
 
+/// Recorded: `{"execute":"quit","id":5}` → `{"return": {}, "id": 5}`, then qsd
+/// closes the connection and exits.
 #[test]
 fn quit_is_answered_then_flagged() {
     let mut rec = Recorder::new(|_| Ok(Value::Null));

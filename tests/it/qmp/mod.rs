@@ -20,7 +20,7 @@ mod protocol;
 mod validation;
 
 use strata_qmp::serde_json::Value;
-use strata_qmp::{Command, CommandHandler, QmpError, Session, SessionConfig};
+use strata_qmp::{Command, CommandHandler, EventSink, QmpError, Session, SessionConfig};
 
 /// One recorded exchange.
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +37,7 @@ pub struct Case {
 pub struct Unreachable;
 
 impl CommandHandler for Unreachable {
-    fn dispatch(&mut self, command: Command) -> Result<Value, QmpError> {
+    fn dispatch(&mut self, command: Command, _events: &mut EventSink) -> Result<Value, QmpError> {
         panic!("this request should have been answered by the session: {command:?}")
     }
 }
