@@ -545,7 +545,8 @@ impl StreamJob {
                     return finish(error);
                 }
                 if core.io_wait_until > job.now_ns() {
-                    return RunStep::Sleep(core.io_wait_until - job.now_ns());
+                    self.phase = Phase::IoDone { offset: next, len, error };
+                    return RunStep::IoWait { until_ns: core.io_wait_until };
                 }
                 RunStep::RatelimitSleep
             }
