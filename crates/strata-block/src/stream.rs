@@ -57,6 +57,13 @@ enum Phase {
         len: u64,
         error: Option<i32>,
     },
+    /// Throttled I/O of the last chunk is in flight; the next iteration
+    /// begins with its rate-limit sleep.
+    IoDone {
+        offset: u64,
+        len: u64,
+        error: Option<i32>,
+    },
 }
 
 /// A running stream job's state.
@@ -501,6 +508,10 @@ impl StreamJob {
                 }
                 RunStep::RatelimitSleep
             }
+            Phase::IoDone { offset, len, error } => {
+                self.phase = Phase::Copy { offset, len, error };
+                RunStep::RatelimitSleep
+            }
             Phase::Copy {
                 offset,
                 len,
@@ -545,8 +556,14 @@ impl StreamJob {
                     return finish(error);
                 }
                 if core.io_wait_until > job.now_ns() {
-                    self.phase = Phase::IoDone { offset: next, len, error };
-                    return RunStep::IoWait { until_ns: core.io_wait_until };
+                    self.phase = Phase::IoDone {
+                        offset: next,
+                        len,
+                        error,
+                    };
+                    return RunStep::IoWait {
+                        until_ns: core.io_wait_until,
+                    };
                 }
                 RunStep::RatelimitSleep
             }
