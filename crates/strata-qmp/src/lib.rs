@@ -114,6 +114,7 @@
 
 #![deny(missing_docs)]
 
+mod block;
 mod cli;
 mod commands;
 mod error;
@@ -130,6 +131,9 @@ mod writer;
 /// The JSON library of this crate's API (`Value` in returns and events).
 pub use serde_json;
 
+pub use block::{
+    block_error, job_event, options_from_json, BlockHandler, Export, NbdAddress,
+};
 pub use cli::{cli_error_line, parse_cli_option, CliOption, CliValue};
 pub use commands::{
     BlkdebugInjectError, BlkdebugOptions, BlkdebugSetState, BlockCommitArgs, BlockExportOptions,

@@ -1,0 +1,614 @@
+//! The block layer behind the monitor: [`BlockHandler`] runs every command
+//! of the schema on a [`strata_block::BlockLayer`] and answers with exactly
+//! the members qemu-storage-daemon 10.0.2 answers with.
+//!
+//! The daemon stays free of JSON: it feeds bytes to a
+//! [`Session`](crate::Session), lets this handler run the commands, steps
+//! the jobs through [`BlockHandler::layer_mut`] and turns what
+//! [`BlockHandler::take_events`] returns into event lines with
+//! [`Session::send_event`](crate::Session::send_event).  Sockets are the
+//! daemon's business too: this handler keeps the NBD server's address and
+//! the exports (each with its BlockBackend in the graph), and the daemon
+//! makes its listening socket and connections follow [`BlockHandler::nbd_server`]
+//! and [`BlockHandler::exports`].
+
+use serde_json::{json, Map, Value};
+use strata_block::{
+    BlockLayer, ErrorClass as BlockErrorClass, Files, NamedNodeInfo, StreamArgs, XdbgGraph,
+};
+use strata_graph::{NodeId, OptValue, Options, Perm, RootId};
+use strata_jobs::{BlockdevOnError, Cancel, JobEvent, Lookup};
+
+use crate::commands::{
+    BlockExportOptions, BlockStreamArgs, Command, NbdServerStartArgs, ObjectOptions, OnError,
+};
+use crate::error::{ErrorClass, QmpError};
+use crate::session::{CommandHandler, Event};
+
+/// Where the NBD server listens (`SocketAddress`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NbdAddress {
+    /// A unix domain socket at `path`.
+    Unix {
+        /// The socket's path.
+        path: String,
+    },
+    /// A TCP socket.
+    Inet {
+        /// Host name or address.
+        host: String,
+        /// Port (a number or a service name).
+        port: String,
+    },
+}
+
+impl NbdAddress {
+    /// From a validated flat `SocketAddress` (`--nbd-server addr.type=unix,
+    /// addr.path=P`) or legacy `SocketAddressLegacy` (`nbd-server-start`:
+    /// `{"type": "unix", "data": {"path": P}}`).
+    pub fn from_json(addr: &Value) -> Result<NbdAddress, QmpError> {
+        let data = addr.get("data").unwrap_or(addr);
+        let text = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_string);
+        match addr.get("type").and_then(Value::as_str) {
+            Some("unix") => Ok(NbdAddress::Unix {
+                path: text("path").unwrap_or_default(),
+            }),
+            Some("inet") => Ok(NbdAddress::Inet {
+                host: text("host").unwrap_or_default(),
+                port: text("port").unwrap_or_default(),
+            }),
+            other => Err(QmpError::generic(format!(
+                "strata-qsd serves NBD on unix and inet sockets only, not {}",
+                other.unwrap_or("?")
+            ))),
+        }
+    }
+
+    /// The address of a `--nbd-server` option (validated `NbdServerOptions`).
+    pub fn from_nbd_server_option(options: &Value) -> Result<NbdAddress, QmpError> {
+        NbdAddress::from_json(options.get("addr").unwrap_or(&Value::Null))
+    }
+}
+
+/// One block export (`block-export-add`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Export {
+    /// The export id.
+    pub id: String,
+    /// The NBD export name (default: the node name).
+    pub name: String,
+    /// The NBD export description.
+    pub description: Option<String>,
+    /// The exported node's name.
+    pub node_name: String,
+    /// The exported node.
+    pub node: NodeId,
+    /// Whether clients may write.
+    pub writable: bool,
+    backend: RootId,
+}
+
+/// A [`CommandHandler`] over a [`BlockLayer`]: every command of
+/// qemu-storage-daemon's schema that Strata models.
+pub struct BlockHandler<F: Files> {
+    layer: BlockLayer<F>,
+    nbd_server: Option<NbdAddress>,
+    /// Newest first, like QEMU's `block_exports` list.
+    exports: Vec<Export>,
+    /// Events that are not job events (`BLOCK_EXPORT_DELETED`), with the
+    /// virtual time they happened at.
+    events: Vec<(u64, Event)>,
+}
+
+impl<F: Files> BlockHandler<F> {
+    /// A handler owning `layer`.
+    pub fn new(layer: BlockLayer<F>) -> BlockHandler<F> {
+        BlockHandler {
+            layer,
+            nbd_server: None,
+            exports: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// The block layer.
+    pub fn layer(&self) -> &BlockLayer<F> {
+        &self.layer
+    }
+
+    /// The block layer, for stepping jobs and for I/O of exports.
+    pub fn layer_mut(&mut self) -> &mut BlockLayer<F> {
+        &mut self.layer
+    }
+
+    /// Where the NBD server listens, once `nbd-server-start` (or
+    /// `--nbd-server`) succeeded.
+    pub fn nbd_server(&self) -> Option<&NbdAddress> {
+        self.nbd_server.as_ref()
+    }
+
+    /// The exports, newest first.
+    pub fn exports(&self) -> &[Export] {
+        &self.exports
+    }
+
+    /// The events since the last call, job events and export events, in
+    /// the order they happened, each with its virtual time (ns).
+    pub fn take_events(&mut self) -> Vec<(u64, Event)> {
+        let mut events: Vec<(u64, Event)> = self
+            .layer
+            .take_events()
+            .into_iter()
+            .map(|e| (e.time_ns, job_event(&e.event)))
+            .collect();
+        events.append(&mut self.events);
+        // Stable: equal times keep job events first, each list in order.
+        events.sort_by_key(|(time, _)| *time);
+        events
+    }
+
+    /// `--nbd-server` / `nbd-server-start`: records the address; the
+    /// caller makes the socket.
+    pub fn nbd_server_start(&mut self, addr: NbdAddress) -> Result<(), QmpError> {
+        if self.nbd_server.is_some() {
+            return Err(QmpError::generic("NBD server already running"));
+        }
+        self.nbd_server = Some(addr);
+        Ok(())
+    }
+
+    /// `nbd-server-stop`: every NBD export goes (newest first), then the
+    /// server.
+    pub fn nbd_server_stop(&mut self) -> Result<(), QmpError> {
+        if self.nbd_server.is_none() {
+            return Err(QmpError::generic("NBD server not running"));
+        }
+        for export in std::mem::take(&mut self.exports) {
+            self.delete_export(export);
+        }
+        self.nbd_server = None;
+        Ok(())
+    }
+
+    /// `--export` / `block-export-add`, checked in `blk_exp_add`'s order.
+    pub fn export_add(&mut self, options: &BlockExportOptions) -> Result<(), QmpError> {
+        if !strata_jobs::id_wellformed(&options.id) {
+            return Err(QmpError::generic("Invalid block export id"));
+        }
+        if self.exports.iter().any(|e| e.id == options.id) {
+            return Err(QmpError::generic(format!(
+                "Block export id '{}' is already in use",
+                options.id
+            )));
+        }
+        if options.kind != "nbd" {
+            return Err(QmpError::generic(
+                "No driver found for the requested export type",
+            ));
+        }
+        let writable = options.writable.unwrap_or(false);
+        let node = self
+            .layer
+            .core()
+            .lookup_bs(None, Some(&options.node_name))
+            .map_err(block_error)?;
+        let read_only = self
+            .layer
+            .core()
+            .graph()
+            .graph()
+            .node(node)
+            .map(|n| n.read_only)
+            .unwrap_or(false);
+        if read_only && writable {
+            return Err(QmpError::generic(
+                "Cannot export read-only node as writable",
+            ));
+        }
+        let (backend, node) = self
+            .layer
+            .add_export_backend(&options.node_name, writable)
+            .map_err(block_error)?;
+        let name = options
+            .name
+            .clone()
+            .unwrap_or_else(|| options.node_name.clone());
+        let refused = if self.nbd_server.is_none() {
+            Some("NBD server not running".to_string())
+        } else if self.exports.iter().any(|e| e.name == name) {
+            Some(format!("NBD server already has export named '{name}'"))
+        } else {
+            None
+        };
+        if let Some(desc) = refused {
+            self.layer.remove_export_backend(backend);
+            return Err(QmpError::generic(desc));
+        }
+        self.exports.insert(
+            0,
+            Export {
+                id: options.id.clone(),
+                name,
+                description: options.description.clone(),
+                node_name: options.node_name.clone(),
+                node,
+                writable,
+                backend,
+            },
+        );
+        Ok(())
+    }
+
+    /// `block-export-del` (no client ever holds an export here longer than
+    /// a request, so `safe` never finds it in use).
+    pub fn export_del(&mut self, id: &str) -> Result<(), QmpError> {
+        let index = self
+            .exports
+            .iter()
+            .position(|e| e.id == id)
+            .ok_or_else(|| QmpError::generic(format!("Export '{id}' is not found")))?;
+        let export = self.exports.remove(index);
+        self.delete_export(export);
+        Ok(())
+    }
+
+    fn delete_export(&mut self, export: Export) {
+        self.layer.remove_export_backend(export.backend);
+        let event = Event {
+            name: "BLOCK_EXPORT_DELETED".into(),
+            data: Some(json!({ "id": export.id })),
+        };
+        self.events.push((self.layer.now_ns(), event));
+    }
+
+    fn object_add(&mut self, object: &ObjectOptions) -> Result<(), QmpError> {
+        if object.qom_type != "throttle-group" {
+            return Err(QmpError::generic(format!(
+                "strata-qsd does not model objects of type '{}'",
+                object.qom_type
+            )));
+        }
+        let mut limits = std::collections::BTreeMap::new();
+        if let Some(Value::Object(given)) = object.props.get("limits") {
+            for (key, value) in given {
+                limits.insert(key.clone(), value.as_u64().unwrap_or(0));
+            }
+        }
+        for (key, value) in &object.props {
+            if let Some(name) = key.strip_prefix("x-") {
+                limits.insert(name.to_string(), value.as_u64().unwrap_or(0));
+            }
+        }
+        self.layer
+            .add_throttle_group(&object.id, limits)
+            .map_err(block_error)
+    }
+
+    fn block_stream(&mut self, args: BlockStreamArgs) -> Result<(), QmpError> {
+        let args = StreamArgs {
+            job_id: args.job_id,
+            device: args.device,
+            base: args.base,
+            base_node: args.base_node,
+            bottom: args.bottom,
+            backing_file: args.backing_file,
+            backing_mask_protocol: args.backing_mask_protocol,
+            speed: args.speed,
+            on_error: args.on_error.map(on_error),
+            filter_node_name: args.filter_node_name,
+            auto_finalize: args.auto_finalize,
+            auto_dismiss: args.auto_dismiss,
+        };
+        self.layer.block_stream(&args).map_err(block_error)
+    }
+
+    fn query_named_block_nodes(&mut self, flat: bool) -> Value {
+        let infos = self.layer.query_named_block_nodes();
+        let list = infos
+            .iter()
+            .map(|info| {
+                let image = if flat {
+                    image_info(info, None)
+                } else {
+                    self.image_info_chain(&infos, info)
+                };
+                block_device_info(info, image, flat)
+            })
+            .collect();
+        Value::Array(list)
+    }
+
+    /// `ImageInfo` with `backing-image` all the way down.
+    fn image_info_chain(&self, infos: &[NamedNodeInfo], info: &NamedNodeInfo) -> Value {
+        let core = self.layer.core();
+        let graph = core.graph().graph();
+        let backing = core
+            .find_node(&info.node_name)
+            .and_then(|node| graph.backing_chain_next(node))
+            .and_then(|next| infos.iter().find(|i| i.node_name == graph.name(next)))
+            .map(|next| self.image_info_chain(infos, next));
+        image_info(info, backing)
+    }
+}
+
+impl<F: Files> CommandHandler for BlockHandler<F> {
+    fn dispatch(&mut self, command: Command) -> Result<Value, QmpError> {
+        let layer = &mut self.layer;
+        let done = |r: strata_block::Result<()>| r.map(|()| json!({})).map_err(block_error);
+        match command {
+            // The daemon exits once the answer is out.
+            Command::Quit => Ok(json!({})),
+            Command::BlockdevAdd(options) => {
+                let opts = options_from_json(&options.options);
+                done(layer.blockdev_add(&opts).map(|_| ()))
+            }
+            Command::BlockdevDel { node_name } => done(layer.blockdev_del(&node_name)),
+            Command::BlockdevReopen { options } => {
+                let list: Vec<Options> = options
+                    .iter()
+                    .map(|o| options_from_json(&o.options))
+                    .collect();
+                done(layer.blockdev_reopen(&list))
+            }
+            Command::ObjectAdd(object) => self.object_add(&object).map(|()| json!({})),
+            Command::ObjectDel { id } => done(layer.del_throttle_group(&id)),
+            Command::BlockStream(args) => self.block_stream(args).map(|()| json!({})),
+            Command::BlockCommit(_) => Err(QmpError::generic(
+                "strata-qsd: block-commit is not modelled yet",
+            )),
+            Command::BlockJobSetSpeed { device, speed } => done(layer.set_speed(&device, speed)),
+            Command::BlockJobPause { device } => done(layer.pause(Lookup::BlockJob, &device)),
+            Command::BlockJobResume { device } => done(layer.resume(Lookup::BlockJob, &device)),
+            Command::BlockJobCancel { device, force } => done(layer.cancel(
+                Cancel::BlockJob {
+                    force: force.unwrap_or(false),
+                },
+                &device,
+            )),
+            Command::BlockJobComplete { device } => {
+                done(layer.complete(Lookup::BlockJob, &device))
+            }
+            Command::BlockJobFinalize { id } => done(layer.finalize(Lookup::BlockJob, &id)),
+            Command::BlockJobDismiss { id } => done(layer.dismiss(Lookup::BlockJob, &id)),
+            Command::JobPause { id } => done(layer.pause(Lookup::Job, &id)),
+            Command::JobResume { id } => done(layer.resume(Lookup::Job, &id)),
+            Command::JobCancel { id } => done(layer.cancel(Cancel::Job, &id)),
+            Command::JobComplete { id } => done(layer.complete(Lookup::Job, &id)),
+            Command::JobFinalize { id } => done(layer.finalize(Lookup::Job, &id)),
+            Command::JobDismiss { id } => done(layer.dismiss(Lookup::Job, &id)),
+            Command::QueryJobs => to_json(&layer.jobs().query_jobs()),
+            Command::QueryBlockJobs => to_json(&layer.jobs().query_block_jobs()),
+            Command::QueryNamedBlockNodes { flat } => {
+                Ok(self.query_named_block_nodes(flat.unwrap_or(false)))
+            }
+            Command::XDebugQueryBlockGraph => Ok(block_graph(&layer.query_block_graph())),
+            Command::NbdServerStart(NbdServerStartArgs { addr, .. }) => {
+                let addr = NbdAddress::from_json(&addr)?;
+                self.nbd_server_start(addr).map(|()| json!({}))
+            }
+            Command::NbdServerStop => self.nbd_server_stop().map(|()| json!({})),
+            Command::BlockExportAdd(options) => self.export_add(&options).map(|()| json!({})),
+            Command::BlockExportDel { id, .. } => self.export_del(&id).map(|()| json!({})),
+            Command::QueryBlockExports => Ok(Value::Array(
+                self.exports
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "id": e.id,
+                            "type": "nbd",
+                            "node-name": e.node_name,
+                            "shutting-down": false,
+                        })
+                    })
+                    .collect(),
+            )),
+            other => Err(QmpError::generic(format!(
+                "strata-qsd does not implement {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A job-layer event as a QMP event (name and data exactly as QEMU's).
+pub fn job_event(event: &JobEvent) -> Event {
+    let value = serde_json::to_value(event).unwrap_or(Value::Null);
+    Event {
+        name: event.name().to_string(),
+        data: value.get("data").cloned(),
+    }
+}
+
+/// Validated `blockdev-add` options (JSON, in the client's order) as the
+/// QDict-like tree the block layer opens nodes from.
+pub fn options_from_json(value: &Value) -> Options {
+    let mut options = Options::new();
+    if let Value::Object(map) = value {
+        for (key, value) in map {
+            options.put(key.clone(), opt_value(value));
+        }
+    }
+    options
+}
+
+fn opt_value(value: &Value) -> OptValue {
+    match value {
+        Value::Null => OptValue::Null,
+        Value::Bool(b) => OptValue::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => OptValue::Int(i),
+            // QAPI numbers of the modelled drivers are integers; a uint64
+            // beyond i64 keeps its bits, as QNum's int view does.
+            None => n
+                .as_u64()
+                .map(|u| OptValue::Int(u as i64))
+                .unwrap_or_else(|| OptValue::Str(n.to_string())),
+        },
+        Value::String(s) => OptValue::Str(s.clone()),
+        Value::Array(items) => OptValue::List(items.iter().map(opt_value).collect()),
+        Value::Object(_) => OptValue::Dict(options_from_json(value)),
+    }
+}
+
+fn on_error(policy: OnError) -> BlockdevOnError {
+    match policy {
+        OnError::Report => BlockdevOnError::Report,
+        OnError::Ignore => BlockdevOnError::Ignore,
+        OnError::Enospc => BlockdevOnError::Enospc,
+        OnError::Stop => BlockdevOnError::Stop,
+        OnError::Auto => BlockdevOnError::Auto,
+    }
+}
+
+/// A block-layer refusal with its QMP class and QEMU's text.
+pub fn block_error(err: strata_block::Error) -> QmpError {
+    let class = match err.class() {
+        BlockErrorClass::Generic => ErrorClass::GenericError,
+        BlockErrorClass::DeviceNotFound => ErrorClass::DeviceNotFound,
+        BlockErrorClass::DeviceNotActive => ErrorClass::DeviceNotActive,
+    };
+    QmpError::new(class, err.to_string())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, QmpError> {
+    serde_json::to_value(value).map_err(|e| QmpError::generic(format!("internal error: {e}")))
+}
+
+/// `XDbgBlockGraph`; permission lists in QEMU's order (it prepends, so the
+/// highest bit comes first).
+fn block_graph(graph: &XdbgGraph) -> Value {
+    let perms = |p: Perm| {
+        let mut names = p.qapi_names();
+        names.reverse();
+        names
+    };
+    json!({
+        "nodes": graph.nodes.iter().map(|n| json!({
+            "id": n.id,
+            "type": n.node_type.as_str(),
+            "name": n.name,
+        })).collect::<Vec<_>>(),
+        "edges": graph.edges.iter().map(|e| json!({
+            "parent": e.parent,
+            "child": e.child,
+            "name": e.name,
+            "perm": perms(e.perm),
+            "shared-perm": perms(e.shared),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `ImageInfo` from what the block layer knows of a node.
+fn image_info(info: &NamedNodeInfo, backing: Option<Value>) -> Value {
+    let mut image = Map::new();
+    image.insert("filename".into(), json!(info.file));
+    image.insert("format".into(), json!(info.format));
+    image.insert("dirty-flag".into(), json!(false));
+    image.insert("virtual-size".into(), json!(info.virtual_size));
+    if info.driver == "file" {
+        image.insert("format-specific".into(), json!({"type": "file", "data": {}}));
+    }
+    if let Some(backing_file) = &info.backing_file {
+        image.insert("backing-filename".into(), json!(backing_file));
+        image.insert(
+            "full-backing-filename".into(),
+            json!(full_backing_filename(&info.file, backing_file)),
+        );
+        if let Some(format) = &info.backing_format {
+            image.insert("backing-filename-format".into(), json!(format));
+        }
+    }
+    if let Some(backing) = backing {
+        image.insert("backing-image".into(), backing);
+    }
+    Value::Object(image)
+}
+
+/// `bdrv_get_full_backing_filename`: a relative backing file name is
+/// relative to the directory of the image that names it.
+fn full_backing_filename(image: &str, backing: &str) -> String {
+    if backing.starts_with('/') || backing.starts_with("json:") || image.starts_with("json:") {
+        return backing.to_string();
+    }
+    match image.rfind('/') {
+        Some(slash) => format!("{}{}", &image[..=slash], backing),
+        None => backing.to_string(),
+    }
+}
+
+/// `BlockDeviceInfo`: throttling and cache settings are QEMU's defaults
+/// (Strata has no per-node I/O limits or cache modes).
+fn block_device_info(info: &NamedNodeInfo, image: Value, flat: bool) -> Value {
+    let mut device = json!({
+        "file": info.file,
+        "node-name": info.node_name,
+        "ro": info.read_only,
+        "drv": info.driver,
+        "backing_file_depth": if flat { 0 } else { info.backing_file_depth },
+        "encrypted": false,
+        "detect_zeroes": "off",
+        "bps": 0, "bps_rd": 0, "bps_wr": 0,
+        "iops": 0, "iops_rd": 0, "iops_wr": 0,
+        "image": image,
+        "write_threshold": 0,
+        "cache": {"writeback": true, "direct": false, "no-flush": false},
+        "active": true,
+    });
+    if let Some(backing_file) = &info.backing_file {
+        device["backing_file"] = json!(backing_file);
+    }
+    device
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_keep_order_and_types() {
+        let json = json!({
+            "driver": "qcow2", "node-name": "top", "read-only": true, "cache-size": 65536,
+            "backing": null,
+            "file": {"driver": "file", "filename": "top.img"},
+        });
+        let opts = options_from_json(&json);
+        let keys: Vec<&str> = opts.iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            ["driver", "node-name", "read-only", "cache-size", "backing", "file"]
+        );
+        assert_eq!(opts.get("read-only"), Some(&OptValue::Bool(true)));
+        assert_eq!(opts.get("cache-size"), Some(&OptValue::Int(65536)));
+        assert_eq!(opts.get("backing"), Some(&OptValue::Null));
+        let Some(OptValue::Dict(file)) = opts.get("file") else {
+            panic!("file is a dict: {opts:?}")
+        };
+        assert_eq!(file.get_str("filename"), Some("top.img"));
+    }
+
+    #[test]
+    fn full_backing_filename_is_relative_to_the_image() {
+        assert_eq!(full_backing_filename("top.img", "base.img"), "base.img");
+        assert_eq!(
+            full_backing_filename("/d/top.img", "base.img"),
+            "/d/base.img"
+        );
+        assert_eq!(full_backing_filename("/d/top.img", "/e/b.img"), "/e/b.img");
+    }
+
+    #[test]
+    fn nbd_addresses_flat_and_legacy() {
+        let legacy = json!({"type": "unix", "data": {"path": "/s"}});
+        let flat = json!({"addr": {"type": "inet", "host": "::", "port": "10809"}});
+        assert_eq!(
+            NbdAddress::from_json(&legacy).unwrap(),
+            NbdAddress::Unix { path: "/s".into() }
+        );
+        assert_eq!(
+            NbdAddress::from_nbd_server_option(&flat).unwrap(),
+            NbdAddress::Inet {
+                host: "::".into(),
+                port: "10809".into()
+            }
+        );
+    }
+}
