@@ -171,6 +171,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn json_pseudo_filenames_use_qdict_order() {
+        // qsd 10.0.2 wrote this backing file name into an image header
+        // (shared/conformance golden flt-f-intermediate-commit-base-is-filter).
+        let value = serde_json::json!({
+            "driver": "throttle",
+            "throttle-group": "tg0",
+            "file": {"driver": "qcow2", "file": {"driver": "file", "filename": "base.img"}}
+        });
+        assert_eq!(
+            format!("json:{}", to_qemu_json(&QObject::from_json(&value), false)),
+            r#"json:{"throttle-group": "tg0", "driver": "throttle", "file": {"driver": "qcow2", "file": {"driver": "file", "filename": "base.img"}}}"#
+        );
+    }
+
+    #[test]
     fn g17_matches_glibc() {
         // Echoed ids seen from qsd 10.0.2 (see tests/it/qmp): 0.1, -0.0, 1e400,
         // 18446744073709551616, -9223372036854775809, 1E2, 1e-7, 1.2345...e29.
