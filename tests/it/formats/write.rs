@@ -604,3 +604,67 @@ fn storage_errors_keep_their_errno() {
         "a failed write leaks at worst: {report:?}"
     );
 }
+
+#[test]
+fn writes_to_images_with_internal_snapshots_leave_the_snapshot_intact() {
+    let scratch = Scratch::new("snapshot");
+    let path = scratch.path("s.qcow2");
+    run("qemu-img", &["create", "-q", "-f", "qcow2", p(&path), "4M"]);
+    qemu_io(
+        &path,
+        &["write -P 1 0 1M", "write -c -P 2 2M 64k", "write -z 3M 64k"],
+    );
+    run("qemu-img", &["snapshot", "-c", "s1", p(&path)]);
+    let before = qemu_raw(&path);
+    for backend in BACKENDS {
+        let copy = scratch.path(&format!("{backend:?}.qcow2"));
+        std::fs::copy(&path, &copy).unwrap();
+        let mut st = open_storage(&copy, backend, false);
+        let mut q = Qcow2::open(&mut st, false).unwrap();
+        assert_eq!(q.header().nb_snapshots, 1);
+        assert!(
+            q.check(&mut st).unwrap().is_clean(),
+            "{backend:?}: snapshot clusters are counted"
+        );
+        let mut model = before.clone();
+        let ops = [
+            Op::Write {
+                offset: 1000,
+                len: 3000,
+                seed: 3,
+            },
+            Op::Write {
+                offset: 2 * 65536 + 5,
+                len: 70_000,
+                seed: 4,
+            },
+            Op::Write {
+                offset: (2 << 20) + 100,
+                len: 10,
+                seed: 5,
+            },
+            Op::Zeroes {
+                offset: 5 * 65536,
+                len: 65536,
+                unmap: true,
+            },
+        ];
+        ops.iter()
+            .for_each(|op| op.apply(&mut q, &mut st, &mut model));
+        q.flush(&mut st).unwrap();
+        if backend == Backend::Memory {
+            let len = st.len().unwrap();
+            let mut bytes = vec![0u8; len as usize];
+            st.read_at(0, &mut bytes).unwrap();
+            std::fs::write(&copy, bytes).unwrap();
+        }
+        assert_qemu_check_clean(&copy);
+        assert!(qemu_raw(&copy) == model, "{backend:?}: active layer");
+        run("qemu-img", &["snapshot", "-a", "s1", p(&copy)]);
+        assert!(
+            qemu_raw(&copy) == before,
+            "{backend:?}: the snapshot kept its data"
+        );
+        assert_qemu_check_clean(&copy);
+    }
+}

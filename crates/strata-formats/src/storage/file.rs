@@ -96,6 +96,18 @@ mod tests {
     }
 
     #[test]
+    fn large_writes_land_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = FileStorage::create(dir.path().join("f")).unwrap();
+        let data: Vec<u8> = (0..(9 << 20) + 123).map(|i| (i % 251) as u8).collect();
+        st.write_at(777, &data).unwrap();
+        let mut back = vec![0u8; data.len()];
+        st.read_at(777, &mut back).unwrap();
+        assert!(back == data);
+        assert_eq!(st.len().unwrap(), 777 + data.len() as u64);
+    }
+
+    #[test]
     fn read_only_files_refuse_writes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
