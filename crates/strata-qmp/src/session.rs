@@ -87,8 +87,9 @@ impl VersionInfo {
 pub struct SessionConfig {
     /// The version reported.
     pub version: VersionInfo,
-    /// Offer the `oob` capability (QEMU does on socket monitors, which run
-    /// in an I/O thread; not on stdio).
+    /// Offer the `oob` capability.  QEMU offers it when the monitor runs in
+    /// an I/O thread, which for qemu-storage-daemon 10.0.2 is every monitor
+    /// (socket and stdio alike, both observed).
     pub offer_oob: bool,
     /// `--monitor ...,pretty=on`: pretty-printed responses.
     pub pretty: bool,
@@ -362,13 +363,24 @@ impl Session {
                 "Capabilities negotiation is already complete, command ignored",
             ));
         }
-        let enable = args.as_dict().and_then(|d| d.get("enable"));
-        let wants_oob = matches!(enable, Some(QObject::List(caps)) if caps.iter().any(|c| c.as_str() == Some("oob")));
-        if wants_oob && !self.config.offer_oob {
-            return Err(QmpError::generic(
-                "Capability 'oob' not available with this monitor",
-            ));
+        let enable: Vec<&str> = match args.as_dict().and_then(|d| d.get("enable")) {
+            Some(QObject::List(caps)) => caps.iter().filter_map(QObject::as_str).collect(),
+            _ => Vec::new(),
+        };
+        // qmp_caps_accept(): every occurrence of a capability not offered
+        // is listed ("Capability oob, oob not available").
+        let unavailable: Vec<&str> = enable
+            .iter()
+            .copied()
+            .filter(|c| *c == "oob" && !self.config.offer_oob)
+            .collect();
+        if !unavailable.is_empty() {
+            return Err(QmpError::generic(format!(
+                "Capability {} not available",
+                unavailable.join(", ")
+            )));
         }
+        let wants_oob = enable.contains(&"oob");
         self.negotiated = true;
         self.oob_enabled = wants_oob;
         Ok(QObject::Dict(QDict::new()))
