@@ -33,6 +33,9 @@ pub struct BlockCore<F: Files> {
     /// The latest virtual time at which throttled I/O issued so far
     /// completes; the job that issued it waits until then.
     pub(crate) io_wait_until: u64,
+    /// Active commits' `mirror_top` nodes and the base each one copies
+    /// guest writes into.
+    pub(crate) mirror_targets: BTreeMap<NodeId, NodeId>,
 }
 
 impl<F: Files> BlockCore<F> {
@@ -45,6 +48,7 @@ impl<F: Files> BlockCore<F> {
             throttle_groups: BTreeMap::new(),
             now_ns: 0,
             io_wait_until: 0,
+            mirror_targets: BTreeMap::new(),
         }
     }
 

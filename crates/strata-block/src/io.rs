@@ -158,9 +158,14 @@ impl<F: Files> BlockCore<F> {
                 }
                 Ok(())
             }
-            Some(Driver::CopyOnRead | Driver::CommitTop | Driver::MirrorTop) => {
+            Some(Driver::CopyOnRead | Driver::CommitTop) => {
                 let child = self.forward_child(node).ok_or_else(eio)?;
                 self.write(child, offset, data)
+            }
+            Some(Driver::MirrorTop) => {
+                let child = self.forward_child(node).ok_or_else(eio)?;
+                self.write(child, offset, data)?;
+                self.mirror_top_write(node, offset, Some(data), data.len() as u64)
             }
             None => Err(eio()),
         }
@@ -179,6 +184,11 @@ impl<F: Files> BlockCore<F> {
             Some(Driver::File) => {
                 let zeroes = vec![0u8; len as usize];
                 self.write(node, offset, &zeroes)
+            }
+            Some(Driver::MirrorTop) => {
+                let child = self.forward_child(node).ok_or_else(eio)?;
+                self.write_zeroes(child, offset, len)?;
+                self.mirror_top_write(node, offset, None, len)
             }
             _ => {
                 let child = self.forward_child(node).ok_or_else(eio)?;

@@ -1,9 +1,11 @@
 //! [`BlockLayer`]: the block core plus the jobs, the event queue and the
 //! virtual clock; the typed operations behind QEMU's QMP commands.
 
+use crate::commit::CommitJob;
 use crate::core::{BlockCore, ThrottleGroup};
 use crate::error::{Error, Result};
 use crate::files::Files;
+use crate::mirror::ActiveCommitJob;
 use crate::stream::{StreamArgs, StreamJob};
 use std::collections::BTreeMap;
 use strata_jobs::{
@@ -16,18 +18,25 @@ use strata_jobs::{
 pub enum BlockJob {
     /// `block-stream`.
     Stream(StreamJob),
+    /// `block-commit` of an intermediate image (`commit_start`).
+    Commit(CommitJob),
+    /// `block-commit` of the active layer (`commit_active_start`, mirror-based).
+    ActiveCommit(ActiveCommitJob),
 }
 
 impl<F: Files> JobDriver<BlockCore<F>> for BlockJob {
     fn job_type(&self) -> JobType {
         match self {
             BlockJob::Stream(_) => JobType::Stream,
+            BlockJob::Commit(_) | BlockJob::ActiveCommit(_) => JobType::Commit,
         }
     }
 
     fn run_step(&mut self, job: &mut JobCtl<'_>, core: &mut BlockCore<F>) -> RunStep {
         match self {
             BlockJob::Stream(s) => s.run_step(job, core),
+            BlockJob::Commit(c) => c.run_step(job, core),
+            BlockJob::ActiveCommit(m) => m.run_step(job, core),
         }
     }
 
@@ -38,18 +47,57 @@ impl<F: Files> JobDriver<BlockCore<F>> for BlockJob {
     ) -> std::result::Result<(), JobFailure> {
         match self {
             BlockJob::Stream(s) => s.prepare(core),
+            BlockJob::Commit(c) => c.prepare(core),
+            BlockJob::ActiveCommit(m) => m.exit(core, false),
+        }
+    }
+
+    fn abort(&mut self, _job: &JobCore, core: &mut BlockCore<F>) {
+        match self {
+            BlockJob::Stream(_) => {}
+            BlockJob::Commit(c) => c.abort(core),
+            BlockJob::ActiveCommit(m) => {
+                let _ = m.exit(core, true);
+            }
         }
     }
 
     fn clean(&mut self, _job: &JobCore, core: &mut BlockCore<F>) {
         match self {
             BlockJob::Stream(s) => s.clean(core),
+            BlockJob::Commit(c) => c.clean(core),
+            BlockJob::ActiveCommit(_) => {}
+        }
+    }
+
+    fn can_complete(&self) -> bool {
+        matches!(self, BlockJob::ActiveCommit(_))
+    }
+
+    fn complete(
+        &mut self,
+        job: &JobCore,
+        _core: &mut BlockCore<F>,
+    ) -> std::result::Result<(), String> {
+        match self {
+            BlockJob::ActiveCommit(m) => m.complete(job),
+            _ => Ok(()),
+        }
+    }
+
+    fn cancel(&mut self, job: &JobCore, force: bool) -> bool {
+        match self {
+            // mirror_cancel: before READY every cancel is forced.
+            BlockJob::ActiveCommit(_) => force || !job.is_ready(),
+            _ => true,
         }
     }
 
     fn free(&mut self, _job: &JobCore, core: &mut BlockCore<F>) {
         match self {
             BlockJob::Stream(s) => core.release_root(s.job_root),
+            BlockJob::Commit(c) => core.release_root(c.job_root),
+            BlockJob::ActiveCommit(m) => core.release_root(m.job_root),
         }
     }
 }
@@ -279,7 +327,7 @@ impl<F: Files> BlockLayer<F> {
     }
 }
 
-fn job_spec(
+pub(crate) fn job_spec(
     id: &str,
     auto_finalize: Option<bool>,
     auto_dismiss: Option<bool>,

@@ -2,11 +2,13 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod commit;
 mod core;
 mod error;
 mod files;
 mod io;
 mod layer;
+mod mirror;
 mod open;
 mod query;
 mod state;
@@ -14,9 +16,11 @@ mod state_key;
 mod stream;
 
 pub use crate::core::{BlockCore, ThrottleGroup};
+pub use commit::{CommitArgs, CommitJob, COMMIT_BUFFER_SIZE};
 pub use error::{strerror, Error, ErrorClass, Result};
 pub use files::{Files, HostFiles, MemFiles};
 pub use layer::{BlockJob, BlockLayer, TimedEvent};
+pub use mirror::{ActiveCommitJob, MIRROR_MAX_IO_BYTES};
 pub use query::{NamedNodeInfo, XdbgEdge, XdbgGraph, XdbgNode, XdbgNodeType};
 pub use state::{DriverState, InjectError, SetState};
 pub use stream::{StreamArgs, StreamJob, STREAM_CHUNK};

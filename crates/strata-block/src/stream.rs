@@ -175,11 +175,9 @@ impl<F: Files> BlockCore<F> {
             .map_err(|e| Error::generic(e.message))?;
         let bs_read_only = self.bg.graph().node(bs)?.read_only;
         if bs_read_only {
-            self.bg
-                .freeze_chain(bs, self.bg.graph().filter_or_cow_node(bounds.above_base))?;
+            self.bg.freeze_chain(bs, Some(bounds.above_base))?;
             let reopened = self.reopen_read_only(bs, false);
-            self.bg
-                .unfreeze_chain(bs, self.bg.graph().filter_or_cow_node(bounds.above_base))?;
+            self.bg.unfreeze_chain(bs, Some(bounds.above_base))?;
             reopened?;
         }
         let cor =

@@ -3,6 +3,7 @@
 //! write`, a `blockdev-add`, a job, and the graph, events and image
 //! contents afterwards compared with what QEMU 10.0.2 produced.
 
+mod commit;
 mod stream;
 
 use strata_block::{BlockLayer, MemFiles};

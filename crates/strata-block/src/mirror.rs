@@ -1,0 +1,485 @@
+//! Active commit (`commit_active_start` → `mirror_start_job` in
+//! `block/mirror.c`): a `mirror_top` filter above top, a dirty bitmap
+//! seeded from what `[top .. base_overlay]` allocates, a copy loop that
+//! moves to READY, and on exit the replacement of top by the base.
+//!
+//! Writes through `mirror_top` are copied into the base as they happen
+//! (see [`BlockCore::mirror_top_write`]), so a READY job has nothing left
+//! to do until it is completed or cancelled.
+
+use crate::commit::CommitArgs;
+use crate::core::BlockCore;
+use crate::error::{Error, Result};
+use crate::files::Files;
+use crate::layer::{job_spec, BlockJob, BlockLayer};
+use crate::state::DriverState;
+use std::collections::BTreeSet;
+use strata_filters::{Driver, MirrorTopState};
+use strata_graph::{NodeId, Perm, RootId, RootKind};
+use strata_jobs::{
+    BlockErrorAction, BlockdevOnError, Errno, IoOperation, JobCore, JobCtl, JobFailure, RunStep,
+};
+
+/// `MAX_IO_BYTES`: the largest single copy of the mirror loop.
+pub const MIRROR_MAX_IO_BYTES: u64 = 1 << 20;
+
+/// Where the mirror loop is.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+enum Phase {
+    /// `mirror_run` has not begun.
+    Start,
+    /// Copying dirty chunks (and, once READY, waiting).
+    Run,
+}
+
+/// A running active commit's state (`MirrorBlockJob` of a commit).
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct ActiveCommitJob {
+    top: NodeId,
+    base: NodeId,
+    base_overlay: NodeId,
+    mirror_top: Option<NodeId>,
+    pub(crate) job_root: RootId,
+    blk_target: Option<RootId>,
+    target_perms: Perm,
+    chain_frozen: bool,
+    base_read_only: bool,
+    on_error: BlockdevOnError,
+    should_complete: bool,
+    length: u64,
+    granularity: u64,
+    /// Dirty chunks (index = offset / granularity).
+    dirty: BTreeSet<u64>,
+    phase: Phase,
+}
+
+impl<F: Files> BlockLayer<F> {
+    /// `commit_active_start`: base read-write, then `mirror_start_job`.
+    pub(crate) fn start_active_commit(
+        &mut self,
+        args: &CommitArgs,
+        top: NodeId,
+        base: NodeId,
+        job_id: &str,
+    ) -> Result<()> {
+        let base_read_only = self.core.bg.graph().node(base)?.read_only;
+        if base_read_only {
+            self.core.reopen_read_only(base, false)?;
+        }
+        let started = self.mirror_start_job(args, top, base, job_id, base_read_only);
+        if started.is_err() && base_read_only {
+            let _ = self.core.reopen_read_only(base, true);
+        }
+        started
+    }
+
+    /// `mirror_start_job` for a commit (the target is in top's chain).
+    fn mirror_start_job(
+        &mut self,
+        args: &CommitArgs,
+        top: NodeId,
+        base: NodeId,
+        job_id: &str,
+        base_read_only: bool,
+    ) -> Result<()> {
+        let g = self.core.bg.graph();
+        if g.skip_filters(top) == g.skip_filters(base) {
+            return Err(Error::generic("Can't mirror node into itself"));
+        }
+        let state = MirrorTopState {
+            stop: false,
+            is_commit: true,
+        };
+        let mirror_top = self.core.new_job_filter(
+            Driver::MirrorTop,
+            args.filter_node_name.as_deref(),
+            false,
+            DriverState::MirrorTop(state),
+        )?;
+        if let Err(err) = self
+            .core
+            .with_hooks(|bg, hooks| bg.append(hooks, mirror_top, top))
+        {
+            self.core.unref(mirror_top)?;
+            return Err(err);
+        }
+        let job_root = self.core.bg.add_root(RootKind::Job {
+            job_type: "commit".into(),
+            id: job_id.to_string(),
+        });
+        let mut job = ActiveCommitJob {
+            top,
+            base,
+            base_overlay: top,
+            mirror_top: Some(mirror_top),
+            job_root,
+            blk_target: None,
+            target_perms: Perm::WRITE,
+            chain_frozen: false,
+            base_read_only,
+            on_error: args.on_error.unwrap_or(BlockdevOnError::Report),
+            should_complete: false,
+            length: 0,
+            granularity: 0,
+            dirty: BTreeSet::new(),
+            phase: Phase::Start,
+        };
+        let spec = job_spec(job_id, args.auto_finalize, args.auto_dismiss, args.on_error);
+        let created = self.with_jobs(|jobs, _, events| {
+            jobs.create(spec, BlockJob::ActiveCommit(job.clone()), events)
+        });
+        if let Err(err) = created {
+            let _ = self.core.bg.remove_root(job_root);
+            self.core.stop_mirror_top(mirror_top, top)?;
+            return Err(err.into());
+        }
+        let shared = Perm::CONSISTENT_READ | Perm::WRITE_UNCHANGED | Perm::WRITE;
+        let set_up = self
+            .core
+            .add_job_node(
+                job_root,
+                "commit",
+                mirror_top,
+                "main node",
+                Perm::CONSISTENT_READ,
+                shared,
+            )
+            .and_then(|_| self.set_initial_speed(job_id, args.speed))
+            .and_then(|_| self.core.mirror_setup(&mut job));
+        if let Err(err) = set_up {
+            if let Some(blk) = job.blk_target.take() {
+                self.core.release_root(blk);
+            }
+            if job.chain_frozen {
+                let _ = self.core.bg.unfreeze_chain(mirror_top, Some(base));
+            }
+            self.with_jobs(|jobs, core, events| jobs.early_fail(job_id, core, events))?;
+            self.core.stop_mirror_top(mirror_top, top)?;
+            return Err(err);
+        }
+        // The job's main-node link holds the filter from now on.
+        self.core.unref(mirror_top)?;
+        self.core.mirror_targets.insert(mirror_top, base);
+        if let Some(BlockJob::ActiveCommit(stored)) = self.jobs.driver_mut(job_id) {
+            *stored = job;
+        }
+        self.with_jobs(|jobs, _, events| jobs.start(job_id, events))?;
+        Ok(())
+    }
+}
+
+impl<F: Files> BlockCore<F> {
+    /// `mirror_start_job` after `block_job_create`: the target
+    /// BlockBackend, the source/target/intermediate links, the frozen chain.
+    fn mirror_setup(&mut self, job: &mut ActiveCommitJob) -> Result<()> {
+        let (top, base) = (job.top, job.base);
+        let (top_size, base_size) = self.commit_sizes(top, base)?;
+        if base_size < top_size {
+            job.target_perms |= Perm::RESIZE;
+        }
+        let target_shared = Perm::WRITE_UNCHANGED | Perm::CONSISTENT_READ | Perm::WRITE;
+        job.blk_target = Some(self.new_backend(base, job.target_perms, target_shared)?);
+        job.base_overlay = self
+            .bg
+            .graph()
+            .find_overlay(top, Some(base))
+            .expect("base is below top");
+        let source_shared = Perm::WRITE_UNCHANGED | Perm::WRITE | Perm::CONSISTENT_READ;
+        self.add_job_node(
+            job.job_root,
+            "commit",
+            top,
+            "source",
+            Perm::NONE,
+            source_shared,
+        )?;
+        self.add_job_node(
+            job.job_root,
+            "commit",
+            base,
+            "target",
+            Perm::NONE,
+            Perm::ALL,
+        )?;
+        let first = self.bg.graph().filter_or_cow_node(top);
+        self.add_intermediate_nodes(job.job_root, first, top, base)?;
+        let mirror_top = job.mirror_top.expect("set up with its filter");
+        self.bg.freeze_chain(mirror_top, Some(base))?;
+        job.chain_frozen = true;
+        Ok(())
+    }
+
+    /// `bs_opaque->stop = true`, its permissions dropped, and the filter
+    /// replaced by what it filters (`below` if it lost its child).
+    fn stop_mirror_top(&mut self, mirror_top: NodeId, below: NodeId) -> Result<()> {
+        self.mirror_targets.remove(&mirror_top);
+        self.state.insert(
+            mirror_top,
+            DriverState::MirrorTop(MirrorTopState {
+                stop: true,
+                is_commit: true,
+            }),
+        );
+        self.with_hooks(|bg, hooks| bg.refresh_perms(hooks, &[mirror_top]))?;
+        let below = self.bg.graph().filter_node(mirror_top).unwrap_or(below);
+        self.drop_job_filter(mirror_top, below)?;
+        // The creator's reference, which the job never took over.
+        self.unref(mirror_top)
+    }
+
+    /// A write through an active commit's `mirror_top` (already done on
+    /// its child): the same bytes go to the base, so that the base keeps
+    /// up with the guest (`data == None`: zeroes).
+    pub(crate) fn mirror_top_write(
+        &mut self,
+        mirror_top: NodeId,
+        offset: u64,
+        data: Option<&[u8]>,
+        len: u64,
+    ) -> std::io::Result<()> {
+        let Some(&target) = self.mirror_targets.get(&mirror_top) else {
+            return Ok(());
+        };
+        match data {
+            Some(data) => self.write(target, offset, data),
+            None => self.write_zeroes(target, offset, len),
+        }
+    }
+
+    /// `bdrv_get_default_bitmap_granularity`: the target's cluster size
+    /// within [4 KiB, 64 KiB]; 64 KiB when it has none.
+    fn bitmap_granularity(&self, node: NodeId) -> u64 {
+        match self.state.get(&node) {
+            Some(DriverState::Format { image, .. }) => {
+                image.cluster_size().map_or(65536, |c| c.clamp(4096, 65536))
+            }
+            _ => 65536,
+        }
+    }
+}
+
+impl ActiveCommitJob {
+    /// One stretch of `mirror_run`.
+    pub(crate) fn run_step<F: Files>(
+        &mut self,
+        job: &mut JobCtl<'_>,
+        core: &mut BlockCore<F>,
+    ) -> RunStep {
+        if job.is_cancelled() {
+            return RunStep::Finished(Ok(()));
+        }
+        core.now_ns = job.now_ns();
+        core.io_wait_until = 0;
+        match self.phase {
+            Phase::Start => self.start(job, core),
+            Phase::Run => self.iterate(job, core),
+        }
+    }
+
+    /// `mirror_run` up to the loop: the length, the seeded bitmap.
+    fn start<F: Files>(&mut self, job: &mut JobCtl<'_>, core: &mut BlockCore<F>) -> RunStep {
+        job.set_actively_synced(false);
+        self.length = match core.length(self.top) {
+            Ok(len) => len,
+            Err(e) => return RunStep::Finished(Err(io_failure(&e))),
+        };
+        self.granularity = core.bitmap_granularity(self.base);
+        self.phase = Phase::Run;
+        if self.length == 0 {
+            job.transition_to_ready();
+            return RunStep::Yield;
+        }
+        let mut offset = 0;
+        while offset < self.length {
+            let want = self.length - offset;
+            let (depth, count) = match core.is_allocated_above(
+                self.top,
+                Some(self.base_overlay),
+                true,
+                offset,
+                want,
+            ) {
+                Ok((depth, 0)) => (depth, want),
+                Ok(found) => found,
+                Err(e) => return RunStep::Finished(Err(io_failure(&e))),
+            };
+            if depth > 0 {
+                self.mark_dirty(offset, count);
+            }
+            offset += count;
+        }
+        RunStep::PausePoint
+    }
+
+    /// One iteration of the mirror loop: copy one dirty stretch, then
+    /// READY once nothing is dirty, and exit when completing.
+    fn iterate<F: Files>(&mut self, job: &mut JobCtl<'_>, core: &mut BlockCore<F>) -> RunStep {
+        job.progress_set_remaining(self.dirty_bytes());
+        if let Some((offset, len)) = self.next_dirty_run() {
+            match self.copy(core, offset, len) {
+                Ok(()) => {
+                    self.clear_dirty(offset, len);
+                    job.progress_update(len);
+                    job.ratelimit_processed_bytes(len);
+                }
+                Err((operation, e)) => {
+                    let errno = Errno(e.raw_os_error().unwrap_or(5));
+                    // The chunk stays dirty: stop and ignore retry it.
+                    if job.error_action(self.on_error, operation, errno) == BlockErrorAction::Report
+                    {
+                        return RunStep::Finished(Err(JobFailure::errno(errno)));
+                    }
+                    return RunStep::RatelimitSleep;
+                }
+            }
+        }
+        if self.dirty.is_empty() {
+            if !job.core().is_ready() {
+                job.transition_to_ready();
+            }
+            if self.should_complete || job.cancel_requested() {
+                return RunStep::Finished(Ok(()));
+            }
+            return RunStep::Yield;
+        }
+        if core.io_wait_until > job.now_ns() {
+            return RunStep::Sleep(core.io_wait_until - job.now_ns());
+        }
+        RunStep::RatelimitSleep
+    }
+
+    fn copy<F: Files>(
+        &self,
+        core: &mut BlockCore<F>,
+        offset: u64,
+        len: u64,
+    ) -> std::result::Result<(), (IoOperation, std::io::Error)> {
+        let mut buf = vec![0u8; len as usize];
+        core.read(self.top, offset, &mut buf)
+            .map_err(|e| (IoOperation::Read, e))?;
+        let written = if buf.iter().all(|&b| b == 0) {
+            core.write_zeroes(self.base, offset, len)
+        } else {
+            core.write(self.base, offset, &buf)
+        };
+        written.map_err(|e| (IoOperation::Write, e))
+    }
+
+    fn mark_dirty(&mut self, offset: u64, len: u64) {
+        let g = self.granularity;
+        self.dirty.extend(offset / g..(offset + len).div_ceil(g));
+    }
+
+    fn clear_dirty(&mut self, offset: u64, len: u64) {
+        let g = self.granularity;
+        for chunk in offset / g..(offset + len).div_ceil(g) {
+            self.dirty.remove(&chunk);
+        }
+    }
+
+    /// Dirty bytes, the last chunk cut at the end of the image.
+    fn dirty_bytes(&self) -> u64 {
+        self.dirty
+            .iter()
+            .map(|&c| {
+                (c * self.granularity + self.granularity).min(self.length) - c * self.granularity
+            })
+            .sum()
+    }
+
+    /// The first run of contiguous dirty chunks, at most
+    /// [`MIRROR_MAX_IO_BYTES`] long.
+    fn next_dirty_run(&self) -> Option<(u64, u64)> {
+        let g = self.granularity;
+        let first = *self.dirty.iter().next()?;
+        let max_chunks = (MIRROR_MAX_IO_BYTES / g).max(1);
+        let mut chunks = 1;
+        while chunks < max_chunks && self.dirty.contains(&(first + chunks)) {
+            chunks += 1;
+        }
+        let offset = first * g;
+        Some((offset, (chunks * g).min(self.length - offset)))
+    }
+
+    /// `mirror_complete`.
+    pub(crate) fn complete(&mut self, job: &JobCore) -> std::result::Result<(), String> {
+        if !job.is_ready() {
+            return Err(format!(
+                "The active block job '{}' cannot be completed",
+                job.id()
+            ));
+        }
+        self.should_complete = true;
+        Ok(())
+    }
+
+    /// `mirror_exit_common`: unfreeze, drop the target BlockBackend, stop
+    /// the filter; on success after `complete`, replace top by the base in
+    /// all its parents; release the job's nodes and drop the filter. The
+    /// base goes back to read-only only on a real abort.
+    pub(crate) fn exit<F: Files>(
+        &mut self,
+        core: &mut BlockCore<F>,
+        abort: bool,
+    ) -> std::result::Result<(), JobFailure> {
+        let Some(mirror_top) = self.mirror_top.take() else {
+            return Ok(());
+        };
+        if self.chain_frozen {
+            let _ = core.bg.unfreeze_chain(mirror_top, Some(self.base));
+            self.chain_frozen = false;
+        }
+        if let Some(blk) = self.blk_target.take() {
+            core.release_root(blk);
+        }
+        let _ = core.bg.ref_node(mirror_top);
+        core.mirror_targets.remove(&mirror_top);
+        core.state.insert(
+            mirror_top,
+            DriverState::MirrorTop(MirrorTopState {
+                stop: true,
+                is_commit: true,
+            }),
+        );
+        let _ = core.with_hooks(|bg, hooks| bg.refresh_perms(hooks, &[mirror_top]));
+        let mut result = Ok(());
+        if self.should_complete && !abort {
+            result = self.pivot(core);
+        }
+        if abort && self.base_read_only {
+            let _ = core.reopen_read_only(self.base, true);
+        }
+        core.release_root(self.job_root);
+        if let Some(below) = core.bg.graph().filter_node(mirror_top) {
+            let _ =
+                core.with_hooks(|bg, hooks| bg.replace_node(hooks, mirror_top, below, true, false));
+        }
+        let _ = core.unref(mirror_top);
+        result
+    }
+
+    /// `bdrv_replace_node(top, base)`, the base taking top's read-only flag.
+    fn pivot<F: Files>(&self, core: &mut BlockCore<F>) -> std::result::Result<(), JobFailure> {
+        let top_read_only = core
+            .bg
+            .graph()
+            .node(self.top)
+            .map(|n| n.read_only)
+            .unwrap_or(false);
+        let base_read_only = core
+            .bg
+            .graph()
+            .node(self.base)
+            .map(|n| n.read_only)
+            .unwrap_or(false);
+        if top_read_only != base_read_only {
+            let _ = core.reopen_read_only(self.base, top_read_only);
+        }
+        core.with_hooks(|bg, hooks| bg.replace_node(hooks, self.top, self.base, true, false))
+            .map_err(|_| JobFailure::errno(Errno::EPERM))
+    }
+}
+
+fn io_failure(err: &std::io::Error) -> JobFailure {
+    JobFailure::errno(Errno(err.raw_os_error().unwrap_or(5)))
+}
