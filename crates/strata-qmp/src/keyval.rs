@@ -338,53 +338,126 @@ pub(crate) fn strtod_finite(s: &str) -> Option<f64> {
     s.parse::<f64>().ok().filter(|d| d.is_finite())
 }
 
-/// `qemu_strtosz(s, NULL, ..)`: `123`, `64k`, `1.5G`, `0x1000`.
+/// `qemu_strtosz(s, NULL, ..)`: `123`, `64k`, `1.5G`, `0x1000`, with QEMU's
+/// exact 64.64 fixed-point arithmetic for fractions (`do_strtosz`).
 pub(crate) fn strtosz(s: &str) -> Option<u64> {
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    let (mut val, mut rest) = (0u64, s);
-    if digits > 0 {
-        val = s[..digits].parse().ok()?;
-        rest = &s[digits..];
+    let b = s.as_bytes();
+    let at = |i: usize| b.get(i).copied().unwrap_or(0);
+    let is_space = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    // parse_uint(nptr, &endptr, 10, &val): strtoull, refusing a minus sign.
+    let mut p = b.iter().take_while(|&&c| is_space(c)).count();
+    let sign = at(p);
+    if sign == b'+' || sign == b'-' {
+        p += 1;
     }
-    let mut fraction = 0.0f64;
-    if digits > 0 && val == 0 && (rest.starts_with('x') || rest.starts_with('X')) {
-        let hex = &rest[1..];
-        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let digits = b[p.min(b.len())..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let (mut val, mut end, parsed) = if digits > 0 {
+        if sign == b'-' {
             return None;
         }
-        return u64::from_str_radix(hex, 16).ok();
-    } else if let Some(frac) = rest.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 && n == 0 {
+        (s[p..p + digits].parse::<u64>().ok()?, p + digits, true)
+    } else {
+        (0, 0, false)
+    };
+    let mut valf: u64 = 0;
+    if parsed && val == 0 && matches!(at(end), b'x' | b'X') {
+        let hex = &s[p + digits + 1..];
+        let n = hex.bytes().take_while(u8::is_ascii_hexdigit).count();
+        if n == 0 {
             return None;
         }
-        if n > 0 {
-            fraction = format!("0.{}", &frac[..n]).parse().ok()?;
+        val = u64::from_str_radix(&hex[..n], 16).ok()?;
+        end = p + digits + 1 + n;
+        if at(end) == b'.' || suffix_mul(at(end)).is_some() {
+            return None;
         }
-        rest = &frac[n..];
-    } else if digits == 0 {
+    } else if at(end) == b'.' || (!parsed && s.contains('.')) {
+        let fraction;
+        if parsed && at(end) == b'.' && !at(end + 1).is_ascii_digit() {
+            end += 1;
+            fraction = 0.0;
+        } else {
+            // strtod() on the rest with any exponent cut off: 'e' is a suffix.
+            let rest = &s[end..];
+            let cut = rest.find(['e', 'E']).unwrap_or(rest.len());
+            let (f, used) = decimal_prefix(&rest[..cut])?;
+            if f.is_sign_negative() {
+                return None;
+            }
+            fraction = f;
+            end += used;
+        }
+        if fraction == 1.0 {
+            val = val.checked_add(1)?;
+        } else {
+            valf = (fraction * 18446744073709551616.0) as u64;
+            if valf == 0 && fraction > 0.0 {
+                valf = 1;
+            }
+        }
+    } else if !parsed {
         return None;
     }
-    let mul: u64 = match rest.bytes().next().map(|b| b.to_ascii_uppercase()) {
+    let mul = match suffix_mul(at(end)) {
+        Some(m) => {
+            end += 1;
+            m
+        }
         None => 1,
-        Some(b'B') => 1,
-        Some(b'K') => 1 << 10,
-        Some(b'M') => 1 << 20,
-        Some(b'G') => 1 << 30,
-        Some(b'T') => 1 << 40,
-        Some(b'P') => 1 << 50,
-        Some(b'E') => 1 << 60,
-        Some(_) => return None,
     };
-    if rest.len() > 1 {
+    if end != b.len() {
         return None;
     }
     if mul == 1 {
-        return (fraction == 0.0).then_some(val);
+        return (valf == 0).then_some(val);
     }
-    let whole = (val as u128) * (mul as u128);
-    let frac = (fraction * mul as f64).round() as u128;
-    u64::try_from(whole + frac).ok()
+    // 64.64 x 64.0 -> 128.64, rounding 0.5 up, as QEMU does.
+    let whole = val as u128 * mul as u128;
+    let frac = valf as u128 * mul as u128;
+    let total = whole + (frac >> 64) + ((frac as u64) >> 63) as u128;
+    u64::try_from(total).ok()
+}
+
+/// `suffix_mul(c, 1024)` for a present suffix.
+fn suffix_mul(c: u8) -> Option<u64> {
+    let shift = match c.to_ascii_uppercase() {
+        b'B' => 0,
+        b'K' => 10,
+        b'M' => 20,
+        b'G' => 30,
+        b'T' => 40,
+        b'P' => 50,
+        b'E' => 60,
+        _ => return None,
+    };
+    Some(1u64 << shift)
+}
+
+/// The longest decimal number at the start of `s` (C's `strtod` without
+/// exponent, hex or inf/nan): its value and length.
+fn decimal_prefix(s: &str) -> Option<(f64, usize)> {
+    let b = s.as_bytes();
+    let mut p = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    let start = p;
+    if matches!(b.get(p), Some(b'+' | b'-')) {
+        p += 1;
+    }
+    let int = b[p..].iter().take_while(|c| c.is_ascii_digit()).count();
+    p += int;
+    let mut frac = 0;
+    if b.get(p) == Some(&b'.') {
+        frac = b[p + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if int + frac > 0 {
+            p += 1 + frac;
+        }
+    }
+    if int + frac == 0 {
+        return None;
+    }
+    s[start..p].parse::<f64>().ok().map(|f| (f, p))
 }
 
 #[cfg(test)]
@@ -404,5 +477,12 @@ mod tests {
         assert_eq!(strtosz("1.5M"), Some(1572864));
         assert_eq!(strtosz("1.5"), None);
         assert_eq!(strtosz("0x1000"), Some(4096));
+        assert_eq!(strtosz(".5k"), Some(512));
+        assert_eq!(strtosz("1.k"), Some(1024));
+        assert_eq!(strtosz("1.5e"), Some(3 << 59));
+        assert_eq!(strtosz("16E"), None);
+        assert_eq!(strtosz("0x1M"), None);
+        assert_eq!(strtosz("-1"), None);
+        assert_eq!(strtosz("1Q"), None);
     }
 }
