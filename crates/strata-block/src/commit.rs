@@ -539,6 +539,9 @@ impl CommitJob {
                     Err(e) => return RunStep::Finished(Err(io_failure(&e))),
                 };
                 job.progress_set_remaining(len);
+                if let Err(failure) = base_covers(core, self.base, len) {
+                    return RunStep::Finished(Err(failure));
+                }
                 self.phase = Phase::Copy { offset: 0, len };
                 if len == 0 {
                     return RunStep::Finished(Ok(()));
@@ -662,6 +665,20 @@ impl CommitJob {
         if let Some(blk) = self.blk_top.take() {
             core.release_root(blk);
         }
+    }
+}
+
+/// QEMU grows a base shorter than top (`blk_co_truncate`); the image
+/// formats here cannot resize yet, so such a commit fails instead.
+pub(crate) fn base_covers<F: Files>(
+    core: &mut BlockCore<F>,
+    base: NodeId,
+    len: u64,
+) -> std::result::Result<(), JobFailure> {
+    match core.length(base) {
+        Ok(base_len) if base_len >= len => Ok(()),
+        Ok(_) => Err(JobFailure::errno(Errno::ENOTSUP)),
+        Err(e) => Err(io_failure(&e)),
     }
 }
 

@@ -283,6 +283,9 @@ impl ActiveCommitJob {
             Ok(len) => len,
             Err(e) => return RunStep::Finished(Err(io_failure(&e))),
         };
+        if let Err(failure) = crate::commit::base_covers(core, self.base, self.length) {
+            return RunStep::Finished(Err(failure));
+        }
         self.granularity = core.bitmap_granularity(self.base);
         self.phase = Phase::Run;
         if self.length == 0 {
