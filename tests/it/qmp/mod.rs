@@ -16,6 +16,7 @@
 mod cli;
 mod dispatch;
 mod oracle;
+mod props;
 mod protocol;
 mod validation;
 
