@@ -176,10 +176,11 @@ fn sequences(events: &[JobEvent]) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-/// `(name, device, type, len, offset, error)` of the BLOCK_JOB_* events.
-fn block_events(
-    events: &[JobEvent],
-) -> Vec<(&'static str, String, JobType, u64, u64, Option<String>)> {
+/// `(name, device, type, len, offset, error)` of one BLOCK_JOB_* event.
+type BlockEvent = (&'static str, String, JobType, u64, u64, Option<String>);
+
+/// The BLOCK_JOB_COMPLETED/CANCELLED/READY events, in order.
+fn block_events(events: &[JobEvent]) -> Vec<BlockEvent> {
     events
         .iter()
         .filter_map(|e| match e {
