@@ -6,6 +6,7 @@ mod commit;
 mod core;
 mod error;
 mod files;
+mod invariants;
 mod io;
 mod layer;
 mod mirror;

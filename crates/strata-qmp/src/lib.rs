@@ -121,6 +121,7 @@ mod error;
 mod ghash;
 mod json;
 mod keyval;
+pub mod scenario;
 mod schema;
 mod session;
 mod utf8;

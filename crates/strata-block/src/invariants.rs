@@ -1,0 +1,68 @@
+//! Invariants a simulator checks after every step.
+
+use crate::files::Files;
+use crate::layer::BlockLayer;
+use crate::state::DriverState;
+use strata_filters::{DriverPerms, MirrorTopState};
+use strata_graph::{EdgeId, Parent};
+
+impl<F: Files> BlockLayer<F> {
+    /// Checks what must hold between any two operations: every edge's
+    /// stored permissions equal a recomputation from scratch with the
+    /// drivers' hooks (`strata_perm::recompute_all`), no edge points to or
+    /// from a missing node, and every node has driver state and vice
+    /// versa. The error says what broke.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let g = self.core.bg.graph();
+        let state = &self.core.state;
+        let hooks = DriverPerms::new(|node| match state.get(&node) {
+            Some(DriverState::MirrorTop(s)) => *s,
+            _ => MirrorTopState::default(),
+        });
+        let fresh = strata_perm::recompute_all(g, &hooks);
+        let mut edges: Vec<EdgeId> = Vec::new();
+        for node in g.nodes() {
+            let n = g.node(node).map_err(|e| format!("node {node:?}: {e}"))?;
+            edges.extend(n.children());
+            for &p in n.parents() {
+                let e = g
+                    .edge(p)
+                    .map_err(|e| format!("dangling parent edge of {}: {e}", n.name()))?;
+                if e.child() != node {
+                    return Err(format!("parent edge of {} points elsewhere", n.name()));
+                }
+            }
+            if !state.contains_key(&node) {
+                return Err(format!("node {} has no driver state", n.name()));
+            }
+        }
+        for root in g.roots() {
+            edges.extend(
+                g.children_of(Parent::Root(root))
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        for edge in edges {
+            let e = g.edge(edge).map_err(|e| format!("dangling edge: {e}"))?;
+            let child = g
+                .node(e.child())
+                .map_err(|_| format!("edge {} points to a deleted node", e.name()))?;
+            let f = fresh.edge(edge).map_err(|e| e.to_string())?;
+            if (e.perm, e.shared) != (f.perm, f.shared) {
+                return Err(format!(
+                    "edge {} -> {}: stored perms {:?}/{:?}, recomputed {:?}/{:?}",
+                    e.name(),
+                    child.name(),
+                    e.perm,
+                    e.shared,
+                    f.perm,
+                    f.shared
+                ));
+            }
+        }
+        if let Some(node) = state.keys().find(|n| g.node(**n).is_err()) {
+            return Err(format!("driver state for deleted node {node:?}"));
+        }
+        Ok(())
+    }
+}

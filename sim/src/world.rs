@@ -1,0 +1,595 @@
+//! A world: the block layer on memory storage, its virtual clock, and the
+//! scenario's client. Its tasks are the client and each job; the world
+//! steps whichever task the scheduler picks.
+
+use crate::error::{Error, Result};
+use crate::graph::normalised_graph;
+use crate::images::{create_images, inspect_image, unclean_images};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use strata_block::{BlockLayer, MemFiles};
+use strata_jobs::{JobInfo, JobStatus, JobTable};
+use strata_qmp::scenario::{
+    datum_text, event_data, execute, Datum, EventData, EventRecord, Execute, JobRecord,
+    Observation, Scenario, ServerExit, SettleSpec, StepKind, StepRecord, WaitSpec,
+};
+
+/// Nanoseconds per second of the scenario's timeouts and sleeps.
+const NS: f64 = 1e9;
+
+/// Statuses in which a job cannot progress on its own (the harness's
+/// `STABLE_STATUSES`).
+const STABLE: [&str; 7] = [
+    "concluded",
+    "null",
+    "ready",
+    "standby",
+    "pending",
+    "paused",
+    "undefined",
+];
+
+/// Statuses in which the harness unthrottles a job (`ACTIVE_FOR_SPEED`).
+const ACTIVE_FOR_SPEED: [&str; 5] = ["created", "running", "paused", "ready", "standby"];
+
+/// Something that can take a step.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Task {
+    /// The scenario's client: its next command, or the end of a wait.
+    Client,
+    /// A job's step machine, by job id.
+    Job(String),
+}
+
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Task::Client => f.write_str("client"),
+            Task::Job(id) => write!(f, "job:{id}"),
+        }
+    }
+}
+
+/// How far a settle step got: jobs newest first, the next one to
+/// unthrottle, and whether it has been.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct SettleProgress {
+    order: Vec<String>,
+    next: usize,
+    sped: bool,
+}
+
+/// The block layer, the clock and the client, as one clonable value.
+#[derive(Clone)]
+pub struct World {
+    scenario: Arc<Scenario>,
+    layer: BlockLayer<MemFiles>,
+    /// The client's step; `steps.len()` is the final settle and capture.
+    step: usize,
+    /// When the client reached its current step (for timeouts).
+    entered_ns: u64,
+    settle: Option<SettleProgress>,
+    events: Vec<EventData>,
+    cursors: BTreeMap<String, usize>,
+    labels: BTreeMap<String, Datum>,
+    created: Vec<String>,
+    last_status: BTreeMap<String, JobStatus>,
+    records: Vec<StepRecord>,
+    harness_errors: Vec<String>,
+    finished: Option<Observation>,
+}
+
+impl World {
+    /// A world with the scenario's images created and nothing run.
+    pub fn new(scenario: Arc<Scenario>) -> Result<World> {
+        let files = create_images(&scenario.images)?;
+        let mut world = World {
+            layer: BlockLayer::new(files, 0),
+            scenario,
+            step: 0,
+            entered_ns: 0,
+            settle: None,
+            events: Vec::new(),
+            cursors: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            created: Vec::new(),
+            last_status: BTreeMap::new(),
+            records: Vec::new(),
+            harness_errors: Vec::new(),
+            finished: None,
+        };
+        world.enter_step();
+        Ok(world)
+    }
+
+    /// The scenario.
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    /// The block layer.
+    pub fn layer(&self) -> &BlockLayer<MemFiles> {
+        &self.layer
+    }
+
+    /// Virtual time in nanoseconds.
+    pub fn now_ns(&self) -> u64 {
+        self.layer.now_ns()
+    }
+
+    /// The observation, once the client has finished.
+    pub fn finished(&self) -> Option<&Observation> {
+        self.finished.as_ref()
+    }
+
+    /// The tasks that can step now: the client first when it can, then
+    /// the jobs in creation order.
+    pub fn runnable(&self) -> Vec<Task> {
+        let mut tasks = Vec::new();
+        if self.finished.is_none() && self.client_ready() {
+            tasks.push(Task::Client);
+        }
+        tasks.extend(self.layer.runnable_jobs().into_iter().map(Task::Job));
+        tasks
+    }
+
+    /// Nothing can step: moves the clock to the next job timer or client
+    /// timeout, whichever is first.
+    pub fn advance(&mut self) -> Result<()> {
+        let next = [self.layer.next_timer(), self.client_deadline()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(t) if t > self.now_ns() => {
+                self.layer.advance_to(t);
+                Ok(())
+            }
+            _ => Err(Error::Stuck(self.now_ns())),
+        }
+    }
+
+    /// Steps `task` once.
+    pub fn step(&mut self, task: &Task) -> Result<()> {
+        match task {
+            Task::Client => self.step_client(),
+            Task::Job(id) => {
+                self.layer
+                    .step_job(id)
+                    .map_err(|e| Error::Scenario(format!("stepping job {id}: {e}")))?;
+                self.drain_layer_events()
+            }
+        }
+    }
+
+    /// A hash of everything that decides what happens next and what the
+    /// observation will hold.
+    pub fn state_key(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        self.layer.state_key().hash(&mut h);
+        (self.step, self.entered_ns, &self.settle, &self.cursors).hash(&mut h);
+        for (k, v) in &self.labels {
+            (k, datum_text(v)).hash(&mut h);
+        }
+        for e in &self.events {
+            (&e.name, datum_text(&e.data)).hash(&mut h);
+        }
+        format!("{:?}{:?}", self.records, self.harness_errors).hash(&mut h);
+        h.finish()
+    }
+
+    // ----- the client ----------------------------------------------------------
+
+    fn settle_spec(&self) -> Option<&SettleSpec> {
+        match self.scenario.steps.get(self.step) {
+            Some(step) => match &step.kind {
+                StepKind::Settle(s) => Some(s),
+                _ => None,
+            },
+            None => self.scenario.final_settle.as_ref(),
+        }
+    }
+
+    fn timed_out(&self, seconds: f64) -> bool {
+        self.now_ns() >= self.deadline(seconds)
+    }
+
+    fn deadline(&self, seconds: f64) -> u64 {
+        self.entered_ns + (seconds * NS) as u64
+    }
+
+    fn client_ready(&self) -> bool {
+        let Some(step) = self.scenario.steps.get(self.step) else {
+            return self.settle_ready();
+        };
+        match &step.kind {
+            StepKind::Note | StepKind::Execute(_) | StepKind::Graph => true,
+            StepKind::Sleep(s) => self.timed_out(*s),
+            StepKind::Wait(w) => self.find_event(w).is_some() || self.timed_out(w.timeout),
+            StepKind::WaitStatus {
+                job,
+                statuses,
+                timeout,
+                ..
+            } => self.status_reached(job, statuses) || self.timed_out(*timeout),
+            StepKind::WaitProgress {
+                job, min, timeout, ..
+            } => self.progress_reached(job, *min) || self.timed_out(*timeout),
+            StepKind::Settle(_) => self.settle_ready(),
+        }
+    }
+
+    fn client_deadline(&self) -> Option<u64> {
+        let timeout = match self.scenario.steps.get(self.step).map(|s| &s.kind) {
+            Some(StepKind::Sleep(s)) => *s,
+            Some(StepKind::Wait(w)) => w.timeout,
+            Some(StepKind::WaitStatus { timeout, .. } | StepKind::WaitProgress { timeout, .. }) => {
+                *timeout
+            }
+            _ => self.settle_spec()?.timeout,
+        };
+        Some(self.deadline(timeout))
+    }
+
+    fn jobs(&self) -> Vec<JobInfo> {
+        self.layer.jobs().query_jobs()
+    }
+
+    fn job_status(&self, id: &str) -> Option<&'static str> {
+        self.jobs()
+            .into_iter()
+            .find(|j| j.id == id)
+            .map(|j| j.status.as_str())
+    }
+
+    fn status_reached(&self, job: &str, statuses: &[String]) -> bool {
+        match self.job_status(job) {
+            None => statuses.iter().any(|s| s == "absent"),
+            Some(s) => statuses.iter().any(|w| w == s),
+        }
+    }
+
+    fn progress_reached(&self, job: &str, min: u64) -> bool {
+        self.jobs()
+            .iter()
+            .any(|j| j.id == job && j.current_progress >= min)
+    }
+
+    fn all_stable(&self) -> bool {
+        self.jobs()
+            .iter()
+            .all(|j| STABLE.contains(&j.status.as_str()))
+    }
+
+    fn settle_ready(&self) -> bool {
+        let (Some(spec), Some(progress)) = (self.settle_spec(), &self.settle) else {
+            return true; // no final settle: capture at once
+        };
+        if self.timed_out(spec.timeout) {
+            return true;
+        }
+        match progress.order.get(progress.next) {
+            Some(_) if !progress.sped || !spec.serial => true,
+            Some(job) => self.job_status(job).is_none_or(|s| STABLE.contains(&s)),
+            None => self.all_stable(),
+        }
+    }
+
+    fn find_event(&self, w: &WaitSpec) -> Option<usize> {
+        let start = self.cursors.get(&datum_text(&w.spec)).copied().unwrap_or(0);
+        (start..self.events.len()).find(|&i| {
+            let e = &self.events[i];
+            w.event.as_ref().is_none_or(|n| *n == e.name)
+                && w.job.as_ref().is_none_or(|j| e.job() == Some(j.as_str()))
+                && w.data.iter().all(|(k, v)| e.data.get(k) == Some(v))
+        })
+    }
+
+    /// Called whenever the client moves to a new step.
+    fn enter_step(&mut self) {
+        self.entered_ns = self.now_ns();
+        self.settle = self.settle_spec().map(|_| {
+            let live: Vec<String> = self.jobs().into_iter().map(|j| j.id).collect();
+            let mut order: Vec<String> = self
+                .created
+                .iter()
+                .rev()
+                .filter(|j| live.contains(j))
+                .cloned()
+                .collect();
+            let mut rest: Vec<String> = live.into_iter().filter(|j| !order.contains(j)).collect();
+            rest.sort();
+            order.extend(rest);
+            SettleProgress {
+                order,
+                next: 0,
+                sped: false,
+            }
+        });
+    }
+
+    fn finish_step(&mut self, rec: StepRecord) {
+        self.records.push(rec);
+        self.step += 1;
+        self.enter_step();
+    }
+
+    fn step_client(&mut self) -> Result<()> {
+        let Some(step) = self.scenario.steps.get(self.step).cloned() else {
+            return self.step_final();
+        };
+        let mut rec = StepRecord::for_step(self.step, &step);
+        match &step.kind {
+            StepKind::Note => {}
+            StepKind::Execute(e) => self.do_execute(e, &mut rec)?,
+            StepKind::Wait(w) => self.do_wait(w, &mut rec),
+            StepKind::Settle(spec) => {
+                if !self.do_settle(spec, &mut rec)? {
+                    return Ok(());
+                }
+            }
+            StepKind::WaitStatus { job, statuses, .. } => {
+                let ok = self.status_reached(job, statuses);
+                rec.result = Some(if ok { "ok" } else { "timeout" }.into());
+                rec.expect_met = Some(ok);
+                rec.status = self.job_status(job).map(str::to_string);
+            }
+            StepKind::WaitProgress { job, min, .. } => {
+                let ok = self.progress_reached(job, *min);
+                rec.result = Some(if ok { "ok" } else { "timeout" }.into());
+                rec.expect_met = Some(ok);
+            }
+            StepKind::Graph => {
+                rec.graph = Some(normalised_graph(&mut self.layer));
+                rec.result = Some("ok".into());
+                rec.expect_met = Some(true);
+            }
+            StepKind::Sleep(_) => rec.expect_met = Some(true),
+        }
+        self.finish_step(rec);
+        Ok(())
+    }
+
+    fn do_execute(&mut self, e: &Execute, rec: &mut StepRecord) -> Result<()> {
+        let (result, events) = execute(&mut self.layer, e, || BlockLayer::new(MemFiles::new(), 0));
+        self.add_events(events)?;
+        let projected = |v: &Datum| match &e.record {
+            Some(r) => v.project(r),
+            None => v.clone(),
+        };
+        let mut met = e.expect.met(result.as_ref().err());
+        match &result {
+            Err(err) => {
+                rec.result = Some("error".into());
+                rec.error = Some(err.clone());
+            }
+            Ok(v) => {
+                rec.result = Some("ok".into());
+                if e.record.is_some() {
+                    rec.return_value = Some(projected(v));
+                }
+                if let Some(label) = &e.label {
+                    self.labels.insert(label.clone(), projected(v));
+                }
+            }
+        }
+        if let Some(label) = &e.same_as {
+            let current = result.as_ref().ok().map(projected);
+            let same = current.as_ref() == self.labels.get(label);
+            rec.same_as = Some(label.clone());
+            rec.same = Some(same);
+            met &= same;
+        }
+        rec.expect_met = Some(met);
+        Ok(())
+    }
+
+    fn do_wait(&mut self, w: &WaitSpec, rec: &mut StepRecord) {
+        match self.find_event(w) {
+            Some(i) => {
+                self.cursors.insert(datum_text(&w.spec), i + 1);
+                rec.result = Some("ok".into());
+                rec.data = Some(self.events[i].data.project(&w.record));
+                rec.expect_met = Some(true);
+            }
+            None => {
+                rec.result = Some("timeout".into());
+                rec.expect_met = Some(w.optional);
+            }
+        }
+    }
+
+    /// One action of a settle; `true` once it is complete.
+    fn do_settle(&mut self, spec: &SettleSpec, rec: &mut StepRecord) -> Result<bool> {
+        let timed_out = self.timed_out(spec.timeout);
+        let mut progress = self.settle.clone().expect("settle entered");
+        if !timed_out {
+            if let Some(job) = progress.order.get(progress.next).cloned() {
+                if !progress.sped {
+                    if spec.serial {
+                        self.unthrottle(&job)?;
+                        progress.sped = true;
+                    } else {
+                        for job in &progress.order {
+                            self.unthrottle(job)?;
+                        }
+                        progress.next = progress.order.len();
+                    }
+                } else {
+                    progress.next += 1;
+                    progress.sped = false;
+                }
+                self.settle = Some(progress);
+                return Ok(false);
+            }
+        }
+        let ok = !timed_out || self.all_stable();
+        rec.result = Some(if ok { "ok" } else { "timeout" }.into());
+        rec.expect_met = Some(ok);
+        rec.jobs = Some(self.job_records());
+        Ok(true)
+    }
+
+    fn unthrottle(&mut self, job: &str) -> Result<()> {
+        if self
+            .job_status(job)
+            .is_some_and(|s| ACTIVE_FOR_SPEED.contains(&s))
+        {
+            // The harness ignores the answer, as QEMU's would not matter.
+            let _ = self.layer.set_speed(job, 0);
+            self.drain_layer_events()?;
+        }
+        Ok(())
+    }
+
+    fn job_records(&self) -> Vec<JobRecord> {
+        let mut jobs: Vec<JobRecord> = self
+            .jobs()
+            .into_iter()
+            .map(|j| JobRecord {
+                id: j.id,
+                job_type: j.job_type.as_str().to_string(),
+                status: j.status.as_str().to_string(),
+            })
+            .collect();
+        jobs.sort();
+        jobs
+    }
+
+    /// The final settle's actions, then the capture.
+    fn step_final(&mut self) -> Result<()> {
+        if let Some(spec) = self.scenario.final_settle.clone() {
+            let mut rec = StepRecord::default();
+            if !self.do_settle(&spec, &mut rec)? {
+                return Ok(());
+            }
+            if rec.result.as_deref() != Some("ok") {
+                self.harness_errors.push("final settle timed out".into());
+            }
+        }
+        self.capture();
+        Ok(())
+    }
+
+    fn capture(&mut self) {
+        let final_jobs = self.job_records();
+        let graph = normalised_graph(&mut self.layer);
+        let files = self.layer.core().files().clone();
+        let images = self
+            .scenario
+            .images
+            .iter()
+            .filter(|i| !i.no_inspect)
+            .map(|i| (i.name.clone(), inspect_image(&files, i)))
+            .collect();
+        let mut sequences: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for e in &self.events {
+            let Some(job) = e.job() else { continue };
+            let label = match e.name.as_str() {
+                "JOB_STATUS_CHANGE" => e
+                    .data
+                    .get("status")
+                    .and_then(Datum::as_str)
+                    .unwrap_or("?")
+                    .to_string(),
+                other => other.to_string(),
+            };
+            sequences.entry(job.to_string()).or_default().push(label);
+        }
+        self.finished = Some(Observation {
+            scenario: self.scenario.name.clone(),
+            expectations_failed: self
+                .records
+                .iter()
+                .filter(|r| r.expect_met == Some(false))
+                .map(|r| r.i)
+                .collect(),
+            steps: std::mem::take(&mut self.records),
+            events: self
+                .events
+                .iter()
+                .map(|e| EventRecord {
+                    event: e.name.clone(),
+                    job: e.job().map(str::to_string),
+                })
+                .collect(),
+            job_event_sequences: sequences,
+            final_jobs,
+            graph: Some(graph),
+            images,
+            server_exit: Some(ServerExit {
+                code: Some(0),
+                killed: false,
+            }),
+            harness_errors: std::mem::take(&mut self.harness_errors),
+            volatile: self.scenario.volatile.clone(),
+        });
+    }
+
+    // ----- events and invariants ---------------------------------------------------
+
+    fn drain_layer_events(&mut self) -> Result<()> {
+        let events = self
+            .layer
+            .take_events()
+            .iter()
+            .map(|e| event_data(&e.event))
+            .collect();
+        self.add_events(events)
+    }
+
+    /// Appends events, checking every status change against `JobSTT`.
+    fn add_events(&mut self, events: Vec<EventData>) -> Result<()> {
+        for e in events {
+            if e.name == "JOB_STATUS_CHANGE" {
+                let job = e.job().unwrap_or_default().to_string();
+                let status = e
+                    .data
+                    .get("status")
+                    .and_then(Datum::as_str)
+                    .and_then(JobStatus::from_qapi)
+                    .ok_or_else(|| Error::Invariant {
+                        step: 0,
+                        what: format!("unknown status in {}", datum_text(&e.data)),
+                    })?;
+                let from = self
+                    .last_status
+                    .get(&job)
+                    .copied()
+                    .unwrap_or(JobStatus::Undefined);
+                if !JobTable::transition_allowed(from, status) {
+                    return Err(Error::Invariant {
+                        step: 0,
+                        what: format!(
+                            "job {job}: {} -> {} is not allowed by JobSTT",
+                            from.as_str(),
+                            status.as_str()
+                        ),
+                    });
+                }
+                if status == JobStatus::Created && !self.created.contains(&job) {
+                    self.created.push(job.clone());
+                }
+                self.last_status.insert(job, status);
+            }
+            self.events.push(e);
+        }
+        Ok(())
+    }
+
+    /// The invariants that must hold after every step (the job transitions
+    /// are checked as the events arrive); at the end, every qcow2 image is
+    /// `check`-clean.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        self.layer.check_invariants()?;
+        if self.finished.is_some() {
+            let bad = unclean_images(self.layer.core().files());
+            if !bad.is_empty() {
+                return Err(format!("qcow2 check: {}", bad.join("; ")));
+            }
+        }
+        Ok(())
+    }
+}
