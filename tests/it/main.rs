@@ -8,6 +8,7 @@ mod filters;
 mod formats;
 mod graph;
 mod jobs;
+mod nbd;
 mod perm;
 mod qmp;
 mod stream;

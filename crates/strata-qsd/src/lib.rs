@@ -1,0 +1,4 @@
+//! `strata-qsd`: Strata's qemu-storage-daemon replacement (QMP daemon and NBD block exports).
+#![deny(missing_docs)]
+
+pub mod nbd;

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("strata-qsd: not yet");
+    std::process::exit(1);
+}

@@ -1,0 +1,453 @@
+//! Sockets for [`Session`]s: listening, a blocking loop, a non-blocking
+//! connection for an event loop, and a thread-per-connection server.
+//!
+//! The daemon owns its block layer on one thread.  Two ways to serve NBD
+//! from it:
+//!
+//! * **Event loop** (no threads): [`NbdListener::bind`], set it non-blocking,
+//!   [`NbdListener::accept`] new streams into [`Connection`]s and call
+//!   [`Connection::pump`] with the exports whenever the loop runs (or when
+//!   `poll(2)` says a stream's fd is ready; see [`Connection::wants_write`]).
+//! * **Threads**: [`ThreadedServer::start`] accepts and runs one thread per
+//!   connection; backend calls come back to the owner as [`ExportCall`]s on
+//!   [`ThreadedServer::calls`], to be [`run`](ExportCall::run) against the
+//!   exports.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::backend::ExportLookup;
+use super::session::{Closed, Session, SessionConfig};
+
+pub use super::handoff::{CallReceiver, ExportCall, RemoteExports};
+
+/// Where a server listens (`nbd-server-start`'s `addr`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NbdAddress {
+    /// A Unix socket path (an existing socket file there is replaced, as QEMU does).
+    Unix(PathBuf),
+    /// A TCP address; only loopback addresses are accepted.
+    Tcp(SocketAddr),
+}
+
+/// A bound NBD listening socket.
+#[derive(Debug)]
+pub enum NbdListener {
+    /// Unix socket.
+    Unix(UnixListener),
+    /// TCP socket on loopback.
+    Tcp(TcpListener),
+}
+
+/// An accepted client connection.
+#[derive(Debug)]
+pub enum NbdStream {
+    /// Unix socket.
+    Unix(UnixStream),
+    /// TCP socket.
+    Tcp(TcpStream),
+}
+
+impl NbdListener {
+    /// Bind `addr`.  A TCP address that is not loopback is refused with
+    /// [`io::ErrorKind::InvalidInput`].
+    pub fn bind(addr: &NbdAddress) -> io::Result<NbdListener> {
+        match addr {
+            NbdAddress::Unix(path) => {
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+                UnixListener::bind(path).map(NbdListener::Unix)
+            }
+            NbdAddress::Tcp(sa) if !sa.ip().is_loopback() => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "NBD over TCP is served on loopback addresses only, not {}",
+                    sa.ip()
+                ),
+            )),
+            NbdAddress::Tcp(sa) => TcpListener::bind(sa).map(NbdListener::Tcp),
+        }
+    }
+
+    /// Accept one connection (blocking unless made non-blocking).
+    pub fn accept(&self) -> io::Result<NbdStream> {
+        match self {
+            NbdListener::Unix(l) => l.accept().map(|(s, _)| NbdStream::Unix(s)),
+            NbdListener::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                s.set_nodelay(true)?;
+                Ok(NbdStream::Tcp(s))
+            }
+        }
+    }
+
+    /// Switch accepting between blocking and non-blocking.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        match self {
+            NbdListener::Unix(l) => l.set_nonblocking(nonblocking),
+            NbdListener::Tcp(l) => l.set_nonblocking(nonblocking),
+        }
+    }
+
+    /// The bound address (a TCP port of 0 is resolved).
+    pub fn local_addr(&self) -> io::Result<NbdAddress> {
+        match self {
+            NbdListener::Unix(l) => {
+                let addr = l.local_addr()?;
+                let path = addr
+                    .as_pathname()
+                    .ok_or_else(|| io::Error::other("unnamed unix socket"))?;
+                Ok(NbdAddress::Unix(path.to_path_buf()))
+            }
+            NbdListener::Tcp(l) => l.local_addr().map(NbdAddress::Tcp),
+        }
+    }
+
+    /// Connect to this listener (used to wake a blocked `accept`).
+    fn poke(&self) -> io::Result<()> {
+        match self.local_addr()? {
+            NbdAddress::Unix(path) => UnixStream::connect(path).map(drop),
+            NbdAddress::Tcp(sa) => TcpStream::connect(sa).map(drop),
+        }
+    }
+}
+
+impl AsRawFd for NbdListener {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            NbdListener::Unix(l) => l.as_raw_fd(),
+            NbdListener::Tcp(l) => l.as_raw_fd(),
+        }
+    }
+}
+
+impl NbdStream {
+    /// Switch the stream between blocking and non-blocking.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        match self {
+            NbdStream::Unix(s) => s.set_nonblocking(nonblocking),
+            NbdStream::Tcp(s) => s.set_nonblocking(nonblocking),
+        }
+    }
+
+    /// Close both directions.
+    pub fn shutdown(&self) -> io::Result<()> {
+        match self {
+            NbdStream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            NbdStream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+        }
+    }
+}
+
+impl Read for NbdStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            NbdStream::Unix(s) => s.read(buf),
+            NbdStream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for NbdStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            NbdStream::Unix(s) => s.write(buf),
+            NbdStream::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for NbdStream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            NbdStream::Unix(s) => s.as_raw_fd(),
+            NbdStream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// Socket reads go through a buffer this large.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Errors meaning the client has gone away.
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+/// Serve one connection on a blocking stream until it ends.
+///
+/// Returns why the session ended; `Err` only for socket errors other than
+/// the client going away.
+pub fn serve_connection<S: Read + Write>(
+    mut stream: S,
+    config: SessionConfig,
+    exports: &mut dyn ExportLookup,
+) -> io::Result<Closed> {
+    let mut session = Session::new(config);
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        while !session.pending_output().is_empty() {
+            match stream.write(session.pending_output()) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => session.consume_output(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_disconnect(&e) => return Ok(Closed::PeerClosed),
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(closed) = session.closed() {
+            return Ok(closed.clone());
+        }
+        let room = session.input_room();
+        if room == 0 {
+            session.process(exports);
+            continue;
+        }
+        match stream.read(&mut buf[..room.min(READ_CHUNK)]) {
+            Ok(0) => session.end_of_input(),
+            Ok(n) => {
+                session.receive(&buf[..n], exports);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_disconnect(&e) => session.end_of_input(),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What [`Connection::pump`] left behind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pump {
+    /// Waiting for the socket; pump again when it is readable (or writable,
+    /// if [`Connection::wants_write`]).
+    Open,
+    /// The session ended and everything was sent: drop the connection.
+    Finished(Closed),
+}
+
+/// A connection on a non-blocking stream, for an event loop that owns the
+/// exports.
+#[derive(Debug)]
+pub struct Connection<S> {
+    stream: S,
+    session: Session,
+    buf: Vec<u8>,
+}
+
+/// Socket operations per [`Connection::pump`], so one busy client cannot
+/// starve the rest of the event loop.
+const PUMP_ROUNDS: usize = 16;
+
+impl<S: Read + Write> Connection<S> {
+    /// Wrap a non-blocking stream; the greeting goes out on the first pump.
+    pub fn new(stream: S, config: SessionConfig) -> Connection<S> {
+        Connection {
+            stream,
+            session: Session::new(config),
+            buf: vec![0; READ_CHUNK],
+        }
+    }
+
+    /// Move bytes both ways until the socket would block (or a round limit
+    /// is reached), handling requests against `exports`.
+    pub fn pump(&mut self, exports: &mut dyn ExportLookup) -> io::Result<Pump> {
+        for _ in 0..PUMP_ROUNDS {
+            let wrote = self.write_out()?;
+            if let (Some(closed), true) = (
+                self.session.closed(),
+                self.session.pending_output().is_empty(),
+            ) {
+                return Ok(Pump::Finished(closed.clone()));
+            }
+            let room = self.session.input_room();
+            if room == 0 {
+                if !self.session.pending_output().is_empty() {
+                    return Ok(Pump::Open);
+                }
+                self.session.process(exports);
+                continue;
+            }
+            let read = match self.stream.read(&mut self.buf[..room.min(READ_CHUNK)]) {
+                Ok(0) => {
+                    self.session.end_of_input();
+                    true
+                }
+                Ok(n) => {
+                    self.session.receive(&self.buf[..n], exports);
+                    true
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+                Err(e) if is_disconnect(&e) => {
+                    self.session.end_of_input();
+                    true
+                }
+                Err(e) => return Err(e),
+            };
+            if !wrote && !read {
+                break;
+            }
+        }
+        Ok(Pump::Open)
+    }
+
+    /// Whether output is waiting for the socket to become writable.
+    pub fn wants_write(&self) -> bool {
+        !self.session.pending_output().is_empty()
+    }
+
+    /// The stream (e.g. for its file descriptor).
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
+    /// The protocol state.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Write pending output until the socket would block; true if anything went.
+    fn write_out(&mut self) -> io::Result<bool> {
+        let mut wrote = false;
+        while !self.session.pending_output().is_empty() {
+            match self.stream.write(self.session.pending_output()) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => {
+                    self.session.consume_output(n);
+                    wrote = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_disconnect(&e) => {
+                    // Nobody is listening any more: drop what is left.
+                    let pending = self.session.pending_output().len();
+                    self.session.consume_output(pending);
+                    self.session.end_of_input();
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(wrote)
+    }
+}
+
+/// A thread-per-connection server whose connection threads forward every
+/// backend call to the thread that owns the exports.
+///
+/// The owner receives [`ExportCall`]s from [`calls`](Self::calls) (blocking,
+/// `try_recv`, or in a `crossbeam::select!` with its other channels) and
+/// runs each with [`ExportCall::run`].  Dropping the server (or
+/// [`shutdown`](Self::shutdown)) stops accepting; connections end when their
+/// clients leave, or at once with `ESHUTDOWN` replies once the owner drops
+/// the receiver.
+#[derive(Debug)]
+pub struct ThreadedServer {
+    listener: Arc<NbdListener>,
+    calls: CallReceiver,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl ThreadedServer {
+    /// Start accepting on `listener` (which must be blocking).
+    pub fn start(listener: NbdListener, config: SessionConfig) -> io::Result<ThreadedServer> {
+        let listener = Arc::new(listener);
+        let (exports, calls) = RemoteExports::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let (listener, stop) = (Arc::clone(&listener), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name("nbd-accept".into())
+                .spawn(move || accept_loop(&listener, &stop, &exports, &config))?
+        };
+        Ok(ThreadedServer {
+            listener,
+            calls,
+            stop,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// Backend calls from the connection threads.
+    pub fn calls(&self) -> &CallReceiver {
+        &self.calls
+    }
+
+    /// Run every call that is waiting now; returns how many ran.
+    pub fn run_pending(&self, exports: &mut dyn ExportLookup) -> usize {
+        let mut ran = 0;
+        while let Ok(call) = self.calls.try_recv() {
+            call.run(exports);
+            ran += 1;
+        }
+        ran
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> io::Result<NbdAddress> {
+        self.listener.local_addr()
+    }
+
+    /// Stop accepting connections and wait for the accepting thread.
+    pub fn shutdown(mut self) {
+        self.stop_accepting();
+    }
+
+    fn stop_accepting(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(acceptor) = self.acceptor.take() {
+            // A refused poke means the listener is already gone, which also ends accept().
+            let _ = self.listener.poke();
+            let _ = acceptor.join();
+        }
+    }
+}
+
+impl Drop for ThreadedServer {
+    fn drop(&mut self) {
+        self.stop_accepting();
+    }
+}
+
+fn accept_loop(
+    listener: &NbdListener,
+    stop: &AtomicBool,
+    exports: &RemoteExports,
+    config: &SessionConfig,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let stream = match listener.accept() {
+            Ok(stream) => stream,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let (mut exports, config) = (exports.clone(), config.clone());
+        let spawned = std::thread::Builder::new()
+            .name("nbd-conn".into())
+            .spawn(move || serve_connection(stream, config, &mut exports));
+        if spawned.is_err() {
+            // Out of threads: the stream was dropped, so the client sees EOF.
+            continue;
+        }
+    }
+}
