@@ -1,7 +1,10 @@
 //! block-commit (intermediate and active), as iotest 030 and the
 //! conformance scenarios run it against qemu-storage-daemon 10.0.2.
 
-use super::{content, file_content, image_opts, make_files, s, Img};
+use super::{
+    content, file_content, image_opts, make_files, parallel_layer, parallel_layer_with_writable, s,
+    Img,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use strata_block::{BlockLayer, CommitArgs, ErrorClass, MemFiles, StreamArgs};
 use strata_formats::{Format, Image};
@@ -12,49 +15,6 @@ const MIB: u64 = 1 << 20;
 const K: u64 = 1024;
 
 type Layer = BlockLayer<MemFiles>;
-
-/// The nine-image chain of 030 TestParallelOps as the conformance
-/// scenarios build it: 4 MiB images, 030's writes scaled by 1/4.
-fn parallel_layer() -> Layer {
-    parallel_layer_with_writable(None)
-}
-
-/// The same chain, with node `writable` opened read-write explicitly.
-fn parallel_layer_with_writable(writable: Option<u32>) -> Layer {
-    let q = MIB / 4;
-    let files = make_files(&[
-        Img::raw("img-0.img", 4 * MIB).sector_numbers(),
-        Img::qcow2("img-1.img", 4 * MIB)
-            .on("img-0.img", "raw")
-            .write(0xff, 12 * q, 4 * q),
-        Img::qcow2("img-2.img", 4 * MIB).on("img-1.img", "qcow2"),
-        Img::qcow2("img-3.img", 4 * MIB)
-            .on("img-2.img", "qcow2")
-            .write(0xff, 8 * q, 2 * q),
-        Img::qcow2("img-4.img", 4 * MIB).on("img-3.img", "qcow2"),
-        Img::qcow2("img-5.img", 4 * MIB)
-            .on("img-4.img", "qcow2")
-            .write(0xff, 4 * q, 4 * q),
-        Img::qcow2("img-6.img", 4 * MIB).on("img-5.img", "qcow2"),
-        Img::qcow2("img-7.img", 4 * MIB)
-            .on("img-6.img", "qcow2")
-            .write(0xff, 0, 2 * q),
-        Img::qcow2("img-8.img", 4 * MIB).on("img-7.img", "qcow2"),
-    ]);
-    let mut layer = BlockLayer::new(files, 11);
-    let mut opts = image_opts("raw", "img-0.img").with("node-name", s("node0"));
-    for i in 1..=8 {
-        let file = format!("img-{i}.img");
-        opts = image_opts("qcow2", &file)
-            .with("node-name", s(&format!("node{i}")))
-            .with("backing", OptValue::Dict(opts));
-        if writable == Some(i) {
-            opts.put("read-only", OptValue::Bool(false));
-        }
-    }
-    layer.blockdev_add(&opts).expect("chain");
-    layer
-}
 
 /// x-commit-errors' chain: top -> mid -> base (qcow2, 2 MiB).
 fn three_images() -> MemFiles {

@@ -4,9 +4,12 @@
 //! contents afterwards compared with what QEMU 10.0.2 produced.
 
 mod commit;
+mod filters;
 mod stream;
 
 use strata_block::{BlockLayer, MemFiles};
+
+const MIB: u64 = 1 << 20;
 use strata_formats::{CreateOptions, MemStorage, Qcow2};
 use strata_graph::{NodeId, OptValue, Options};
 
@@ -135,4 +138,47 @@ pub fn file_content(files: &MemFiles, name: &str, fmt: &str) -> Vec<u8> {
         .blockdev_add(&image_opts(fmt, name).with("node-name", s("r")))
         .expect("open");
     content(&mut reader, node)
+}
+
+/// The nine-image chain of 030 TestParallelOps as the conformance
+/// scenarios build it: 4 MiB images, 030's writes scaled by 1/4.
+pub fn parallel_layer() -> BlockLayer<MemFiles> {
+    parallel_layer_with_writable(None)
+}
+
+/// The same chain, with node `writable` opened read-write explicitly.
+pub fn parallel_layer_with_writable(writable: Option<u32>) -> BlockLayer<MemFiles> {
+    let q = MIB / 4;
+    let files = make_files(&[
+        Img::raw("img-0.img", 4 * MIB).sector_numbers(),
+        Img::qcow2("img-1.img", 4 * MIB)
+            .on("img-0.img", "raw")
+            .write(0xff, 12 * q, 4 * q),
+        Img::qcow2("img-2.img", 4 * MIB).on("img-1.img", "qcow2"),
+        Img::qcow2("img-3.img", 4 * MIB)
+            .on("img-2.img", "qcow2")
+            .write(0xff, 8 * q, 2 * q),
+        Img::qcow2("img-4.img", 4 * MIB).on("img-3.img", "qcow2"),
+        Img::qcow2("img-5.img", 4 * MIB)
+            .on("img-4.img", "qcow2")
+            .write(0xff, 4 * q, 4 * q),
+        Img::qcow2("img-6.img", 4 * MIB).on("img-5.img", "qcow2"),
+        Img::qcow2("img-7.img", 4 * MIB)
+            .on("img-6.img", "qcow2")
+            .write(0xff, 0, 2 * q),
+        Img::qcow2("img-8.img", 4 * MIB).on("img-7.img", "qcow2"),
+    ]);
+    let mut layer = BlockLayer::new(files, 11);
+    let mut opts = image_opts("raw", "img-0.img").with("node-name", s("node0"));
+    for i in 1..=8 {
+        let file = format!("img-{i}.img");
+        opts = image_opts("qcow2", &file)
+            .with("node-name", s(&format!("node{i}")))
+            .with("backing", OptValue::Dict(opts));
+        if writable == Some(i) {
+            opts.put("read-only", OptValue::Bool(false));
+        }
+    }
+    layer.blockdev_add(&opts).expect("chain");
+    layer
 }
