@@ -628,3 +628,125 @@ fn the_stream_graph_while_running_matches_qemu() {
         "the job sleeps after its first copied chunk"
     );
 }
+
+#[test]
+fn test_stream_intermediate_streams_into_mid() {
+    // 030-single-stream-intermediate: device=mid; mid loses its backing
+    // file, drive0 keeps mid.
+    let mut layer = single_drive_layer();
+    let mid = layer.core().find_node("mid").unwrap();
+    let before = content(&mut layer, mid);
+    layer.block_stream(&stream("mid", "stream-mid")).unwrap();
+    layer.run_until_idle(u64::MAX).unwrap();
+    let g = layer.core().graph().graph();
+    let drive0 = g.find_node("drive0").unwrap();
+    assert_eq!(
+        g.chain(drive0).map(|n| g.name(n)).collect::<Vec<_>>(),
+        ["drive0", "mid"]
+    );
+    assert!(
+        g.node(mid).unwrap().read_only,
+        "mid is read-only again after the job"
+    );
+    assert_eq!(content(&mut layer, mid), before);
+    let files = layer.core().files().clone();
+    assert_eq!(file_content(&files, "mid.img", "qcow2"), before);
+}
+
+#[test]
+fn test_stream_pause_holds_the_offset() {
+    // 030-single-stream-pause: a paused job's offset does not move while
+    // time passes; after resume it completes.
+    let mut layer = single_drive_layer();
+    let args = StreamArgs {
+        speed: Some(1024),
+        ..stream("drive0", "drive0")
+    };
+    layer.block_stream(&args).unwrap();
+    layer.run_until_idle(0).unwrap();
+    layer
+        .pause(strata_jobs::Lookup::BlockJob, "drive0")
+        .unwrap();
+    layer.run_until_idle(0).unwrap();
+    let paused_at = layer.jobs().get("drive0").unwrap().progress().0;
+    assert_eq!(
+        layer.jobs().get("drive0").unwrap().status(),
+        strata_jobs::JobStatus::Paused
+    );
+    layer.set_speed("drive0", 0).unwrap();
+    layer.advance_to(500_000_000);
+    layer.run_until_idle(layer.now_ns()).unwrap();
+    assert_eq!(layer.jobs().get("drive0").unwrap().progress().0, paused_at);
+    layer
+        .resume(strata_jobs::Lookup::BlockJob, "drive0")
+        .unwrap();
+    layer.run_until_idle(u64::MAX).unwrap();
+    assert!(layer.jobs().is_empty());
+    let g = layer.core().graph().graph();
+    assert_eq!(g.cow_node(g.find_node("drive0").unwrap()), None);
+}
+
+#[test]
+fn test_read_only_top_cannot_be_streamed_into() {
+    // 030-single-read-only: ro-top (read-only, with an explicitly read-only
+    // file) over mid: "Block node is read-only"; blockdev-del then works.
+    let mut images = single_drive();
+    images.push(Img::qcow2("ro-top.img", MIB));
+    let files = make_files(&images);
+    let mut layer = BlockLayer::new(files, 7);
+    let base = image_opts("raw", "backing.img").with("node-name", s("base"));
+    let mid = image_opts("qcow2", "mid.img")
+        .with("node-name", s("mid"))
+        .with("backing", OptValue::Dict(base));
+    layer
+        .blockdev_add(
+            &image_opts("qcow2", "test.img")
+                .with("node-name", s("drive0"))
+                .with("backing", OptValue::Dict(mid)),
+        )
+        .unwrap();
+    let file = strata_graph::Options::new()
+        .with("driver", s("file"))
+        .with("filename", s("ro-top.img"))
+        .with("read-only", OptValue::Bool(true));
+    let ro_top = strata_graph::Options::new()
+        .with("driver", s("qcow2"))
+        .with("file", OptValue::Dict(file))
+        .with("node-name", s("ro-top"))
+        .with("read-only", OptValue::Bool(true))
+        .with("backing", s("mid"));
+    layer.blockdev_add(&ro_top).unwrap();
+    let args = StreamArgs {
+        base_node: Some("base".into()),
+        ..stream("ro-top", "stream")
+    };
+    assert_eq!(
+        layer.block_stream(&args).unwrap_err().to_string(),
+        "Block node is read-only"
+    );
+    let g = layer.core().graph().graph();
+    assert!(g.node(g.find_node("ro-top").unwrap()).unwrap().read_only);
+    layer.blockdev_del("ro-top").unwrap();
+    assert!(layer.core().find_node("ro-top").is_none());
+}
+
+#[test]
+fn bottom_must_be_in_the_chain() {
+    // flt-c-bottom-errors: "Node 'other' is not in a chain starting from 'top'".
+    let mut layer = single_drive_layer();
+    layer
+        .blockdev_add(
+            &image_opts("qcow2", "mid.img")
+                .with("node-name", s("other"))
+                .with("read-only", OptValue::Bool(true)),
+        )
+        .unwrap();
+    let args = StreamArgs {
+        bottom: Some("other".into()),
+        ..stream("drive0", "s")
+    };
+    assert_eq!(
+        layer.block_stream(&args).unwrap_err().to_string(),
+        "Node 'other' is not in a chain starting from 'drive0'"
+    );
+}
