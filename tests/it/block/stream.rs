@@ -750,3 +750,46 @@ fn bottom_must_be_in_the_chain() {
         "Node 'other' is not in a chain starting from 'drive0'"
     );
 }
+
+#[test]
+fn test_quorum_child_is_streamed_under_the_quorum() {
+    // 030 TestQuorum.test_stream_quorum: three children img-i over
+    // backing-i; stream node0 (a quorum child): its COR filter goes between
+    // the quorum and node0, and afterwards node0 holds backing-0's data.
+    let mut images = Vec::new();
+    for i in 0..3 {
+        let backing: &'static str = ["backing-0.img", "backing-1.img", "backing-2.img"][i];
+        let img: &'static str = ["img-0.img", "img-1.img", "img-2.img"][i];
+        images.push(Img::qcow2(backing, MIB).write(0x55, 0, 1024));
+        images.push(Img::qcow2(img, MIB).on(backing, "qcow2"));
+    }
+    let mut layer = BlockLayer::new(make_files(&images), 13);
+    let children: Vec<OptValue> = (0..3)
+        .map(|i| {
+            OptValue::Dict(
+                image_opts("qcow2", &format!("img-{i}.img"))
+                    .with("node-name", s(&format!("node{i}"))),
+            )
+        })
+        .collect();
+    let quorum = strata_graph::Options::new()
+        .with("driver", s("quorum"))
+        .with("node-name", s("quorum"))
+        .with("vote-threshold", OptValue::Int(2))
+        .with("children", OptValue::List(children));
+    let q = layer.blockdev_add(&quorum).unwrap();
+    let before = content(&mut layer, q);
+    layer
+        .block_stream(&stream("node0", "stream-node0"))
+        .unwrap();
+    layer.run_until_idle(u64::MAX).unwrap();
+    let g = layer.core().graph().graph();
+    let node0 = g.find_node("node0").unwrap();
+    assert_eq!(g.cow_node(node0), None);
+    assert_eq!(content(&mut layer, q), before);
+    let files = layer.core().files().clone();
+    assert_eq!(
+        file_content(&files, "img-0.img", "qcow2")[..1024],
+        [0x55; 1024]
+    );
+}
