@@ -793,3 +793,69 @@ fn test_quorum_child_is_streamed_under_the_quorum() {
         [0x55; 1024]
     );
 }
+
+#[test]
+fn test_smaller_backing_file_finishes() {
+    // 030-smaller-backing: a 1 MiB raw backing under a 2 MiB qcow2; the job
+    // finishes at the end of the backing file, and only the first MiB of
+    // test.img holds data.
+    let files = make_files(&[
+        Img::raw("backing.img", MIB).sector_numbers(),
+        Img::qcow2("test.img", 2 * MIB).on("backing.img", "raw"),
+    ]);
+    let mut layer = BlockLayer::new(files, 17);
+    let base = image_opts("raw", "backing.img").with("node-name", s("base"));
+    let top = image_opts("qcow2", "test.img")
+        .with("node-name", s("drive0"))
+        .with("backing", OptValue::Dict(base));
+    let drive0 = layer.blockdev_add(&top).unwrap();
+    let before = content(&mut layer, drive0);
+    layer.block_stream(&stream("drive0", "drive0")).unwrap();
+    layer.run_until_idle(u64::MAX).unwrap();
+    assert!(layer.jobs().is_empty());
+    assert_eq!(content(&mut layer, drive0), before);
+    let (kind, n) = layer.core_mut().block_status(drive0, 0, 2 * MIB).unwrap();
+    assert_eq!((kind, n), (strata_formats::ExtentKind::Data, MIB));
+    let (kind, _) = layer.core_mut().block_status(drive0, MIB, MIB).unwrap();
+    assert_ne!(kind, strata_formats::ExtentKind::Data);
+}
+
+#[test]
+fn test_stream_stop_cancels_cleanly() {
+    // 030-stream-stop: a cancelled stream emits BLOCK_JOB_CANCELLED and
+    // leaves the graph as it was (the COR filter is gone).
+    let mut layer = single_drive_layer();
+    let names_before: Vec<String> = {
+        let g = layer.core().graph().graph();
+        g.nodes().map(|n| g.name(n).to_string()).collect()
+    };
+    let args = StreamArgs {
+        speed: Some(1024),
+        ..stream("drive0", "drive0")
+    };
+    layer.block_stream(&args).unwrap();
+    layer.run_until_idle(0).unwrap();
+    layer
+        .cancel(strata_jobs::Cancel::BlockJob { force: false }, "drive0")
+        .unwrap();
+    layer.run_until_idle(u64::MAX).unwrap();
+    let labels = event_labels(&mut layer);
+    assert_eq!(
+        labels,
+        [
+            "created",
+            "running",
+            "aborting",
+            "BLOCK_JOB_CANCELLED",
+            "concluded",
+            "null"
+        ]
+    );
+    let g = layer.core().graph().graph();
+    let names_after: Vec<String> = g.nodes().map(|n| g.name(n).to_string()).collect();
+    assert_eq!(names_after, names_before);
+    assert_eq!(
+        g.cow_node(g.find_node("drive0").unwrap()),
+        g.find_node("mid")
+    );
+}
