@@ -15,8 +15,8 @@ pub struct ThrottleGroup {
     /// Limits by QAPI name (`bps-read`, `iops-total`, ...); 0 or absent
     /// means unlimited.
     pub limits: BTreeMap<String, u64>,
-    /// When the group's read and write budgets are next free (virtual ns).
-    pub(crate) busy_until: [u64; 2],
+    /// When each limit's budget is next free (virtual ns), by limit name.
+    pub(crate) busy_until: BTreeMap<String, u64>,
 }
 
 /// The graph, the drivers' state, the files, the throttle groups and the

@@ -514,8 +514,11 @@ impl<F: Files> BlockCore<F> {
         }
     }
 
-    /// Charges a throttled request to its group; the group's budget moves
-    /// forward in virtual time and the request's issuer waits for it.
+    /// Charges a throttled request to its group: every limit that applies
+    /// (`bps-total`, `bps-read`/`bps-write`, `iops-total`,
+    /// `iops-read`/`iops-write`) is a budget that moves forward in virtual
+    /// time by the request's cost; the request completes when the last of
+    /// them is free, and its issuer waits until then.
     fn throttle_charge(&mut self, node: NodeId, bytes: u64, write: bool) {
         let Some(DriverState::Throttle { group }) = self.state.get(&node) else {
             return;
@@ -523,23 +526,24 @@ impl<F: Files> BlockCore<F> {
         let Some(tg) = self.throttle_groups.get_mut(group) else {
             return;
         };
-        let (specific, index) = if write {
-            ("bps-write", 1)
-        } else {
-            ("bps-read", 0)
-        };
-        let limit = tg
-            .limits
-            .get(specific)
-            .or_else(|| tg.limits.get("bps-total"))
-            .copied()
-            .unwrap_or(0);
-        if limit == 0 {
-            return;
+        let dir = if write { "write" } else { "read" };
+        let limits = [
+            ("bps-total".to_string(), bytes),
+            (format!("bps-{dir}"), bytes),
+            ("iops-total".to_string(), 1),
+            (format!("iops-{dir}"), 1),
+        ];
+        let mut done = self.now_ns;
+        for (key, cost) in limits {
+            let limit = tg.limits.get(&key).copied().unwrap_or(0);
+            if limit == 0 {
+                continue;
+            }
+            let free = tg.busy_until.entry(key).or_insert(0);
+            *free = (*free).max(self.now_ns) + cost.saturating_mul(1_000_000_000) / limit;
+            done = done.max(*free);
         }
-        let start = tg.busy_until[index].max(self.now_ns);
-        tg.busy_until[index] = start + bytes.saturating_mul(1_000_000_000) / limit;
-        self.io_wait_until = self.io_wait_until.max(tg.busy_until[index]);
+        self.io_wait_until = self.io_wait_until.max(done);
     }
 }
 

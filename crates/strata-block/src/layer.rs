@@ -198,7 +198,7 @@ impl<F: Files> BlockLayer<F> {
             id.to_string(),
             ThrottleGroup {
                 limits,
-                busy_until: [0; 2],
+                busy_until: BTreeMap::new(),
             },
         );
         Ok(())

@@ -859,3 +859,55 @@ fn test_stream_stop_cancels_cleanly() {
         g.find_node("mid")
     );
 }
+
+#[test]
+fn throttled_reads_take_virtual_time() {
+    // 030-set-speed's slow backing: a throttle node with bps-read 1 MiB/s
+    // under the raw backing makes a 2 MiB stream last about 2 s of virtual
+    // time; iops-read 4 makes each request cost 250 ms.
+    for (limit, value, expect_ns) in [
+        ("bps-read", MIB, 2_000_000_000u64),
+        ("iops-read", 4, 1_000_000_000),
+    ] {
+        let files = make_files(&[
+            Img::raw("backing.img", 2 * MIB).sector_numbers(),
+            Img::qcow2("test.img", 2 * MIB).on("backing.img", "raw"),
+        ]);
+        let mut layer = BlockLayer::new(files, 19);
+        layer
+            .add_throttle_group("slow", [(limit.to_string(), value)].into_iter().collect())
+            .unwrap();
+        let file = strata_graph::Options::new()
+            .with("driver", s("file"))
+            .with("filename", s("backing.img"));
+        let throttle = strata_graph::Options::new()
+            .with("driver", s("throttle"))
+            .with("file", OptValue::Dict(file))
+            .with("throttle-group", s("slow"));
+        let base = strata_graph::Options::new()
+            .with("driver", s("raw"))
+            .with("file", OptValue::Dict(throttle))
+            .with("node-name", s("base"));
+        layer.blockdev_add(&base).unwrap();
+        layer
+            .blockdev_add(
+                &image_opts("qcow2", "test.img")
+                    .with("node-name", s("drive0"))
+                    .with("backing", s("base")),
+            )
+            .unwrap();
+        layer.block_stream(&stream("drive0", "drive0")).unwrap();
+        layer.run_until_idle(u64::MAX).unwrap();
+        assert!(layer.jobs().is_empty(), "{limit}");
+        let done = layer
+            .take_events()
+            .into_iter()
+            .find(|e| e.event.sequence_label() == "BLOCK_JOB_COMPLETED")
+            .unwrap();
+        assert!(
+            done.time_ns >= expect_ns * 3 / 4 && done.time_ns <= expect_ns * 5 / 4,
+            "{limit}: completed at {} ns",
+            done.time_ns
+        );
+    }
+}
