@@ -291,7 +291,7 @@ fn convert_into_the_export_writes_every_byte() {
 #[test]
 fn read_only_export_serves_reads_and_refuses_rw_open() {
     for mode in MODES {
-        let server = Server::start(mode, one(sparse_disk().read_only()));
+        let server = Server::start(mode, one(sparse_disk().into_read_only()));
         let uri = server.uri("disk");
         let out = run_ok(
             "qemu-io",
@@ -324,7 +324,7 @@ fn qemu_nbd_lists_exports_descriptions_and_contexts() {
     for mode in MODES {
         let list = exports(vec![
             ("disk", sparse_disk(), None),
-            ("ro", sparse_disk().read_only(), Some("hello")),
+            ("ro", sparse_disk().into_read_only(), Some("hello")),
         ]);
         let server = Server::start(mode, list);
         let out = run_ok("qemu-nbd", &["-L", "-k", server.socket().to_str().unwrap()]);

@@ -117,7 +117,7 @@ impl MemoryBackend {
     }
 
     /// The same disk, refusing writes.
-    pub fn read_only(mut self) -> MemoryBackend {
+    pub fn into_read_only(mut self) -> MemoryBackend {
         self.read_only = true;
         self
     }

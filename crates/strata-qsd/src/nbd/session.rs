@@ -24,6 +24,9 @@ const INPUT_LIMIT: usize = wire::REQUEST_HEADER_LEN + wire::MAX_BUFFER_SIZE as u
 /// No new request is processed while this much output waits to be sent.
 const OUTPUT_HIGH_WATER: usize = wire::MAX_BUFFER_SIZE as usize;
 
+#[cfg(test)]
+mod tests;
+
 /// Per-server settings of a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionConfig {
