@@ -5,6 +5,7 @@ mod admin;
 mod commit;
 mod core;
 mod error;
+mod export;
 mod files;
 mod invariants;
 mod io;
