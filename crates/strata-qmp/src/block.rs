@@ -23,7 +23,7 @@ use crate::commands::{
     BlockExportOptions, BlockStreamArgs, Command, NbdServerStartArgs, ObjectOptions, OnError,
 };
 use crate::error::{ErrorClass, QmpError};
-use crate::session::{CommandHandler, Event};
+use crate::session::{CommandHandler, Event, EventSink, Timestamp};
 
 /// Where the NBD server listens (`SocketAddress`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +70,35 @@ impl NbdAddress {
     }
 }
 
+/// A `--monitor` option (`MonitorOptions`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MonitorOption {
+    /// The chardev id.
+    pub chardev: String,
+    /// `pretty`.
+    pub pretty: bool,
+    /// `mode=control` (the default); `readline` otherwise.
+    pub control: bool,
+}
+
+impl MonitorOption {
+    /// From the validated value of [`crate::CliValue::Monitor`].
+    pub fn from_json(options: &Value) -> MonitorOption {
+        MonitorOption {
+            chardev: options
+                .get("chardev")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            pretty: options
+                .get("pretty")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            control: options.get("mode").and_then(Value::as_str) != Some("readline"),
+        }
+    }
+}
+
 /// One block export (`block-export-add`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Export {
@@ -98,6 +127,12 @@ pub struct BlockHandler<F: Files> {
     /// Events that are not job events (`BLOCK_EXPORT_DELETED`), with the
     /// virtual time they happened at.
     events: Vec<(u64, Event)>,
+    /// The wall-clock time of virtual time 0.
+    origin: Timestamp,
+    /// Events a command raised: its own client got them ahead of the
+    /// response, every other client gets them from
+    /// [`BlockHandler::take_command_events`].
+    command_events: Vec<(Event, Timestamp)>,
 }
 
 impl<F: Files> BlockHandler<F> {
@@ -108,6 +143,28 @@ impl<F: Files> BlockHandler<F> {
             nbd_server: None,
             exports: Vec::new(),
             events: Vec::new(),
+            origin: Timestamp {
+                seconds: 0,
+                microseconds: 0,
+            },
+            command_events: Vec::new(),
+        }
+    }
+
+    /// Sets the wall-clock time that virtual time 0 stands for: event
+    /// timestamps are this plus the block layer's virtual time.
+    pub fn set_clock_origin(&mut self, origin: Timestamp) {
+        self.origin = origin;
+    }
+
+    /// The wall-clock timestamp of virtual time `time_ns`.
+    pub fn timestamp(&self, time_ns: u64) -> Timestamp {
+        let micros = self.origin.seconds as i128 * 1_000_000
+            + self.origin.microseconds as i128
+            + (time_ns / 1_000) as i128;
+        Timestamp {
+            seconds: (micros / 1_000_000) as i64,
+            microseconds: (micros % 1_000_000) as i64,
         }
     }
 
@@ -132,9 +189,10 @@ impl<F: Files> BlockHandler<F> {
         &self.exports
     }
 
-    /// The events since the last call, job events and export events, in
-    /// the order they happened, each with its virtual time (ns).
-    pub fn take_events(&mut self) -> Vec<(u64, Event)> {
+    /// The events raised since the last call outside of commands (by job
+    /// steps), job events and export events in the order they happened,
+    /// each with its timestamp: for every negotiated client.
+    pub fn take_events(&mut self) -> Vec<(Event, Timestamp)> {
         let mut events: Vec<(u64, Event)> = self
             .layer
             .take_events()
@@ -145,6 +203,15 @@ impl<F: Files> BlockHandler<F> {
         // Stable: equal times keep job events first, each list in order.
         events.sort_by_key(|(time, _)| *time);
         events
+            .into_iter()
+            .map(|(time, event)| (event, self.timestamp(time)))
+            .collect()
+    }
+
+    /// The events the last commands raised, for the clients that did not
+    /// send them (the sender got them ahead of its response).
+    pub fn take_command_events(&mut self) -> Vec<(Event, Timestamp)> {
+        std::mem::take(&mut self.command_events)
     }
 
     /// `--nbd-server` / `nbd-server-start`: records the address; the
@@ -332,7 +399,18 @@ impl<F: Files> BlockHandler<F> {
 }
 
 impl<F: Files> CommandHandler for BlockHandler<F> {
-    fn dispatch(&mut self, command: Command) -> Result<Value, QmpError> {
+    fn dispatch(&mut self, command: Command, sink: &mut EventSink) -> Result<Value, QmpError> {
+        let result = self.run(command);
+        for (event, timestamp) in self.take_events() {
+            sink.emit(event.clone(), timestamp);
+            self.command_events.push((event, timestamp));
+        }
+        result
+    }
+}
+
+impl<F: Files> BlockHandler<F> {
+    fn run(&mut self, command: Command) -> Result<Value, QmpError> {
         let layer = &mut self.layer;
         let done = |r: strata_block::Result<()>| r.map(|()| json!({})).map_err(block_error);
         match command {
@@ -365,9 +443,7 @@ impl<F: Files> CommandHandler for BlockHandler<F> {
                 },
                 &device,
             )),
-            Command::BlockJobComplete { device } => {
-                done(layer.complete(Lookup::BlockJob, &device))
-            }
+            Command::BlockJobComplete { device } => done(layer.complete(Lookup::BlockJob, &device)),
             Command::BlockJobFinalize { id } => done(layer.finalize(Lookup::BlockJob, &id)),
             Command::BlockJobDismiss { id } => done(layer.dismiss(Lookup::BlockJob, &id)),
             Command::JobPause { id } => done(layer.pause(Lookup::Job, &id)),
@@ -402,9 +478,6 @@ impl<F: Files> CommandHandler for BlockHandler<F> {
                     })
                     .collect(),
             )),
-            other => Err(QmpError::generic(format!(
-                "strata-qsd does not implement {other:?}"
-            ))),
         }
     }
 }
@@ -505,7 +578,10 @@ fn image_info(info: &NamedNodeInfo, backing: Option<Value>) -> Value {
     image.insert("dirty-flag".into(), json!(false));
     image.insert("virtual-size".into(), json!(info.virtual_size));
     if info.driver == "file" {
-        image.insert("format-specific".into(), json!({"type": "file", "data": {}}));
+        image.insert(
+            "format-specific".into(),
+            json!({"type": "file", "data": {}}),
+        );
     }
     if let Some(backing_file) = &info.backing_file {
         image.insert("backing-filename".into(), json!(backing_file));
@@ -574,7 +650,14 @@ mod tests {
         let keys: Vec<&str> = opts.iter().map(|(k, _)| k).collect();
         assert_eq!(
             keys,
-            ["driver", "node-name", "read-only", "cache-size", "backing", "file"]
+            [
+                "driver",
+                "node-name",
+                "read-only",
+                "cache-size",
+                "backing",
+                "file"
+            ]
         );
         assert_eq!(opts.get("read-only"), Some(&OptValue::Bool(true)));
         assert_eq!(opts.get("cache-size"), Some(&OptValue::Int(65536)));
@@ -593,6 +676,20 @@ mod tests {
             "/d/base.img"
         );
         assert_eq!(full_backing_filename("/d/top.img", "/e/b.img"), "/e/b.img");
+    }
+
+    #[test]
+    fn monitor_options() {
+        let m = MonitorOption::from_json(&json!({"chardev": "m0", "pretty": true}));
+        assert_eq!(
+            m,
+            MonitorOption {
+                chardev: "m0".into(),
+                pretty: true,
+                control: true
+            }
+        );
+        assert!(!MonitorOption::from_json(&json!({"chardev": "m", "mode": "readline"})).control);
     }
 
     #[test]

@@ -133,7 +133,7 @@ mod writer;
 pub use serde_json;
 
 pub use block::{
-    block_error, job_event, options_from_json, BlockHandler, Export, NbdAddress,
+    block_error, job_event, options_from_json, BlockHandler, Export, MonitorOption, NbdAddress,
 };
 pub use cli::{cli_error_line, parse_cli_option, CliOption, CliValue};
 pub use commands::{
