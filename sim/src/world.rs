@@ -572,7 +572,12 @@ impl World {
                 if status == JobStatus::Created && !self.created.contains(&job) {
                     self.created.push(job.clone());
                 }
-                self.last_status.insert(job, status);
+                if status == JobStatus::Null {
+                    // The id is free again: a new job may take it.
+                    self.last_status.remove(&job);
+                } else {
+                    self.last_status.insert(job, status);
+                }
             }
             self.events.push(e);
         }

@@ -2,6 +2,8 @@
 //! wherever cargo does.
 
 mod bench_formats;
+mod sim;
+mod sim_record;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -21,6 +23,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Conformance against qemu-storage-daemon: `record` runs the
+    /// simulator's scenarios against QEMU into `sim/qemu/`.
+    Conformance {
+        /// `record [SCENARIO...]`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run a benchmark: `formats` (Strata's qcow2 against qemu-img on a
     /// 1 GiB chain; options: `--runs N`).
     Bench {
@@ -34,13 +43,8 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Sim { .. } => {
-            eprintln!(
-                "cargo xtask sim: not yet — the simulator lands with the sim issue; \
-                 see README.md's status table"
-            );
-            ExitCode::from(2)
-        }
+        Command::Sim { args } => sim::main(&args),
+        Command::Conformance { args } => sim_record::main(&args),
         Command::Bench { what, args } => match what.as_str() {
             "formats" => bench_formats::run(&args),
             other => {

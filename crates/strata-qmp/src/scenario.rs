@@ -23,8 +23,9 @@ use std::collections::BTreeMap;
 
 /// A JSON value without JSON: what a scenario passes as arguments and what
 /// an observation records as returns and event data. Dictionaries keep
-/// their order.
-#[derive(Clone, PartialEq, Debug)]
+/// their order for printing but compare like Python's dicts: as sets of
+/// members.
+#[derive(Clone, Debug)]
 pub enum Datum {
     /// `null`.
     Null,
@@ -40,6 +41,24 @@ pub enum Datum {
     List(Vec<Datum>),
     /// A dictionary, in the order written.
     Dict(Vec<(String, Datum)>),
+}
+
+impl PartialEq for Datum {
+    fn eq(&self, other: &Datum) -> bool {
+        match (self, other) {
+            (Datum::Dict(a), Datum::Dict(b)) => {
+                a.len() == b.len() && a.iter().all(|(k, v)| other.get(k) == Some(v))
+            }
+            (Datum::Null, Datum::Null) => true,
+            (Datum::Bool(a), Datum::Bool(b)) => a == b,
+            (Datum::Int(a), Datum::Int(b)) => a == b,
+            (Datum::Float(a), Datum::Float(b)) => a == b,
+            (Datum::Int(a), Datum::Float(b)) | (Datum::Float(b), Datum::Int(a)) => *a as f64 == *b,
+            (Datum::Str(a), Datum::Str(b)) => a == b,
+            (Datum::List(a), Datum::List(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl Datum {

@@ -1,0 +1,416 @@
+//! `cargo xtask sim`: run, explore, replay and render the simulator's
+//! scenarios.
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use strata_qmp::scenario::{Observation, Scenario};
+use strata_sim::{
+    compare, explore, qemu_observation, replay_command, run, scenario, scenarios, to_dot,
+    CompareOptions, ExploreOptions, Progress, Replay, RunOptions, Schedule, SchedulerSpec,
+};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask sim", about = "The deterministic simulator")]
+struct SimCli {
+    #[command(subcommand)]
+    command: Option<SimCommand>,
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// List the scenarios.
+    List,
+    /// Run scenarios once and compare with QEMU's recorded observations.
+    Run {
+        /// Scenario names (default: all).
+        names: Vec<String>,
+        /// Run every scenario.
+        #[arg(long)]
+        all: bool,
+        /// canonical, random, pct, pct:DEPTH, or a schedule string.
+        #[arg(long, default_value = "canonical")]
+        scheduler: String,
+        /// Seed of random and pct.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print every difference, not only the first few.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Explore every schedule of a scenario (within a preemption bound).
+    Explore {
+        /// The scenario.
+        name: String,
+        /// At most this many non-canonical decisions per schedule.
+        #[arg(long, default_value_t = 2)]
+        bound: usize,
+        /// Worker threads (the result does not depend on it).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Replay one schedule of a scenario.
+    Replay {
+        /// The scenario.
+        name: String,
+        /// The schedule (`s:...`), as printed by run or explore.
+        schedule: String,
+    },
+    /// Print a scenario's observation (canonical schedule) as JSON.
+    Show {
+        /// The scenario.
+        name: String,
+    },
+    /// The final graph as DOT (or SVG through graphviz).
+    Render {
+        /// The scenario.
+        name: String,
+        /// Write `target/sim/NAME.svg` with graphviz `dot`.
+        #[arg(long)]
+        svg: bool,
+    },
+}
+
+/// Entry point of `cargo xtask sim ARGS`.
+pub fn main(args: &[String]) -> ExitCode {
+    let argv = std::iter::once("cargo xtask sim".to_string()).chain(args.iter().cloned());
+    let cli = match SimCli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        None => run_all(),
+        Some(SimCommand::List) => list(),
+        Some(SimCommand::Run {
+            names,
+            all,
+            scheduler,
+            seed,
+            verbose,
+        }) => run_some(&names, all, &scheduler, seed, verbose),
+        Some(SimCommand::Explore {
+            name,
+            bound,
+            threads,
+        }) => explore_one(&name, bound, threads),
+        Some(SimCommand::Replay { name, schedule }) => replay(&name, &schedule),
+        Some(SimCommand::Show { name }) => show(&name),
+        Some(SimCommand::Render { name, svg }) => render(&name, svg),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("cargo xtask sim: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+type Res = Result<bool, Box<dyn std::error::Error>>;
+
+fn list() -> Res {
+    for s in scenarios()? {
+        let qemu = if qemu_observation(&s.name)?.is_some() {
+            ""
+        } else {
+            " (no QEMU recording)"
+        };
+        println!("{:40} {}{qemu}", s.name, s.description);
+    }
+    Ok(true)
+}
+
+fn selected(names: &[String], all: bool) -> Result<Vec<Arc<Scenario>>, strata_sim::Error> {
+    if all || names.is_empty() {
+        return scenarios();
+    }
+    names.iter().map(|n| scenario(n)).collect()
+}
+
+/// The verdict of one run against QEMU.
+struct Verdict {
+    steps: usize,
+    outcome: String,
+    matches: Option<Vec<String>>,
+    replay: String,
+    failed: bool,
+}
+
+fn judge(s: &Arc<Scenario>, spec: &SchedulerSpec) -> Result<Verdict, strata_sim::Error> {
+    let mut scheduler = spec.build();
+    let qemu = qemu_observation(&s.name)?;
+    Ok(match run(s, scheduler.as_mut(), RunOptions::default()) {
+        Ok(done) => {
+            let failed_expect = &done.observation.expectations_failed;
+            let outcome = if failed_expect.is_empty() {
+                "ok".to_string()
+            } else {
+                format!("expectations failed: steps {failed_expect:?}")
+            };
+            let matches = qemu.map(|q| compare(&q, &done.observation, CompareOptions::default()));
+            Verdict {
+                steps: done.trace.len(),
+                outcome,
+                failed: matches.as_ref().is_some_and(|d| !d.is_empty()),
+                matches,
+                replay: replay_command(&s.name, &done.schedule),
+            }
+        }
+        Err(f) => Verdict {
+            steps: 0,
+            outcome: f.error.to_string(),
+            matches: None,
+            replay: replay_command(&s.name, &f.schedule),
+            failed: true,
+        },
+    })
+}
+
+fn print_table(rows: &[(String, Verdict)], verbose: bool) {
+    println!("{:42} {:>7}  {:7} outcome", "scenario", "steps", "QEMU");
+    for (name, v) in rows {
+        let m = match &v.matches {
+            None => "-",
+            Some(d) if d.is_empty() => "yes",
+            Some(_) => "no",
+        };
+        println!("{name:42} {:>7}  {m:7} {}", v.steps, v.outcome);
+    }
+    for (name, v) in rows {
+        if let Some(d) = v.matches.as_ref().filter(|d| !d.is_empty()) {
+            println!(
+                "\n{name}: {} difference(s) from QEMU  [{}]",
+                d.len(),
+                v.replay
+            );
+            let shown = if verbose { d.len() } else { d.len().min(6) };
+            for line in &d[..shown] {
+                println!("    {line}");
+            }
+            if shown < d.len() {
+                println!("    ... (-v shows all)");
+            }
+        } else if v.failed {
+            println!("\n{name}: {}  [{}]", v.outcome, v.replay);
+        }
+    }
+}
+
+fn run_some(names: &[String], all: bool, scheduler: &str, seed: u64, verbose: bool) -> Res {
+    let spec = SchedulerSpec::parse(scheduler, seed)?;
+    println!("scheduler: {spec}");
+    let mut rows = Vec::new();
+    for s in selected(names, all)? {
+        rows.push((s.name.clone(), judge(&s, &spec)?));
+    }
+    print_table(&rows, verbose);
+    summary(&rows)
+}
+
+fn summary(rows: &[(String, Verdict)]) -> Res {
+    let matching = rows
+        .iter()
+        .filter(|(_, v)| v.matches.as_ref().is_some_and(|d| d.is_empty()))
+        .count();
+    let recorded = rows.iter().filter(|(_, v)| v.matches.is_some()).count();
+    let failed = rows.iter().filter(|(_, v)| v.failed).count();
+    println!(
+        "\n{} scenarios, {matching} of {recorded} with a QEMU recording match it, {failed} differ or fail",
+        rows.len()
+    );
+    Ok(failed == 0)
+}
+
+/// `cargo xtask sim`: every scenario, canonical schedule, checked for
+/// determinism, compared with QEMU.
+fn run_all() -> Res {
+    let mut rows = Vec::new();
+    let mut deterministic = true;
+    for s in scenarios()? {
+        let v = judge(&s, &SchedulerSpec::Canonical)?;
+        if let Err(e) = strata_sim::check_determinism(&s, &Schedule::default()) {
+            println!("NOT DETERMINISTIC: {e}");
+            deterministic = false;
+        }
+        rows.push((s.name.clone(), v));
+    }
+    print_table(&rows, false);
+    Ok(summary(&rows)? && deterministic)
+}
+
+fn explore_one(name: &str, bound: usize, threads: Option<usize>) -> Res {
+    let s = scenario(name)?;
+    if let Some(n) = threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()?;
+    }
+    let progress = Arc::new(Progress::default());
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}")?);
+    let watcher = {
+        let (bar, progress) = (bar.clone(), progress.clone());
+        std::thread::spawn(move || loop {
+            bar.set_message(format!(
+                "{} states, {} schedules",
+                progress.states.load(Ordering::Relaxed),
+                progress.schedules.load(Ordering::Relaxed)
+            ));
+            bar.tick();
+            if bar.is_finished() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        })
+    };
+    let start = Instant::now();
+    let options = ExploreOptions {
+        preemption_bound: bound,
+        ..ExploreOptions::default()
+    };
+    let found = explore(&s, options, &progress);
+    bar.finish_and_clear();
+    let _ = watcher.join();
+    let found = found?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{name}: preemption bound {bound}: {} states, {} schedules, {} distinct outcome(s), {:.2} s, {:.0} states/s",
+        found.states,
+        found.schedules,
+        found.outcomes.len(),
+        secs,
+        found.states as f64 / secs.max(1e-9)
+    );
+    let qemu = qemu_observation(name)?;
+    let first = found.outcomes.first().map(|o| o.observation.clone());
+    for (i, o) in found.outcomes.iter().enumerate() {
+        let vs_qemu = match &qemu {
+            Some(q) if compare(q, &o.observation, CompareOptions::default()).is_empty() => {
+                "same as QEMU"
+            }
+            Some(_) => "NOT what QEMU showed",
+            None => "no QEMU recording",
+        };
+        println!(
+            "  outcome {}: {} schedule(s), {vs_qemu}; {}",
+            i + 1,
+            o.schedules,
+            replay_command(name, &o.example)
+        );
+        if let (Some(first), true) = (&first, i > 0) {
+            let strict = CompareOptions {
+                no_volatile: true,
+                ..CompareOptions::default()
+            };
+            for d in compare(first, &o.observation, strict) {
+                println!("      differs from outcome 1: {d}");
+            }
+        }
+    }
+    for (schedule, e) in &found.failures {
+        println!("  FAILED: {e}  [{}]", replay_command(name, schedule));
+    }
+    Ok(found.failures.is_empty())
+}
+
+fn replay(name: &str, schedule: &str) -> Res {
+    let s = scenario(name)?;
+    let schedule = Schedule::parse(schedule)?;
+    match run(&s, &mut Replay::new(&schedule), RunOptions::default()) {
+        Ok(done) => {
+            for (i, (task, t)) in done.trace.iter().enumerate() {
+                println!("{i:6} {:>12.6}s  {task}", *t as f64 / 1e9);
+            }
+            report_against_qemu(name, &done.observation)
+        }
+        Err(f) => {
+            println!(
+                "{name}: {}  [{}]",
+                f.error,
+                replay_command(name, &f.schedule)
+            );
+            Ok(false)
+        }
+    }
+}
+
+fn report_against_qemu(name: &str, obs: &Observation) -> Res {
+    match qemu_observation(name)? {
+        None => {
+            println!("{name}: no QEMU recording");
+            Ok(true)
+        }
+        Some(q) => {
+            let diffs = compare(&q, obs, CompareOptions::default());
+            println!("{name}: {} difference(s) from QEMU", diffs.len());
+            for d in &diffs {
+                println!("    {d}");
+            }
+            Ok(diffs.is_empty())
+        }
+    }
+}
+
+fn canonical(name: &str) -> Result<Observation, Box<dyn std::error::Error>> {
+    let s = scenario(name)?;
+    let done = run(&s, &mut strata_sim::Canonical, RunOptions::default())
+        .map_err(|f| format!("{}  [{}]", f.error, replay_command(name, &f.schedule)))?;
+    Ok(done.observation)
+}
+
+fn show(name: &str) -> Res {
+    println!("{}", canonical(name)?.to_json());
+    Ok(true)
+}
+
+fn render(name: &str, svg: bool) -> Res {
+    let obs = canonical(name)?;
+    let dot = to_dot(obs.graph.as_ref().ok_or("no final graph")?);
+    if !svg {
+        print!("{dot}");
+        return Ok(true);
+    }
+    ensure_dot()?;
+    let dir = strata_sim::sim_dir().join("../target/sim");
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join(format!("{name}.svg"));
+    let mut child = std::process::Command::new("dot")
+        .args(["-Tsvg", "-o"])
+        .arg(&out)
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(dot.as_bytes())?;
+    let status = child.wait()?;
+    println!("{}", out.display());
+    Ok(status.success())
+}
+
+/// graphviz's `dot`, installed with apt-get when missing.
+fn ensure_dot() -> Result<(), Box<dyn std::error::Error>> {
+    let have = std::process::Command::new("dot").arg("-V").output().is_ok();
+    if have {
+        return Ok(());
+    }
+    eprintln!("graphviz is missing: apt-get install -y graphviz");
+    let ok = std::process::Command::new("apt-get")
+        .args(["install", "-y", "graphviz"])
+        .status()?
+        .success();
+    if ok {
+        Ok(())
+    } else {
+        Err("apt-get install graphviz failed".into())
+    }
+}
