@@ -368,3 +368,35 @@ fn several_clients_share_one_export() {
         }
     }
 }
+
+#[test]
+fn tcp_loopback_serves_qemu_io() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use strata_qsd::nbd::{NbdAddress, NbdListener};
+
+    let listener = NbdListener::bind(&NbdAddress::Tcp("127.0.0.1:0".parse().unwrap())).unwrap();
+    let NbdAddress::Tcp(addr) = listener.local_addr().unwrap() else {
+        panic!("not TCP")
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let owner = std::thread::spawn(move || super::event_loop(listener, one(sparse_disk()), &flag));
+    let uri = format!("nbd://127.0.0.1:{}/disk", addr.port());
+    let out = run_ok(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "read -P 0x5a 1M 64k",
+            "-c",
+            "write -P 3 0 512",
+            &uri,
+        ],
+    );
+    stop.store(true, Ordering::SeqCst);
+    let disk = owner.join().unwrap().remove("disk").unwrap().0;
+    assert!(!out.contains("Pattern verification failed"), "{out}");
+    assert!(disk.bytes()[..512].iter().all(|&b| b == 3));
+}

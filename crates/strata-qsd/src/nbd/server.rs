@@ -214,9 +214,10 @@ pub fn serve_connection<S: Read + Write>(
         if let Some(closed) = session.closed() {
             return Ok(closed.clone());
         }
+        // Requests held back while the output was full go first.
+        session.process(exports);
         let room = session.input_room();
-        if room == 0 {
-            session.process(exports);
+        if !session.pending_output().is_empty() || room == 0 {
             continue;
         }
         match stream.read(&mut buf[..room.min(READ_CHUNK)]) {
@@ -275,12 +276,22 @@ impl<S: Read + Write> Connection<S> {
             ) {
                 return Ok(Pump::Finished(closed.clone()));
             }
+            // Requests held back while the output was full go first.
+            let before = (
+                self.session.pending_output().len(),
+                self.session.closed().is_some(),
+            );
+            self.session.process(exports);
+            let processed = before
+                != (
+                    self.session.pending_output().len(),
+                    self.session.closed().is_some(),
+                );
             let room = self.session.input_room();
             if room == 0 {
-                if !self.session.pending_output().is_empty() {
-                    return Ok(Pump::Open);
+                if !wrote && !processed {
+                    break;
                 }
-                self.session.process(exports);
                 continue;
             }
             let read = match self.stream.read(&mut self.buf[..room.min(READ_CHUNK)]) {
@@ -300,11 +311,17 @@ impl<S: Read + Write> Connection<S> {
                 }
                 Err(e) => return Err(e),
             };
-            if !wrote && !read {
+            if !wrote && !read && !processed {
                 break;
             }
         }
         Ok(Pump::Open)
+    }
+
+    /// Whether the session takes input now: poll the stream for reading only
+    /// then (a full output buffer must drain first).
+    pub fn wants_read(&self) -> bool {
+        self.session.input_room() > 0
     }
 
     /// Whether output is waiting for the socket to become writable.
@@ -449,5 +466,103 @@ fn accept_loop(
             // Out of threads: the stream was dropped, so the client sees EOF.
             continue;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::nbd::MemoryBackend;
+
+    type Map = BTreeMap<String, (MemoryBackend, Option<String>)>;
+
+    fn disk(size: usize) -> Map {
+        let mut map = BTreeMap::new();
+        map.insert("disk".to_string(), (MemoryBackend::new(size), None));
+        map
+    }
+
+    /// A client that negotiates `disk` without structured replies, then
+    /// sends `count` pipelined maximal reads before reading any reply, and
+    /// returns how many replies arrived.
+    fn pipelining_client(mut s: UnixStream, count: u64) -> io::Result<u64> {
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut greeting = [0; 18];
+        s.read_exact(&mut greeting)?;
+        let mut out = vec![0, 0, 0, 3];
+        out.extend(b"IHAVEOPT\x00\x00\x00\x07\x00\x00\x00\x0a\x00\x00\x00\x04disk\x00\x00");
+        s.write_all(&out)?;
+        // BLOCK_SIZE info (20 + 14), EXPORT info (20 + 12), ACK (20).
+        let mut replies = [0; 86];
+        s.read_exact(&mut replies)?;
+        let mut reads = Vec::new();
+        for handle in 0..count {
+            reads.extend(0x2560_9513u32.to_be_bytes());
+            reads.extend([0, 0, 0, 0]);
+            reads.extend(handle.to_be_bytes());
+            reads.extend(0u64.to_be_bytes());
+            reads.extend(crate::nbd::MAX_BUFFER_SIZE.to_be_bytes());
+        }
+        s.write_all(&reads)?;
+        let mut reply = vec![0; 16 + crate::nbd::MAX_BUFFER_SIZE as usize];
+        for handle in 0..count {
+            s.read_exact(&mut reply)?;
+            assert_eq!(&reply[8..16], &handle.to_be_bytes());
+        }
+        Ok(count)
+    }
+
+    #[test]
+    fn blocking_server_answers_pipelined_reads_past_the_output_limit() {
+        let (server_end, client_end) = UnixStream::pair().unwrap();
+        let client = std::thread::spawn(move || pipelining_client(client_end, 4));
+        let mut exports = disk(64 << 20);
+        let closed = serve_connection(server_end, SessionConfig::default(), &mut exports).unwrap();
+        assert_eq!(client.join().unwrap().unwrap(), 4);
+        assert_eq!(closed, Closed::PeerClosed);
+    }
+
+    #[test]
+    fn event_loop_connection_answers_pipelined_reads_past_the_output_limit() {
+        let (server_end, client_end) = UnixStream::pair().unwrap();
+        server_end.set_nonblocking(true).unwrap();
+        let client = std::thread::spawn(move || pipelining_client(client_end, 4));
+        let mut exports = disk(64 << 20);
+        let mut conn = Connection::new(server_end, SessionConfig::default());
+        let closed = loop {
+            match conn.pump(&mut exports).unwrap() {
+                Pump::Open => std::thread::sleep(Duration::from_micros(100)),
+                Pump::Finished(closed) => break closed,
+            }
+        };
+        assert_eq!(client.join().unwrap().unwrap(), 4);
+        assert_eq!(closed, Closed::PeerClosed);
+        assert!(!conn.wants_write());
+    }
+
+    #[test]
+    fn tcp_is_loopback_only() {
+        let any = NbdAddress::Tcp("0.0.0.0:0".parse().unwrap());
+        let err = NbdListener::bind(&any).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let local = NbdListener::bind(&NbdAddress::Tcp("127.0.0.1:0".parse().unwrap())).unwrap();
+        match local.local_addr().unwrap() {
+            NbdAddress::Tcp(sa) => assert!(sa.port() != 0 && sa.ip().is_loopback()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stale_unix_socket_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let first = NbdListener::bind(&NbdAddress::Unix(path.clone())).unwrap();
+        drop(first);
+        assert!(path.exists(), "std leaves the socket file behind");
+        let again = NbdListener::bind(&NbdAddress::Unix(path.clone())).unwrap();
+        assert_eq!(again.local_addr().unwrap(), NbdAddress::Unix(path));
     }
 }
