@@ -14,13 +14,13 @@
 
 use serde_json::{json, Map, Value};
 use strata_block::{
-    BlockLayer, ErrorClass as BlockErrorClass, Files, NamedNodeInfo, StreamArgs, XdbgGraph,
+    BlockLayer, CommitArgs, ErrorClass as BlockErrorClass, Files, NamedNodeInfo, StreamArgs, XdbgGraph,
 };
 use strata_graph::{NodeId, OptValue, Options, Perm, RootId};
 use strata_jobs::{BlockdevOnError, Cancel, JobEvent, Lookup};
 
 use crate::commands::{
-    BlockExportOptions, BlockStreamArgs, Command, NbdServerStartArgs, ObjectOptions, OnError,
+    BlockCommitArgs, BlockExportOptions, BlockStreamArgs, Command, NbdServerStartArgs, ObjectOptions, OnError,
 };
 use crate::error::{ErrorClass, QmpError};
 use crate::session::{CommandHandler, Event, EventSink, Timestamp};
@@ -369,6 +369,25 @@ impl<F: Files> BlockHandler<F> {
         self.layer.block_stream(&args).map_err(block_error)
     }
 
+    fn block_commit(&mut self, args: BlockCommitArgs) -> Result<(), QmpError> {
+        let args = CommitArgs {
+            job_id: args.job_id,
+            device: args.device,
+            base_node: args.base_node,
+            base: args.base,
+            top_node: args.top_node,
+            top: args.top,
+            backing_file: args.backing_file,
+            backing_mask_protocol: args.backing_mask_protocol,
+            speed: args.speed,
+            on_error: args.on_error.map(on_error),
+            filter_node_name: args.filter_node_name,
+            auto_finalize: args.auto_finalize,
+            auto_dismiss: args.auto_dismiss,
+        };
+        self.layer.block_commit(&args).map_err(block_error)
+    }
+
     fn query_named_block_nodes(&mut self, flat: bool) -> Value {
         let infos = self.layer.query_named_block_nodes();
         let list = infos
@@ -431,9 +450,7 @@ impl<F: Files> BlockHandler<F> {
             Command::ObjectAdd(object) => self.object_add(&object).map(|()| json!({})),
             Command::ObjectDel { id } => done(layer.del_throttle_group(&id)),
             Command::BlockStream(args) => self.block_stream(args).map(|()| json!({})),
-            Command::BlockCommit(_) => Err(QmpError::generic(
-                "strata-qsd: block-commit is not modelled yet",
-            )),
+            Command::BlockCommit(args) => self.block_commit(args).map(|()| json!({})),
             Command::BlockJobSetSpeed { device, speed } => done(layer.set_speed(&device, speed)),
             Command::BlockJobPause { device } => done(layer.pause(Lookup::BlockJob, &device)),
             Command::BlockJobResume { device } => done(layer.resume(Lookup::BlockJob, &device)),

@@ -1,0 +1,502 @@
+//! The daemon: one thread owns the block layer and runs an event loop over
+//! the monitor sockets, the QMP clients and the termination signals, and
+//! steps the jobs in real time.
+//!
+//! Each turn of the loop: move the block layer's clock to the real time
+//! elapsed since start, step every runnable job (for a bounded slice of
+//! time, so that clients stay served), send the events to every
+//! negotiated client, then `poll` — without timeout when a job can run,
+//! until the next job timer otherwise — and serve what became ready.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use strata_block::{BlockLayer, HostFiles};
+use strata_qmp::{
+    parse_cli_option, BlockHandler, CliOption, CliValue, Command, CommandHandler, Event, EventSink,
+    MonitorOption, NbdAddress, Session, SessionConfig, Timestamp,
+};
+
+use crate::args::{program_name, Plan, Setup};
+use crate::chardev::{parse_chardev, ChardevSpec};
+use crate::sys::{poll, Interest, TerminationSignals};
+
+/// How long one turn may step jobs before serving sockets again.
+const STEP_SLICE: Duration = Duration::from_millis(10);
+
+/// How long quitting waits for clients to take their last bytes.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A refused setup: the line to print on stderr (exit 1).
+#[derive(Debug)]
+pub struct SetupError(pub String);
+
+/// A `--chardev` socket, listening.
+struct Chardev {
+    spec: ChardevSpec,
+    listener: UnixListener,
+    /// The client `wait=on` waited for, until a monitor takes it.
+    waiting_client: Option<UnixStream>,
+    monitor: Option<MonitorOption>,
+}
+
+/// One QMP client connection.
+struct Client {
+    stream: UnixStream,
+    session: Session,
+    out: Vec<u8>,
+    closed: bool,
+}
+
+impl Client {
+    fn new(stream: UnixStream, monitor: &MonitorOption) -> io::Result<Client> {
+        stream.set_nonblocking(true)?;
+        let mut session = Session::new(SessionConfig {
+            pretty: monitor.pretty,
+            ..SessionConfig::default()
+        });
+        let out = session.take_output();
+        Ok(Client {
+            stream,
+            session,
+            out,
+            closed: false,
+        })
+    }
+
+    fn send_event(&mut self, event: &Event, timestamp: Timestamp) {
+        self.session.send_event(event, timestamp);
+        self.out.extend(self.session.take_output());
+    }
+
+    /// Writes what the socket takes now; a failed socket is closed.
+    fn write_some(&mut self) {
+        while !self.out.is_empty() && !self.closed {
+            match self.stream.write(&self.out) {
+                Ok(0) => self.closed = true,
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.closed = true,
+            }
+        }
+    }
+}
+
+/// The running daemon.
+pub struct Daemon {
+    program: String,
+    handler: BlockHandler<HostFiles>,
+    chardevs: BTreeMap<String, Chardev>,
+    clients: Vec<Client>,
+    signals: TerminationSignals,
+    start: Instant,
+    pidfile: Option<String>,
+}
+
+impl Daemon {
+    /// Carries out the setup steps in order (as qsd's option pass does),
+    /// then writes the pidfile: the daemon is ready once this returns.
+    pub fn start(argv0: &str, plan: Plan) -> Result<Daemon, SetupError> {
+        let program = program_name(argv0).to_string();
+        let signals = TerminationSignals::install()
+            .map_err(|e| SetupError(format!("{program}: signalfd: {e}")))?;
+        let mut handler = BlockHandler::new(BlockLayer::new(HostFiles::new(), seed()));
+        let start = Instant::now();
+        handler.set_clock_origin(wall_clock());
+        let mut daemon = Daemon {
+            program,
+            handler,
+            chardevs: BTreeMap::new(),
+            clients: Vec::new(),
+            signals,
+            start,
+            pidfile: None,
+        };
+        for step in &plan.steps {
+            if let Err(text) = daemon.setup(step) {
+                daemon.remove_files();
+                return Err(SetupError(daemon.option_error(step, &text)));
+            }
+        }
+        if let Some(path) = &plan.pidfile {
+            std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| {
+                daemon.remove_files();
+                SetupError(format!(
+                    "{}: cannot create PID file: Could not create '{path}': {}",
+                    daemon.program,
+                    os_error_text(&e)
+                ))
+            })?;
+            daemon.pidfile = Some(path.clone());
+        }
+        Ok(daemon)
+    }
+
+    fn option_error(&self, step: &Setup, text: &str) -> String {
+        let (option, arg) = match step {
+            Setup::Chardev(a) => ("--chardev", a),
+            Setup::Monitor(a) => ("--monitor", a),
+            Setup::Blockdev(a) => ("--blockdev", a),
+            Setup::Object(a) => ("--object", a),
+            Setup::NbdServer(a) => ("--nbd-server", a),
+            Setup::Export(a) => ("--export", a),
+        };
+        format!("{}: {option} {arg}: {text}", self.program)
+    }
+
+    fn setup(&mut self, step: &Setup) -> Result<(), String> {
+        match step {
+            Setup::Chardev(arg) => self.add_chardev(parse_chardev(arg)?),
+            Setup::Monitor(arg) => {
+                let CliValue::Monitor(value) = parse_cli_option(CliOption::Monitor, arg)? else {
+                    unreachable!("--monitor parses to a monitor")
+                };
+                self.add_monitor(MonitorOption::from_json(&value))
+            }
+            Setup::Blockdev(arg) => match parse_cli_option(CliOption::Blockdev, arg)? {
+                CliValue::Blockdev(options) => self.run(Command::BlockdevAdd(options)),
+                other => unreachable!("--blockdev parsed to {other:?}"),
+            },
+            Setup::Object(arg) => match parse_cli_option(CliOption::Object, arg)? {
+                CliValue::Object(object) => self.run(Command::ObjectAdd(object)),
+                CliValue::Help => {
+                    println!("List of user creatable objects:\n  throttle-group");
+                    std::process::exit(0);
+                }
+                other => unreachable!("--object parsed to {other:?}"),
+            },
+            Setup::NbdServer(arg) => match parse_cli_option(CliOption::NbdServer, arg)? {
+                CliValue::NbdServer(value) => {
+                    let addr = NbdAddress::from_nbd_server_option(&value).map_err(|e| e.desc)?;
+                    self.handler.nbd_server_start(addr).map_err(|e| e.desc)
+                }
+                other => unreachable!("--nbd-server parsed to {other:?}"),
+            },
+            Setup::Export(arg) => match parse_cli_option(CliOption::Export, arg)? {
+                CliValue::Export(options) => self.run(Command::BlockExportAdd(options)),
+                other => unreachable!("--export parsed to {other:?}"),
+            },
+        }
+    }
+
+    /// Runs a command from the command line (no client sees its events).
+    fn run(&mut self, command: Command) -> Result<(), String> {
+        let mut sink = EventSink::default();
+        self.handler
+            .dispatch(command, &mut sink)
+            .map(drop)
+            .map_err(|e| e.desc)?;
+        self.handler.take_command_events();
+        Ok(())
+    }
+
+    fn add_chardev(&mut self, spec: ChardevSpec) -> Result<(), String> {
+        if self.chardevs.contains_key(&spec.id) {
+            return Err("duplicate yank instance".to_string());
+        }
+        // QEMU's unix_listen_saddr removes a stale socket file first.
+        let _ = std::fs::remove_file(&spec.path);
+        let listener = UnixListener::bind(&spec.path).map_err(|e| {
+            format!(
+                "Failed to bind socket to {}: {}",
+                spec.path,
+                os_error_text(&e)
+            )
+        })?;
+        let mut waiting_client = None;
+        if spec.wait {
+            eprintln!(
+                "{}: --chardev: info: QEMU waiting for connection on: disconnected:unix:{},server=on",
+                self.program, spec.path
+            );
+            let (stream, _) = listener.accept().map_err(|e| e.to_string())?;
+            waiting_client = Some(stream);
+        }
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        self.chardevs.insert(
+            spec.id.clone(),
+            Chardev {
+                spec,
+                listener,
+                waiting_client,
+                monitor: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn add_monitor(&mut self, monitor: MonitorOption) -> Result<(), String> {
+        let chardev = self
+            .chardevs
+            .get_mut(&monitor.chardev)
+            .ok_or_else(|| format!("chardev \"{}\" not found", monitor.chardev))?;
+        if chardev.monitor.is_some() {
+            return Err(format!("Device '{}' is in use", monitor.chardev));
+        }
+        if !monitor.control {
+            return Err("strata-qsd: only QMP monitors (mode=control) are supported".into());
+        }
+        if let Some(stream) = chardev.waiting_client.take() {
+            let client = Client::new(stream, &monitor).map_err(|e| e.to_string())?;
+            self.clients.push(client);
+        }
+        chardev.monitor = Some(monitor);
+        Ok(())
+    }
+
+    /// Serves until `quit` or a termination signal; returns the exit code.
+    pub fn run_loop(mut self) -> i32 {
+        loop {
+            self.step_jobs();
+            let events = self.handler.take_events();
+            self.broadcast(events);
+            for client in &mut self.clients {
+                client.write_some();
+            }
+            self.clients.retain(|c| !c.closed);
+            let timeout = self.poll_timeout();
+            let (interests, owners) = self.interests();
+            let ready = match poll(&interests, timeout) {
+                Ok(ready) => ready,
+                Err(e) => {
+                    eprintln!("{}: poll: {e}", self.program);
+                    return self.shutdown(1);
+                }
+            };
+            let mut quit = false;
+            for (ready, owner) in ready.into_iter().zip(owners) {
+                if !(ready.readable || ready.writable || ready.closed) {
+                    continue;
+                }
+                match owner {
+                    Owner::Signals => {
+                        if self.signals.take().is_some() {
+                            return self.shutdown(0);
+                        }
+                    }
+                    Owner::Listener(id) => self.accept(&id),
+                    Owner::Client(index) => {
+                        if ready.readable || ready.closed {
+                            quit |= self.read_client(index);
+                        }
+                        self.clients[index].write_some();
+                    }
+                }
+            }
+            if quit {
+                return self.shutdown(0);
+            }
+            self.clients.retain(|c| !c.closed);
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Steps runnable jobs at real time for at most [`STEP_SLICE`].
+    fn step_jobs(&mut self) {
+        let slice_end = Instant::now() + STEP_SLICE;
+        loop {
+            let now = self.now_ns();
+            let layer = self.handler.layer_mut();
+            layer.advance_to(now);
+            let runnable = layer.runnable_jobs();
+            if runnable.is_empty() {
+                return;
+            }
+            for id in runnable {
+                if let Err(e) = layer.step_job(&id) {
+                    eprintln!("{}: job {id}: {e}", self.program);
+                }
+            }
+            if Instant::now() >= slice_end {
+                return;
+            }
+        }
+    }
+
+    /// No wait while a job can run; until the next job timer otherwise.
+    fn poll_timeout(&mut self) -> Option<i32> {
+        let now = self.now_ns();
+        let layer = self.handler.layer_mut();
+        layer.advance_to(now);
+        if !layer.runnable_jobs().is_empty() {
+            return Some(0);
+        }
+        layer.next_timer().map(|t| {
+            let ms = t.saturating_sub(now).div_ceil(1_000_000);
+            ms.min(i32::MAX as u64) as i32
+        })
+    }
+
+    fn interests(&self) -> (Vec<Interest>, Vec<Owner>) {
+        let mut interests = vec![Interest {
+            fd: self.signals.as_raw_fd(),
+            writable: false,
+        }];
+        let mut owners = vec![Owner::Signals];
+        for (id, chardev) in &self.chardevs {
+            if chardev.monitor.is_some() {
+                interests.push(Interest {
+                    fd: chardev.listener.as_raw_fd(),
+                    writable: false,
+                });
+                owners.push(Owner::Listener(id.clone()));
+            }
+        }
+        for (index, client) in self.clients.iter().enumerate() {
+            interests.push(Interest {
+                fd: client.stream.as_raw_fd(),
+                writable: !client.out.is_empty(),
+            });
+            owners.push(Owner::Client(index));
+        }
+        (interests, owners)
+    }
+
+    fn accept(&mut self, chardev_id: &str) {
+        let Some(chardev) = self.chardevs.get(chardev_id) else {
+            return;
+        };
+        let Some(monitor) = chardev.monitor.clone() else {
+            return;
+        };
+        loop {
+            match chardev.listener.accept() {
+                Ok((stream, _)) => match Client::new(stream, &monitor) {
+                    Ok(client) => self.clients.push(client),
+                    Err(e) => eprintln!("{}: {}: {e}", self.program, chardev.spec.path),
+                },
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Reads and answers what client `index` sent; true once it asked to
+    /// quit.
+    fn read_client(&mut self, index: usize) -> bool {
+        let mut buf = [0u8; 65536];
+        let n = match self.clients[index].stream.read(&mut buf) {
+            Ok(0) => {
+                self.clients[index].closed = true;
+                return false;
+            }
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                return false
+            }
+            Err(_) => {
+                self.clients[index].closed = true;
+                return false;
+            }
+        };
+        let now = self.now_ns();
+        self.handler.layer_mut().advance_to(now);
+        let client = &mut self.clients[index];
+        client.session.feed(&buf[..n], &mut self.handler);
+        client.out.extend(client.session.take_output());
+        let quit = client.session.quit_requested();
+        let events = self.handler.take_command_events();
+        for (other, client) in self.clients.iter_mut().enumerate() {
+            if other != index {
+                for (event, timestamp) in &events {
+                    client.send_event(event, *timestamp);
+                }
+            }
+        }
+        quit
+    }
+
+    fn broadcast(&mut self, events: Vec<(Event, Timestamp)>) {
+        for (event, timestamp) in &events {
+            for client in &mut self.clients {
+                client.send_event(event, *timestamp);
+            }
+        }
+    }
+
+    /// `quit` / SIGTERM: answers go out, jobs are cancelled, the exports
+    /// and the socket and pid files go away.
+    fn shutdown(mut self, code: i32) -> i32 {
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        for client in &mut self.clients {
+            let _ = client.stream.set_nonblocking(false);
+            let _ = client.stream.set_write_timeout(Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ));
+            client.write_some();
+        }
+        self.cancel_jobs();
+        self.remove_files();
+        code
+    }
+
+    /// `job_cancel_sync_all`: every job is cancelled and run to its end.
+    fn cancel_jobs(&mut self) {
+        let layer = self.handler.layer_mut();
+        let ids: Vec<String> = layer.jobs().iter().map(|j| j.id().to_string()).collect();
+        for id in ids {
+            let _ = layer.cancel(strata_jobs::Cancel::Job, &id);
+        }
+        let limit = layer.now_ns().saturating_add(60_000_000_000);
+        let _ = layer.run_until_idle(limit);
+    }
+
+    fn remove_files(&mut self) {
+        for chardev in self.chardevs.values() {
+            let _ = std::fs::remove_file(&chardev.spec.path);
+        }
+        if let Some(pidfile) = &self.pidfile {
+            let _ = std::fs::remove_file(pidfile);
+        }
+    }
+}
+
+/// Who a polled descriptor belongs to.
+enum Owner {
+    Signals,
+    Listener(String),
+    Client(usize),
+}
+
+fn wall_clock() -> Timestamp {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        seconds: since_epoch.as_secs() as i64,
+        microseconds: since_epoch.subsec_micros() as i64,
+    }
+}
+
+/// The seed of generated node names (`#blockNNN`): QEMU's are random too.
+fn seed() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    since_epoch.as_nanos() as u64 ^ u64::from(std::process::id())
+}
+
+/// `strerror` of an I/O error, without Rust's " (os error N)".
+fn os_error_text(err: &io::Error) -> String {
+    let text = err.to_string();
+    match text.find(" (os error") {
+        Some(cut) => text[..cut].to_string(),
+        None => text,
+    }
+}
