@@ -430,9 +430,12 @@ impl ThreadedServer {
     fn stop_accepting(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(acceptor) = self.acceptor.take() {
-            // A refused poke means the listener is already gone, which also ends accept().
-            let _ = self.listener.poke();
-            let _ = acceptor.join();
+            // Wake the blocked accept().  If that fails (say the socket file
+            // was removed) the thread cannot be woken: leave it detached
+            // rather than hang here.
+            if self.listener.poke().is_ok() {
+                let _ = acceptor.join();
+            }
         }
     }
 }
@@ -453,7 +456,11 @@ fn accept_loop(
         let stream = match listener.accept() {
             Ok(stream) => stream,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            // Out of descriptors and the like: back off instead of spinning.
+            Err(_) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
         };
         if stop.load(Ordering::SeqCst) {
             break;
@@ -564,5 +571,29 @@ mod tests {
         assert!(path.exists(), "std leaves the socket file behind");
         let again = NbdListener::bind(&NbdAddress::Unix(path.clone())).unwrap();
         assert_eq!(again.local_addr().unwrap(), NbdAddress::Unix(path));
+    }
+
+    #[test]
+    fn threaded_server_shutdown_stops_listening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = NbdListener::bind(&NbdAddress::Unix(path.clone())).unwrap();
+        let server = ThreadedServer::start(listener, SessionConfig::default()).unwrap();
+        assert!(UnixStream::connect(&path).is_ok());
+        server.shutdown();
+        assert!(
+            UnixStream::connect(&path).is_err(),
+            "still accepting after shutdown"
+        );
+    }
+
+    #[test]
+    fn threaded_server_drop_does_not_hang_without_its_socket_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = NbdListener::bind(&NbdAddress::Unix(path.clone())).unwrap();
+        let server = ThreadedServer::start(listener, SessionConfig::default()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        drop(server);
     }
 }
