@@ -60,6 +60,83 @@ pub const NBD_STATE_ZERO: u32 = state::ZERO;
 ///
 /// The session asks again on every request, so an export removed with
 /// `block-export-del` stops being served at once.
+///
+/// A lookup may hand out *itself* as the backend, after noting which export
+/// was asked for.  That suits a block layer owning every export's node (the
+/// daemon's case), where a separate backend value would have to borrow the
+/// layer:
+///
+/// ```
+/// use std::io;
+/// use strata_qsd::nbd::{ExportLookup, NbdBackend, ZeroFlags, NBD_STATE_HOLE, NBD_STATE_ZERO};
+///
+/// /// Every export is a window on one store, like nodes of one block layer.
+/// struct Layer {
+///     store: Vec<u8>,
+///     exports: Vec<(String, u64, u64)>, // name, start, length
+///     selected: usize,
+/// }
+///
+/// impl ExportLookup for Layer {
+///     fn export_names(&self) -> Vec<String> {
+///         self.exports.iter().map(|e| e.0.clone()).collect() // creation order, like QEMU
+///     }
+///     fn description(&self, _name: &str) -> Option<String> {
+///         None
+///     }
+///     fn backend(&mut self, name: &str) -> Option<&mut dyn NbdBackend> {
+///         self.selected = self.exports.iter().position(|e| e.0 == name)?;
+///         Some(self)
+///     }
+/// }
+///
+/// impl Layer {
+///     fn window(&mut self, offset: u64, len: usize) -> &mut [u8] {
+///         let start = (self.exports[self.selected].1 + offset) as usize;
+///         &mut self.store[start..start + len]
+///     }
+/// }
+///
+/// impl NbdBackend for Layer {
+///     fn size(&mut self) -> u64 {
+///         self.exports[self.selected].2
+///     }
+///     fn read(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+///         buf.copy_from_slice(self.window(offset, buf.len()));
+///         Ok(())
+///     }
+///     fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+///         self.window(offset, data.len()).copy_from_slice(data);
+///         Ok(())
+///     }
+///     fn flush(&mut self) -> io::Result<()> {
+///         Ok(())
+///     }
+///     fn trim(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
+///         Ok(()) // a hint: keeping the data is allowed
+///     }
+///     fn write_zeroes(&mut self, offset: u64, len: u64, _flags: ZeroFlags) -> io::Result<()> {
+///         self.window(offset, len as usize).fill(0);
+///         Ok(())
+///     }
+///     fn block_status(&mut self, _offset: u64, len: u32) -> io::Result<Vec<(u32, u32)>> {
+///         Ok(vec![(len, 0)]) // all data; a hole would be NBD_STATE_HOLE | NBD_STATE_ZERO
+///     }
+///     fn read_only(&self) -> bool {
+///         false
+///     }
+/// }
+///
+/// let mut layer = Layer {
+///     store: vec![0; 2048],
+///     exports: vec![("a".into(), 0, 1024), ("b".into(), 1024, 1024)],
+///     selected: 0,
+/// };
+/// layer.backend("b").unwrap().write(0, b"hi").unwrap();
+/// assert_eq!(&layer.store[1024..1026], b"hi");
+/// assert!(layer.backend("c").is_none());
+/// # let _ = (NBD_STATE_HOLE, NBD_STATE_ZERO);
+/// ```
 pub trait ExportLookup {
     /// Export names in the order `NBD_OPT_LIST` reports them.
     fn export_names(&self) -> Vec<String>;
