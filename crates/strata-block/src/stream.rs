@@ -619,8 +619,13 @@ impl StreamJob {
             self.backing_file.as_deref(),
             self.mask_protocol,
         );
-        core.with_hooks(|bg, hooks| bg.set_file_or_backing(hooks, unfiltered, base, true))
-            .map_err(|_| JobFailure::errno(Errno(1)))?;
+        // Relinking the backing node it already has would drop the node's
+        // last reference before taking the new one: QEMU's
+        // bdrv_set_backing_hd refs first, so an unchanged link is a no-op.
+        if core.bg.graph().filter_or_cow_node(unfiltered) != base {
+            core.with_hooks(|bg, hooks| bg.set_file_or_backing(hooks, unfiltered, base, true))
+                .map_err(|_| JobFailure::errno(Errno(1)))?;
+        }
         let (file, format) = match &header {
             Some((file, format)) => (Some(file.as_str()), Some(format.as_str())),
             None => (None, None),
