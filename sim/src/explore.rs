@@ -216,7 +216,7 @@ impl<'p> Explorer<'p> {
             }
             let runnable = f.world.runnable();
             match runnable.len() {
-                0 => f.world.advance()?,
+                0 => return Err(Error::Stuck(f.world.now_ns())),
                 1 => self.step(&mut f.world, &runnable[0])?,
                 _ => return Ok(Some(runnable)),
             }

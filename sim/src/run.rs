@@ -80,8 +80,7 @@ fn drive(
         }
         let runnable = world.runnable();
         if runnable.is_empty() {
-            world.advance()?;
-            continue;
+            return Err(Error::Stuck(world.now_ns()));
         }
         let choice = if runnable.len() > 1 {
             let c = scheduler.pick(&runnable);

@@ -10,11 +10,14 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use strata_block::{BlockLayer, MemFiles};
-use strata_jobs::{JobInfo, JobStatus, JobTable};
+use strata_jobs::{JobInfo, JobStatus, JobTable, Wait};
 use strata_qmp::scenario::{
-    datum_text, event_data, execute, Datum, EventData, EventRecord, Execute, JobRecord,
-    Observation, Scenario, ServerExit, SettleSpec, StepKind, StepRecord, WaitSpec,
+    datum_text, event_data, execute, Datum, ErrorRecord, EventData, EventRecord, Execute,
+    JobRecord, Observation, Scenario, ServerExit, SettleSpec, StepKind, StepRecord, WaitSpec,
 };
+
+/// How many job timers a clock move may choose from.
+pub const TIMER_CHOICES: usize = 3;
 
 /// Nanoseconds per second of the scenario's timeouts and sleeps.
 const NS: f64 = 1e9;
@@ -41,6 +44,10 @@ pub enum Task {
     Client,
     /// A job's step machine, by job id.
     Job(String),
+    /// Nothing can run: move the clock to this time (the earliest timer
+    /// is the canonical choice; a later one lets a job that slept longer
+    /// than asked overtake the others, as a loaded host would).
+    Advance(u64),
 }
 
 impl std::fmt::Display for Task {
@@ -48,6 +55,7 @@ impl std::fmt::Display for Task {
         match self {
             Task::Client => f.write_str("client"),
             Task::Job(id) => write!(f, "job:{id}"),
+            Task::Advance(t) => write!(f, "advance to {:.6}s", *t as f64 / 1e9),
         }
     }
 }
@@ -76,6 +84,10 @@ pub struct World {
     labels: BTreeMap<String, Datum>,
     created: Vec<String>,
     last_status: BTreeMap<String, JobStatus>,
+    /// Jobs a command just started that have not yielded yet: QEMU's
+    /// `job_start` enters the job's coroutine at once, so they run before
+    /// the monitor reads the next command.
+    fresh: Vec<String>,
     records: Vec<StepRecord>,
     harness_errors: Vec<String>,
     finished: Option<Observation>,
@@ -96,6 +108,7 @@ impl World {
             labels: BTreeMap::new(),
             created: Vec::new(),
             last_status: BTreeMap::new(),
+            fresh: Vec::new(),
             records: Vec::new(),
             harness_errors: Vec::new(),
             finished: None,
@@ -124,41 +137,74 @@ impl World {
         self.finished.as_ref()
     }
 
-    /// The tasks that can step now: the client first when it can, then
-    /// the jobs in creation order.
+    /// The tasks that can step now: jobs a command just started (until
+    /// they first yield), the client when it can, the other jobs in
+    /// creation order, then a move of the clock to the next
+    /// timer (as if all of them were late). When none can step, the clock
+    /// moves: to the earliest timer first, or to one of the next few.
     pub fn runnable(&self) -> Vec<Task> {
-        let mut tasks = Vec::new();
+        let jobs = self.layer.runnable_jobs();
+        let (fresh, others): (Vec<String>, Vec<String>) =
+            jobs.into_iter().partition(|j| self.fresh.contains(j));
+        let mut tasks: Vec<Task> = fresh.into_iter().map(Task::Job).collect();
         if self.finished.is_none() && self.client_ready() {
             tasks.push(Task::Client);
         }
-        tasks.extend(self.layer.runnable_jobs().into_iter().map(Task::Job));
+        tasks.extend(others.into_iter().map(Task::Job));
+        if self.finished.is_none() {
+            if tasks.is_empty() {
+                tasks = self.clock_moves(true);
+            } else {
+                // Everything runnable may also be late: the clock moves
+                // on to the next job timer first (never the canonical
+                // choice, and never to a client timeout).
+                tasks.extend(self.clock_moves(false).into_iter().take(1));
+            }
+        }
         tasks
     }
 
-    /// Nothing can step: moves the clock to the next job timer or client
-    /// timeout, whichever is first.
-    pub fn advance(&mut self) -> Result<()> {
-        let next = [self.layer.next_timer(), self.client_deadline()]
-            .into_iter()
-            .flatten()
-            .min();
-        match next {
-            Some(t) if t > self.now_ns() => {
-                self.layer.advance_to(t);
-                Ok(())
-            }
-            _ => Err(Error::Stuck(self.now_ns())),
+    /// The times the clock may jump to: the distinct job timers up to the
+    /// client's deadline (at most [`TIMER_CHOICES`]), else (when
+    /// `to_deadline`) the deadline.
+    fn clock_moves(&self, to_deadline: bool) -> Vec<Task> {
+        let now = self.now_ns();
+        let deadline = self.client_deadline().filter(|d| *d > now);
+        let mut timers: Vec<u64> = self
+            .layer
+            .jobs()
+            .iter()
+            .filter_map(|j| match j.next_wait() {
+                Wait::SleepUntil(t) if t > now => Some(t),
+                _ => None,
+            })
+            .filter(|t| deadline.is_none_or(|d| *t <= d))
+            .collect();
+        timers.sort_unstable();
+        timers.dedup();
+        timers.truncate(TIMER_CHOICES);
+        if timers.is_empty() && to_deadline {
+            timers.extend(deadline);
         }
+        timers.into_iter().map(Task::Advance).collect()
     }
 
     /// Steps `task` once.
     pub fn step(&mut self, task: &Task) -> Result<()> {
         match task {
             Task::Client => self.step_client(),
+            Task::Advance(t) => {
+                self.layer.advance_to(*t);
+                Ok(())
+            }
             Task::Job(id) => {
-                self.layer
+                let wait = self
+                    .layer
                     .step_job(id)
                     .map_err(|e| Error::Scenario(format!("stepping job {id}: {e}")))?;
+                if wait != Wait::Runnable {
+                    self.fresh.retain(|j| j != id);
+                }
                 self.drain_layer_events()
             }
         }
@@ -169,7 +215,14 @@ impl World {
     pub fn state_key(&self) -> u64 {
         let mut h = DefaultHasher::new();
         self.layer.state_key().hash(&mut h);
-        (self.step, self.entered_ns, &self.settle, &self.cursors).hash(&mut h);
+        (
+            self.step,
+            self.entered_ns,
+            &self.settle,
+            &self.cursors,
+            &self.fresh,
+        )
+            .hash(&mut h);
         for (k, v) in &self.labels {
             (k, datum_text(v)).hash(&mut h);
         }
@@ -354,11 +407,29 @@ impl World {
 
     fn do_execute(&mut self, e: &Execute, rec: &mut StepRecord) -> Result<()> {
         let (result, events) = execute(&mut self.layer, e, || BlockLayer::new(MemFiles::new(), 0));
+        for ev in &events {
+            let created = ev.name == "JOB_STATUS_CHANGE"
+                && ev.data.get("status").and_then(Datum::as_str) == Some("created");
+            if let (true, Some(job)) = (created, ev.job()) {
+                self.fresh.push(job.to_string());
+            }
+        }
+        let events = events
+            .into_iter()
+            .map(|ev| EventData {
+                data: scrub_datum(&ev.data),
+                ..ev
+            })
+            .collect();
         self.add_events(events)?;
         let projected = |v: &Datum| match &e.record {
             Some(r) => v.project(r),
             None => v.clone(),
         };
+        let result = result.map(|v| scrub_datum(&v)).map_err(|err| ErrorRecord {
+            desc: scrub_auto_names(&err.desc),
+            ..err
+        });
         let mut met = e.expect.met(result.as_ref().err());
         match &result {
             Err(err) => {
@@ -596,5 +667,27 @@ impl World {
             }
         }
         Ok(())
+    }
+}
+
+/// QEMU's generated node names (`#block123`) as the harness records them
+/// (`#block`): the number depends on the process, not on the scenario.
+pub fn scrub_auto_names(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("#block") {
+        out.push_str(&rest[..i + "#block".len()]);
+        rest = rest[i + "#block".len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
+}
+
+fn scrub_datum(d: &Datum) -> Datum {
+    match d {
+        Datum::Str(s) => Datum::Str(scrub_auto_names(s)),
+        Datum::List(l) => Datum::List(l.iter().map(scrub_datum).collect()),
+        Datum::Dict(m) => Datum::Dict(m.iter().map(|(k, v)| (k.clone(), scrub_datum(v))).collect()),
+        other => other.clone(),
     }
 }
