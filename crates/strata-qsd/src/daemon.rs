@@ -20,8 +20,13 @@ use strata_qmp::{
     MonitorOption, NbdAddress, Session, SessionConfig, Timestamp,
 };
 
+use strata_qmp::serde_json::Value;
+use strata_qmp::QmpError;
+
 use crate::args::{program_name, Plan, Setup};
 use crate::chardev::{parse_chardev, ChardevSpec};
+use crate::exports::LayerExports;
+use crate::nbd::{self, Connection, NbdListener, NbdStream, Pump};
 use crate::sys::{poll, Interest, TerminationSignals};
 
 /// How long one turn may step jobs before serving sockets again.
@@ -88,10 +93,111 @@ impl Client {
     }
 }
 
+/// The NBD server's sockets; what it serves is the handler's business.
+#[derive(Default)]
+struct NbdSockets {
+    listener: Option<NbdListener>,
+    connections: Vec<Connection<NbdStream>>,
+}
+
+impl NbdSockets {
+    /// Binds the listening socket, with QEMU's error text.
+    fn listen(&mut self, addr: &NbdAddress) -> Result<(), QmpError> {
+        let (address, shown) = match addr {
+            NbdAddress::Unix { path } => (nbd::NbdAddress::Unix(path.into()), path.clone()),
+            NbdAddress::Inet { host, port } => {
+                let shown = format!("{host}:{port}");
+                let resolved = port
+                    .parse::<u16>()
+                    .ok()
+                    .and_then(|port| {
+                        std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).ok()
+                    })
+                    .and_then(|mut addrs| addrs.next())
+                    .ok_or_else(|| {
+                        QmpError::generic(format!("address resolution failed for {shown}"))
+                    })?;
+                (nbd::NbdAddress::Tcp(resolved), shown)
+            }
+        };
+        let listener = NbdListener::bind(&address).map_err(|e| {
+            QmpError::generic(format!(
+                "Failed to bind socket to {shown}: {}",
+                os_error_text(&e)
+            ))
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| QmpError::generic(e.to_string()))?;
+        self.listener = Some(listener);
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(NbdListener::Unix(listener)) = &self.listener {
+            if let Some(path) = listener
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.to_path_buf()))
+            {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        self.listener = None;
+        self.connections.clear();
+    }
+
+    fn accept(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        while let Ok(stream) = listener.accept() {
+            if stream.set_nonblocking(true).is_ok() {
+                self.connections
+                    .push(Connection::new(stream, nbd::SessionConfig::default()));
+            }
+        }
+    }
+}
+
+/// The commands as the daemon runs them: the handler's, plus the NBD
+/// server's sockets.
+struct DaemonCommands<'a> {
+    handler: &'a mut BlockHandler<HostFiles>,
+    nbd: &'a mut NbdSockets,
+}
+
+impl CommandHandler for DaemonCommands<'_> {
+    fn dispatch(&mut self, command: Command, sink: &mut EventSink) -> Result<Value, QmpError> {
+        match &command {
+            Command::NbdServerStart(args) => {
+                if self.handler.nbd_server().is_some() {
+                    return Err(QmpError::generic("NBD server already running"));
+                }
+                self.nbd.listen(&NbdAddress::from_json(&args.addr)?)?;
+                let result = self.handler.dispatch(command, sink);
+                if result.is_err() {
+                    self.nbd.stop();
+                }
+                result
+            }
+            Command::NbdServerStop => {
+                let result = self.handler.dispatch(command, sink);
+                if result.is_ok() {
+                    self.nbd.stop();
+                }
+                result
+            }
+            _ => self.handler.dispatch(command, sink),
+        }
+    }
+}
+
 /// The running daemon.
 pub struct Daemon {
     program: String,
     handler: BlockHandler<HostFiles>,
+    nbd: NbdSockets,
     chardevs: BTreeMap<String, Chardev>,
     clients: Vec<Client>,
     signals: TerminationSignals,
@@ -112,6 +218,7 @@ impl Daemon {
         let mut daemon = Daemon {
             program,
             handler,
+            nbd: NbdSockets::default(),
             chardevs: BTreeMap::new(),
             clients: Vec::new(),
             signals,
@@ -174,6 +281,10 @@ impl Daemon {
             Setup::NbdServer(arg) => match parse_cli_option(CliOption::NbdServer, arg)? {
                 CliValue::NbdServer(value) => {
                     let addr = NbdAddress::from_nbd_server_option(&value).map_err(|e| e.desc)?;
+                    if self.handler.nbd_server().is_some() {
+                        return Err("NBD server already running".to_string());
+                    }
+                    self.nbd.listen(&addr).map_err(|e| e.desc)?;
                     self.handler.nbd_server_start(addr).map_err(|e| e.desc)
                 }
                 other => unreachable!("--nbd-server parsed to {other:?}"),
@@ -188,7 +299,11 @@ impl Daemon {
     /// Runs a command from the command line (no client sees its events).
     fn run(&mut self, command: Command) -> Result<(), String> {
         let mut sink = EventSink::default();
-        self.handler
+        let mut commands = DaemonCommands {
+            handler: &mut self.handler,
+            nbd: &mut self.nbd,
+        };
+        commands
             .dispatch(command, &mut sink)
             .map(drop)
             .map_err(|e| e.desc)?;
@@ -270,6 +385,7 @@ impl Daemon {
                 }
             };
             let mut quit = false;
+            let mut finished_nbd = Vec::new();
             for (ready, owner) in ready.into_iter().zip(owners) {
                 if !(ready.readable || ready.writable || ready.closed) {
                     continue;
@@ -287,12 +403,36 @@ impl Daemon {
                         }
                         self.clients[index].write_some();
                     }
+                    Owner::NbdListener => self.nbd.accept(),
+                    Owner::Nbd(index) => {
+                        if !self.pump_nbd(index) {
+                            finished_nbd.push(index);
+                        }
+                    }
                 }
+            }
+            for index in finished_nbd.into_iter().rev() {
+                self.nbd.connections.remove(index);
             }
             if quit {
                 return self.shutdown(0);
             }
             self.clients.retain(|c| !c.closed);
+        }
+    }
+
+    /// Serves NBD connection `index`; false once it finished or failed.
+    fn pump_nbd(&mut self, index: usize) -> bool {
+        let now = self.now_ns();
+        self.handler.layer_mut().advance_to(now);
+        let mut exports = LayerExports::new(&mut self.handler);
+        let connection = &mut self.nbd.connections[index];
+        match connection.pump(&mut exports) {
+            Ok(Pump::Open) => true,
+            Ok(Pump::Finished(_)) | Err(_) => {
+                let _ = connection.stream().shutdown();
+                false
+            }
         }
     }
 
@@ -339,6 +479,7 @@ impl Daemon {
     fn interests(&self) -> (Vec<Interest>, Vec<Owner>) {
         let mut interests = vec![Interest {
             fd: self.signals.as_raw_fd(),
+            readable: true,
             writable: false,
         }];
         let mut owners = vec![Owner::Signals];
@@ -346,6 +487,7 @@ impl Daemon {
             if chardev.monitor.is_some() {
                 interests.push(Interest {
                     fd: chardev.listener.as_raw_fd(),
+                    readable: true,
                     writable: false,
                 });
                 owners.push(Owner::Listener(id.clone()));
@@ -354,9 +496,26 @@ impl Daemon {
         for (index, client) in self.clients.iter().enumerate() {
             interests.push(Interest {
                 fd: client.stream.as_raw_fd(),
+                readable: true,
                 writable: !client.out.is_empty(),
             });
             owners.push(Owner::Client(index));
+        }
+        if let Some(listener) = &self.nbd.listener {
+            interests.push(Interest {
+                fd: listener.as_raw_fd(),
+                readable: true,
+                writable: false,
+            });
+            owners.push(Owner::NbdListener);
+        }
+        for (index, connection) in self.nbd.connections.iter().enumerate() {
+            interests.push(Interest {
+                fd: connection.stream().as_raw_fd(),
+                readable: connection.wants_read(),
+                writable: connection.wants_write(),
+            });
+            owners.push(Owner::Nbd(index));
         }
         (interests, owners)
     }
@@ -406,7 +565,11 @@ impl Daemon {
         let now = self.now_ns();
         self.handler.layer_mut().advance_to(now);
         let client = &mut self.clients[index];
-        client.session.feed(&buf[..n], &mut self.handler);
+        let mut commands = DaemonCommands {
+            handler: &mut self.handler,
+            nbd: &mut self.nbd,
+        };
+        client.session.feed(&buf[..n], &mut commands);
         client.out.extend(client.session.take_output());
         let quit = client.session.quit_requested();
         let events = self.handler.take_command_events();
@@ -442,6 +605,7 @@ impl Daemon {
             client.write_some();
         }
         self.cancel_jobs();
+        self.nbd.stop();
         self.remove_files();
         code
     }
@@ -472,6 +636,8 @@ enum Owner {
     Signals,
     Listener(String),
     Client(usize),
+    NbdListener,
+    Nbd(usize),
 }
 
 fn wall_clock() -> Timestamp {

@@ -4,5 +4,6 @@
 pub mod args;
 pub mod chardev;
 pub mod daemon;
+pub mod exports;
 pub mod nbd;
 pub mod sys;

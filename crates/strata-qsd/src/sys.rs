@@ -11,7 +11,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 pub struct Interest {
     /// The descriptor.
     pub fd: RawFd,
-    /// Wake when there is something to write too.
+    /// Wake when there is something to read (or a connection to accept).
+    pub readable: bool,
+    /// Wake when there is room to write.
     pub writable: bool,
 }
 
@@ -33,7 +35,8 @@ pub fn poll(interests: &[Interest], timeout_ms: Option<i32>) -> io::Result<Vec<R
         .iter()
         .map(|i| libc::pollfd {
             fd: i.fd,
-            events: libc::POLLIN | if i.writable { libc::POLLOUT } else { 0 },
+            events: if i.readable { libc::POLLIN } else { 0 }
+                | if i.writable { libc::POLLOUT } else { 0 },
             revents: 0,
         })
         .collect();
