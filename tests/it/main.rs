@@ -11,4 +11,5 @@ mod jobs;
 mod nbd;
 mod perm;
 mod qmp;
+mod sim;
 mod stream;

@@ -1,0 +1,96 @@
+//! Canonical runs against QEMU's observations (`sim/qemu/`).
+
+use super::canonical;
+use strata_sim::{compare, qemu_observation, scenarios, CompareOptions};
+
+/// Scenarios whose canonical run differs from QEMU today, with why.
+/// FIXME: each is a gap of the block layer (or of the canonical
+/// schedule) that the simulator exposes; the test fails when the list is
+/// not exactly the set of differing scenarios, so a fix updates it.
+const KNOWN_GAPS: [(&str, &str); 9] = [
+    ("030-overlapping-5", "QEMU completes the commit before the stream; Strata the other way round"),
+    ("030-parallel-stream-base", "QEMU leaves stream-node6 pending (its COR filter is in stream-node8's range); Strata completes it"),
+    ("030-quorum", "quorum children's shared permissions"),
+    ("030-single-stream-pause", "QEMU pauses before the first chunk; Strata's stream copies one chunk before its first pause point"),
+    ("thread-b-lower-then-upper", "QEMU leaves job b pending; Strata completes it"),
+    ("thread-b-upper-then-lower", "QEMU leaves job b pending; Strata completes it"),
+    ("thread-e-commit-then-stream", "QEMU leaves commit c pending while s2 runs below it; Strata completes it"),
+    ("thread-e-stream-then-commit", "QEMU leaves stream s pending; Strata completes it"),
+    ("thread-f-commit-base-is-filter", "commit's header string for a filter base (json: with format throttle)"),
+];
+
+#[test]
+fn every_scenario_has_a_qemu_observation_and_canonical_runs_match_it() {
+    let mut differing = Vec::new();
+    let all = scenarios().expect("scenarios");
+    assert!(all.len() >= 40, "{} scenarios", all.len());
+    for s in &all {
+        let qemu = qemu_observation(&s.name)
+            .expect("readable")
+            .unwrap_or_else(|| panic!("{}: no QEMU observation in sim/qemu", s.name));
+        assert!(
+            qemu.expectations_failed.is_empty(),
+            "{}: QEMU failed expectations",
+            s.name
+        );
+        let obs = canonical(s);
+        assert!(
+            obs.harness_errors.is_empty(),
+            "{}: {:?}",
+            s.name,
+            obs.harness_errors
+        );
+        let diffs = compare(&qemu, &obs, CompareOptions::default());
+        if !diffs.is_empty() {
+            differing.push((s.name.clone(), diffs));
+        }
+    }
+    let names: Vec<&str> = differing.iter().map(|(n, _)| n.as_str()).collect();
+    let known: Vec<&str> = KNOWN_GAPS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        known,
+        "scenarios differing from QEMU changed; first differences: {:#?}",
+        differing
+            .iter()
+            .map(|(n, d)| (n, &d[0]))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_mismatch_is_reported_path_by_path() {
+    let s = strata_sim::scenario("030-single-stream").expect("scenario");
+    let mut obs = canonical(&s);
+    let qemu = qemu_observation(&s.name).expect("read").expect("recorded");
+    assert!(compare(&qemu, &obs, CompareOptions::default()).is_empty());
+    obs.images.get_mut("test.img").expect("image").sha256 = Some("0".repeat(64));
+    obs.job_event_sequences
+        .get_mut("drive0")
+        .expect("job")
+        .push("paused".into());
+    let diffs = compare(&qemu, &obs, CompareOptions::default());
+    assert_eq!(diffs.len(), 2, "{diffs:#?}");
+    assert!(
+        diffs[0].starts_with("job_event_sequences/drive0: "),
+        "{diffs:#?}"
+    );
+    assert!(
+        diffs[1].starts_with("images/test.img/sha256: "),
+        "{diffs:#?}"
+    );
+}
+
+#[test]
+fn volatile_paths_are_skipped_unless_asked() {
+    let s = strata_sim::scenario("030-set-speed").expect("scenario");
+    let mut obs = canonical(&s);
+    let qemu = qemu_observation(&s.name).expect("read").expect("recorded");
+    obs.images.get_mut("test.img").expect("image").allocated = Some(vec![[0, 1]]);
+    assert!(compare(&qemu, &obs, CompareOptions::default()).is_empty());
+    let strict = CompareOptions {
+        no_volatile: true,
+        ..CompareOptions::default()
+    };
+    assert_eq!(compare(&qemu, &obs, strict).len(), 1);
+}

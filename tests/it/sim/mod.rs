@@ -1,0 +1,34 @@
+//! The simulator: every scenario's canonical run against QEMU 10.0.2's
+//! recorded observation, snapshots of graphs and observations, bounded
+//! explorations, schedulers and determinism.
+
+mod conformance;
+mod explore;
+mod schedules;
+mod snapshots;
+
+use std::sync::Arc;
+use strata_qmp::scenario::{Observation, Scenario};
+use strata_sim::{run, Canonical, RunOptions};
+
+/// The canonical run's observation; panics with the replay command.
+pub fn canonical(s: &Arc<Scenario>) -> Observation {
+    match run(s, &mut Canonical, RunOptions::default()) {
+        Ok(done) => done.observation,
+        Err(f) => panic!(
+            "{}: {}  [{}]",
+            s.name,
+            f.error,
+            strata_sim::replay_command(&s.name, &f.schedule)
+        ),
+    }
+}
+
+/// insta settings: snapshots in `tests/it/sim/snapshots`, named by
+/// scenario only.
+pub fn insta_settings() -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("snapshots");
+    settings.set_prepend_module_to_snapshot(false);
+    settings
+}

@@ -1,0 +1,82 @@
+//! Schedulers, schedule strings and determinism.
+
+use strata_sim::{
+    check_determinism, outcome_key, run, scenario, Pct, Random, Replay, RunOptions, Schedule,
+    SchedulerSpec,
+};
+
+#[test]
+fn schedule_strings_round_trip() {
+    for text in ["s:", "s:b", "s:a3b2c", "s:a12d", "s:ba"] {
+        let parsed = Schedule::parse(text).expect(text);
+        let printed = parsed.to_string();
+        assert_eq!(Schedule::parse(&printed).expect("printed"), parsed);
+    }
+    assert_eq!(Schedule(vec![0, 0, 0, 1, 1, 0, 0]).to_string(), "s:a3b2");
+    assert_eq!(Schedule(vec![0, 0]).to_string(), "s:");
+    assert!(Schedule::parse("a3").is_err());
+    assert!(Schedule::parse("s:A").is_err());
+    assert_eq!(Schedule::parse("s:a3b2").expect("parse").preemptions(), 2);
+}
+
+#[test]
+fn scheduler_names_parse() {
+    assert_eq!(
+        SchedulerSpec::parse("canonical", 1).expect("c"),
+        SchedulerSpec::Canonical
+    );
+    assert_eq!(
+        SchedulerSpec::parse("random", 7).expect("r"),
+        SchedulerSpec::Random(7)
+    );
+    assert_eq!(
+        SchedulerSpec::parse("pct:4", 7).expect("p"),
+        SchedulerSpec::Pct(7, 4)
+    );
+    assert!(SchedulerSpec::parse("sideways", 0).is_err());
+}
+
+#[test]
+fn random_and_pct_runs_are_functions_of_their_seed_and_replay_exactly() {
+    let s = scenario("030-parallel-stream").expect("scenario");
+    let mut schedules = Vec::new();
+    for seed in 0..4 {
+        let a = run(&s, &mut Random::new(seed), RunOptions::default()).expect("random");
+        let b = run(&s, &mut Random::new(seed), RunOptions::default()).expect("random");
+        assert_eq!(a.trace, b.trace, "seed {seed}");
+        let again = run(&s, &mut Replay::new(&a.schedule), RunOptions::default()).expect("replay");
+        assert_eq!(again.trace, a.trace);
+        assert_eq!(outcome_key(&again.observation), outcome_key(&a.observation));
+        schedules.push(a.schedule);
+        let p = run(&s, &mut Pct::new(seed, 3, 64), RunOptions::default()).expect("pct");
+        let q = run(&s, &mut Pct::new(seed, 3, 64), RunOptions::default()).expect("pct");
+        assert_eq!(p.trace, q.trace);
+    }
+    schedules.dedup();
+    assert!(schedules.len() > 1, "different seeds, different schedules");
+}
+
+#[test]
+fn determinism_check_passes_for_canonical_and_explored_schedules() {
+    for name in [
+        "030-overlapping-5",
+        "thread-b-bottom-parallel",
+        "030-eio-stop",
+    ] {
+        let s = scenario(name).expect("scenario");
+        check_determinism(&s, &Schedule::default()).expect("canonical");
+        check_determinism(&s, &Schedule::parse("s:a3b").expect("schedule")).expect("other");
+    }
+}
+
+#[test]
+fn a_bad_schedule_is_clamped_not_a_crash() {
+    // A choice beyond the runnable tasks takes the last one.
+    let s = scenario("thread-b-bottom-parallel").expect("scenario");
+    let r = run(
+        &s,
+        &mut Replay::new(&Schedule(vec![25; 6])),
+        RunOptions::default(),
+    );
+    assert!(r.is_ok());
+}
