@@ -11,5 +11,6 @@ mod jobs;
 mod nbd;
 mod perm;
 mod qmp;
+mod qsd;
 mod sim;
 mod stream;
