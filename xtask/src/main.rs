@@ -2,6 +2,7 @@
 //! wherever cargo does.
 
 mod bench_formats;
+mod conformance;
 mod sim;
 mod sim_record;
 
@@ -24,7 +25,8 @@ enum Command {
         args: Vec<String>,
     },
     /// Conformance against qemu-storage-daemon: `record` runs the
-    /// simulator's scenarios against QEMU into `sim/qemu/`.
+    /// simulator's scenarios against QEMU into `sim/qemu/`; `diff` runs the
+    /// harness against qemu-storage-daemon and strata-qsd and compares.
     Conformance {
         /// `record [SCENARIO...]`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -44,7 +46,10 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Sim { args } => sim::main(&args),
-        Command::Conformance { args } => sim_record::main(&args),
+        Command::Conformance { args } => match args.first().map(String::as_str) {
+            Some("record") => sim_record::main(&args),
+            _ => conformance::main(&args),
+        },
         Command::Bench { what, args } => match what.as_str() {
             "formats" => bench_formats::run(&args),
             other => {
