@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use strata_block::{BlockLayer, MemFiles};
 use strata_formats::{CreateOptions, ExtentKind, Image, MemStorage, Qcow2};
 use strata_graph::{OptValue, Options};
@@ -93,8 +94,32 @@ fn write_image(files: MemFiles, img: &ImageSpec) -> Result<MemFiles> {
     Ok(writer.core().files().clone())
 }
 
+/// Inspections already made, by image and the contents of every file: an
+/// exploration ends many schedules on the same files, and the guest
+/// content's sha256 is most of a run's cost. (A pure memo: the answer only
+/// depends on the key.)
+static INSPECTED: Mutex<BTreeMap<(String, [u8; 32]), ImageRecord>> = Mutex::new(BTreeMap::new());
+
 /// What `qemu-img info`, `map` and `convert` say about `img` in `files`.
 pub fn inspect_image(files: &MemFiles, img: &ImageSpec) -> ImageRecord {
+    let mut key = Sha256::new();
+    key.update(format!("{img:?}"));
+    for (name, hash) in files.content_hashes() {
+        key.update(name);
+        key.update(hash.0);
+    }
+    let key = (img.name.clone(), key.finalize().into());
+    if let Some(rec) = INSPECTED.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return rec;
+    }
+    let rec = inspect_uncached(files, img);
+    if let Ok(mut memo) = INSPECTED.lock() {
+        memo.insert(key, rec.clone());
+    }
+    rec
+}
+
+fn inspect_uncached(files: &MemFiles, img: &ImageSpec) -> ImageRecord {
     let mut rec = ImageRecord {
         format: img.format.clone(),
         ..ImageRecord::default()

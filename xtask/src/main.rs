@@ -4,6 +4,7 @@
 mod bench_formats;
 mod conformance;
 mod sim;
+mod sim_bench;
 mod sim_record;
 
 use clap::{Parser, Subcommand};
@@ -52,8 +53,9 @@ fn main() -> ExitCode {
         },
         Command::Bench { what, args } => match what.as_str() {
             "formats" => bench_formats::run(&args),
+            "sim" => sim_bench::run_bench(&args),
             other => {
-                eprintln!("cargo xtask bench: unknown benchmark {other:?} (known: formats)");
+                eprintln!("cargo xtask bench: unknown benchmark {other:?} (known: formats, sim)");
                 ExitCode::from(2)
             }
         },

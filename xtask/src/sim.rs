@@ -276,10 +276,10 @@ fn explore_one(name: &str, bound: usize, threads: Option<usize>) -> Res {
         ..ExploreOptions::default()
     };
     let found = explore(&s, options, &progress);
+    let secs = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let _ = watcher.join();
     let found = found?;
-    let secs = start.elapsed().as_secs_f64();
     println!(
         "{name}: preemption bound {bound}: {} states, {} schedules, {} distinct outcome(s), {:.2} s, {:.0} states/s",
         found.states,
