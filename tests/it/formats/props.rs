@@ -34,14 +34,14 @@ enum Op {
 /// An image geometry and the operations run on it.
 #[derive(Clone, Debug)]
 struct CrashCase {
+    /// Virtual size: 2 MiB, or 1.5 KiB less (ending inside a cluster).
+    size: u64,
     compat: Compat,
     cluster_bits: u32,
     refcount_bits: u32,
     with_backing: bool,
     ops: Vec<Op>,
 }
-
-const SIZE: u64 = 2 << 20;
 
 impl Arbitrary for CrashCase {
     fn arbitrary(g: &mut Gen) -> CrashCase {
@@ -52,17 +52,19 @@ impl Arbitrary for CrashCase {
         };
         let cluster_bits = *g.choose(&[9, 10, 12, 16]).unwrap();
         let cs = 1u64 << cluster_bits;
+        let size = (2 << 20) - *g.choose(&[0, 1536]).unwrap();
         let n = 1 + below(g, 12) as usize;
         let ops = (0..n)
             .map(|_| {
                 // Most operations hit a few hot clusters, so that writes
-                // land on clusters earlier operations allocated or zeroed.
-                let offset = if below(g, 10) < 8 {
-                    below(g, 6 * cs)
-                } else {
-                    below(g, SIZE)
+                // land on clusters earlier operations allocated or zeroed;
+                // some hit the image's (possibly partial) last clusters.
+                let offset = match below(g, 10) {
+                    0..=5 => below(g, 6 * cs),
+                    6..=8 => size - 1 - below(g, (4 * cs).min(size)),
+                    _ => below(g, size),
                 };
-                let len = (1 + below(g, 3 * cs + 1000)).min(SIZE - offset);
+                let len = (1 + below(g, 3 * cs + 1000)).min(size - offset);
                 match below(g, 10) {
                     0..=5 => Op::Write {
                         offset,
@@ -88,6 +90,7 @@ impl Arbitrary for CrashCase {
             })
             .collect();
         CrashCase {
+            size,
             compat,
             cluster_bits,
             refcount_bits,
@@ -146,7 +149,8 @@ impl BackingRead for PatternBacking {
 }
 
 fn crash_property(case: CrashCase) -> TestResult {
-    let opts = CreateOptions::new(SIZE)
+    let size = case.size;
+    let opts = CreateOptions::new(size)
         .compat(case.compat)
         .cluster_size(1 << case.cluster_bits)
         .refcount_bits(case.refcount_bits);
@@ -158,9 +162,9 @@ fn crash_property(case: CrashCase) -> TestResult {
     st.inner.flush().unwrap();
     let created = st.after_each_write.len();
     let mut model: Vec<u8> = if case.with_backing {
-        (0..SIZE).map(|i| (i % 251) as u8).collect()
+        (0..size).map(|i| (i % 251) as u8).collect()
     } else {
-        vec![0; SIZE as usize]
+        vec![0; size as usize]
     };
     for op in &case.ops {
         let mut backing = PatternBacking;
@@ -189,7 +193,7 @@ fn crash_property(case: CrashCase) -> TestResult {
         }
     }
     // The final image holds what was written, and is clean.
-    let mut got = vec![0u8; SIZE as usize];
+    let mut got = vec![0u8; size as usize];
     let mut backing = PatternBacking;
     let backing: Option<&mut dyn BackingRead> = if case.with_backing {
         Some(&mut backing)
@@ -229,7 +233,7 @@ fn a_crash_after_any_write_leaves_leaks_at_worst() {
     let seed = base_seed();
     QuickCheck::new()
         .rng(Gen::from_size_and_seed(100, seed))
-        .tests(60)
+        .tests(150)
         .quickcheck(crash_property as fn(CrashCase) -> TestResult);
 }
 

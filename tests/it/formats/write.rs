@@ -34,7 +34,9 @@ impl Op {
 /// overwrite, scaled to an image of `size` bytes.
 fn ops(size: u64) -> Vec<Op> {
     let m = 1 << 20;
-    vec![
+    let clamp =
+        |offset: u64, len: u64| (offset.min(size - 1), len.min(size - offset.min(size - 1)));
+    let ops = vec![
         Op::Write {
             offset: 0,
             len: 4096,
@@ -90,7 +92,20 @@ fn ops(size: u64) -> Vec<Op> {
             len: 600_000,
             seed: 7,
         },
-    ]
+    ];
+    // Small images get the same operations, cut at their end.
+    ops.into_iter()
+        .map(|op| match op {
+            Op::Write { offset, len, seed } => {
+                let (offset, len) = clamp(offset, len);
+                Op::Write { offset, len, seed }
+            }
+            Op::Zeroes { offset, len, unmap } => {
+                let (offset, len) = clamp(offset, len);
+                Op::Zeroes { offset, len, unmap }
+            }
+        })
+        .collect()
 }
 
 /// (compat, cluster size, refcount bits, size)
@@ -101,6 +116,9 @@ const CONFIGS: &[(Compat, u64, u32, u64)] = &[
     (Compat::V3, 4096, 2, 8 << 20),
     (Compat::V3, 65536, 64, 8 << 20),
     (Compat::V3, 2 << 20, 16, 16 << 20),
+    // Sizes that end inside a cluster.
+    (Compat::V3, 65536, 16, 5_000_192),
+    (Compat::V2, 512, 16, 5_000_192),
 ];
 
 /// Creates and writes an image through Strata on `backend`, leaving it at

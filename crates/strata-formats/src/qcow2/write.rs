@@ -387,8 +387,9 @@ impl Qcow2 {
         Ok(())
     }
 
-    /// Turns whole clusters from `pos` (cluster aligned, within one L2
-    /// table, at most `len` bytes) into zero clusters. Returns bytes done.
+    /// Turns the clusters of `pos..pos + len` (`pos` cluster aligned; `len`
+    /// whole clusters, or up to the image's end) into zero clusters, as far
+    /// as one L2 table reaches. Returns the bytes done (never 0).
     fn zero_clusters(
         &mut self,
         storage: &mut dyn Storage,
@@ -398,7 +399,7 @@ impl Qcow2 {
     ) -> Result<u64> {
         let cs = self.cluster_size();
         let (l1_index, l2_index) = self.indices(pos);
-        let n = (len / cs).min(self.l2_entries() - l2_index as u64) as usize;
+        let n = len.div_ceil(cs).min(self.l2_entries() - l2_index as u64) as usize;
         let l2 = self.l2_for_write(storage, l1_index)?;
         let old: Vec<u64> = self.l2_table(storage, l2)?[l2_index..l2_index + n].to_vec();
         let mut new = Vec::with_capacity(n);
