@@ -14,13 +14,15 @@
 
 use serde_json::{json, Map, Value};
 use strata_block::{
-    BlockLayer, CommitArgs, ErrorClass as BlockErrorClass, Files, NamedNodeInfo, StreamArgs, XdbgGraph,
+    BlockLayer, CommitArgs, ErrorClass as BlockErrorClass, Files, NamedNodeInfo, StreamArgs,
+    XdbgGraph,
 };
 use strata_graph::{NodeId, OptValue, Options, Perm, RootId};
 use strata_jobs::{BlockdevOnError, Cancel, JobEvent, Lookup};
 
 use crate::commands::{
-    BlockCommitArgs, BlockExportOptions, BlockStreamArgs, Command, NbdServerStartArgs, ObjectOptions, OnError,
+    BlockCommitArgs, BlockExportOptions, BlockStreamArgs, Command, NbdServerStartArgs,
+    ObjectOptions, OnError,
 };
 use crate::error::{ErrorClass, QmpError};
 use crate::session::{CommandHandler, Event, EventSink, Timestamp};
@@ -655,6 +657,197 @@ fn block_device_info(info: &NamedNodeInfo, image: Value, flat: bool) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::{Session, SessionConfig};
+    use strata_block::MemFiles;
+    use strata_formats::MemStorage;
+
+    /// A handler over one 1 MiB raw file `disk.img`, and a negotiated
+    /// session on it.
+    fn handler() -> (BlockHandler<MemFiles>, Session) {
+        let mut files = MemFiles::new();
+        files.insert("disk.img", MemStorage::from_bytes(&vec![0u8; 1 << 20]));
+        let mut handler = BlockHandler::new(BlockLayer::new(files, 7));
+        handler.set_clock_origin(Timestamp {
+            seconds: 1_700_000_000,
+            microseconds: 999_999,
+        });
+        let mut session = Session::new(SessionConfig::default());
+        session.feed(b"{'execute': 'qmp_capabilities'}", &mut handler);
+        session.take_output();
+        (handler, session)
+    }
+
+    fn exchange(
+        session: &mut Session,
+        handler: &mut BlockHandler<MemFiles>,
+        request: &str,
+    ) -> String {
+        session.feed(request.as_bytes(), handler);
+        String::from_utf8(session.take_output()).unwrap()
+    }
+
+    const ADD_DISK: &str = r#"{"execute": "blockdev-add", "arguments": {"driver": "raw", "node-name": "d", "file": {"driver": "file", "filename": "disk.img"}}}"#;
+
+    #[test]
+    fn exports_are_checked_in_blk_exp_adds_order() {
+        let (mut h, mut s) = handler();
+        assert_eq!(exchange(&mut s, &mut h, ADD_DISK), "{\"return\": {}}\r\n");
+        let add = |id: &str, node: &str, extra: &str| {
+            format!(
+                r#"{{"execute": "block-export-add", "arguments": {{"type": "nbd", "id": "{id}", "node-name": "{node}"{extra}}}}}"#
+            )
+        };
+        // Texts and order as qsd 10.0.2 answered them.
+        let rows = [
+            (add("e0", "d", ""), "NBD server not running"),
+            (add("0e", "d", ""), "Invalid block export id"),
+            (
+                add("e0", "nope", ""),
+                "Cannot find device='' nor node-name='nope'",
+            ),
+        ];
+        for (request, desc) in rows {
+            let want =
+                format!("{{\"error\": {{\"class\": \"GenericError\", \"desc\": \"{desc}\"}}}}\r\n");
+            assert_eq!(exchange(&mut s, &mut h, &request), want, "{request}");
+        }
+        let start = r#"{"execute": "nbd-server-start", "arguments": {"addr": {"type": "unix", "data": {"path": "/s"}}}}"#;
+        assert_eq!(exchange(&mut s, &mut h, start), "{\"return\": {}}\r\n");
+        assert_eq!(
+            h.nbd_server(),
+            Some(&NbdAddress::Unix { path: "/s".into() })
+        );
+        assert_eq!(
+            exchange(&mut s, &mut h, &add("e0", "d", "")),
+            "{\"return\": {}}\r\n"
+        );
+        assert!(exchange(&mut s, &mut h, &add("e0", "d", ""))
+            .contains("Block export id 'e0' is already in use"));
+        assert!(exchange(&mut s, &mut h, &add("e1", "d", ""))
+            .contains("NBD server already has export named 'd'"));
+        assert_eq!(
+            exchange(
+                &mut s,
+                &mut h,
+                &add("e2", "d", r#", "name": "x", "writable": true"#)
+            ),
+            "{\"return\": {}}\r\n"
+        );
+        assert_eq!(
+            exchange(&mut s, &mut h, r#"{"execute": "query-block-exports"}"#),
+            "{\"return\": [{\"node-name\": \"d\", \"shutting-down\": false, \"type\": \"nbd\", \"id\": \"e2\"}, \
+             {\"node-name\": \"d\", \"shutting-down\": false, \"type\": \"nbd\", \"id\": \"e0\"}]}\r\n"
+        );
+        // The exports' BlockBackends are real parents: the node is in use.
+        assert!(exchange(
+            &mut s,
+            &mut h,
+            r#"{"execute": "blockdev-del", "arguments": {"node-name": "d"}}"#
+        )
+        .contains("Node d is in use"));
+        let graph = exchange(
+            &mut s,
+            &mut h,
+            r#"{"execute": "x-debug-query-block-graph"}"#,
+        );
+        assert!(
+            graph.contains(r#"{"name": "root", "parent": 3, "shared-perm": ["write-unchanged", "write", "consistent-read"], "perm": ["write", "consistent-read"]"#),
+            "{graph}"
+        );
+    }
+
+    #[test]
+    fn nbd_server_stop_deletes_the_exports_newest_first_with_events() {
+        let (mut h, mut s) = handler();
+        exchange(&mut s, &mut h, ADD_DISK);
+        h.layer_mut().advance_to(2_500_000);
+        exchange(
+            &mut s,
+            &mut h,
+            r#"{"execute": "nbd-server-start", "arguments": {"addr": {"type": "unix", "data": {"path": "/s"}}}}"#,
+        );
+        exchange(
+            &mut s,
+            &mut h,
+            r#"{"execute": "block-export-add", "arguments": {"type": "nbd", "id": "a", "node-name": "d"}}"#,
+        );
+        exchange(
+            &mut s,
+            &mut h,
+            r#"{"execute": "block-export-add", "arguments": {"type": "nbd", "id": "b", "node-name": "d", "name": "b"}}"#,
+        );
+        let out = exchange(&mut s, &mut h, r#"{"execute": "nbd-server-stop"}"#);
+        // Events first, stamped origin + virtual time, then the response.
+        assert_eq!(
+            out,
+            "{\"timestamp\": {\"seconds\": 1700000001, \"microseconds\": 2499}, \"event\": \"BLOCK_EXPORT_DELETED\", \"data\": {\"id\": \"b\"}}\r\n\
+             {\"timestamp\": {\"seconds\": 1700000001, \"microseconds\": 2499}, \"event\": \"BLOCK_EXPORT_DELETED\", \"data\": {\"id\": \"a\"}}\r\n\
+             {\"return\": {}}\r\n"
+        );
+        assert_eq!(h.take_command_events().len(), 2, "for the other clients");
+        assert!(h.exports().is_empty());
+        assert!(
+            exchange(&mut s, &mut h, r#"{"execute": "nbd-server-stop"}"#)
+                .contains("NBD server not running")
+        );
+        // Nothing holds the node any more.
+        assert_eq!(
+            exchange(
+                &mut s,
+                &mut h,
+                r#"{"execute": "blockdev-del", "arguments": {"node-name": "d"}}"#
+            ),
+            "{\"return\": {}}\r\n"
+        );
+    }
+
+    #[test]
+    fn named_block_nodes_flat_and_with_chain() {
+        let (mut h, mut s) = handler();
+        exchange(&mut s, &mut h, ADD_DISK);
+        let flat = exchange(
+            &mut s,
+            &mut h,
+            r#"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#,
+        );
+        assert!(
+            flat.contains(
+                r#""ro": false, "node-name": "d", "backing_file_depth": 0, "drv": "raw""#
+            ),
+            "{flat}"
+        );
+        assert!(flat.contains(r#""image": {"virtual-size": 1048576, "filename": "disk.img", "format": "raw", "dirty-flag": false}"#), "{flat}");
+        assert!(
+            flat.contains(r#""cache": {"no-flush": false, "direct": false, "writeback": true}"#),
+            "{flat}"
+        );
+    }
+
+    #[test]
+    fn job_events_keep_qemus_data() {
+        let event = job_event(&JobEvent::BlockJobError {
+            device: "j".into(),
+            operation: strata_jobs::IoOperation::Read,
+            action: strata_jobs::BlockErrorAction::Stop,
+        });
+        assert_eq!(event.name, "BLOCK_JOB_ERROR");
+        assert_eq!(
+            event.data,
+            Some(json!({"device": "j", "operation": "read", "action": "stop"}))
+        );
+    }
+
+    #[test]
+    fn timestamps_carry_into_seconds() {
+        let (h, _) = handler();
+        assert_eq!(
+            h.timestamp(1_500),
+            Timestamp {
+                seconds: 1_700_000_001,
+                microseconds: 0
+            }
+        );
+    }
 
     #[test]
     fn options_keep_order_and_types() {
