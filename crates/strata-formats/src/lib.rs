@@ -102,6 +102,40 @@
 //! writes consistent: a crash leaks clusters at worst. [`MemStorage`] shows
 //! what a crash would leave with [`MemStorage::crash_view`].
 //!
+//! ```
+//! use strata_formats::{CreateOptions, MemStorage, Qcow2, Storage};
+//! # fn main() -> Result<(), strata_formats::Error> {
+//! let mut st = MemStorage::new();
+//! let mut q = Qcow2::create(&mut st, &CreateOptions::new(1 << 20).cluster_size(512))?;
+//! q.flush(&mut st)?;
+//! q.write(&mut st, 0, &[7; 3000], None)?;
+//! // A power cut now loses the write, but leaves a consistent image.
+//! let mut crashed = st.crash_view();
+//! let mut after = Qcow2::open(&mut crashed, true)?;
+//! assert_eq!(after.check(&mut crashed)?.corruptions, 0);
+//! let mut buf = [1; 16];
+//! after.read(&mut crashed, 0, &mut buf, None)?;
+//! assert_eq!(buf, [0; 16]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Design
+//!
+//! * Format values own metadata, never bytes: `Qcow2` holds the header, the
+//!   L1 and refcount tables and LRU caches of L2 tables and refcount blocks
+//!   (all `Arc`-shared, so clones are cheap); the storage comes with each
+//!   call.
+//! * Every metadata change is written through at once, in crash-safe order
+//!   (refcount up, data, L2 entry, refcount down); nothing is held back, so
+//!   dropping a format value never loses data and `flush` is just the
+//!   storage's flush.
+//! * Reads and writes work on runs: one lookup maps as many clusters as are
+//!   contiguous on the host within one L2 table, so a large request is one
+//!   storage call per run.
+//! * Corruption found on the way (tables overlapping, data over metadata)
+//!   stops all further writes to that image.
+//!
 //! # Errors
 //!
 //! Everything fails with [`Error`]; storage errors keep their errno

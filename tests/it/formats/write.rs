@@ -490,6 +490,10 @@ fn change_backing_file_refuses_what_qemu_refuses() {
         .change_backing_file(&mut st, Some(&"n".repeat(1024)), None)
         .unwrap_err();
     assert_eq!(err.errno(), 22, "EINVAL for names over 1023 bytes");
+    let err = q
+        .change_backing_file(&mut st, None, Some("qcow2"))
+        .unwrap_err();
+    assert_eq!(err.errno(), 22, "EINVAL for a format without a file");
     assert!(matches!(
         q.change_backing_file(&mut st, Some(&"n".repeat(1000)), None),
         Err(Error::HeaderFull)

@@ -121,8 +121,10 @@ impl Qcow2 {
 
     /// Points the image at a new backing file (or none), as QEMU's
     /// `qcow2_change_backing_file`: names longer than 1023 bytes are
-    /// `EINVAL`; the format goes into the backing-format extension
-    /// (truncated to 15 bytes, like QEMU's `char[16]`); `None` removes it.
+    /// `EINVAL`, and so is a format without a file (as in
+    /// `bdrv_change_backing_file`); the format goes into the backing-format
+    /// extension (truncated to 15 bytes, like QEMU's `char[16]`); `None`
+    /// removes it.
     pub fn change_backing_file(
         &mut self,
         storage: &mut dyn Storage,
@@ -130,6 +132,11 @@ impl Qcow2 {
         backing_format: Option<&str>,
     ) -> Result<()> {
         self.check_writable()?;
+        if backing_format.is_some() && backing_file.is_none() {
+            return Err(Error::InvalidArgument(
+                "backing format without a backing file".into(),
+            ));
+        }
         if backing_file.is_some_and(|f| f.len() > MAX_BACKING_NAME) {
             return Err(Error::InvalidArgument(format!(
                 "backing file name longer than {MAX_BACKING_NAME} bytes"
