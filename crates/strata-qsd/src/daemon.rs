@@ -471,7 +471,9 @@ impl Daemon {
             return Some(0);
         }
         layer.next_timer().map(|t| {
-            let ms = t.saturating_sub(now).div_ceil(1_000_000);
+            // At least 1 ms: a timer that is due without making a job
+            // runnable must not turn the loop into a busy wait.
+            let ms = t.saturating_sub(now).div_ceil(1_000_000).max(1);
             ms.min(i32::MAX as u64) as i32
         })
     }
