@@ -86,6 +86,12 @@ impl HostFiles {
     pub fn new() -> HostFiles {
         HostFiles::default()
     }
+
+    /// Makes the completed writes of every opened file durable
+    /// (`fdatasync`), as QEMU's `bdrv_close_all` flushes every node at exit.
+    pub fn flush_all(&mut self) -> io::Result<()> {
+        self.open.values_mut().try_for_each(Storage::flush)
+    }
 }
 
 impl Files for HostFiles {
