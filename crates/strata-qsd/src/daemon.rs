@@ -608,6 +608,9 @@ impl Daemon {
         }
         self.cancel_jobs();
         self.nbd.stop();
+        if let Err(e) = self.handler.layer_mut().core_mut().files_mut().flush_all() {
+            eprintln!("{}: flush: {e}", self.program);
+        }
         self.remove_files();
         code
     }
