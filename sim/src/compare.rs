@@ -279,6 +279,11 @@ impl Cmp {
                         &x.info_error.is_some(),
                         &y.info_error.is_some(),
                     );
+                    self.value(
+                        &format!("{p}/map_error"),
+                        &x.map_error.is_some(),
+                        &y.map_error.is_some(),
+                    );
                     self.value(&format!("{p}/sha256"), &x.sha256, &y.sha256);
                     self.value(
                         &format!("{p}/virtual-size"),

@@ -148,7 +148,12 @@ fn inspect_uncached(files: &MemFiles, img: &ImageSpec) -> ImageRecord {
     }
     match guest_content(files, img) {
         Ok(content) => rec.sha256 = Some(hex(&Sha256::digest(&content))),
-        Err(e) => rec.convert_error = Some(e),
+        Err(e) => {
+            // qemu-img map and convert both open the backing chain.
+            rec.allocated = None;
+            rec.map_error = Some(e.clone());
+            rec.convert_error = Some(e);
+        }
     }
     rec
 }

@@ -88,6 +88,9 @@ pub struct World {
     /// `job_start` enters the job's coroutine at once, so they run before
     /// the monitor reads the next command.
     fresh: Vec<String>,
+    /// The job that stepped last and can go on without yielding: nothing
+    /// else runs in QEMU's main loop until it does.
+    running: Option<String>,
     records: Vec<StepRecord>,
     harness_errors: Vec<String>,
     finished: Option<Observation>,
@@ -109,6 +112,7 @@ impl World {
             created: Vec::new(),
             last_status: BTreeMap::new(),
             fresh: Vec::new(),
+            running: None,
             records: Vec::new(),
             harness_errors: Vec::new(),
             finished: None,
@@ -144,8 +148,9 @@ impl World {
     /// moves: to the earliest timer first, or to one of the next few.
     pub fn runnable(&self) -> Vec<Task> {
         let jobs = self.layer.runnable_jobs();
-        let (fresh, others): (Vec<String>, Vec<String>) =
-            jobs.into_iter().partition(|j| self.fresh.contains(j));
+        let (fresh, others): (Vec<String>, Vec<String>) = jobs
+            .into_iter()
+            .partition(|j| self.fresh.contains(j) || self.running.as_ref() == Some(j));
         let mut tasks: Vec<Task> = fresh.into_iter().map(Task::Job).collect();
         if self.finished.is_none() && self.client_ready() {
             tasks.push(Task::Client);
@@ -192,8 +197,12 @@ impl World {
     /// Steps `task` once.
     pub fn step(&mut self, task: &Task) -> Result<()> {
         match task {
-            Task::Client => self.step_client(),
+            Task::Client => {
+                self.running = None;
+                self.step_client()
+            }
             Task::Advance(t) => {
+                self.running = None;
                 self.layer.advance_to(*t);
                 Ok(())
             }
@@ -202,8 +211,11 @@ impl World {
                     .layer
                     .step_job(id)
                     .map_err(|e| Error::Scenario(format!("stepping job {id}: {e}")))?;
-                if wait != Wait::Runnable {
+                if wait == Wait::Runnable {
+                    self.running = Some(id.clone());
+                } else {
                     self.fresh.retain(|j| j != id);
+                    self.running = None;
                 }
                 self.drain_layer_events()
             }
