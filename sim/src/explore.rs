@@ -83,8 +83,10 @@ pub fn explore(
     options: ExploreOptions,
     progress: &Progress,
 ) -> Result<Exploration> {
+    let mut world = World::new(scenario.clone())?;
+    world.memoise_inspections();
     let start = Frontier {
-        world: World::new(scenario.clone())?,
+        world,
         schedule: Schedule::default(),
     };
     let mut parts = vec![Explorer::new(options, progress)];
