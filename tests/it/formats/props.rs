@@ -109,20 +109,30 @@ impl Arbitrary for CrashCase {
     }
 }
 
-/// Keeps a copy of the storage after every write: the states a crash right
-/// after that write would leave (writes reach the disk in order).
-struct Recorder {
-    inner: MemStorage,
-    after_each_write: Vec<MemStorage>,
+/// A storage that records the states a crash could leave behind.
+trait CrashStorage: Storage {
+    /// The image was created (and flushed): crash states count from here.
+    fn created(&mut self);
+    /// The states recorded since creation.
+    fn crash_states(&self) -> &[MemStorage];
 }
 
-impl Storage for Recorder {
+/// Writes reach the disk in order: a crash right after a write leaves
+/// every write up to it (and its crash view, everything up to the last
+/// flush).
+struct InOrder {
+    inner: MemStorage,
+    states: Vec<MemStorage>,
+}
+
+impl Storage for InOrder {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.inner.read_at(offset, buf)
     }
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
         self.inner.write_at(offset, buf)?;
-        self.after_each_write.push(self.inner.clone());
+        self.states.push(self.inner.clone());
+        self.states.push(self.inner.crash_view());
         Ok(())
     }
     fn len(&mut self) -> io::Result<u64> {
@@ -133,6 +143,78 @@ impl Storage for Recorder {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+impl CrashStorage for InOrder {
+    fn created(&mut self) {
+        self.inner.flush().unwrap();
+        self.states.clear();
+    }
+    fn crash_states(&self) -> &[MemStorage] {
+        &self.states
+    }
+}
+
+/// Writes since the last flush may reach the disk in any order: a crash
+/// right after a write leaves the flushed state plus any subset of the
+/// writes since (chosen by a seeded generator).
+struct Reordering {
+    current: MemStorage,
+    flushed: MemStorage,
+    unflushed: Vec<(u64, Vec<u8>)>,
+    rng: u64,
+    states: Vec<MemStorage>,
+}
+
+impl Reordering {
+    fn coin(&mut self) -> bool {
+        // xorshift64: deterministic from the case's seed.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng & 1 == 1
+    }
+}
+
+impl Storage for Reordering {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.current.read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.current.write_at(offset, buf)?;
+        self.unflushed.push((offset, buf.to_vec()));
+        let mut state = self.flushed.clone();
+        for i in 0..self.unflushed.len() {
+            if self.coin() {
+                let (offset, bytes) = &self.unflushed[i];
+                state.write_at(*offset, bytes)?;
+            }
+        }
+        self.states.push(state);
+        Ok(())
+    }
+    fn len(&mut self) -> io::Result<u64> {
+        self.current.len()
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        // Only creation truncates, before crash states count.
+        self.current.set_len(len)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.flushed = self.current.clone();
+        self.unflushed.clear();
+        Ok(())
+    }
+}
+
+impl CrashStorage for Reordering {
+    fn created(&mut self) {
+        self.flush().unwrap();
+        self.states.clear();
+    }
+    fn crash_states(&self) -> &[MemStorage] {
+        &self.states
     }
 }
 
@@ -148,84 +230,100 @@ impl BackingRead for PatternBacking {
     }
 }
 
-fn crash_property(case: CrashCase) -> TestResult {
+/// Runs the case's operations on `st`; `Some(failure)` if the final image
+/// does not read back what was written or is not clean.
+fn run_case<S: CrashStorage>(case: &CrashCase, st: &mut S, barriers: bool) -> Option<TestResult> {
     let size = case.size;
     let opts = CreateOptions::new(size)
         .compat(case.compat)
         .cluster_size(1 << case.cluster_bits)
         .refcount_bits(case.refcount_bits);
-    let mut st = Recorder {
-        inner: MemStorage::new(),
-        after_each_write: Vec::new(),
+    let mut q = Qcow2::create(st, &opts).expect("create");
+    q.set_barriers(barriers);
+    st.created();
+    let mut model: Vec<u8> = match case.with_backing {
+        true => (0..size).map(|i| (i % 251) as u8).collect(),
+        false => vec![0; size as usize],
     };
-    let mut q = Qcow2::create(&mut st, &opts).expect("create");
-    st.inner.flush().unwrap();
-    let created = st.after_each_write.len();
-    let mut model: Vec<u8> = if case.with_backing {
-        (0..size).map(|i| (i % 251) as u8).collect()
-    } else {
-        vec![0; size as usize]
-    };
+    let mut pattern_backing = PatternBacking;
     for op in &case.ops {
-        let mut backing = PatternBacking;
-        let backing: Option<&mut dyn BackingRead> = if case.with_backing {
-            Some(&mut backing)
-        } else {
-            None
+        let backing: Option<&mut dyn BackingRead> = match case.with_backing {
+            true => Some(&mut pattern_backing),
+            false => None,
         };
         match op {
             Op::Write { offset, len, seed } => {
                 let data = pattern(*seed, *len as usize);
-                q.write(&mut st, *offset, &data, backing).expect("write");
+                q.write(st, *offset, &data, backing).expect("write");
                 model[*offset as usize..(*offset + *len) as usize].copy_from_slice(&data);
             }
             Op::Zeroes { offset, len, unmap } => {
-                q.write_zeroes(&mut st, *offset, *len, *unmap, backing)
+                q.write_zeroes(st, *offset, *len, *unmap, backing)
                     .expect("write_zeroes");
                 model[*offset as usize..(*offset + *len) as usize].fill(0);
             }
-            Op::Flush => q.flush(&mut st).expect("flush"),
+            Op::Flush => q.flush(st).expect("flush"),
             Op::Rebase(name) => {
                 let fmt = name.as_ref().map(|_| "qcow2");
-                q.change_backing_file(&mut st, name.as_deref(), fmt)
+                q.change_backing_file(st, name.as_deref(), fmt)
                     .expect("rebase")
             }
         }
     }
-    // The final image holds what was written, and is clean.
     let mut got = vec![0u8; size as usize];
-    let mut backing = PatternBacking;
-    let backing: Option<&mut dyn BackingRead> = if case.with_backing {
-        Some(&mut backing)
-    } else {
-        None
+    let backing: Option<&mut dyn BackingRead> = match case.with_backing {
+        true => Some(&mut pattern_backing),
+        false => None,
     };
-    q.read(&mut st, 0, &mut got, backing).expect("read back");
+    q.read(st, 0, &mut got, backing).expect("read back");
     if got != model {
-        return TestResult::error("final image reads other bytes than were written");
+        return Some(TestResult::error(
+            "final image reads other bytes than were written",
+        ));
     }
-    let report = q.check(&mut st).expect("check");
+    let report = q.check(st).expect("check");
     if !report.is_clean() {
-        return TestResult::error(format!("final image not clean: {report:?}"));
+        return Some(TestResult::error(format!(
+            "final image not clean: {report:?}"
+        )));
     }
-    // Every state a crash could leave opens and has no corruption.
-    for (k, state) in st.after_each_write.iter().enumerate().skip(created) {
-        for (view, mut storage) in [
-            ("after write", state.clone()),
-            ("crash view", state.crash_view()),
-        ] {
-            let mut image = match Qcow2::open(&mut storage, true) {
-                Ok(i) => i,
-                Err(e) => return TestResult::error(format!("{view} {k}: open failed: {e}")),
-            };
-            match image.check(&mut storage) {
-                Ok(r) if r.corruptions == 0 => {}
-                Ok(r) => return TestResult::error(format!("{view} {k}: {:?}", r.messages)),
-                Err(e) => return TestResult::error(format!("{view} {k}: check failed: {e}")),
-            }
+    None
+}
+
+/// Every recorded crash state opens and has no corruption.
+fn check_crash_states(states: &[MemStorage]) -> TestResult {
+    for (k, state) in states.iter().enumerate() {
+        let mut storage = state.clone();
+        let mut image = match Qcow2::open(&mut storage, true) {
+            Ok(i) => i,
+            Err(e) => return TestResult::error(format!("crash state {k}: open failed: {e}")),
+        };
+        match image.check(&mut storage) {
+            Ok(r) if r.corruptions == 0 => {}
+            Ok(r) => return TestResult::error(format!("crash state {k}: {:?}", r.messages)),
+            Err(e) => return TestResult::error(format!("crash state {k}: check failed: {e}")),
         }
     }
     TestResult::passed()
+}
+
+fn in_order_property(case: CrashCase) -> TestResult {
+    let mut st = InOrder {
+        inner: MemStorage::new(),
+        states: Vec::new(),
+    };
+    run_case(&case, &mut st, false).unwrap_or_else(|| check_crash_states(st.crash_states()))
+}
+
+fn reordering_property(case: CrashCase, subset_seed: u64) -> TestResult {
+    let mut st = Reordering {
+        current: MemStorage::new(),
+        flushed: MemStorage::new(),
+        unflushed: Vec::new(),
+        rng: subset_seed | 1,
+        states: Vec::new(),
+    };
+    run_case(&case, &mut st, true).unwrap_or_else(|| check_crash_states(st.crash_states()))
 }
 
 #[test]
@@ -234,7 +332,16 @@ fn a_crash_after_any_write_leaves_leaks_at_worst() {
     QuickCheck::new()
         .rng(Gen::from_size_and_seed(100, seed))
         .tests(150)
-        .quickcheck(crash_property as fn(CrashCase) -> TestResult);
+        .quickcheck(in_order_property as fn(CrashCase) -> TestResult);
+}
+
+#[test]
+fn with_barriers_a_power_cut_reordering_unflushed_writes_leaves_leaks_at_worst() {
+    let seed = base_seed().wrapping_add(2);
+    QuickCheck::new()
+        .rng(Gen::from_size_and_seed(100, seed))
+        .tests(100)
+        .quickcheck(reordering_property as fn(CrashCase, u64) -> TestResult);
 }
 
 /// Valid images to damage: Strata-made (v3 512 B clusters with zero

@@ -269,6 +269,7 @@ impl Qcow2 {
         if self.reftable[index as usize] & REFTABLE_OFFSET_MASK != 0 {
             return self.update_refcounts(storage, cluster, 1, -1);
         }
+        self.barrier(storage)?;
         self.set_reftable_entry(storage, index, offset)?;
         self.refblock_cache.insert(offset, Arc::new(block));
         Arc::make_mut(&mut self.metadata).insert(offset);
@@ -351,6 +352,7 @@ impl Qcow2 {
             .iter()
             .for_each(|e| raw.extend_from_slice(&e.to_be_bytes()));
         storage.write_at(table_start * cs, &raw)?;
+        self.barrier(storage)?;
         // Switch: one write of refcount_table_offset and _clusters.
         let old_offset = self.header.refcount_table_offset;
         let old_clusters = u64::from(self.header.refcount_table_clusters);
@@ -362,6 +364,7 @@ impl Qcow2 {
         storage.write_at(48, &switch)?;
         self.reftable = Arc::new(new_table);
         self.free_cursor = self.free_cursor.max(area + area_len);
+        self.barrier(storage)?;
         self.free_range(storage, old_offset, old_clusters * cs)?;
         Ok(())
     }

@@ -242,6 +242,7 @@ impl Qcow2 {
             .iter()
             .for_each(|e| raw.extend_from_slice(&e.to_be_bytes()));
         storage.write_at(new, &raw)?;
+        self.barrier(storage)?;
         let l1_entry = new | COPIED;
         storage.write_at(
             self.header.l1_table_offset + l1_index as u64 * 8,
@@ -253,6 +254,7 @@ impl Qcow2 {
         if old != 0 {
             self.l2_cache.remove(old);
             Arc::make_mut(&mut self.metadata).remove(&old);
+            self.barrier(storage)?;
             self.free_range(storage, old, cs)?;
         }
         Ok(new)
@@ -361,8 +363,13 @@ impl Qcow2 {
             storage.write_at(host + end, &tail)?;
         }
         let new: Vec<u64> = (0..got).map(|i| (host + i * cs) | COPIED).collect();
+        self.barrier(storage)?;
         self.set_l2_entries(storage, l2, l2_index, &new)?;
-        for &e in &old[..got as usize] {
+        let old = &old[..got as usize];
+        if old.iter().any(|&e| owns_clusters(e)) {
+            self.barrier(storage)?;
+        }
+        for &e in old {
             self.release(storage, e)?;
         }
         Ok(len as usize)
@@ -423,11 +430,19 @@ impl Qcow2 {
         if new != old {
             self.set_l2_entries(storage, l2, l2_index, &new)?;
         }
+        if !released.is_empty() {
+            self.barrier(storage)?;
+        }
         for e in released {
             self.release(storage, e)?;
         }
         Ok((n as u64 * cs).min(len))
     }
+}
+
+/// Whether an L2 entry holds a reference to host clusters.
+fn owns_clusters(entry: u64) -> bool {
+    entry & !(COPIED | ZERO) != 0
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char
