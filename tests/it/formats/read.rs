@@ -431,3 +431,33 @@ fn dirty_and_corrupt_bits_are_honoured() {
         }
     }
 }
+
+#[test]
+fn persistent_bitmaps_and_snapshots_are_counted_by_check() {
+    let scratch = Scratch::new("bitmaps");
+    let path = scratch.path("bm.qcow2");
+    run("qemu-img", &["create", "-q", "-f", "qcow2", p(&path), "4M"]);
+    run("qemu-img", &["bitmap", "--add", p(&path), "b0"]);
+    run(
+        "qemu-img",
+        &["bitmap", "--add", "-g", "4096", p(&path), "b1"],
+    );
+    // Writes through QEMU dirty the bitmaps, which then own data clusters.
+    qemu_io(&path, &["write -P 1 0 1M", "write -P 2 2M 512k"]);
+    run("qemu-img", &["snapshot", "-c", "s1", p(&path)]);
+    qemu_io(&path, &["write -P 3 0 64k"]);
+    assert_qemu_check_clean(&path);
+    for backend in BACKENDS {
+        let mut st = open_storage(&path, backend, true);
+        let mut q = Qcow2::open(&mut st, true).unwrap();
+        let report = q.check(&mut st).unwrap();
+        assert!(report.is_clean(), "{backend:?}: {:?}", report.messages);
+        assert_eq!(
+            report.image_end_offset,
+            std::fs::metadata(&path)
+                .unwrap()
+                .len()
+                .next_multiple_of(65536)
+        );
+    }
+}
