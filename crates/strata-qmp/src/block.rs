@@ -19,7 +19,7 @@ use strata_block::{
 };
 use strata_formats::Header as Qcow2Header;
 use strata_formats::Image;
-use strata_graph::{NodeId, OptValue, Options, Perm, RootId};
+use strata_graph::{NodeId, OptValue, Options, Perm, Role, RootId};
 use strata_jobs::{BlockdevOnError, Cancel, JobEvent, Lookup};
 
 use crate::commands::{
@@ -137,6 +137,8 @@ pub struct BlockHandler<F: Files> {
     /// response, every other client gets them from
     /// [`BlockHandler::take_command_events`].
     command_events: Vec<(Event, Timestamp)>,
+    /// How many bytes a file takes on its storage (`actual-size`).
+    allocated_size: Option<fn(&str) -> Option<u64>>,
 }
 
 impl<F: Files> BlockHandler<F> {
@@ -152,6 +154,36 @@ impl<F: Files> BlockHandler<F> {
                 microseconds: 0,
             },
             command_events: Vec::new(),
+            allocated_size: None,
+        }
+    }
+
+    /// Sets how `query-named-block-nodes` learns the space a file takes
+    /// (`actual-size`; the daemon asks the host's file system).  Without
+    /// it the member is left out, as QEMU does where it cannot tell.
+    pub fn set_allocated_size_probe(&mut self, probe: fn(&str) -> Option<u64>) {
+        self.allocated_size = Some(probe);
+    }
+
+    /// `bdrv_get_allocated_file_size`: the file under `node`, through
+    /// format and filter nodes' primary children.
+    fn actual_size(&self, node: NodeId) -> Option<u64> {
+        let probe = self.allocated_size?;
+        let core = self.layer.core();
+        let graph = core.graph().graph();
+        let mut node = node;
+        loop {
+            if let Some(DriverState::File { path }) = core.driver_state(node) {
+                return probe(path);
+            }
+            node = graph
+                .node(node)
+                .ok()?
+                .children()
+                .iter()
+                .filter_map(|&e| graph.edge(e).ok())
+                .find(|e| e.role().contains(Role::PRIMARY))?
+                .child();
         }
     }
 
@@ -423,13 +455,17 @@ impl<F: Files> BlockHandler<F> {
     /// `ImageInfo` of one node, with what its open image's header says.
     fn image_info(&self, info: &NamedNodeInfo, backing: Option<Value>) -> Value {
         let core = self.layer.core();
-        let image =
-            core.find_node(&info.node_name)
-                .and_then(|node| match core.driver_state(node) {
-                    Some(DriverState::Format { image, .. }) => Some(image),
-                    _ => None,
-                });
+        let node = core.find_node(&info.node_name);
+        let image = node.and_then(|node| match core.driver_state(node) {
+            Some(DriverState::Format { image, .. }) => Some(image),
+            _ => None,
+        });
         let mut value = image_info(info, backing);
+        if let (Some(size), Value::Object(fields)) =
+            (node.and_then(|n| self.actual_size(n)), &mut value)
+        {
+            fields.insert("actual-size".into(), json!(size));
+        }
         if let (Some(image), Value::Object(fields)) = (image, &mut value) {
             if let Some(cluster_size) = image.cluster_size() {
                 fields.insert("cluster-size".into(), json!(cluster_size));
@@ -623,7 +659,11 @@ fn image_info(info: &NamedNodeInfo, backing: Option<Value>) -> Value {
     image.insert("filename".into(), json!(info.file));
     image.insert("format".into(), json!(info.format));
     image.insert("dirty-flag".into(), json!(false));
-    image.insert("virtual-size".into(), json!(info.virtual_size));
+    // bdrv_getlength counts whole sectors: a file's odd tail rounds up.
+    image.insert(
+        "virtual-size".into(),
+        json!(info.virtual_size.next_multiple_of(512)),
+    );
     if info.driver == "file" {
         image.insert(
             "format-specific".into(),
@@ -903,9 +943,42 @@ mod tests {
             r#"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#,
         );
         // As qsd 10.0.2 prints a fresh `qemu-img create -f qcow2` image
-        // (less actual-size, which Strata does not report).
+        // (less actual-size: no probe was set).
         let want = r#""image": {"virtual-size": 1048576, "filename": "q.img", "cluster-size": 65536, "format": "qcow2", "format-specific": {"type": "qcow2", "data": {"compat": "1.1", "compression-type": "zlib", "lazy-refcounts": false, "refcount-bits": 16, "corrupt": false, "extended-l2": false}}, "dirty-flag": false}"#;
         assert!(flat.contains(want), "{flat}");
+        // With a probe, actual-size is the file's, for the format node too.
+        h.set_allocated_size_probe(|path| (path == "q.img").then_some(200704));
+        let flat = exchange(
+            &mut s,
+            &mut h,
+            r#"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#,
+        );
+        let want = r#""format": "qcow2", "actual-size": 200704, "format-specific""#;
+        assert!(flat.contains(want), "{flat}");
+        assert_eq!(
+            flat.matches(r#""actual-size": 200704"#).count(),
+            2,
+            "{flat}"
+        );
+    }
+
+    #[test]
+    fn file_sizes_count_whole_sectors() {
+        let (mut h, mut s) = handler();
+        let odd = MemStorage::from_bytes(&[7u8; 196_616]);
+        h.layer_mut().core_mut().files_mut().insert("odd", odd);
+        let add = r#"{"execute": "blockdev-add", "arguments": {"driver": "file", "node-name": "f", "filename": "odd"}}"#;
+        assert_eq!(exchange(&mut s, &mut h, add), "{\"return\": {}}\r\n");
+        let flat = exchange(
+            &mut s,
+            &mut h,
+            r#"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#,
+        );
+        // qsd 10.0.2 on a 196616-byte file: 197120.
+        assert!(
+            flat.contains(r#""virtual-size": 197120, "filename": "odd""#),
+            "{flat}"
+        );
     }
 
     #[test]
