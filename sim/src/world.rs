@@ -390,10 +390,52 @@ impl World {
         self.enter_step();
     }
 
+    /// The frozen node-to-node links, by node names: `(parent, child
+    /// name, child)`.
+    fn frozen_links(&self) -> Vec<(String, String, String)> {
+        let g = self.layer.core().graph().graph();
+        let mut links = Vec::new();
+        for node in g.nodes() {
+            let Ok(n) = g.node(node) else { continue };
+            for &edge in n.children() {
+                let Ok(e) = g.edge(edge) else { continue };
+                let child = g.node(e.child()).map(|c| c.name().to_string());
+                if let (true, Ok(child)) = (e.frozen, child) {
+                    links.push((n.name().to_string(), e.name().to_string(), child));
+                }
+            }
+        }
+        links.sort();
+        links
+    }
+
     fn step_client(&mut self) -> Result<()> {
         let Some(step) = self.scenario.steps.get(self.step).cloned() else {
             return self.step_final();
         };
+        // Only jobs own frozen links: no command but a job verb may
+        // change or unfreeze one.
+        let frozen_before = match &step.kind {
+            StepKind::Execute(e) if !is_job_verb(&e.name) => Some(self.frozen_links()),
+            _ => None,
+        };
+        let result = self.step_client_inner(step);
+        if let Some(before) = frozen_before {
+            let after = self.frozen_links();
+            if let Some(lost) = before.iter().find(|l| !after.contains(l)) {
+                return Err(Error::Invariant {
+                    step: 0,
+                    what: format!(
+                        "frozen link {} -{}-> {} changed by a command that does not own it",
+                        lost.0, lost.1, lost.2
+                    ),
+                });
+            }
+        }
+        result
+    }
+
+    fn step_client_inner(&mut self, step: strata_qmp::scenario::Step) -> Result<()> {
         let mut rec = StepRecord::for_step(self.step, &step);
         match &step.kind {
             StepKind::Note => {}
@@ -718,4 +760,9 @@ fn scrub_datum(d: &Datum) -> Datum {
         Datum::Dict(m) => Datum::Dict(m.iter().map(|(k, v)| (k.clone(), scrub_datum(v))).collect()),
         other => other.clone(),
     }
+}
+
+/// Commands that act on jobs (and so may end what a job froze).
+fn is_job_verb(command: &str) -> bool {
+    command.starts_with("job-") || command.starts_with("block-job-")
 }
