@@ -426,58 +426,83 @@ impl<F: Files> BlockHandler<F> {
 
     fn query_named_block_nodes(&mut self, flat: bool) -> Value {
         let infos = self.layer.query_named_block_nodes();
+        // bdrv_named_nodes_list prepends: newest node first.
         let list = infos
             .iter()
-            .map(|info| {
-                let image = if flat {
-                    self.image_info(info, None)
-                } else {
-                    self.image_info_chain(&infos, info)
-                };
-                block_device_info(info, image, flat)
-            })
+            .rev()
+            .map(|info| self.block_device_info(&infos, info, flat))
             .collect();
         Value::Array(list)
     }
 
-    /// `ImageInfo` with `backing-image` all the way down.
-    fn image_info_chain(&self, infos: &[NamedNodeInfo], info: &NamedNodeInfo) -> Value {
+    /// `bdrv_block_device_info`: `backing_file` names the COW child node;
+    /// unless `flat`, the image infos follow filter and COW children down
+    /// (`backing-image`), and `backing_file_depth` counts the steps.
+    fn block_device_info(
+        &self,
+        infos: &[NamedNodeInfo],
+        info: &NamedNodeInfo,
+        flat: bool,
+    ) -> Value {
         let core = self.layer.core();
         let graph = core.graph().graph();
-        let backing = core
-            .find_node(&info.node_name)
-            .and_then(|node| graph.backing_chain_next(node))
-            .and_then(|next| infos.iter().find(|i| i.node_name == graph.name(next)))
-            .map(|next| self.image_info_chain(infos, next));
-        self.image_info(info, backing)
+        let by_node = |node: NodeId| infos.iter().find(|i| i.node_name == graph.name(node));
+        let node = core.find_node(&info.node_name);
+        let backing_file = node
+            .and_then(|n| graph.cow_node(n))
+            .and_then(by_node)
+            .map(|b| b.file.clone());
+        let mut chain = vec![info];
+        let mut below = node;
+        while let Some(next) = below
+            .filter(|_| !flat)
+            .and_then(|n| graph.filter_or_cow_node(n))
+        {
+            let Some(next_info) = by_node(next) else {
+                break;
+            };
+            chain.push(next_info);
+            below = Some(next);
+        }
+        let image = chain
+            .iter()
+            .rev()
+            .fold(None, |backing, i| Some(self.image_info(i, backing)))
+            .expect("the chain starts with the node itself");
+        block_device_info(info, image, chain.len() - 1, backing_file)
     }
 
-    /// `ImageInfo` of one node, with what its open image's header says.
+    /// `ImageInfo` of one node: the header's fields, `bdrv_get_info`'s
+    /// (cluster size, dirty flag: a filter answers with its child's) and
+    /// the format's own specific info.
     fn image_info(&self, info: &NamedNodeInfo, backing: Option<Value>) -> Value {
         let core = self.layer.core();
+        let graph = core.graph().graph();
         let node = core.find_node(&info.node_name);
-        let image = node.and_then(|node| match core.driver_state(node) {
+        let image_of = |node: NodeId| match core.driver_state(node) {
             Some(DriverState::Format { image, .. }) => Some(image),
             _ => None,
-        });
+        };
+        let own = node.and_then(image_of);
+        let answering = node.and_then(|n| image_of(graph.skip_filters(n)));
         let mut value = image_info(info, backing);
-        if let (Some(size), Value::Object(fields)) =
-            (node.and_then(|n| self.actual_size(n)), &mut value)
-        {
+        let Value::Object(fields) = &mut value else {
+            return value;
+        };
+        if let Some(size) = node.and_then(|n| self.actual_size(n)) {
             fields.insert("actual-size".into(), json!(size));
         }
-        if let (Some(image), Value::Object(fields)) = (image, &mut value) {
+        if let Some(image) = answering {
             if let Some(cluster_size) = image.cluster_size() {
                 fields.insert("cluster-size".into(), json!(cluster_size));
             }
             if let Image::Qcow2(qcow2) = image {
-                let header = qcow2.header();
-                fields.insert(
-                    "dirty-flag".into(),
-                    json!(header.incompatible_features & QCOW2_DIRTY != 0),
-                );
-                fields.insert("format-specific".into(), qcow2_specific(header));
+                let dirty = qcow2.header().incompatible_features & QCOW2_DIRTY != 0;
+                fields.insert("dirty-flag".into(), json!(dirty));
             }
+        }
+        if let Some(Image::Qcow2(qcow2)) = own {
+            fields.insert("format-specific".into(), qcow2_specific(qcow2.header()));
         }
         value
     }
@@ -734,13 +759,18 @@ fn full_backing_filename(image: &str, backing: &str) -> String {
 
 /// `BlockDeviceInfo`: throttling and cache settings are QEMU's defaults
 /// (Strata has no per-node I/O limits or cache modes).
-fn block_device_info(info: &NamedNodeInfo, image: Value, flat: bool) -> Value {
+fn block_device_info(
+    info: &NamedNodeInfo,
+    image: Value,
+    depth: usize,
+    backing_file: Option<String>,
+) -> Value {
     let mut device = json!({
         "file": info.file,
         "node-name": info.node_name,
         "ro": info.read_only,
         "drv": info.driver,
-        "backing_file_depth": if flat { 0 } else { info.backing_file_depth },
+        "backing_file_depth": depth,
         "encrypted": false,
         "detect_zeroes": "off",
         "bps": 0, "bps_rd": 0, "bps_wr": 0,
@@ -750,7 +780,7 @@ fn block_device_info(info: &NamedNodeInfo, image: Value, flat: bool) -> Value {
         "cache": {"writeback": true, "direct": false, "no-flush": false},
         "active": true,
     });
-    if let Some(backing_file) = &info.backing_file {
+    if let Some(backing_file) = backing_file {
         device["backing_file"] = json!(backing_file);
     }
     device
@@ -958,6 +988,64 @@ mod tests {
         assert_eq!(
             flat.matches(r#""actual-size": 200704"#).count(),
             2,
+            "{flat}"
+        );
+    }
+
+    #[test]
+    fn chains_follow_filter_and_cow_children() {
+        let (mut h, mut s) = handler();
+        for (name, backing) in [("base.img", None), ("top.img", Some("base.img"))] {
+            let mut storage = MemStorage::new();
+            let mut opts = strata_formats::CreateOptions::new(1 << 20);
+            if let Some(backing) = backing {
+                opts = opts.backing(backing, Some("qcow2"));
+            }
+            strata_formats::Qcow2::create(&mut storage, &opts).unwrap();
+            h.layer_mut().core_mut().files_mut().insert(name, storage);
+        }
+        let steps = [
+            r#"{"execute": "object-add", "arguments": {"qom-type": "throttle-group", "id": "tg0"}}"#,
+            r#"{"execute": "blockdev-add", "arguments": {"driver": "qcow2", "node-name": "base", "file": {"driver": "file", "filename": "base.img"}}}"#,
+            r#"{"execute": "blockdev-add", "arguments": {"driver": "throttle", "node-name": "flt", "throttle-group": "tg0", "file": "base"}}"#,
+            r#"{"execute": "blockdev-add", "arguments": {"driver": "qcow2", "node-name": "top", "file": {"driver": "file", "filename": "top.img"}, "backing": "flt"}}"#,
+        ];
+        for step in steps {
+            assert_eq!(
+                exchange(&mut s, &mut h, step),
+                "{\"return\": {}}\r\n",
+                "{step}"
+            );
+        }
+        let full = exchange(&mut s, &mut h, r#"{"execute": "query-named-block-nodes"}"#);
+        let flt_json = r#"json:{\"throttle-group\": \"tg0\", \"driver\": \"throttle\", \"file\": {\"driver\": \"qcow2\", \"file\": {\"driver\": \"file\", \"filename\": \"base.img\"}}}"#;
+        // qsd 10.0.2 with the same graph: top's backing_file is the filter
+        // node's filename, its depth counts the filter, and the filter
+        // answers with its child's cluster size.
+        assert!(
+            full.contains(&format!(
+                r#""node-name": "top", "backing_file_depth": 2, "drv": "qcow2""#
+            )),
+            "{full}"
+        );
+        assert!(
+            full.contains(&format!(r#""backing_file": "{flt_json}""#)),
+            "{full}"
+        );
+        assert!(
+            full.contains(&format!(
+                r#""filename": "{flt_json}", "cluster-size": 65536, "format": "throttle""#
+            )),
+            "{full}"
+        );
+        let flat = exchange(
+            &mut s,
+            &mut h,
+            r#"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#,
+        );
+        assert!(!flat.contains("backing-image"), "{flat}");
+        assert!(
+            flat.contains(r#""node-name": "top", "backing_file_depth": 0"#),
             "{flat}"
         );
     }
