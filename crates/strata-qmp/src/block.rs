@@ -1023,9 +1023,7 @@ mod tests {
         // node's filename, its depth counts the filter, and the filter
         // answers with its child's cluster size.
         assert!(
-            full.contains(&format!(
-                r#""node-name": "top", "backing_file_depth": 2, "drv": "qcow2""#
-            )),
+            full.contains(r#""node-name": "top", "backing_file_depth": 2, "drv": "qcow2""#),
             "{full}"
         );
         assert!(
