@@ -157,6 +157,9 @@ impl World {
     /// moves: to the earliest timer first, or to one of the next few.
     pub fn runnable(&self) -> Vec<Task> {
         let jobs = self.layer.runnable_jobs();
+        if let Some(job) = self.atomic_job(&jobs) {
+            return vec![Task::Job(job)];
+        }
         let (fresh, others): (Vec<String>, Vec<String>) = jobs
             .into_iter()
             .partition(|j| self.fresh.contains(j) || self.running.as_ref() == Some(j));
@@ -176,6 +179,26 @@ impl World {
             }
         }
         tasks
+    }
+
+    /// A job in a stretch that QEMU runs without yielding, which nothing
+    /// can interleave with: `job_start` entering a new job's coroutine up
+    /// to its first sleep, and the completion of a job (`waiting`,
+    /// `pending`, `aborting`: `job_completed` finalizes in one go).
+    fn atomic_job(&self, runnable: &[String]) -> Option<String> {
+        let in_completion = |id: &str| {
+            matches!(
+                self.job_status(id),
+                Some("waiting" | "pending" | "aborting")
+            )
+        };
+        runnable
+            .iter()
+            .find(|j| {
+                self.fresh.contains(j)
+                    || (self.running.as_deref() == Some(j.as_str()) && in_completion(j))
+            })
+            .cloned()
     }
 
     /// The times the clock may jump to: the distinct job timers up to the
