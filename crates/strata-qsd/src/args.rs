@@ -204,7 +204,7 @@ fn find_long(name: &str) -> Option<(&'static str, Long, bool)> {
     }
 }
 
-/// The program name QEMU's `error_report` prefixes: the basename of argv[0].
+/// The program name QEMU's `error_report` prefixes: the basename of `argv[0]`.
 pub fn program_name(argv0: &str) -> &str {
     argv0.rsplit('/').next().unwrap_or(argv0)
 }
