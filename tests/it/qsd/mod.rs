@@ -221,6 +221,27 @@ fn garbage_gets_qemus_errors_and_the_session_goes_on() {
 }
 
 #[test]
+fn requests_split_or_pipelined_are_answered_in_order() {
+    let daemon = Running::start(&[]);
+    let mut client = Client::negotiated(&daemon.socket);
+    // Byte by byte, with the socket flushed in between.
+    for byte in r#"{"execute": "query-jobs", "id": "slow"}"#.bytes() {
+        client.stream.write_all(&[byte]).unwrap();
+        client.stream.flush().unwrap();
+    }
+    assert_eq!(client.line(), r#"{"return": [], "id": "slow"}"#);
+    // Three requests in one write.
+    client.send(concat!(
+        r#"{"execute": "query-jobs", "id": 1}"#,
+        r#"{"execute": "query-block-jobs", "id": 2}"#,
+        r#"{"execute": "query-block-exports", "id": 3}"#,
+    ));
+    for id in 1..=3 {
+        assert_eq!(client.line(), format!(r#"{{"return": [], "id": {id}}}"#));
+    }
+}
+
+#[test]
 fn a_client_gone_mid_command_is_dropped_and_others_are_served() {
     let daemon = Running::start(&[]);
     let mut steady = Client::negotiated(&daemon.socket);
