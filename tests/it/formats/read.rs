@@ -461,3 +461,50 @@ fn persistent_bitmaps_and_snapshots_are_counted_by_check() {
         );
     }
 }
+
+#[test]
+fn raw_images_probe_read_and_back_qcow2_overlays() {
+    let scratch = Scratch::new("raw");
+    let base = scratch.path("base.raw");
+    let bytes = pattern(9, 3 << 20);
+    std::fs::write(&base, &bytes).unwrap();
+    let top = scratch.path("top.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.raw",
+            "-F",
+            "raw",
+            p(&top),
+        ],
+    );
+    qemu_io(&top, &["write -P 4 1M 100k"]);
+    for backend in BACKENDS {
+        let mut st = open_storage(&base, backend, true);
+        let mut raw = Image::open(&mut st, None, true).unwrap();
+        assert_eq!(
+            (raw.format(), raw.virtual_size(), raw.cluster_size()),
+            (Format::Raw, 3 << 20, None)
+        );
+        let e = raw.block_status(&mut st, 0, 3 << 20).unwrap();
+        assert_eq!((e.len, e.kind), (3 << 20, strata_formats::ExtentKind::Data));
+        assert!(matches!(
+            raw.change_backing_file(&mut st, Some("x"), None),
+            Err(Error::NotSupportedByFormat("raw"))
+        ));
+        assert!(raw.check(&mut st).unwrap().is_clean());
+    }
+    let mut chain = Chain::open_files(&top, true).unwrap();
+    assert_eq!(chain.layers[1].image.format(), Format::Raw);
+    let mut got = vec![0u8; 3 << 20];
+    chain.read(0, 0, &mut got).unwrap();
+    assert!(
+        got == qemu_raw(&top),
+        "qcow2 over raw reads like qemu-img convert"
+    );
+}
