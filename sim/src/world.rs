@@ -181,6 +181,17 @@ impl World {
         tasks
     }
 
+    /// The jobs waiting for a timer that has not fired.
+    fn sleeping_jobs(&self) -> Vec<String> {
+        let now = self.now_ns();
+        self.layer
+            .jobs()
+            .iter()
+            .filter(|j| matches!(j.next_wait(), Wait::SleepUntil(t) if t > now))
+            .map(|j| j.id().to_string())
+            .collect()
+    }
+
     /// A job in a stretch that QEMU runs without yielding, which nothing
     /// can interleave with: `job_start` entering a new job's coroutine up
     /// to its first sleep, and the completion of a job (`waiting`,
@@ -231,7 +242,17 @@ impl World {
         match task {
             Task::Client => {
                 self.running = None;
-                self.step_client()
+                let sleeping = self.sleeping_jobs();
+                let result = self.step_client();
+                // A command that wakes a sleeping job (block-job-set-speed,
+                // resume, ...) enters its coroutine at once (`job_enter_cond`).
+                let now = self.layer.runnable_jobs();
+                for job in sleeping.into_iter().filter(|j| now.contains(j)) {
+                    if !self.fresh.contains(&job) {
+                        self.fresh.push(job);
+                    }
+                }
+                result
             }
             Task::Advance(t) => {
                 self.running = None;
@@ -565,14 +586,13 @@ impl World {
         if !timed_out {
             if let Some(job) = progress.order.get(progress.next).cloned() {
                 if !progress.sped {
+                    // One block-job-set-speed per action: jobs may run
+                    // between two commands.
+                    self.unthrottle(&job)?;
                     if spec.serial {
-                        self.unthrottle(&job)?;
                         progress.sped = true;
                     } else {
-                        for job in &progress.order {
-                            self.unthrottle(job)?;
-                        }
-                        progress.next = progress.order.len();
+                        progress.next += 1;
                     }
                 } else {
                     progress.next += 1;
