@@ -51,6 +51,9 @@ impl<F: Fn(NodeId) -> MirrorTopState> PermHooks for DriverPerms<F> {
             Some(Driver::CopyOnRead) => cor_child_perm(perm, shared),
             Some(Driver::CommitTop) => (Perm::NONE, Perm::ALL),
             Some(Driver::MirrorTop) => mirror_top_child_perm((self.mirror_state)(parent), default),
+            Some(Driver::Quorum) => {
+                quorum_child_perm(perm, shared, node.options.get("rewrite-corrupted"))
+            }
             Some(Driver::Blkdebug) => blkdebug_child_perm(
                 default(),
                 node.options.get("take-child-perms"),
@@ -76,6 +79,24 @@ fn cor_child_perm(perm: Perm, shared: Perm) -> (Perm, Perm) {
     (
         (perm & passthrough) | Perm::WRITE_UNCHANGED,
         (shared & passthrough) | unchanged,
+    )
+}
+
+/// `quorum_child_perm`: pass permissions through (plus write when corrupted
+/// children are rewritten), but never share write or resize, which would
+/// let the children drift apart.
+fn quorum_child_perm(
+    perm: Perm,
+    shared: Perm,
+    rewrite_corrupted: Option<&OptValue>,
+) -> (Perm, Perm) {
+    let mut nperm = perm & Perm::ALL;
+    if matches!(rewrite_corrupted, Some(OptValue::Bool(true))) {
+        nperm |= Perm::WRITE;
+    }
+    (
+        nperm,
+        shared & (Perm::CONSISTENT_READ | Perm::WRITE_UNCHANGED),
     )
 }
 
