@@ -7,13 +7,12 @@ use strata_sim::{compare, qemu_observation, scenarios, CompareOptions};
 /// FIXME: each is a gap of the block layer (or of the canonical
 /// schedule) that the simulator exposes; the test fails when the list is
 /// not exactly the set of differing scenarios, so a fix updates it.
-const KNOWN_GAPS: [(&str, &str); 4] = [
+const KNOWN_GAPS: [(&str, &str); 3] = [
     (
         "030-overlapping-5",
         "QEMU completes the stream before the commit; Strata's canonical order the other way \
          round (zero-length sleeps are not yields in Strata's step machines)",
     ),
-    ("030-quorum", "quorum children's shared permissions"),
     (
         "030-single-stream-pause",
         "QEMU pauses before the first chunk; canonically Strata copies one chunk first \
