@@ -83,10 +83,8 @@ pub fn explore(
     options: ExploreOptions,
     progress: &Progress,
 ) -> Result<Exploration> {
-    let mut world = World::new(scenario.clone())?;
-    world.memoise_inspections();
     let start = Frontier {
-        world,
+        world: World::new(scenario.clone())?,
         schedule: Schedule::default(),
     };
     let mut parts = vec![Explorer::new(options, progress)];

@@ -27,8 +27,25 @@ fn image_options(format: &str, name: &str) -> Options {
     )
 }
 
+/// Image sets already made, by their specs: worlds of the same images
+/// share the (copy-on-write) storage, and with it the cached digests of
+/// its chunks. (A pure memo: the files only depend on the specs.)
+static CREATED: Mutex<BTreeMap<String, MemFiles>> = Mutex::new(BTreeMap::new());
+
 /// Creates every image of a scenario, in order.
 pub fn create_images(images: &[ImageSpec]) -> Result<MemFiles> {
+    let key = format!("{images:?}");
+    if let Some(files) = CREATED.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(files);
+    }
+    let files = create_uncached(images)?;
+    if let Ok(mut memo) = CREATED.lock() {
+        memo.insert(key, files.clone());
+    }
+    Ok(files)
+}
+
+fn create_uncached(images: &[ImageSpec]) -> Result<MemFiles> {
     let mut files = MemFiles::new();
     let mut sizes: BTreeMap<&str, u64> = BTreeMap::new();
     for img in images {
@@ -100,15 +117,10 @@ fn write_image(files: MemFiles, img: &ImageSpec) -> Result<MemFiles> {
 /// depends on the key.)
 static INSPECTED: Mutex<BTreeMap<(String, [u8; 32]), ImageRecord>> = Mutex::new(BTreeMap::new());
 
-/// What `qemu-img info`, `map` and `convert` say about `img` in `files`.
+/// What `qemu-img info`, `map` and `convert` say about `img` in `files`,
+/// remembered by the files' contents (their chunk digests are cached, so
+/// the key is cheap for files shared with earlier runs).
 pub fn inspect_image(files: &MemFiles, img: &ImageSpec) -> ImageRecord {
-    inspect_uncached(files, img)
-}
-
-/// [`inspect_image`], remembered by content: worth it when many runs end
-/// on the same files (hashing the key costs about as much as one
-/// inspection).
-pub fn inspect_image_memoised(files: &MemFiles, img: &ImageSpec) -> ImageRecord {
     let mut key = Sha256::new();
     key.update(format!("{img:?}"));
     for (name, hash) in files.content_hashes() {

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::graph::normalised_graph;
-use crate::images::{create_images, inspect_image, inspect_image_memoised, unclean_images};
+use crate::images::{create_images, inspect_image, unclean_images};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -91,8 +91,6 @@ pub struct World {
     /// The job that stepped last and can go on without yielding: nothing
     /// else runs in QEMU's main loop until it does.
     running: Option<String>,
-    /// Remember image inspections by content (explorations).
-    memoise: bool,
     records: Vec<StepRecord>,
     harness_errors: Vec<String>,
     finished: Option<Observation>,
@@ -115,19 +113,12 @@ impl World {
             last_status: BTreeMap::new(),
             fresh: Vec::new(),
             running: None,
-            memoise: false,
             records: Vec::new(),
             harness_errors: Vec::new(),
             finished: None,
         };
         world.enter_step();
         Ok(world)
-    }
-
-    /// Remember image inspections by content: many schedules of an
-    /// exploration end on the same files.
-    pub fn memoise_inspections(&mut self) {
-        self.memoise = true;
     }
 
     /// The scenario.
@@ -659,14 +650,7 @@ impl World {
             .images
             .iter()
             .filter(|i| !i.no_inspect)
-            .map(|i| {
-                let rec = if self.memoise {
-                    inspect_image_memoised(&files, i)
-                } else {
-                    inspect_image(&files, i)
-                };
-                (i.name.clone(), rec)
-            })
+            .map(|i| (i.name.clone(), inspect_image(&files, i)))
             .collect();
         let mut sequences: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for e in &self.events {
