@@ -257,7 +257,7 @@ impl Job {
 }
 
 /// base: 1 GiB of data; mid: 1 MiB of every 4 MiB; top: empty.
-fn build_chain(dir: &Path) -> BenchResult<()> {
+pub(crate) fn build_chain(dir: &Path) -> BenchResult<()> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let (base, mid, top) = (
         dir.join("base.qcow2"),
@@ -313,7 +313,7 @@ fn build_chain(dir: &Path) -> BenchResult<()> {
 }
 
 /// Copies the three images into a fresh directory.
-fn copy_chain(from: &Path, to: &Path) -> BenchResult<PathBuf> {
+pub(crate) fn copy_chain(from: &Path, to: &Path) -> BenchResult<PathBuf> {
     std::fs::create_dir_all(to).map_err(|e| e.to_string())?;
     for name in ["base.qcow2", "mid.qcow2", "top.qcow2"] {
         std::fs::copy(from.join(name), to.join(name)).map_err(|e| format!("copy {name}: {e}"))?;

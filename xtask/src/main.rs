@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's automation, written in Rust so that it runs
 //! wherever cargo does.
 
+mod bench_daemon;
 mod bench_formats;
 mod conformance;
 mod sim;
@@ -34,7 +35,8 @@ enum Command {
         args: Vec<String>,
     },
     /// Run a benchmark: `formats` (Strata's qcow2 against qemu-img on a
-    /// 1 GiB chain; options: `--runs N`).
+    /// 1 GiB chain; options: `--runs N`), `daemon` (strata-qsd against
+    /// qemu-storage-daemon: stream and commit on a 1 GiB chain), `sim`.
     Bench {
         /// What to benchmark.
         what: String,
@@ -51,13 +53,16 @@ fn main() -> ExitCode {
             Some("record") => sim_record::main(&args),
             _ => conformance::main(&args),
         },
-        Command::Bench { what, args } => match what.as_str() {
-            "formats" => bench_formats::run(&args),
-            "sim" => sim_bench::run_bench(&args),
-            other => {
-                eprintln!("cargo xtask bench: unknown benchmark {other:?} (known: formats, sim)");
-                ExitCode::from(2)
+        Command::Bench { what, args } => {
+            match what.as_str() {
+                "formats" => bench_formats::run(&args),
+                "daemon" => bench_daemon::run(&args),
+                "sim" => sim_bench::run_bench(&args),
+                other => {
+                    eprintln!("cargo xtask bench: unknown benchmark {other:?} (known: formats, daemon, sim)");
+                    ExitCode::from(2)
+                }
             }
-        },
+        }
     }
 }
