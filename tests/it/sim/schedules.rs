@@ -80,3 +80,27 @@ fn a_bad_schedule_is_clamped_not_a_crash() {
     );
     assert!(r.is_ok());
 }
+
+#[test]
+fn a_wait_that_never_completes_times_out_in_virtual_time() {
+    let s = std::sync::Arc::new(
+        strata_qmp::scenario::Scenario::from_json(
+            r#"{"name": "never", "images": [{"name": "a.img", "size": "1M"}],
+                "steps": [
+                  {"execute": "blockdev-add", "arguments": {"driver": "qcow2", "node-name": "a",
+                     "file": {"driver": "file", "filename": "a.img"}}},
+                  {"wait": {"event": "BLOCK_JOB_COMPLETED", "job": "nope", "timeout": 5}},
+                  {"execute": "block-stream", "arguments": {"device": "a"}, "expect": "success"}
+                ]}"#,
+        )
+        .expect("scenario"),
+    );
+    let done = run(&s, &mut strata_sim::Canonical, RunOptions::default()).expect("run");
+    let obs = &done.observation;
+    assert_eq!(obs.steps[1].result.as_deref(), Some("timeout"));
+    // The wait and the refused job-less stream (qsd has no device name to
+    // default the job id to) both fail their expectations.
+    assert_eq!(obs.expectations_failed, vec![1, 2]);
+    let (_, last_time) = done.trace.last().expect("steps");
+    assert_eq!(*last_time, 5_000_000_000, "the clock jumped to the timeout");
+}
