@@ -251,6 +251,13 @@ impl World {
                 Ok(())
             }
             Task::Job(id) => {
+                let progress = |w: &World| {
+                    w.jobs()
+                        .iter()
+                        .find(|j| j.id == *id)
+                        .map(|j| j.current_progress)
+                };
+                let before = progress(self);
                 let wait = self
                     .layer
                     .step_job(id)
@@ -258,8 +265,13 @@ impl World {
                 if wait == Wait::Runnable {
                     self.running = Some(id.clone());
                 } else {
-                    self.fresh.retain(|j| j != id);
                     self.running = None;
+                }
+                // A woken or new job runs until it yields: after a sleep,
+                // or after one iteration of its copy loop (its
+                // zero-length rate-limit sleep yields too).
+                if wait != Wait::Runnable || progress(self) != before {
+                    self.fresh.retain(|j| j != id);
                 }
                 self.drain_layer_events()
             }

@@ -10,8 +10,8 @@ use strata_sim::{compare, qemu_observation, scenarios, CompareOptions};
 const KNOWN_GAPS: [(&str, &str); 3] = [
     (
         "030-overlapping-5",
-        "QEMU completes the stream before the commit; Strata's canonical order the other way \
-         round (zero-length sleeps are not yields in Strata's step machines)",
+        "QEMU completes the stream before the commit; in Strata the stream cannot step while \
+         the commit copies, so the commit always completes first",
     ),
     (
         "030-single-stream-pause",
