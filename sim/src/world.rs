@@ -91,6 +91,11 @@ pub struct World {
     /// The job that stepped last and can go on without yielding: nothing
     /// else runs in QEMU's main loop until it does.
     running: Option<String>,
+    /// When each job last yielded (a sequence number): QEMU's main loop
+    /// runs ready timers in the order they were armed, so the job that
+    /// yielded longest ago goes first.
+    yielded: BTreeMap<String, u64>,
+    yields: u64,
     records: Vec<StepRecord>,
     harness_errors: Vec<String>,
     finished: Option<Observation>,
@@ -113,6 +118,8 @@ impl World {
             last_status: BTreeMap::new(),
             fresh: Vec::new(),
             running: None,
+            yielded: BTreeMap::new(),
+            yields: 0,
             records: Vec::new(),
             harness_errors: Vec::new(),
             finished: None,
@@ -151,14 +158,17 @@ impl World {
         if let Some(job) = self.atomic_job(&jobs) {
             return vec![Task::Job(job)];
         }
-        let (fresh, others): (Vec<String>, Vec<String>) = jobs
-            .into_iter()
-            .partition(|j| self.fresh.contains(j) || self.running.as_ref() == Some(j));
-        let mut tasks: Vec<Task> = fresh.into_iter().map(Task::Job).collect();
+        // Timers that have fired run before the monitor reads the next
+        // command (the client waits for each reply, so the main loop runs
+        // whatever is ready first); among them, the job that yielded longest
+        // ago goes first, as QEMU's timer list runs them in arming order.
+        let (fresh, mut others): (Vec<String>, Vec<String>) =
+            jobs.into_iter().partition(|j| self.fresh.contains(j));
+        others.sort_by_key(|j| self.yielded.get(j).copied().unwrap_or(0));
+        let mut tasks: Vec<Task> = fresh.into_iter().chain(others).map(Task::Job).collect();
         if self.finished.is_none() && self.client_ready() {
             tasks.push(Task::Client);
         }
-        tasks.extend(others.into_iter().map(Task::Job));
         if self.finished.is_none() {
             if tasks.is_empty() {
                 tasks = self.clock_moves(true);
@@ -267,6 +277,8 @@ impl World {
                 } else {
                     self.running = None;
                 }
+                self.yields += 1;
+                self.yielded.insert(id.clone(), self.yields);
                 // A woken or new job runs until it yields: after a sleep,
                 // or after one iteration of its copy loop (its
                 // zero-length rate-limit sleep yields too).

@@ -87,7 +87,19 @@ impl<F: Files> BlockCore<F> {
             Some(DriverState::MirrorTop(s)) => *s,
             _ => MirrorTopState::default(),
         });
-        change(&mut self.bg, &hooks).map_err(Error::from)
+        let result = change(&mut self.bg, &hooks).map_err(Error::from);
+        self.forget_vanished();
+        result
+    }
+
+    /// Any graph change may delete nodes (their last reference went with a
+    /// replaced link): their driver state and monitor ownership go too.
+    fn forget_vanished(&mut self) {
+        let graph = self.bg.graph();
+        if self.state.len() != graph.nodes().count() {
+            self.state.retain(|node, _| graph.contains_node(*node));
+            self.monitor.retain(|node| graph.contains_node(*node));
+        }
     }
 
     /// `bdrv_refresh_filename` on `node` and everything below it.
