@@ -561,7 +561,7 @@ impl CommitJob {
                     .and_then(|(depth, n)| {
                         let n = if n == 0 { want } else { n };
                         if depth > 0 {
-                            self.copy(core, offset, n)?;
+                            core.copy_range(self.top, self.base, offset, n)?;
                         }
                         Ok((depth > 0, n))
                     });
@@ -594,26 +594,6 @@ impl CommitJob {
             }
         }
     }
-
-    /// Reads `[offset, offset + n)` from top and writes it into the base
-    /// (all-zero data as a zero write).
-    fn copy<F: Files>(
-        &self,
-        core: &mut BlockCore<F>,
-        offset: u64,
-        n: u64,
-    ) -> std::result::Result<(), (IoOperation, std::io::Error)> {
-        let mut buf = vec![0u8; n as usize];
-        core.read(self.top, offset, &mut buf)
-            .map_err(|e| (IoOperation::Read, e))?;
-        let written = if buf.iter().all(|&b| b == 0) {
-            core.write_zeroes(self.base, offset, n)
-        } else {
-            core.write(self.base, offset, &buf)
-        };
-        written.map_err(|e| (IoOperation::Write, e))
-    }
-
     /// `commit_prepare`: unfreeze, drop the base BlockBackend, drop the
     /// intermediate nodes.
     pub(crate) fn prepare<F: Files>(

@@ -341,6 +341,27 @@ impl<F: Files> BlockCore<F> {
         Ok(())
     }
 
+    /// Copies `[offset, offset + len)` of `from` into `to`, all-zero data
+    /// as a zero write (what commit and mirror do per chunk); the error
+    /// says which side failed.
+    pub(crate) fn copy_range(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        offset: u64,
+        len: u64,
+    ) -> std::result::Result<(), (strata_jobs::IoOperation, io::Error)> {
+        let mut buf = vec![0u8; len as usize];
+        self.read(from, offset, &mut buf)
+            .map_err(|e| (strata_jobs::IoOperation::Read, e))?;
+        let written = if buf.iter().all(|&b| b == 0) {
+            self.write_zeroes(to, offset, len)
+        } else {
+            self.write(to, offset, &buf)
+        };
+        written.map_err(|e| (strata_jobs::IoOperation::Write, e))
+    }
+
     /// `bdrv_change_backing_file`: rewrites the image header and, like
     /// QEMU, the node's idea of what its header says (`auto_backing_file`).
     pub fn change_backing_file(

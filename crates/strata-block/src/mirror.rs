@@ -16,9 +16,7 @@ use crate::state::DriverState;
 use std::collections::BTreeSet;
 use strata_filters::{Driver, MirrorTopState};
 use strata_graph::{NodeId, Perm, RootId, RootKind};
-use strata_jobs::{
-    BlockErrorAction, BlockdevOnError, Errno, IoOperation, JobCore, JobCtl, JobFailure, RunStep,
-};
+use strata_jobs::{BlockErrorAction, BlockdevOnError, Errno, JobCore, JobCtl, JobFailure, RunStep};
 
 /// `MAX_IO_BYTES`: the largest single copy of the mirror loop.
 pub const MIRROR_MAX_IO_BYTES: u64 = 1 << 20;
@@ -319,7 +317,7 @@ impl ActiveCommitJob {
     fn iterate<F: Files>(&mut self, job: &mut JobCtl<'_>, core: &mut BlockCore<F>) -> RunStep {
         job.progress_set_remaining(self.dirty_bytes());
         if let Some((offset, len)) = self.next_dirty_run() {
-            match self.copy(core, offset, len) {
+            match core.copy_range(self.top, self.base, offset, len) {
                 Ok(()) => {
                     self.clear_dirty(offset, len);
                     job.progress_update(len);
@@ -349,23 +347,6 @@ impl ActiveCommitJob {
             return RunStep::Sleep(core.io_wait_until - job.now_ns());
         }
         RunStep::RatelimitSleep
-    }
-
-    fn copy<F: Files>(
-        &self,
-        core: &mut BlockCore<F>,
-        offset: u64,
-        len: u64,
-    ) -> std::result::Result<(), (IoOperation, std::io::Error)> {
-        let mut buf = vec![0u8; len as usize];
-        core.read(self.top, offset, &mut buf)
-            .map_err(|e| (IoOperation::Read, e))?;
-        let written = if buf.iter().all(|&b| b == 0) {
-            core.write_zeroes(self.base, offset, len)
-        } else {
-            core.write(self.base, offset, &buf)
-        };
-        written.map_err(|e| (IoOperation::Write, e))
     }
 
     fn mark_dirty(&mut self, offset: u64, len: u64) {
