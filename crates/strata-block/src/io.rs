@@ -224,6 +224,32 @@ impl<F: Files> BlockCore<F> {
         }
     }
 
+    /// `bdrv_block_status_above(top, NULL)`: what the first layer down the
+    /// chain that maps `offset` holds there (`Unallocated` when no layer
+    /// does: the range reads as zeroes), and for how many bytes.
+    pub fn block_status_above(
+        &mut self,
+        top: NodeId,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<(ExtentKind, u64)> {
+        let mut n = len;
+        let mut node = Some(top);
+        while let Some(current) = node {
+            let size = self.length(current)?;
+            if offset >= size {
+                return Ok((ExtentKind::Zero, n));
+            }
+            let (kind, run) = self.block_status(current, offset, n.min(size - offset))?;
+            if kind != ExtentKind::Unallocated {
+                return Ok((kind, run.min(n)));
+            }
+            n = n.min(run);
+            node = self.bg.graph().filter_or_cow_node(current);
+        }
+        Ok((ExtentKind::Unallocated, n))
+    }
+
     /// `bdrv_is_allocated`: whether `node` itself maps the range (data or
     /// zero), and for how many bytes the answer holds.
     pub fn is_allocated(&mut self, node: NodeId, offset: u64, len: u64) -> io::Result<(bool, u64)> {

@@ -101,11 +101,31 @@ impl<F: Files> NbdBackend for LayerExports<'_, F> {
             .write_zeroes(node, offset, len)
     }
 
-    /// Everything is reported as data (no holes): correct, if coarser
-    /// than QEMU's allocation map.
-    fn block_status(&mut self, _offset: u64, len: u32) -> io::Result<Vec<(u32, u32)>> {
-        self.node()?;
-        Ok(vec![(len, 0)])
+    /// `base:allocation` as QEMU's server reports it: data is 0, a range
+    /// that reads as zeroes (a zero cluster, or nothing allocated down the
+    /// whole chain) is HOLE|ZERO.
+    fn block_status(&mut self, offset: u64, len: u32) -> io::Result<Vec<(u32, u32)>> {
+        const HOLE_ZERO: u32 = 1 | 2;
+        let node = self.node()?;
+        let core = self.handler.layer_mut().core_mut();
+        let mut extents: Vec<(u32, u32)> = Vec::new();
+        let mut pos = offset;
+        let end = offset + u64::from(len);
+        while pos < end {
+            let (kind, n) = core.block_status_above(node, pos, end - pos)?;
+            let n = n.clamp(1, end - pos);
+            let flags = if kind == strata_block::ExtentKind::Data {
+                0
+            } else {
+                HOLE_ZERO
+            };
+            match extents.last_mut() {
+                Some((run, last)) if *last == flags => *run += n as u32,
+                _ => extents.push((n as u32, flags)),
+            }
+            pos += n;
+        }
+        Ok(extents)
     }
 
     fn read_only(&self) -> bool {

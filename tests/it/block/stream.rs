@@ -911,3 +911,44 @@ fn throttled_reads_take_virtual_time() {
         );
     }
 }
+
+#[test]
+fn block_status_above_reports_the_first_layer_that_maps() {
+    // What an NBD export's base:allocation shows (qemu-storage-daemon
+    // 10.0.2 exporting the same chain gives data 0–1M, zero 1–2M, data
+    // 2–2.5M, zero 2.5–4M through `qemu-img map` on the export).
+    let files = make_files(&[
+        Img::qcow2("base.img", 4 * MIB).write(1, 0, MIB),
+        Img::qcow2("top.img", 4 * MIB)
+            .on("base.img", "qcow2")
+            .write(2, 2 * MIB, 512 * 1024),
+    ]);
+    let mut layer = BlockLayer::new(files, 23);
+    let base = image_opts("qcow2", "base.img").with("node-name", s("base"));
+    let top = layer
+        .blockdev_add(
+            &image_opts("qcow2", "top.img")
+                .with("node-name", s("top"))
+                .with("backing", OptValue::Dict(base)),
+        )
+        .unwrap();
+    let core = layer.core_mut();
+    use strata_block::ExtentKind::{Data, Unallocated};
+    assert_eq!(
+        core.block_status_above(top, 0, 4 * MIB).unwrap(),
+        (Data, MIB)
+    );
+    assert_eq!(
+        core.block_status_above(top, MIB, 3 * MIB).unwrap(),
+        (Unallocated, MIB)
+    );
+    assert_eq!(
+        core.block_status_above(top, 2 * MIB, 2 * MIB).unwrap(),
+        (Data, 512 * 1024)
+    );
+    assert_eq!(
+        core.block_status_above(top, 2 * MIB + 512 * 1024, 1536 * 1024)
+            .unwrap(),
+        (Unallocated, 1536 * 1024)
+    );
+}
