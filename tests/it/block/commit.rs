@@ -2,8 +2,8 @@
 //! conformance scenarios run it against qemu-storage-daemon 10.0.2.
 
 use super::{
-    content, file_content, image_opts, make_files, parallel_layer, parallel_layer_with_writable, s,
-    Img,
+    content, file_content, image_opts, make_files, nested_chain, numbered_chain, parallel_layer,
+    parallel_layer_with_writable, s, Img,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use strata_block::{BlockLayer, CommitArgs, ErrorClass, MemFiles, StreamArgs};
@@ -34,18 +34,17 @@ fn three_images() -> MemFiles {
 
 fn three_layer() -> Layer {
     let mut layer = BlockLayer::new(three_images(), 5);
-    let base = image_opts("qcow2", "base.img").with("node-name", s("base"));
-    let mid = image_opts("qcow2", "mid.img")
-        .with("node-name", s("mid"))
-        .with("backing", OptValue::Dict(base));
+    layer.blockdev_add(&top_mid_base()).unwrap();
     layer
-        .blockdev_add(
-            &image_opts("qcow2", "top.img")
-                .with("node-name", s("top"))
-                .with("backing", OptValue::Dict(mid)),
-        )
-        .unwrap();
-    layer
+}
+
+/// top -> mid -> base, nested, all qcow2.
+fn top_mid_base() -> strata_graph::Options {
+    nested_chain(&[
+        ("qcow2", "base.img", "base"),
+        ("qcow2", "mid.img", "mid"),
+        ("qcow2", "top.img", "top"),
+    ])
 }
 
 /// The flt-f chain: top -> mid -> flt (throttle, tg0) -> base.
@@ -1400,13 +1399,7 @@ fn five_layer() -> Layer {
             .write(0xa4, 1792 * K, 256 * K),
     ]);
     let mut layer = BlockLayer::new(files, 3);
-    let mut opts = image_opts("qcow2", "c0.img").with("node-name", s("n0"));
-    for i in 1..=4 {
-        opts = image_opts("qcow2", &format!("c{i}.img"))
-            .with("node-name", s(&format!("n{i}")))
-            .with("backing", OptValue::Dict(opts));
-    }
-    layer.blockdev_add(&opts).unwrap();
+    layer.blockdev_add(&numbered_chain(4)).unwrap();
     layer
 }
 
@@ -1751,17 +1744,7 @@ fn a_base_shorter_than_top_is_not_grown_yet() {
     ]);
     for top_node in [Some("mid"), None] {
         let mut layer = BlockLayer::new(files.clone(), 2);
-        let base = image_opts("qcow2", "base.img").with("node-name", s("base"));
-        let mid = image_opts("qcow2", "mid.img")
-            .with("node-name", s("mid"))
-            .with("backing", OptValue::Dict(base));
-        layer
-            .blockdev_add(
-                &image_opts("qcow2", "top.img")
-                    .with("node-name", s("top"))
-                    .with("backing", OptValue::Dict(mid)),
-            )
-            .unwrap();
+        layer.blockdev_add(&top_mid_base()).unwrap();
         let args = CommitArgs {
             top_node: top_node.map(str::to_string),
             base_node: Some("base".into()),

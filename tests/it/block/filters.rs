@@ -2,7 +2,7 @@
 //! throttle filter, a stream, and the graph and header afterwards, each row
 //! as qemu-storage-daemon 10.0.2 left it (scenario named on the row).
 
-use super::{image_opts, make_files, s, Img};
+use super::{image_opts, make_files, numbered_chain, s, Img};
 use std::collections::BTreeMap;
 use strata_block::{BlockLayer, MemFiles, StreamArgs};
 use strata_formats::{Image, Storage};
@@ -303,15 +303,7 @@ fn parallel_filter_jobs_depend_on_their_order() {
             .on("c3.img", "qcow2")
             .write(0xa4, 1792 * K, 256 * K),
     ]);
-    let chain = || {
-        let mut opts = image_opts("qcow2", "c0.img").with("node-name", s("n0"));
-        for i in 1..=4 {
-            opts = image_opts("qcow2", &format!("c{i}.img"))
-                .with("node-name", s(&format!("n{i}")))
-                .with("backing", OptValue::Dict(opts));
-        }
-        opts
-    };
+    let chain = || numbered_chain(4);
     let stream = |device: &str, id: &str, base: &str, filter: Option<&str>| StreamArgs {
         device: device.into(),
         job_id: Some(id.into()),

@@ -70,6 +70,33 @@ pub fn image_opts(fmt: &str, file: &str) -> Options {
     )
 }
 
+/// The options of a nested `blockdev-add` of a chain, bottom first: each
+/// layer `(format, file, node name)` has the one before it as backing.
+pub fn nested_chain(layers: &[(&str, &str, &str)]) -> Options {
+    let mut below: Option<Options> = None;
+    for &(fmt, file, name) in layers {
+        let mut opts = image_opts(fmt, file).with("node-name", s(name));
+        if let Some(backing) = below.take() {
+            opts.put("backing", OptValue::Dict(backing));
+        }
+        below = Some(opts);
+    }
+    below.expect("at least one layer")
+}
+
+/// `n0`..`n<last>` on `c0.img`..`c<last>.img`, all qcow2 (the thread-b
+/// and frozen-link scenarios' chain).
+pub fn numbered_chain(last: usize) -> Options {
+    let names: Vec<(String, String)> = (0..=last)
+        .map(|i| (format!("c{i}.img"), format!("n{i}")))
+        .collect();
+    let layers: Vec<(&str, &str, &str)> = names
+        .iter()
+        .map(|(f, n)| ("qcow2", f.as_str(), n.as_str()))
+        .collect();
+    nested_chain(&layers)
+}
+
 /// Creates the images in memory, in order, writing through the block layer
 /// itself (with each image's backing chain opened from its header, as
 /// qemu-io does).

@@ -1,6 +1,9 @@
 //! block-stream, as iotest 030 and the conformance scenarios run it.
 
-use super::{content, file_content, image_opts, make_files, parallel_layer, s, Img};
+use super::{
+    content, file_content, image_opts, make_files, nested_chain, numbered_chain, parallel_layer, s,
+    Img,
+};
 use strata_block::{BlockLayer, StreamArgs};
 use strata_graph::OptValue;
 
@@ -24,13 +27,11 @@ fn single_drive() -> Vec<Img> {
 fn single_drive_layer() -> BlockLayer<strata_block::MemFiles> {
     let files = make_files(&single_drive());
     let mut layer = BlockLayer::new(files, 7);
-    let base = image_opts("raw", "backing.img").with("node-name", s("base"));
-    let mid = image_opts("qcow2", "mid.img")
-        .with("node-name", s("mid"))
-        .with("backing", OptValue::Dict(base));
-    let top = image_opts("qcow2", "test.img")
-        .with("node-name", s("drive0"))
-        .with("backing", OptValue::Dict(mid));
+    let top = nested_chain(&[
+        ("raw", "backing.img", "base"),
+        ("qcow2", "mid.img", "mid"),
+        ("qcow2", "test.img", "drive0"),
+    ]);
     layer.blockdev_add(&top).expect("blockdev-add");
     layer
 }
@@ -498,13 +499,7 @@ fn frozen_links_refuse_reopen_and_del() {
         Img::qcow2("spare.img", 2 * MIB),
     ]);
     let mut layer = BlockLayer::new(files, 5);
-    let mut opts = image_opts("qcow2", "c0.img").with("node-name", s("n0"));
-    for i in 1..=4 {
-        opts = image_opts("qcow2", &format!("c{i}.img"))
-            .with("node-name", s(&format!("n{i}")))
-            .with("backing", OptValue::Dict(opts));
-    }
-    layer.blockdev_add(&opts).unwrap();
+    layer.blockdev_add(&numbered_chain(4)).unwrap();
     layer
         .blockdev_add(
             &image_opts("qcow2", "spare.img")
@@ -564,16 +559,12 @@ fn the_stream_graph_while_running_matches_qemu() {
         Img::qcow2("top.img", 2 * MIB).on("mid.img", "qcow2"),
     ]);
     let mut layer = BlockLayer::new(files, 9);
-    let base = image_opts("qcow2", "base.img").with("node-name", s("base"));
-    let mid = image_opts("qcow2", "mid.img")
-        .with("node-name", s("mid"))
-        .with("backing", OptValue::Dict(base));
     layer
-        .blockdev_add(
-            &image_opts("qcow2", "top.img")
-                .with("node-name", s("top"))
-                .with("backing", OptValue::Dict(mid)),
-        )
+        .blockdev_add(&nested_chain(&[
+            ("qcow2", "base.img", "base"),
+            ("qcow2", "mid.img", "mid"),
+            ("qcow2", "top.img", "top"),
+        ]))
         .unwrap();
     let args = StreamArgs {
         base_node: Some("base".into()),
@@ -694,16 +685,12 @@ fn test_read_only_top_cannot_be_streamed_into() {
     images.push(Img::qcow2("ro-top.img", MIB));
     let files = make_files(&images);
     let mut layer = BlockLayer::new(files, 7);
-    let base = image_opts("raw", "backing.img").with("node-name", s("base"));
-    let mid = image_opts("qcow2", "mid.img")
-        .with("node-name", s("mid"))
-        .with("backing", OptValue::Dict(base));
     layer
-        .blockdev_add(
-            &image_opts("qcow2", "test.img")
-                .with("node-name", s("drive0"))
-                .with("backing", OptValue::Dict(mid)),
-        )
+        .blockdev_add(&nested_chain(&[
+            ("raw", "backing.img", "base"),
+            ("qcow2", "mid.img", "mid"),
+            ("qcow2", "test.img", "drive0"),
+        ]))
         .unwrap();
     let file = strata_graph::Options::new()
         .with("driver", s("file"))
@@ -804,10 +791,10 @@ fn test_smaller_backing_file_finishes() {
         Img::qcow2("test.img", 2 * MIB).on("backing.img", "raw"),
     ]);
     let mut layer = BlockLayer::new(files, 17);
-    let base = image_opts("raw", "backing.img").with("node-name", s("base"));
-    let top = image_opts("qcow2", "test.img")
-        .with("node-name", s("drive0"))
-        .with("backing", OptValue::Dict(base));
+    let top = nested_chain(&[
+        ("raw", "backing.img", "base"),
+        ("qcow2", "test.img", "drive0"),
+    ]);
     let drive0 = layer.blockdev_add(&top).unwrap();
     let before = content(&mut layer, drive0);
     layer.block_stream(&stream("drive0", "drive0")).unwrap();
@@ -924,13 +911,11 @@ fn block_status_above_reports_the_first_layer_that_maps() {
             .write(2, 2 * MIB, 512 * 1024),
     ]);
     let mut layer = BlockLayer::new(files, 23);
-    let base = image_opts("qcow2", "base.img").with("node-name", s("base"));
     let top = layer
-        .blockdev_add(
-            &image_opts("qcow2", "top.img")
-                .with("node-name", s("top"))
-                .with("backing", OptValue::Dict(base)),
-        )
+        .blockdev_add(&nested_chain(&[
+            ("qcow2", "base.img", "base"),
+            ("qcow2", "top.img", "top"),
+        ]))
         .unwrap();
     let core = layer.core_mut();
     use strata_block::ExtentKind::{Data, Unallocated};
