@@ -6,10 +6,11 @@ use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use strata_block::{BlockLayer, MemFiles};
+use strata_block::{BlockLayer, DriverState, MemFiles};
 use strata_formats::{CreateOptions, ExtentKind, Image, MemStorage, Qcow2};
 use strata_graph::{OptValue, Options};
 use strata_qmp::scenario::{ImageRecord, ImageSpec};
+use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
 fn text(v: &str) -> OptValue {
     OptValue::Str(v.to_string())
@@ -27,27 +28,38 @@ fn image_options(format: &str, name: &str) -> Options {
     )
 }
 
-/// Image sets already made, by their specs: worlds of the same images
-/// share the (copy-on-write) storage, and with it the cached digests of
-/// its chunks. (A pure memo: the files only depend on the specs.)
+/// Image sets already made, by the specs of a scenario's first images:
+/// worlds of the same images share the (copy-on-write) storage, and with it
+/// the cached digests of its chunks, and scenarios that start with the same
+/// images make them once. (A pure memo: the files only depend on the specs
+/// of the images made so far.)
 static CREATED: Mutex<BTreeMap<String, MemFiles>> = Mutex::new(BTreeMap::new());
 
 /// Creates every image of a scenario, in order.
 pub fn create_images(images: &[ImageSpec]) -> Result<MemFiles> {
-    let key = format!("{images:?}");
-    if let Some(files) = CREATED.lock().ok().and_then(|m| m.get(&key).cloned()) {
-        return Ok(files);
-    }
-    let files = create_uncached(images)?;
-    if let Ok(mut memo) = CREATED.lock() {
-        memo.insert(key, files.clone());
+    let sizes = image_sizes(images)?;
+    let keys: Vec<String> = (1..=images.len())
+        .map(|n| format!("{:?}", &images[..n]))
+        .collect();
+    let known = CREATED.lock().ok().and_then(|memo| {
+        (0..keys.len())
+            .rev()
+            .find_map(|i| memo.get(&keys[i]).map(|files| (i + 1, files.clone())))
+    });
+    let (made, mut files) = known.unwrap_or_else(|| (0, MemFiles::new()));
+    for i in made..images.len() {
+        files = create_image(files, &images[i], sizes[i])?;
+        if let Ok(mut memo) = CREATED.lock() {
+            memo.insert(keys[i].clone(), files.clone());
+        }
     }
     Ok(files)
 }
 
-fn create_uncached(images: &[ImageSpec]) -> Result<MemFiles> {
-    let mut files = MemFiles::new();
+/// Each image's virtual size: its own, or its backing file's.
+fn image_sizes(images: &[ImageSpec]) -> Result<Vec<u64>> {
     let mut sizes: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut out = Vec::with_capacity(images.len());
     for img in images {
         let size = match (img.size, &img.backing) {
             (Some(size), _) => size,
@@ -57,27 +69,34 @@ fn create_uncached(images: &[ImageSpec]) -> Result<MemFiles> {
             (None, None) => return Err(Error::Scenario(format!("{}: no size", img.name))),
         };
         sizes.insert(&img.name, size);
-        let storage = if img.format == "raw" {
-            raw_bytes(img, size)
-        } else {
-            let mut storage = MemStorage::new();
-            let mut opts = CreateOptions::new(size);
-            if let Some(cluster) = img.cluster_size {
-                opts = opts.cluster_size(cluster);
-            }
-            if let Some((file, fmt)) = &img.backing {
-                opts = opts.backing(file.clone(), Some(fmt));
-            }
-            Qcow2::create(&mut storage, &opts)
-                .map_err(|e| Error::Scenario(format!("{}: {e}", img.name)))?;
-            storage
-        };
-        files.insert(img.name.clone(), storage);
-        if !img.writes.is_empty() {
-            files = write_image(files, img)?;
-        }
+        out.push(size);
     }
-    Ok(files)
+    Ok(out)
+}
+
+/// `qemu-img create`, then the spec's `qemu-io` writes.
+fn create_image(mut files: MemFiles, img: &ImageSpec, size: u64) -> Result<MemFiles> {
+    let storage = if img.format == "raw" {
+        raw_bytes(img, size)
+    } else {
+        let mut storage = MemStorage::new();
+        let mut opts = CreateOptions::new(size);
+        if let Some(cluster) = img.cluster_size {
+            opts = opts.cluster_size(cluster);
+        }
+        if let Some((file, fmt)) = &img.backing {
+            opts = opts.backing(file.clone(), Some(fmt));
+        }
+        Qcow2::create(&mut storage, &opts)
+            .map_err(|e| Error::Scenario(format!("{}: {e}", img.name)))?;
+        storage
+    };
+    files.insert(img.name.clone(), storage);
+    if img.writes.is_empty() {
+        Ok(files)
+    } else {
+        write_image(files, img)
+    }
 }
 
 fn raw_bytes(img: &ImageSpec, size: u64) -> MemStorage {
@@ -112,22 +131,21 @@ fn write_image(files: MemFiles, img: &ImageSpec) -> Result<MemFiles> {
 }
 
 /// Inspections already made, by image and the contents of every file: an
-/// exploration ends many schedules on the same files, and the guest
-/// content's sha256 is most of a run's cost. (A pure memo: the answer only
-/// depends on the key.)
-static INSPECTED: Mutex<BTreeMap<(String, [u8; 32]), ImageRecord>> = Mutex::new(BTreeMap::new());
+/// exploration ends many schedules on the same files. (A pure memo: the
+/// answer only depends on the key.)
+static INSPECTED: Mutex<BTreeMap<(String, u128), ImageRecord>> = Mutex::new(BTreeMap::new());
 
 /// What `qemu-img info`, `map` and `convert` say about `img` in `files`,
 /// remembered by the files' contents (their chunk digests are cached, so
 /// the key is cheap for files shared with earlier runs).
 pub fn inspect_image(files: &MemFiles, img: &ImageSpec) -> ImageRecord {
-    let mut key = Sha256::new();
-    key.update(format!("{img:?}"));
+    let mut key = Xxh3::new();
+    key.update(format!("{img:?}").as_bytes());
     for (name, hash) in files.content_hashes() {
-        key.update(name);
-        key.update(hash.0);
+        key.update(name.as_bytes());
+        key.update(&hash.0);
     }
-    let key = (img.name.clone(), key.finalize().into());
+    let key = (img.name.clone(), key.digest128());
     if let Some(rec) = INSPECTED.lock().ok().and_then(|m| m.get(&key).cloned()) {
         return rec;
     }
@@ -165,8 +183,8 @@ fn inspect_uncached(files: &MemFiles, img: &ImageSpec) -> ImageRecord {
         }
         Err(e) => rec.info_error = Some(e),
     }
-    match guest_content(files, img) {
-        Ok(content) => rec.sha256 = Some(hex(&Sha256::digest(&content))),
+    match guest_sha256(files, img) {
+        Ok(sha256) => rec.sha256 = Some(sha256),
         Err(e) => {
             // qemu-img map and convert both open the backing chain.
             rec.allocated = None;
@@ -217,23 +235,198 @@ fn allocated(image: &mut Image, storage: &mut MemStorage) -> Vec<[u64; 2]> {
     ranges
 }
 
-/// The guest-visible bytes of an image opened with its backing chain from
-/// the header (`qemu-img convert -O raw`).
-fn guest_content(files: &MemFiles, img: &ImageSpec) -> std::result::Result<Vec<u8>, String> {
-    let mut reader = BlockLayer::new(files.clone(), 1);
-    let opts = image_options(&img.format, &img.name)
-        .with("node-name", text("r"))
-        .with("read-only", OptValue::Bool(true));
-    let node = reader.blockdev_add(&opts).map_err(|e| e.to_string())?;
-    let core = reader.core_mut();
-    let len = core.length(node).map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; len as usize];
-    core.read(node, 0, &mut buf).map_err(|e| e.to_string())?;
-    Ok(buf)
+/// sha256 digests of guest contents already hashed, by a XXH3-128 key:
+/// either the image's spec with the contents of every file its chain opens,
+/// or the guest content itself. Scenarios and schedules end with the same
+/// files, and with the same guest content over different files (a stream
+/// or commit does not change what the guest sees), again and again; and
+/// SHA-256 costs ten times what XXH3 does. (A pure memo: a 128-bit
+/// collision between two keys of a run is not a practical concern.)
+static GUEST_SHA256: Mutex<BTreeMap<u128, String>> = Mutex::new(BTreeMap::new());
+
+fn remembered_sha256(key: u128) -> Option<String> {
+    GUEST_SHA256.lock().ok()?.get(&key).cloned()
+}
+
+fn remember_sha256(keys: [u128; 2], sha: &str) {
+    if let Ok(mut memo) = GUEST_SHA256.lock() {
+        for key in keys {
+            memo.insert(key, sha.to_string());
+        }
+    }
+}
+
+/// The sha256 of the guest-visible bytes of an image opened with its
+/// backing chain from the header (`qemu-img convert -O raw | sha256sum`).
+fn guest_sha256(files: &MemFiles, img: &ImageSpec) -> std::result::Result<String, String> {
+    let mut guest = GuestReader::open(files, img)?;
+    let files_key = guest.files_key(img);
+    if let Some(sha) = remembered_sha256(files_key) {
+        return Ok(sha);
+    }
+    let prefixes = guest.prefix_keys()?;
+    let content_key = prefixes.last().copied().unwrap_or_default();
+    if let Some(sha) = remembered_sha256(content_key) {
+        remember_sha256([files_key, content_key], &sha);
+        return Ok(sha);
+    }
+    let sha = sha256_resuming(&mut guest, &prefixes)?;
+    remember_sha256([files_key, content_key], &sha);
+    Ok(sha)
+}
+
+/// SHA-256 states after a prefix of some guest content, by the prefix's
+/// key (see [`GuestReader::prefix_keys`]). Different contents of a run
+/// mostly differ in a few blocks: hashing resumes after the longest prefix
+/// already hashed instead of starting over.
+static SHA256_AFTER_PREFIX: Mutex<BTreeMap<u128, Sha256>> = Mutex::new(BTreeMap::new());
+
+/// The guest content's sha256, resuming from the longest known prefix.
+fn sha256_resuming(
+    guest: &mut GuestReader,
+    prefixes: &[u128],
+) -> std::result::Result<String, String> {
+    let resumed = SHA256_AFTER_PREFIX.lock().ok().and_then(|memo| {
+        (0..prefixes.len())
+            .rev()
+            .find_map(|i| memo.get(&prefixes[i]).map(|sha| (i + 1, sha.clone())))
+    });
+    let (first, mut sha) = resumed.unwrap_or_else(|| (0, Sha256::new()));
+    let mut states = Vec::new();
+    guest.for_each_block_from(first, |i, bytes| {
+        sha.update(bytes);
+        states.push((prefixes[i], sha.clone()));
+    })?;
+    if let Ok(mut memo) = SHA256_AFTER_PREFIX.lock() {
+        memo.extend(states);
+    }
+    Ok(hex(&sha.finalize()))
+}
+
+/// An image opened read-only with its backing chain from the header, as
+/// `qemu-img convert` opens it.
+struct GuestReader {
+    layer: BlockLayer<MemFiles>,
+    node: strata_graph::NodeId,
+}
+
+impl GuestReader {
+    fn open(files: &MemFiles, img: &ImageSpec) -> std::result::Result<GuestReader, String> {
+        let mut layer = BlockLayer::new(files.clone(), 1);
+        let opts = image_options(&img.format, &img.name)
+            .with("node-name", text("r"))
+            .with("read-only", OptValue::Bool(true));
+        let node = layer.blockdev_add(&opts).map_err(|e| e.to_string())?;
+        Ok(GuestReader { layer, node })
+    }
+
+    /// What the guest content is a function of: the spec and the bytes of
+    /// every file the chain opened.
+    fn files_key(&self, img: &ImageSpec) -> u128 {
+        let core = self.layer.core();
+        let mut key = Xxh3::new();
+        key.update(format!("{img:?}").as_bytes());
+        for node in core.graph().graph().nodes() {
+            if let Some(DriverState::File { path }) = core.driver_state(node) {
+                let content = core.files().get(path).map(MemStorage::content_hash);
+                key.update(path.as_bytes());
+                key.update(&content.map_or([0; 16], |c| c.0));
+            }
+        }
+        key.digest128()
+    }
+
+    /// Keys of the guest content's prefixes, one per 64 KiB block, the
+    /// last one a key of the whole content however the chain stores it:
+    /// XXH3-128 over each block's length and digest, all-zero blocks
+    /// digesting to zero. Blocks the chain maps to nothing or to zero
+    /// clusters are not read at all.
+    fn prefix_keys(&mut self) -> std::result::Result<Vec<u128>, String> {
+        let core = self.layer.core_mut();
+        let len = core.length(self.node).map_err(|e| e.to_string())?;
+        let mut key = Xxh3::new();
+        let mut keys = Vec::new();
+        let mut buf = vec![0u8; BLOCK.min(len) as usize];
+        let mut offset = 0;
+        while offset < len {
+            let n = BLOCK.min(len - offset);
+            let (kind, run) = core
+                .block_status_above(self.node, offset, n)
+                .map_err(|e| e.to_string())?;
+            let reads_zero = matches!(kind, ExtentKind::Zero | ExtentKind::Unallocated);
+            let digest = if reads_zero && run >= n {
+                0
+            } else {
+                let block = &mut buf[..n as usize];
+                core.read(self.node, offset, block)
+                    .map_err(|e| e.to_string())?;
+                block_digest(block)
+            };
+            key.update(&n.to_le_bytes());
+            key.update(&digest.to_le_bytes());
+            keys.push(key.digest128());
+            offset += n;
+        }
+        Ok(keys)
+    }
+
+    /// Reads the guest-visible bytes in order, a 64 KiB block at a time,
+    /// from block number `first` on.
+    fn for_each_block_from(
+        &mut self,
+        first: usize,
+        mut consume: impl FnMut(usize, &[u8]),
+    ) -> std::result::Result<(), String> {
+        let core = self.layer.core_mut();
+        let len = core.length(self.node).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; BLOCK.min(len) as usize];
+        let mut index = first;
+        let mut offset = first as u64 * BLOCK;
+        while offset < len {
+            let block = &mut buf[..BLOCK.min(len - offset) as usize];
+            core.read(self.node, offset, block)
+                .map_err(|e| e.to_string())?;
+            consume(index, block);
+            offset += block.len() as u64;
+            index += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes the guest content is read and keyed by at a time (64 KiB: below
+/// malloc's mmap threshold, so no page faults per buffer).
+const BLOCK: u64 = 64 * 1024;
+
+/// A block's digest for [`GuestReader::content_key`]: zero for all-zero
+/// bytes, so that zeroes read and zeroes known from the map key alike.
+fn block_digest(block: &[u8]) -> u128 {
+    if block.iter().all(|&b| b == 0) {
+        0
+    } else {
+        xxh3_128(block)
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Drops every memo of this module (image sets, inspections, guest
+/// digests), so that a benchmark can measure runs that start cold.
+pub fn forget_memos() {
+    if let Ok(mut memo) = CREATED.lock() {
+        memo.clear();
+    }
+    if let Ok(mut memo) = INSPECTED.lock() {
+        memo.clear();
+    }
+    if let Ok(mut memo) = GUEST_SHA256.lock() {
+        memo.clear();
+    }
+    if let Ok(mut memo) = SHA256_AFTER_PREFIX.lock() {
+        memo.clear();
+    }
 }
 
 /// Every qcow2 image's `check` at the end of a run: the names of images

@@ -54,7 +54,7 @@ pub use compare::{block_job_order, compare, fold_transients, outcome_key, Compar
 pub use error::{Error, Result};
 pub use explore::{explore, Exploration, ExploreOptions, Outcome, Progress};
 pub use graph::{normalised_graph, to_dot};
-pub use images::{create_images, inspect_image};
+pub use images::{create_images, forget_memos, inspect_image};
 pub use run::{check_determinism, replay_command, run, Failure, Run, RunOptions};
 pub use sched::{Canonical, Pct, Random, Replay, Schedule, Scheduler, SchedulerSpec};
 pub use world::{Task, World};

@@ -1,6 +1,7 @@
 //! `cargo xtask bench sim`: the simulator's speed, from one run.
 //!
-//! * replaying every scenario once (canonical schedule) against
+//! * replaying every scenario once (canonical schedule; the median of
+//!   `--runs N` rounds, default 5, each from cold memos) against
 //!   qemu-storage-daemon running the same scenarios through the shared
 //!   conformance harness (image creation and inspection included on both
 //!   sides);
@@ -8,9 +9,12 @@
 //!   per second on one core and on all cores;
 //! * the four-job `030-parallel-stream` exploration at bound 2.
 
+use rayon::prelude::*;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+use std::sync::Arc;
 use std::time::Instant;
+use strata_qmp::scenario::Scenario;
 use strata_sim::{explore, run, scenarios, Canonical, ExploreOptions, Progress, RunOptions};
 
 /// Entry point.
@@ -26,27 +30,30 @@ pub fn run_bench(args: &[String]) -> ExitCode {
 
 fn bench(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let skip_qemu = args.iter().any(|a| a == "--no-qemu");
+    let rounds = match args.iter().position(|a| a == "--runs") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .ok_or("--runs needs a positive number")?,
+        None => 5,
+    };
     let all = scenarios()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("{} scenarios, {cores} core(s)", all.len());
 
-    let start = Instant::now();
-    let mut steps = 0;
-    for s in &all {
-        let done = run(s, &mut Canonical, RunOptions::default())
-            .map_err(|f| format!("{}: {}", s.name, f.error))?;
-        steps += done.trace.len();
-    }
-    let sim_secs = start.elapsed().as_secs_f64();
+    let (secs_one, steps) = median_replay(&all, 1, rounds)?;
+    let (secs_all, _) = median_replay(&all, cores, rounds)?;
     println!(
-        "replay, canonical schedule: {sim_secs:.3} s for all scenarios ({steps} steps, {:.1} ms per scenario)",
-        sim_secs * 1e3 / all.len() as f64
+        "replay, canonical schedule, {steps} steps, median of {rounds}: 1 thread {secs_one:.3} s ({:.1} ms per scenario), {cores} threads {secs_all:.3} s",
+        secs_one * 1e3 / all.len() as f64
     );
     if !skip_qemu {
         match qemu_seconds() {
             Ok(q) => println!(
-                "qemu-storage-daemon, same scenarios through the harness: {q:.3} s  => Strata is {:.0}x faster",
-                q / sim_secs
+                "qemu-storage-daemon, same scenarios through the harness (one at a time): {q:.3} s  => Strata is {:.0}x faster on 1 thread, {:.0}x on {cores}",
+                q / secs_one,
+                q / secs_all
             ),
             Err(e) => println!("qemu-storage-daemon: not measured ({e})"),
         }
@@ -60,6 +67,7 @@ fn bench(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()?;
+        strata_sim::forget_memos();
         let start = Instant::now();
         let mut states = 0;
         let mut schedules = 0;
@@ -80,6 +88,7 @@ fn bench(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         preemption_bound: 2,
         ..ExploreOptions::default()
     };
+    strata_sim::forget_memos();
     let start = Instant::now();
     let found = explore(&s, options, &Progress::default())?;
     println!(
@@ -90,6 +99,48 @@ fn bench(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The median of `rounds` measurements of [`replay_all`].
+fn median_replay(
+    all: &[Arc<Scenario>],
+    threads: usize,
+    rounds: usize,
+) -> Result<(f64, usize), Box<dyn std::error::Error>> {
+    let mut secs = Vec::with_capacity(rounds);
+    let mut steps = 0;
+    for _ in 0..rounds {
+        let (s, n) = replay_all(all, threads)?;
+        secs.push(s);
+        steps = n;
+    }
+    secs.sort_by(f64::total_cmp);
+    Ok((secs[rounds / 2], steps))
+}
+
+/// Wall time to replay every scenario once on `threads` threads (rayon
+/// across scenarios, never inside a run), and the steps taken. Each call
+/// starts from cold memos so that the second measurement does not reuse
+/// the first one's image work.
+fn replay_all(
+    all: &[Arc<Scenario>],
+    threads: usize,
+) -> Result<(f64, usize), Box<dyn std::error::Error>> {
+    strata_sim::forget_memos();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let start = Instant::now();
+    let steps = pool.install(|| {
+        all.par_iter()
+            .map(|s| {
+                run(s, &mut Canonical, RunOptions::default())
+                    .map(|done| done.trace.len())
+                    .map_err(|f| format!("{}: {}", s.name, f.error))
+            })
+            .sum::<Result<usize, String>>()
+    })?;
+    Ok((start.elapsed().as_secs_f64(), steps))
 }
 
 /// Wall time of the shared harness running the scenarios against

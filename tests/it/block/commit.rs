@@ -293,7 +293,12 @@ type EdgeRow = (String, String, String, Perm, Perm, bool);
 
 /// What a refused command must leave as it was: edges (with permissions
 /// and frozen flags), read-only flags, jobs, and every file's bytes.
-type Snapshot = (BTreeSet<EdgeRow>, Vec<bool>, usize, Vec<(String, [u8; 32])>);
+type Snapshot = (
+    BTreeSet<EdgeRow>,
+    Vec<bool>,
+    usize,
+    Vec<(String, strata_formats::ContentHash)>,
+);
 
 fn snapshot(layer: &Layer) -> Snapshot {
     let g = layer.core().graph().graph();
@@ -303,7 +308,7 @@ fn snapshot(layer: &Layer) -> Snapshot {
         .files()
         .content_hashes()
         .into_iter()
-        .map(|(path, hash)| (path.to_string(), hash.0))
+        .map(|(path, hash)| (path.to_string(), hash))
         .collect();
     (edges(layer), ro, layer.jobs().len(), files)
 }
