@@ -1,6 +1,10 @@
 //! Exhaustive exploration: depth-first over every decision, each distinct
-//! state once (by [`World::state_key`]), with a preemption bound (how many
-//! decisions may differ from the canonical choice).
+//! state once (by [`World::state_key`]), with a preemption bound: how many
+//! times a schedule may leave the canonical choice. A client that goes on
+//! with its next command instead of the canonical job spends no more: in
+//! QEMU the monitor handles a burst of commands while one job's I/O is in
+//! flight or its timer waits behind them (030's TestSetSpeed sends three
+//! commands before a stream's first copy finishes on a loaded host).
 
 use crate::compare::outcome_key;
 use crate::error::{Error, Result};
@@ -40,7 +44,8 @@ pub struct Outcome {
     pub observation: Observation,
     /// How many explored schedules ended here.
     pub schedules: u64,
-    /// The first schedule (in depth-first order) that reached it.
+    /// The smallest schedule found that reaches it (depth-first order
+    /// finds the smallest of each subtree first).
     pub example: Schedule,
 }
 
@@ -51,7 +56,8 @@ pub struct Exploration {
     pub states: u64,
     /// Schedules run to the end (or to a state already explored).
     pub schedules: u64,
-    /// Distinct outcomes, in the order first found.
+    /// Distinct outcomes, by their smallest example schedule: the
+    /// canonical schedule's outcome first.
     pub outcomes: Vec<Outcome>,
     /// Schedules that broke an invariant or got stuck, with the error.
     pub failures: Vec<(Schedule, String)>,
@@ -71,6 +77,18 @@ pub struct Progress {
 struct Frontier {
     world: World,
     schedule: Schedule,
+    /// Preemptions spent on the way (see the module's documentation).
+    preemptions: usize,
+    /// Whether the last step was a non-canonical choice of the client.
+    client_preempted: bool,
+}
+
+impl Frontier {
+    /// What choosing `task`, the `index`th runnable one, costs.
+    fn cost(&self, index: usize, task: &Task) -> usize {
+        let continues_burst = self.client_preempted && *task == Task::Client;
+        usize::from(index != 0 && !continues_burst)
+    }
 }
 
 /// Subtrees explored independently (fixed, so that the result does not
@@ -86,6 +104,8 @@ pub fn explore(
     let start = Frontier {
         world: World::new(scenario.clone())?,
         schedule: Schedule::default(),
+        preemptions: 0,
+        client_preempted: false,
     };
     let mut parts = vec![Explorer::new(options, progress)];
     // Breadth-first to a frontier of SPLIT decision points.
@@ -127,7 +147,14 @@ fn merge(parts: Vec<Explorer<'_>>) -> Exploration {
             (k, o)
         }) {
             match index.get(&key) {
-                Some(&i) => result.outcomes[i].schedules += outcome.schedules,
+                Some(&i) => {
+                    let known = &mut result.outcomes[i];
+                    known.schedules += outcome.schedules;
+                    if outcome.example < known.example {
+                        known.example = outcome.example;
+                        known.observation = outcome.observation;
+                    }
+                }
                 None => {
                     index.insert(key, result.outcomes.len());
                     result.outcomes.push(outcome);
@@ -135,6 +162,8 @@ fn merge(parts: Vec<Explorer<'_>>) -> Exploration {
             }
         }
     }
+    // The canonical schedule (all first choices) sorts before any other.
+    result.outcomes.sort_by(|a, b| a.example.cmp(&b.example));
     result
 }
 
@@ -179,19 +208,25 @@ impl<'p> Explorer<'p> {
                 return Vec::new();
             }
         };
-        let budget = self.options.preemption_bound - f.schedule.preemptions();
-        let key = f.world.state_key();
+        let budget = self.options.preemption_bound - f.preemptions;
+        // A client in a burst may go on for free: a different state.
+        let key = f.world.state_key() ^ u64::from(f.client_preempted);
         if self.visited.get(&key).is_some_and(|b| *b >= budget) {
             self.finish_schedule();
             return Vec::new();
         }
         self.visited.insert(key, budget);
         self.progress.states.fetch_add(1, Ordering::Relaxed);
-        let choices = if budget == 0 { 1 } else { runnable.len() };
         let mut children = Vec::new();
-        for (i, task) in runnable.iter().take(choices).enumerate() {
+        for (i, task) in runnable.iter().enumerate() {
+            let cost = f.cost(i, task);
+            if cost > budget {
+                continue;
+            }
             let mut child = f.clone();
             child.schedule.0.push(i);
+            child.preemptions += cost;
+            child.client_preempted = i != 0 && *task == Task::Client;
             if let Err(e) = self.step(&mut child.world, task) {
                 self.fail(&child.schedule, e);
                 continue;
@@ -217,7 +252,10 @@ impl<'p> Explorer<'p> {
             let runnable = f.world.runnable();
             match runnable.len() {
                 0 => return Err(Error::Stuck(f.world.now_ns())),
-                1 => self.step(&mut f.world, &runnable[0])?,
+                1 => {
+                    self.step(&mut f.world, &runnable[0])?;
+                    f.client_preempted = false;
+                }
                 _ => return Ok(Some(runnable)),
             }
         }

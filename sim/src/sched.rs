@@ -133,8 +133,9 @@ impl Scheduler for Replay {
 pub struct Schedule(pub Vec<usize>);
 
 impl Schedule {
-    /// How many decisions differ from the canonical choice (the
-    /// preemptions of the run).
+    /// How many decisions differ from the canonical choice: at least the
+    /// run's preemptions (a client's burst of commands after one counts
+    /// once, see [`crate::explore`]).
     pub fn preemptions(&self) -> usize {
         self.0.iter().filter(|c| **c != 0).count()
     }
