@@ -1,7 +1,10 @@
-//! The project's scenarios (`sim/scenarios/*.json`) and QEMU's recorded
-//! observations of them (`sim/qemu/*.json`).
+//! Scenario catalogs: the project's (`sim/scenarios/*.json` with QEMU's
+//! recorded observations in `sim/qemu/`), or the shared conformance
+//! harness's (`scenarios/` with QEMU's observations in `golden/`): the
+//! same format, so the simulator replays either.
 
 use crate::error::{Error, Result};
+use crate::sched::Schedule;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use strata_qmp::scenario::{Observation, Scenario};
@@ -11,14 +14,84 @@ pub fn sim_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
-/// Every scenario, by name.
-pub fn scenarios() -> Result<Vec<Arc<Scenario>>> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(sim_dir().join("scenarios"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    paths.sort();
-    paths.iter().map(|p| load(p)).collect()
+/// Where a set of scenarios and QEMU's observations of them live.
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    scenarios: PathBuf,
+    observations: PathBuf,
+    /// The `cargo xtask sim` option that selects this catalog.
+    option: &'static str,
+}
+
+impl Catalog {
+    /// The project's scenarios.
+    pub fn project() -> Catalog {
+        Catalog {
+            scenarios: sim_dir().join("scenarios"),
+            observations: sim_dir().join("qemu"),
+            option: "",
+        }
+    }
+
+    /// The shared conformance harness's scenarios and golden observations,
+    /// if the harness is there: `$STRATA_CONFORMANCE`, else
+    /// `../shared/conformance` beside the checkout.
+    pub fn shared_harness() -> Option<Catalog> {
+        let dir = std::env::var_os("STRATA_CONFORMANCE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| sim_dir().join("../../shared/conformance"));
+        let dir = dir.canonicalize().unwrap_or(dir);
+        dir.join("scenarios").is_dir().then(|| Catalog {
+            scenarios: dir.join("scenarios"),
+            observations: dir.join("golden"),
+            option: "--harness ",
+        })
+    }
+
+    /// Every scenario, by name.
+    pub fn scenarios(&self) -> Result<Vec<Arc<Scenario>>> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.scenarios)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        paths.iter().map(|p| load(p)).collect()
+    }
+
+    /// The scenario called `name`.
+    pub fn scenario(&self, name: &str) -> Result<Arc<Scenario>> {
+        let path = self.scenarios.join(format!("{name}.json"));
+        if !path.exists() {
+            return Err(Error::UnknownScenario(name.to_string()));
+        }
+        load(&path)
+    }
+
+    /// QEMU's observation of `name`, when one was recorded.
+    pub fn qemu_observation(&self, name: &str) -> Result<Option<Observation>> {
+        let path = self.observations.join(format!("{name}.json"));
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)?;
+        Observation::from_json(&text)
+            .map(Some)
+            .map_err(|e| Error::Scenario(format!("{}: {e}", path.display())))
+    }
+
+    /// A line saying where the scenarios and observations are.
+    pub fn describe(&self) -> String {
+        format!(
+            "scenarios {}, QEMU's observations {}",
+            self.scenarios.display(),
+            self.observations.display()
+        )
+    }
+
+    /// The command that replays `schedule` of `name` from this catalog.
+    pub fn replay_command(&self, name: &str, schedule: &Schedule) -> String {
+        format!("cargo xtask sim {}replay {name} {schedule}", self.option)
+    }
 }
 
 fn load(path: &Path) -> Result<Arc<Scenario>> {
@@ -28,23 +101,17 @@ fn load(path: &Path) -> Result<Arc<Scenario>> {
     Ok(Arc::new(scenario))
 }
 
-/// The scenario called `name`.
-pub fn scenario(name: &str) -> Result<Arc<Scenario>> {
-    let path = sim_dir().join("scenarios").join(format!("{name}.json"));
-    if !path.exists() {
-        return Err(Error::UnknownScenario(name.to_string()));
-    }
-    load(&path)
+/// Every scenario of the project, by name.
+pub fn scenarios() -> Result<Vec<Arc<Scenario>>> {
+    Catalog::project().scenarios()
 }
 
-/// QEMU's observation of `name`, when one was recorded.
+/// The project's scenario called `name`.
+pub fn scenario(name: &str) -> Result<Arc<Scenario>> {
+    Catalog::project().scenario(name)
+}
+
+/// QEMU's observation of the project's scenario `name`, when recorded.
 pub fn qemu_observation(name: &str) -> Result<Option<Observation>> {
-    let path = sim_dir().join("qemu").join(format!("{name}.json"));
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&path)?;
-    Observation::from_json(&text)
-        .map(Some)
-        .map_err(|e| Error::Scenario(format!("{}: {e}", path.display())))
+    Catalog::project().qemu_observation(name)
 }

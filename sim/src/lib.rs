@@ -49,7 +49,7 @@ mod run;
 mod sched;
 mod world;
 
-pub use catalog::{qemu_observation, scenario, scenarios, sim_dir};
+pub use catalog::{qemu_observation, scenario, scenarios, sim_dir, Catalog};
 pub use compare::{block_job_order, compare, fold_transients, outcome_key, CompareOptions};
 pub use error::{Error, Result};
 pub use explore::{explore, Exploration, ExploreOptions, Outcome, Progress};

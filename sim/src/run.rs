@@ -110,7 +110,7 @@ fn at_step(error: Error, step: usize) -> Error {
 
 /// The command that reproduces a run.
 pub fn replay_command(scenario: &str, schedule: &Schedule) -> String {
-    format!("cargo xtask sim replay {scenario} {schedule}")
+    crate::Catalog::project().replay_command(scenario, schedule)
 }
 
 /// Runs `schedule` twice and compares the traces and observations: `Err`

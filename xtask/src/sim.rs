@@ -9,13 +9,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_qmp::scenario::{Observation, Scenario};
 use strata_sim::{
-    compare, explore, qemu_observation, replay_command, run, scenario, scenarios, to_dot,
-    CompareOptions, ExploreOptions, Progress, Replay, RunOptions, Schedule, SchedulerSpec,
+    compare, explore, run, to_dot, Catalog, CompareOptions, ExploreOptions, Progress, Replay,
+    RunOptions, Schedule, SchedulerSpec,
 };
 
 #[derive(Parser)]
 #[command(name = "cargo xtask sim", about = "The deterministic simulator")]
 struct SimCli {
+    /// Use the shared conformance harness's scenarios and QEMU's golden
+    /// observations ($STRATA_CONFORMANCE or ../shared/conformance) instead
+    /// of the project's.
+    #[arg(long, global = true)]
+    harness: bool,
     #[command(subcommand)]
     command: Option<SimCommand>,
 }
@@ -84,24 +89,43 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let cat = if cli.harness {
+        match Catalog::shared_harness() {
+            Some(cat) => cat,
+            None => {
+                eprintln!(
+                    "cargo xtask sim: no shared conformance harness (set STRATA_CONFORMANCE)"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        Catalog::project()
+    };
+    let cat = &cat;
     let result = match cli.command {
-        None => run_all(),
-        Some(SimCommand::List) => list(),
+        None if cli.harness => run_all(std::slice::from_ref(cat)),
+        None => run_all(
+            &std::iter::once(Catalog::project())
+                .chain(Catalog::shared_harness())
+                .collect::<Vec<_>>(),
+        ),
+        Some(SimCommand::List) => list(cat),
         Some(SimCommand::Run {
             names,
             all,
             scheduler,
             seed,
             verbose,
-        }) => run_some(&names, all, &scheduler, seed, verbose),
+        }) => run_some(cat, &names, all, &scheduler, seed, verbose),
         Some(SimCommand::Explore {
             name,
             bound,
             threads,
-        }) => explore_one(&name, bound, threads),
-        Some(SimCommand::Replay { name, schedule }) => replay(&name, &schedule),
-        Some(SimCommand::Show { name }) => show(&name),
-        Some(SimCommand::Render { name, svg }) => render(&name, svg),
+        }) => explore_one(cat, &name, bound, threads),
+        Some(SimCommand::Replay { name, schedule }) => replay(cat, &name, &schedule),
+        Some(SimCommand::Show { name }) => show(cat, &name),
+        Some(SimCommand::Render { name, svg }) => render(cat, &name, svg),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -115,9 +139,9 @@ pub fn main(args: &[String]) -> ExitCode {
 
 type Res = Result<bool, Box<dyn std::error::Error>>;
 
-fn list() -> Res {
-    for s in scenarios()? {
-        let qemu = if qemu_observation(&s.name)?.is_some() {
+fn list(cat: &Catalog) -> Res {
+    for s in cat.scenarios()? {
+        let qemu = if cat.qemu_observation(&s.name)?.is_some() {
             ""
         } else {
             " (no QEMU recording)"
@@ -127,11 +151,15 @@ fn list() -> Res {
     Ok(true)
 }
 
-fn selected(names: &[String], all: bool) -> Result<Vec<Arc<Scenario>>, strata_sim::Error> {
+fn selected(
+    cat: &Catalog,
+    names: &[String],
+    all: bool,
+) -> Result<Vec<Arc<Scenario>>, strata_sim::Error> {
     if all || names.is_empty() {
-        return scenarios();
+        return cat.scenarios();
     }
-    names.iter().map(|n| scenario(n)).collect()
+    names.iter().map(|n| cat.scenario(n)).collect()
 }
 
 /// The verdict of one run against QEMU.
@@ -143,9 +171,13 @@ struct Verdict {
     failed: bool,
 }
 
-fn judge(s: &Arc<Scenario>, spec: &SchedulerSpec) -> Result<Verdict, strata_sim::Error> {
+fn judge(
+    cat: &Catalog,
+    s: &Arc<Scenario>,
+    spec: &SchedulerSpec,
+) -> Result<Verdict, strata_sim::Error> {
     let mut scheduler = spec.build();
-    let qemu = qemu_observation(&s.name)?;
+    let qemu = cat.qemu_observation(&s.name)?;
     Ok(match run(s, scheduler.as_mut(), RunOptions::default()) {
         Ok(done) => {
             let failed_expect = &done.observation.expectations_failed;
@@ -160,14 +192,14 @@ fn judge(s: &Arc<Scenario>, spec: &SchedulerSpec) -> Result<Verdict, strata_sim:
                 outcome,
                 failed: matches.as_ref().is_some_and(|d| !d.is_empty()),
                 matches,
-                replay: replay_command(&s.name, &done.schedule),
+                replay: cat.replay_command(&s.name, &done.schedule),
             }
         }
         Err(f) => Verdict {
             steps: 0,
             outcome: f.error.to_string(),
             matches: None,
-            replay: replay_command(&s.name, &f.schedule),
+            replay: cat.replay_command(&s.name, &f.schedule),
             failed: true,
         },
     })
@@ -203,12 +235,19 @@ fn print_table(rows: &[(String, Verdict)], verbose: bool) {
     }
 }
 
-fn run_some(names: &[String], all: bool, scheduler: &str, seed: u64, verbose: bool) -> Res {
+fn run_some(
+    cat: &Catalog,
+    names: &[String],
+    all: bool,
+    scheduler: &str,
+    seed: u64,
+    verbose: bool,
+) -> Res {
     let spec = SchedulerSpec::parse(scheduler, seed)?;
     println!("scheduler: {spec}");
     let mut rows = Vec::new();
-    for s in selected(names, all)? {
-        rows.push((s.name.clone(), judge(&s, &spec)?));
+    for s in selected(cat, names, all)? {
+        rows.push((s.name.clone(), judge(cat, &s, &spec)?));
     }
     print_table(&rows, verbose);
     summary(&rows)
@@ -228,25 +267,32 @@ fn summary(rows: &[(String, Verdict)]) -> Res {
     Ok(failed == 0)
 }
 
-/// `cargo xtask sim`: every scenario, canonical schedule, checked for
+/// `cargo xtask sim`: every scenario of each catalog (the project's, and
+/// the shared harness's when it is there), canonical schedule, checked for
 /// determinism, compared with QEMU.
-fn run_all() -> Res {
-    let mut rows = Vec::new();
-    let mut deterministic = true;
-    for s in scenarios()? {
-        let v = judge(&s, &SchedulerSpec::Canonical)?;
-        if let Err(e) = strata_sim::check_determinism(&s, &Schedule::default()) {
-            println!("NOT DETERMINISTIC: {e}");
-            deterministic = false;
+fn run_all(catalogs: &[Catalog]) -> Res {
+    let mut all_ok = true;
+    for cat in catalogs {
+        println!("{}", cat.describe());
+        let mut rows = Vec::new();
+        let mut deterministic = true;
+        for s in cat.scenarios()? {
+            let v = judge(cat, &s, &SchedulerSpec::Canonical)?;
+            if let Err(e) = strata_sim::check_determinism(&s, &Schedule::default()) {
+                println!("NOT DETERMINISTIC: {e}");
+                deterministic = false;
+            }
+            rows.push((s.name.clone(), v));
         }
-        rows.push((s.name.clone(), v));
+        print_table(&rows, false);
+        all_ok &= summary(&rows)? && deterministic;
+        println!();
     }
-    print_table(&rows, false);
-    Ok(summary(&rows)? && deterministic)
+    Ok(all_ok)
 }
 
-fn explore_one(name: &str, bound: usize, threads: Option<usize>) -> Res {
-    let s = scenario(name)?;
+fn explore_one(cat: &Catalog, name: &str, bound: usize, threads: Option<usize>) -> Res {
+    let s = cat.scenario(name)?;
     if let Some(n) = threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -288,7 +334,7 @@ fn explore_one(name: &str, bound: usize, threads: Option<usize>) -> Res {
         secs,
         found.states as f64 / secs.max(1e-9)
     );
-    let qemu = qemu_observation(name)?;
+    let qemu = cat.qemu_observation(name)?;
     let first = found.outcomes.first().map(|o| o.observation.clone());
     for (i, o) in found.outcomes.iter().enumerate() {
         let vs_qemu = match &qemu {
@@ -302,7 +348,7 @@ fn explore_one(name: &str, bound: usize, threads: Option<usize>) -> Res {
             "  outcome {}: {} schedule(s), {vs_qemu}; {}",
             i + 1,
             o.schedules,
-            replay_command(name, &o.example)
+            cat.replay_command(name, &o.example)
         );
         if let (Some(first), true) = (&first, i > 0) {
             let strict = CompareOptions {
@@ -315,34 +361,34 @@ fn explore_one(name: &str, bound: usize, threads: Option<usize>) -> Res {
         }
     }
     for (schedule, e) in &found.failures {
-        println!("  FAILED: {e}  [{}]", replay_command(name, schedule));
+        println!("  FAILED: {e}  [{}]", cat.replay_command(name, schedule));
     }
     Ok(found.failures.is_empty())
 }
 
-fn replay(name: &str, schedule: &str) -> Res {
-    let s = scenario(name)?;
+fn replay(cat: &Catalog, name: &str, schedule: &str) -> Res {
+    let s = cat.scenario(name)?;
     let schedule = Schedule::parse(schedule)?;
     match run(&s, &mut Replay::new(&schedule), RunOptions::default()) {
         Ok(done) => {
             for (i, (task, t)) in done.trace.iter().enumerate() {
                 println!("{i:6} {:>12.6}s  {task}", *t as f64 / 1e9);
             }
-            report_against_qemu(name, &done.observation)
+            report_against_qemu(cat, name, &done.observation)
         }
         Err(f) => {
             println!(
                 "{name}: {}  [{}]",
                 f.error,
-                replay_command(name, &f.schedule)
+                cat.replay_command(name, &f.schedule)
             );
             Ok(false)
         }
     }
 }
 
-fn report_against_qemu(name: &str, obs: &Observation) -> Res {
-    match qemu_observation(name)? {
+fn report_against_qemu(cat: &Catalog, name: &str, obs: &Observation) -> Res {
+    match cat.qemu_observation(name)? {
         None => {
             println!("{name}: no QEMU recording");
             Ok(true)
@@ -368,20 +414,20 @@ fn report_against_qemu(name: &str, obs: &Observation) -> Res {
     }
 }
 
-fn canonical(name: &str) -> Result<Observation, Box<dyn std::error::Error>> {
-    let s = scenario(name)?;
+fn canonical(cat: &Catalog, name: &str) -> Result<Observation, Box<dyn std::error::Error>> {
+    let s = cat.scenario(name)?;
     let done = run(&s, &mut strata_sim::Canonical, RunOptions::default())
-        .map_err(|f| format!("{}  [{}]", f.error, replay_command(name, &f.schedule)))?;
+        .map_err(|f| format!("{}  [{}]", f.error, cat.replay_command(name, &f.schedule)))?;
     Ok(done.observation)
 }
 
-fn show(name: &str) -> Res {
-    println!("{}", canonical(name)?.to_json());
+fn show(cat: &Catalog, name: &str) -> Res {
+    println!("{}", canonical(cat, name)?.to_json());
     Ok(true)
 }
 
-fn render(name: &str, svg: bool) -> Res {
-    let obs = canonical(name)?;
+fn render(cat: &Catalog, name: &str, svg: bool) -> Res {
+    let obs = canonical(cat, name)?;
     let dot = to_dot(obs.graph.as_ref().ok_or("no final graph")?);
     if !svg {
         print!("{dot}");

@@ -1,16 +1,14 @@
-//! Canonical runs against QEMU's observations (`sim/qemu/`).
+//! Canonical runs against QEMU's observations: the project's (`sim/qemu/`)
+//! and the shared conformance harness's (`golden/`).
 
 use super::canonical;
-use strata_sim::{compare, qemu_observation, scenarios, CompareOptions};
+use strata_sim::{compare, qemu_observation, scenarios, Catalog, CompareOptions};
 
-/// Scenarios whose canonical run differs from QEMU today, with why.
-/// FIXME: each is a gap of the block layer (or of the canonical
-/// schedule) that the simulator exposes; the test fails when the list is
-/// not exactly the set of differing scenarios, so a fix updates it.
 /// Scenarios whose canonical run differs from QEMU's observation, with
-/// why. Empty: the canonical schedule (jobs whose timers fired run before
-/// the monitor reads the next command, in the order they yielded) matches
-/// every recording.
+/// why; the test fails when the list is not exactly the set of differing
+/// scenarios, so a fix updates it. Empty: the canonical schedule (jobs
+/// whose timers fired run before the monitor reads the next command, in
+/// the order they yielded) matches every recording.
 const KNOWN_GAPS: [(&str, &str); 0] = [];
 
 #[test]
@@ -50,6 +48,27 @@ fn every_scenario_has_a_qemu_observation_and_canonical_runs_match_it() {
             .map(|(n, d)| (n, &d[0]))
             .collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn the_shared_harness_scenarios_replay_to_qemus_golden_observations() {
+    let Some(harness) = Catalog::shared_harness() else {
+        eprintln!("no shared conformance harness beside the checkout: nothing to replay");
+        return;
+    };
+    let all = harness.scenarios().expect("scenarios");
+    assert!(!all.is_empty(), "{}", harness.describe());
+    let mut differing = Vec::new();
+    for s in &all {
+        let Some(golden) = harness.qemu_observation(&s.name).expect("readable") else {
+            continue;
+        };
+        let diffs = compare(&golden, &canonical(s), CompareOptions::default());
+        if let Some(first) = diffs.first() {
+            differing.push(format!("{}: {first}", s.name));
+        }
+    }
+    assert_eq!(differing, Vec::<String>::new(), "{}", harness.describe());
 }
 
 #[test]
