@@ -2,7 +2,7 @@
 //! the scenario's volatile paths skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
-use strata_qmp::scenario::{datum_text, Datum, Graph, Observation, StepRecord};
+use strata_qmp::scenario::{Datum, Graph, Observation, StepRecord};
 
 /// Comparison options (`compare.py`'s flags).
 #[derive(Clone, Copy, Debug, Default)]
@@ -186,17 +186,15 @@ impl Cmp {
             "?".into()
         };
         let path = format!("steps/{i}({desc})");
+        // Datum equality, like Python's: dictionaries in any key order.
         let spec = |s: &StepRecord| {
             [
-                &s.arguments,
-                &s.wait,
-                &s.settle,
-                &s.wait_status,
-                &s.wait_progress,
+                s.arguments.clone(),
+                s.wait.clone(),
+                s.settle.clone(),
+                s.wait_status.clone(),
+                s.wait_progress.clone(),
             ]
-            .iter()
-            .map(|d| d.as_ref().map(datum_text))
-            .collect::<Vec<_>>()
         };
         if a.execute != b.execute || spec(a) != spec(b) {
             self.diffs.push(format!("{path} [scenario differs]"));
@@ -294,6 +292,7 @@ impl Cmp {
                 (x, y) => self.value(&p, &x.is_some(), &y.is_some()),
             }
         }
+        self.value("final_queries", &a.final_queries, &b.final_queries);
         let code = |o: &Observation| o.server_exit.as_ref().and_then(|e| e.code);
         self.value("server_exit/code", &code(a), &code(b));
     }

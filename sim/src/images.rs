@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use strata_block::{BlockLayer, DriverState, MemFiles};
-use strata_formats::{CreateOptions, ExtentKind, Image, MemStorage, Qcow2};
+use strata_formats::{Compat, CreateOptions, ExtentKind, Image, MemStorage, Qcow2};
 use strata_graph::{OptValue, Options};
 use strata_qmp::scenario::{ImageRecord, ImageSpec};
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
@@ -77,12 +77,18 @@ fn image_sizes(images: &[ImageSpec]) -> Result<Vec<u64>> {
 /// `qemu-img create`, then the spec's `qemu-io` writes.
 fn create_image(mut files: MemFiles, img: &ImageSpec, size: u64) -> Result<MemFiles> {
     let storage = if img.format == "raw" {
+        if let Some((key, value)) = img.options.first() {
+            return Err(not_modelled(img, key, value));
+        }
         raw_bytes(img, size)
     } else {
         let mut storage = MemStorage::new();
         let mut opts = CreateOptions::new(size);
         if let Some(cluster) = img.cluster_size {
             opts = opts.cluster_size(cluster);
+        }
+        for (key, value) in &img.options {
+            opts = with_option(opts, key, value).ok_or_else(|| not_modelled(img, key, value))?;
         }
         if let Some((file, fmt)) = &img.backing {
             opts = opts.backing(file.clone(), Some(fmt));
@@ -97,6 +103,27 @@ fn create_image(mut files: MemFiles, img: &ImageSpec, size: u64) -> Result<MemFi
     } else {
         write_image(files, img)
     }
+}
+
+/// One `qemu-img create -o key=value` option of qcow2, where modelled.
+fn with_option(opts: CreateOptions, key: &str, value: &str) -> Option<CreateOptions> {
+    match key {
+        "compat" => match value {
+            "0.10" | "v2" => Some(opts.compat(Compat::V2)),
+            "1.1" | "v3" => Some(opts.compat(Compat::V3)),
+            _ => None,
+        },
+        "refcount_bits" => value.parse().ok().map(|bits| opts.refcount_bits(bits)),
+        "cluster_size" => value.parse().ok().map(|size| opts.cluster_size(size)),
+        _ => None,
+    }
+}
+
+fn not_modelled(img: &ImageSpec, key: &str, value: &str) -> Error {
+    Error::Scenario(format!(
+        "{}: image option {key}={value} is not modelled",
+        img.name
+    ))
 }
 
 fn raw_bytes(img: &ImageSpec, size: u64) -> MemStorage {
@@ -171,8 +198,11 @@ fn inspect_uncached(files: &MemFiles, img: &ImageSpec) -> ImageRecord {
             rec.virtual_size = Some(image.virtual_size());
             rec.backing_filename = image.backing_file().map(str::to_string);
             rec.backing_filename_format = image.backing_format().map(str::to_string);
+            // qemu-img info reports `corrupt` for version 3 images only.
             if let Image::Qcow2(q) = &image {
-                rec.corrupt = Some(q.header().incompatible_features & 2 != 0);
+                if q.header().version >= 3 {
+                    rec.corrupt = Some(q.header().incompatible_features & 2 != 0);
+                }
             }
             rec.allocated = Some(if img.sector_numbers {
                 // The harness wrote every sector of the file itself.

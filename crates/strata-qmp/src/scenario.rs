@@ -115,20 +115,6 @@ impl Datum {
         Datum::Dict(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
     }
 
-    /// `"{dir}"` replaced by `dir` in every string (the harness's `subst`).
-    pub fn substitute_dir(&self, dir: &str) -> Datum {
-        match self {
-            Datum::Str(s) => Datum::Str(s.replace("{dir}", dir)),
-            Datum::List(l) => Datum::List(l.iter().map(|d| d.substitute_dir(dir)).collect()),
-            Datum::Dict(d) => Datum::Dict(
-                d.iter()
-                    .map(|(k, v)| (k.clone(), v.substitute_dir(dir)))
-                    .collect(),
-            ),
-            other => other.clone(),
-        }
-    }
-
     /// Keeps only `keys` of a dictionary, or of each dictionary in a list
     /// (the harness's `project`), in the order of `keys`.
     pub fn project(&self, keys: &Record) -> Datum {
@@ -217,10 +203,24 @@ pub struct Scenario {
     pub volatile: Vec<String>,
     /// The final settle: `None` for `"final_settle": false`, else serial or not.
     pub final_settle: Option<SettleSpec>,
+    /// Other files the harness writes into the scratch directory first.
+    pub files: Vec<ScenarioFile>,
     /// Images, created in order before the server starts.
     pub images: Vec<ImageSpec>,
     /// The client's steps.
     pub steps: Vec<Step>,
+    /// Commands run after the final graph is recorded, their results
+    /// recorded as `final_queries`.
+    pub final_queries: Vec<Execute>,
+}
+
+/// A file of `"files"`: written as given before the images are made.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ScenarioFile {
+    /// File name in the scratch directory.
+    pub name: String,
+    /// Its text.
+    pub content: String,
 }
 
 /// An image the harness creates with qemu-img / qemu-io.
@@ -234,6 +234,9 @@ pub struct ImageSpec {
     pub size: Option<u64>,
     /// qcow2 cluster size.
     pub cluster_size: Option<u64>,
+    /// Further `qemu-img create -o key=value` options, sorted by key as the
+    /// harness passes them.
+    pub options: Vec<(String, String)>,
     /// Backing file name, stored as given, and its format.
     pub backing: Option<(String, String)>,
     /// Raw only: every sector holds its big-endian number at both ends.
@@ -288,6 +291,8 @@ pub enum StepKind {
         statuses: Vec<String>,
         /// Seconds.
         timeout: f64,
+        /// A timeout is not an expectation failure.
+        optional: bool,
     },
     /// Poll `query-jobs` until a job's `current-progress` reaches `min`.
     WaitProgress {
@@ -299,6 +304,8 @@ pub enum StepKind {
         min: u64,
         /// Seconds.
         timeout: f64,
+        /// A timeout is not an expectation failure.
+        optional: bool,
     },
     /// Record the normalised graph now.
     Graph,
@@ -477,6 +484,22 @@ impl Scenario {
             Some(Value::Array(a)) => a.iter().map(parse_step).collect::<Result<_, _>>()?,
             _ => Vec::new(),
         };
+        let files = match v.get("files") {
+            Some(Value::Array(a)) => a.iter().map(parse_file).collect::<Result<_, _>>()?,
+            _ => Vec::new(),
+        };
+        let final_queries = match v.get("final_queries") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|q| {
+                    let name = str_field(q, "execute").ok_or_else(|| {
+                        FormatError::Invalid("final query without execute".into())
+                    })?;
+                    parse_execute(q, name)
+                })
+                .collect::<Result<_, _>>()?,
+            _ => Vec::new(),
+        };
         let final_settle = match v.get("final_settle") {
             Some(Value::Bool(false)) => None,
             Some(o @ Value::Object(_)) => Some(settle_spec(o, o)),
@@ -499,10 +522,22 @@ impl Scenario {
                 })
                 .unwrap_or_default(),
             final_settle,
+            files,
             images,
             steps,
+            final_queries,
         })
     }
+}
+
+fn parse_file(v: &Value) -> Result<ScenarioFile, FormatError> {
+    let field = |key: &str| {
+        str_field(v, key).ok_or_else(|| FormatError::Invalid(format!("file without {key}")))
+    };
+    Ok(ScenarioFile {
+        name: field("name")?,
+        content: field("content")?,
+    })
 }
 
 fn parse_image(v: &Value) -> Result<ImageSpec, FormatError> {
@@ -538,14 +573,23 @@ fn parse_image(v: &Value) -> Result<ImageSpec, FormatError> {
             .collect::<Result<_, FormatError>>()?,
         _ => Vec::new(),
     };
-    if v.get("options")
-        .is_some_and(|o| o.as_object().is_some_and(|o| !o.is_empty()))
-    {
-        return Err(FormatError::Invalid(format!(
-            "{name}: image options are not modelled"
-        )));
-    }
+    // BTreeMap: sorted by key, as the harness joins them.
+    let options: BTreeMap<String, String> = match v.get("options") {
+        Some(Value::Object(o)) => o
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect(),
+        Some(_) => return Err(FormatError::Invalid(format!("{name}: options"))),
+        None => BTreeMap::new(),
+    };
     Ok(ImageSpec {
+        options: options.into_iter().collect(),
         format,
         size: v.get("size").map(parse_size).transpose()?,
         cluster_size: v.get("cluster_size").map(parse_size).transpose()?,
@@ -568,6 +612,13 @@ fn settle_spec(written: &Value, opts: &Value) -> SettleSpec {
     }
 }
 
+/// A wait step's `"optional": true`.
+fn optional(step: &Value) -> bool {
+    step.get("optional")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
 fn parse_step(v: &Value) -> Result<Step, FormatError> {
     let note = str_field(v, "note");
     let kind = if let Some(name) = str_field(v, "execute") {
@@ -585,7 +636,7 @@ fn parse_step(v: &Value) -> Result<Step, FormatError> {
                 _ => Vec::new(),
             },
             timeout: timeout(w, 10.0),
-            optional: v.get("optional").and_then(Value::as_bool).unwrap_or(false),
+            optional: optional(v),
             record: record(
                 v.get("record"),
                 Some(Record::Keys(
@@ -615,6 +666,7 @@ fn parse_step(v: &Value) -> Result<Step, FormatError> {
             job: str_field(w, "job").unwrap_or_default(),
             statuses,
             timeout: timeout(w, 10.0),
+            optional: optional(v),
         }
     } else if let Some(w) = v.get("wait_progress") {
         StepKind::WaitProgress {
@@ -622,6 +674,7 @@ fn parse_step(v: &Value) -> Result<Step, FormatError> {
             job: str_field(w, "job").unwrap_or_default(),
             min: parse_size(w.get("min").unwrap_or(&Value::from(0)))?,
             timeout: timeout(w, 10.0),
+            optional: optional(v),
         }
     } else if v.get("graph").is_some() {
         StepKind::Graph
@@ -636,6 +689,15 @@ fn parse_step(v: &Value) -> Result<Step, FormatError> {
 }
 
 fn parse_execute(v: &Value, name: String) -> Result<Execute, FormatError> {
+    if v.get("arguments")
+        .is_some_and(|a| a.to_string().contains("{dir}"))
+    {
+        // The harness puts its scratch directory there; the simulator's
+        // files have no directory to put.
+        return Err(FormatError::Invalid(format!(
+            "{name}: {{dir}} in arguments is not modelled"
+        )));
+    }
     let arguments = v.get("arguments").map(Datum::from_json);
     let args_json = v
         .get("arguments")
@@ -700,6 +762,9 @@ pub struct Observation {
     /// Per image file.
     #[serde(default)]
     pub images: BTreeMap<String, ImageRecord>,
+    /// The results of the scenario's `final_queries`, when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_queries: Option<Vec<FinalQuery>>,
     /// The server's exit.
     #[serde(default)]
     pub server_exit: Option<ServerExit>,
@@ -712,6 +777,18 @@ pub struct Observation {
     /// Steps whose expectation failed.
     #[serde(default)]
     pub expectations_failed: Vec<usize>,
+}
+
+/// One of `final_queries`: the command and its (projected) return or error.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct FinalQuery {
+    /// The command name.
+    pub execute: String,
+    /// The return, projected by the query's `record`.
+    #[serde(rename = "return")]
+    pub ret: Option<Datum>,
+    /// The error, as QMP sent it.
+    pub error: Option<ErrorRecord>,
 }
 
 /// How the server exited.
