@@ -168,6 +168,9 @@ impl World {
         if let Some(job) = self.atomic_job(&jobs) {
             return vec![Task::Job(job)];
         }
+        if let Some(closing) = self.layer.jobs().iter().find(|j| j.is_freeing()) {
+            return self.drain_choices(closing.id());
+        }
         // Timers that have fired run before the monitor reads the next
         // command (the client waits for each reply, so the main loop runs
         // whatever is ready first); among them, the job that yielded longest
@@ -190,6 +193,26 @@ impl World {
             }
         }
         tasks
+    }
+
+    /// A job's free closes a node: `bdrv_close` drains it, and the drain
+    /// first runs every pending bottom half, so the pending completions of
+    /// other jobs run (nested, oldest first) before the close goes on.
+    /// Nothing else runs meanwhile: the monitor is not polled there.
+    fn drain_choices(&self, closing: &str) -> Vec<Task> {
+        let mut pending: Vec<String> = self
+            .layer
+            .jobs()
+            .iter()
+            .filter(|j| j.exit_pending())
+            .map(|j| j.id().to_string())
+            .collect();
+        pending.sort_by_key(|j| self.yielded.get(j).copied().unwrap_or(0));
+        pending
+            .into_iter()
+            .chain([closing.to_string()])
+            .map(Task::Job)
+            .collect()
     }
 
     /// The jobs waiting for a timer that has not fired.

@@ -24,6 +24,17 @@ pub enum BlockJob {
     ActiveCommit(ActiveCommitJob),
 }
 
+impl BlockJob {
+    /// The job's own parent in the graph (the `BlockJob`'s children).
+    fn job_root(&self) -> strata_graph::RootId {
+        match self {
+            BlockJob::Stream(s) => s.job_root,
+            BlockJob::Commit(c) => c.job_root,
+            BlockJob::ActiveCommit(m) => m.job_root,
+        }
+    }
+}
+
 impl<F: Files> JobDriver<BlockCore<F>> for BlockJob {
     fn job_type(&self) -> JobType {
         match self {
@@ -94,11 +105,11 @@ impl<F: Files> JobDriver<BlockCore<F>> for BlockJob {
     }
 
     fn free(&mut self, _job: &JobCore, core: &mut BlockCore<F>) {
-        match self {
-            BlockJob::Stream(s) => core.release_root(s.job_root),
-            BlockJob::Commit(c) => core.release_root(c.job_root),
-            BlockJob::ActiveCommit(m) => core.release_root(m.job_root),
-        }
+        core.release_root(self.job_root());
+    }
+
+    fn free_closes_a_node(&self, _job: &JobCore, core: &BlockCore<F>) -> bool {
+        core.release_closes_a_node(self.job_root())
     }
 }
 

@@ -661,6 +661,22 @@ fn io_failure(err: &std::io::Error) -> JobFailure {
 
 impl<F: Files> BlockCore<F> {
     /// Detaches every edge of a root parent and deletes it.
+    /// Whether releasing `root` drops the last reference to a node.
+    pub(crate) fn release_closes_a_node(&self, root: RootId) -> bool {
+        let g = self.bg.graph();
+        let Ok(edges) = g.root(root).map(|r| r.children().to_vec()) else {
+            return false;
+        };
+        let children: Vec<NodeId> = edges
+            .iter()
+            .filter_map(|&e| g.edge(e).ok().map(|e| e.child()))
+            .collect();
+        children.iter().any(|&child| {
+            let held = children.iter().filter(|&&c| c == child).count();
+            g.node(child).is_ok_and(|n| n.refcnt() as usize <= held)
+        })
+    }
+
     pub(crate) fn release_root(&mut self, root: RootId) {
         let edges = self
             .bg

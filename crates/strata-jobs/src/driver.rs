@@ -73,6 +73,14 @@ pub trait JobDriver<C> {
     /// `.clean`: after commit or abort, always.
     fn clean(&mut self, _job: &JobCore, _ctx: &mut C) {}
 
+    /// Whether `.free` will close a node (drop the last reference to it).
+    /// QEMU's `bdrv_close` drains the node first, and the drain runs every
+    /// pending bottom half, so other jobs' pending completions run before
+    /// the node goes.
+    fn free_closes_a_node(&self, _job: &JobCore, _ctx: &C) -> bool {
+        false
+    }
+
     /// Whether the driver has `.complete` (mirror, active commit).
     fn can_complete(&self) -> bool {
         false
@@ -162,5 +170,8 @@ impl<C, D: JobDriver<C> + ?Sized> JobDriver<C> for Box<D> {
     }
     fn free(&mut self, job: &JobCore, ctx: &mut C) {
         (**self).free(job, ctx)
+    }
+    fn free_closes_a_node(&self, job: &JobCore, ctx: &C) -> bool {
+        (**self).free_closes_a_node(job, ctx)
     }
 }

@@ -146,6 +146,11 @@ pub(crate) enum Co {
     Yielded(Resume),
     /// After `run()` returned.
     MainLoop(MainLoop),
+    /// `null` and off the job list, but not freed yet: freeing closes a
+    /// node, and `bdrv_close` drains it first, which runs every pending
+    /// bottom half (`bdrv_drain_poll_top_level`): other jobs' completions
+    /// run nested, while the closing node still has its children.
+    Freeing,
     /// `null`: freed.
     Gone,
 }
@@ -324,9 +329,21 @@ impl JobCore {
             Co::Sleeping { until, .. } | Co::InIo { until } => Wait::SleepUntil(until),
             Co::Yielded(_) => Wait::WaitVerb,
             Co::MainLoop(MainLoop::AwaitFinalize | MainLoop::AwaitDismiss) => Wait::WaitVerb,
-            Co::MainLoop(_) => Wait::Runnable,
+            Co::MainLoop(_) | Co::Freeing => Wait::Runnable,
             Co::Gone => Wait::Done,
         }
+    }
+
+    /// Whether the job is dismissed and its free is draining a node it
+    /// closes (see [`crate::Jobs`] on nested completions).
+    pub fn is_freeing(&self) -> bool {
+        self.co == Co::Freeing
+    }
+
+    /// Whether `run()` returned and `job_exit`, the bottom half that
+    /// completes the job, is pending: a drain runs it.
+    pub fn exit_pending(&self) -> bool {
+        self.co == Co::MainLoop(MainLoop::Exit)
     }
 
     fn is_block_job(&self) -> bool {
@@ -547,6 +564,10 @@ impl JobCore {
                 self.run_coroutine(Resume::Continue(After::Run), driver, ctx, now_ns, events)
             }
             Co::Busy(resume) => self.run_coroutine(resume, driver, ctx, now_ns, events),
+            Co::Freeing => {
+                self.co = Co::Gone;
+                Ok(())
+            }
             Co::MainLoop(phase)
                 if !matches!(phase, MainLoop::AwaitFinalize | MainLoop::AwaitDismiss) =>
             {
@@ -755,7 +776,13 @@ impl JobCore {
                 self.co = Co::MainLoop(MainLoop::Conclude);
                 Ok(())
             }
-            MainLoop::Conclude => self.conclude(events),
+            MainLoop::Conclude => {
+                self.conclude(events)?;
+                if self.co == Co::Gone && driver.free_closes_a_node(self, ctx) {
+                    self.co = Co::Freeing;
+                }
+                Ok(())
+            }
             MainLoop::AwaitFinalize | MainLoop::AwaitDismiss => unreachable!("checked by step"),
         }
     }

@@ -419,7 +419,9 @@ impl<C, D: JobDriver<C>> Jobs<C, D> {
     /// a QMP layer settles before `query-jobs` and `query-block-jobs` too.
     pub fn settle(&mut self, ctx: &mut C, events: &mut Vec<JobEvent>) -> Result<()> {
         for Entry { core, driver } in &mut self.entries {
-            while matches!(core.co, Co::MainLoop(phase) if phase.is_atomic_continuation()) {
+            while core.co == Co::Freeing
+                || matches!(core.co, Co::MainLoop(phase) if phase.is_atomic_continuation())
+            {
                 core.step(driver, ctx, 0, events)?;
             }
         }
@@ -432,6 +434,7 @@ impl<C, D: JobDriver<C>> Jobs<C, D> {
         self.entries
             .iter()
             .rev()
+            .filter(|e| !e.core.is_freeing())
             .map(|Entry { core, .. }| {
                 let (current_progress, total_progress) = core.progress();
                 JobInfo {
@@ -451,7 +454,7 @@ impl<C, D: JobDriver<C>> Jobs<C, D> {
         self.entries
             .iter()
             .rev()
-            .filter(|e| e.core.job_type().is_block_job())
+            .filter(|e| e.core.job_type().is_block_job() && !e.core.is_freeing())
             .map(|Entry { core, .. }| {
                 let (offset, len) = core.progress();
                 BlockJobInfo {

@@ -2,6 +2,7 @@
 //! sequences, the rate limiter, the queries, and a seeded property test.
 
 mod fake;
+mod free;
 mod io;
 mod property;
 mod queries;

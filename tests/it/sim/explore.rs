@@ -7,7 +7,7 @@ use std::sync::Arc;
 use strata_qmp::scenario::Scenario;
 use strata_sim::{
     compare, explore, outcome_key, qemu_observation, replay_command, scenario, to_dot,
-    CompareOptions, Exploration, ExploreOptions, Progress, Replay, RunOptions,
+    CompareOptions, Exploration, ExploreOptions, Outcome, Progress, Replay, RunOptions,
 };
 
 fn explored(s: &Arc<Scenario>, bound: usize) -> Exploration {
@@ -44,6 +44,16 @@ fn differing_paths(found: &Exploration) -> Vec<String> {
     paths.sort();
     paths.dedup();
     paths
+}
+
+/// The outcomes equal to QEMU's recorded observation (volatile paths aside).
+fn outcomes_qemu_showed<'a>(s: &Scenario, found: &'a Exploration) -> Vec<&'a Outcome> {
+    let qemu = qemu_observation(&s.name).expect("read").expect("recorded");
+    found
+        .outcomes
+        .iter()
+        .filter(|o| compare(&qemu, &o.observation, CompareOptions::default()).is_empty())
+        .collect()
 }
 
 /// The outcome set as text: per outcome its schedules, one replay
@@ -124,12 +134,7 @@ fn stream_pause_exploration_finds_qemu_outcome_and_other_pause_points() {
     // monitor would see.
     let s = scenario("030-single-stream-pause").expect("scenario");
     let found = explored(&s, 1);
-    let qemu = qemu_observation(&s.name).expect("read").expect("recorded");
-    let matching: Vec<_> = found
-        .outcomes
-        .iter()
-        .filter(|o| compare(&qemu, &o.observation, CompareOptions::default()).is_empty())
-        .collect();
+    let matching = outcomes_qemu_showed(&s, &found);
     assert_eq!(matching.len(), 1);
     assert_eq!(found.outcomes.len(), 3);
     // Its replay string reproduces it.
@@ -178,4 +183,38 @@ fn every_scenario_explores_within_one_preemption_without_breaking_an_invariant()
         let found = explored(&s, 1);
         assert!(!found.outcomes.is_empty(), "{}", s.name);
     }
+}
+
+#[test]
+fn overlapping_5_finds_both_headers_of_img_3_that_qemu_writes() {
+    // QEMU writes img-3's header either way: stale (the stream dropped node3
+    // and freed it before the commit finished) or rewritten to img-0/raw
+    // (closing node3 drains it, and the drain runs the commit's pending
+    // completion first while node3 still sits above the commit filter).
+    let s = scenario("030-overlapping-5").expect("scenario");
+    let found = explored(&s, 2);
+    let seen = outcomes_qemu_showed(&s, &found);
+    let headers: Vec<_> = seen
+        .iter()
+        .map(|o| o.observation.images["img-3.img"].backing_filename.clone())
+        .collect();
+    assert_eq!(
+        headers,
+        [Some("img-2.img".to_string()), Some("img-0.img".to_string())]
+    );
+    let strict = CompareOptions {
+        no_volatile: true,
+        ..CompareOptions::default()
+    };
+    let paths: Vec<String> = compare(&seen[0].observation, &seen[1].observation, strict)
+        .iter()
+        .map(|d| d.split(": ").next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "images/img-3.img/backing-filename",
+            "images/img-3.img/backing-filename-format"
+        ]
+    );
 }
