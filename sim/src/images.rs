@@ -12,6 +12,49 @@ use strata_graph::{OptValue, Options};
 use strata_qmp::scenario::{ImageRecord, ImageSpec};
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
+/// A process-wide pure memo: each value is a function of its key alone,
+/// so sharing it between runs, threads and scenarios changes no result.
+struct Memo<K, V>(Mutex<BTreeMap<K, V>>);
+
+impl<K: Ord, V: Clone> Memo<K, V> {
+    const fn new() -> Memo<K, V> {
+        Memo(Mutex::new(BTreeMap::new()))
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    fn insert(&self, key: K, value: V) {
+        if let Ok(mut memo) = self.0.lock() {
+            memo.insert(key, value);
+        }
+    }
+
+    /// The value of the last key of `keys` that has one, with its index.
+    fn last_known(&self, keys: &[K]) -> Option<(usize, V)> {
+        let memo = self.0.lock().ok()?;
+        (0..keys.len())
+            .rev()
+            .find_map(|i| memo.get(&keys[i]).map(|v| (i, v.clone())))
+    }
+
+    fn get_or_compute(&self, key: K, compute: impl FnOnce() -> V) -> V {
+        if let Some(value) = self.get(&key) {
+            return value;
+        }
+        let value = compute();
+        self.insert(key, value.clone());
+        value
+    }
+
+    fn clear(&self) {
+        if let Ok(mut memo) = self.0.lock() {
+            memo.clear();
+        }
+    }
+}
+
 fn text(v: &str) -> OptValue {
     OptValue::Str(v.to_string())
 }
@@ -33,7 +76,7 @@ fn image_options(format: &str, name: &str) -> Options {
 /// the cached digests of its chunks, and scenarios that start with the same
 /// images make them once. (A pure memo: the files only depend on the specs
 /// of the images made so far.)
-static CREATED: Mutex<BTreeMap<String, MemFiles>> = Mutex::new(BTreeMap::new());
+static CREATED: Memo<String, MemFiles> = Memo::new();
 
 /// Creates every image of a scenario, in order.
 pub fn create_images(images: &[ImageSpec]) -> Result<MemFiles> {
@@ -41,17 +84,12 @@ pub fn create_images(images: &[ImageSpec]) -> Result<MemFiles> {
     let keys: Vec<String> = (1..=images.len())
         .map(|n| format!("{:?}", &images[..n]))
         .collect();
-    let known = CREATED.lock().ok().and_then(|memo| {
-        (0..keys.len())
-            .rev()
-            .find_map(|i| memo.get(&keys[i]).map(|files| (i + 1, files.clone())))
-    });
-    let (made, mut files) = known.unwrap_or_else(|| (0, MemFiles::new()));
+    let (made, mut files) = CREATED
+        .last_known(&keys)
+        .map_or((0, MemFiles::new()), |(i, files)| (i + 1, files));
     for i in made..images.len() {
         files = create_image(files, &images[i], sizes[i])?;
-        if let Ok(mut memo) = CREATED.lock() {
-            memo.insert(keys[i].clone(), files.clone());
-        }
+        CREATED.insert(keys[i].clone(), files.clone());
     }
     Ok(files)
 }
@@ -160,7 +198,7 @@ fn write_image(files: MemFiles, img: &ImageSpec) -> Result<MemFiles> {
 /// Inspections already made, by image and the contents of every file: an
 /// exploration ends many schedules on the same files. (A pure memo: the
 /// answer only depends on the key.)
-static INSPECTED: Mutex<BTreeMap<(String, u128), ImageRecord>> = Mutex::new(BTreeMap::new());
+static INSPECTED: Memo<(String, u128), ImageRecord> = Memo::new();
 
 /// What `qemu-img info`, `map` and `convert` say about `img` in `files`,
 /// remembered by the files' contents (their chunk digests are cached, so
@@ -173,14 +211,7 @@ pub fn inspect_image(files: &MemFiles, img: &ImageSpec) -> ImageRecord {
         key.update(&hash.0);
     }
     let key = (img.name.clone(), key.digest128());
-    if let Some(rec) = INSPECTED.lock().ok().and_then(|m| m.get(&key).cloned()) {
-        return rec;
-    }
-    let rec = inspect_uncached(files, img);
-    if let Ok(mut memo) = INSPECTED.lock() {
-        memo.insert(key, rec.clone());
-    }
-    rec
+    INSPECTED.get_or_compute(key, || inspect_uncached(files, img))
 }
 
 fn inspect_uncached(files: &MemFiles, img: &ImageSpec) -> ImageRecord {
@@ -192,6 +223,36 @@ fn inspect_uncached(files: &MemFiles, img: &ImageSpec) -> ImageRecord {
         rec.info_error = Some(format!("{}: missing", img.name));
         return rec;
     };
+    let info = info_of(storage, img);
+    rec.virtual_size = info.virtual_size;
+    rec.backing_filename = info.backing_filename;
+    rec.backing_filename_format = info.backing_filename_format;
+    rec.corrupt = info.corrupt;
+    rec.allocated = info.allocated;
+    rec.info_error = info.info_error;
+    match guest_sha256(files, img) {
+        Ok(sha256) => rec.sha256 = Some(sha256),
+        Err(e) => {
+            // qemu-img map and convert both open the backing chain.
+            rec.allocated = None;
+            rec.map_error = Some(e.clone());
+            rec.convert_error = Some(e);
+        }
+    }
+    rec
+}
+
+/// What `qemu-img info` and `map` (depth 0) say of one file, by the spec
+/// and the file's content: a pure memo, as they read that file alone.
+static INFO: Memo<(String, [u8; 16]), ImageRecord> = Memo::new();
+
+fn info_of(storage: &MemStorage, img: &ImageSpec) -> ImageRecord {
+    let key = (format!("{img:?}"), storage.content_hash().0);
+    INFO.get_or_compute(key, || info_uncached(storage, img))
+}
+
+fn info_uncached(storage: &MemStorage, img: &ImageSpec) -> ImageRecord {
+    let mut rec = ImageRecord::default();
     let mut storage = storage.clone();
     match open_alone(&mut storage, img) {
         Ok(mut image) => {
@@ -212,15 +273,6 @@ fn inspect_uncached(files: &MemFiles, img: &ImageSpec) -> ImageRecord {
             });
         }
         Err(e) => rec.info_error = Some(e),
-    }
-    match guest_sha256(files, img) {
-        Ok(sha256) => rec.sha256 = Some(sha256),
-        Err(e) => {
-            // qemu-img map and convert both open the backing chain.
-            rec.allocated = None;
-            rec.map_error = Some(e.clone());
-            rec.convert_error = Some(e);
-        }
     }
     rec
 }
@@ -272,17 +324,11 @@ fn allocated(image: &mut Image, storage: &mut MemStorage) -> Vec<[u64; 2]> {
 /// or commit does not change what the guest sees), again and again; and
 /// SHA-256 costs ten times what XXH3 does. (A pure memo: a 128-bit
 /// collision between two keys of a run is not a practical concern.)
-static GUEST_SHA256: Mutex<BTreeMap<u128, String>> = Mutex::new(BTreeMap::new());
-
-fn remembered_sha256(key: u128) -> Option<String> {
-    GUEST_SHA256.lock().ok()?.get(&key).cloned()
-}
+static GUEST_SHA256: Memo<u128, String> = Memo::new();
 
 fn remember_sha256(keys: [u128; 2], sha: &str) {
-    if let Ok(mut memo) = GUEST_SHA256.lock() {
-        for key in keys {
-            memo.insert(key, sha.to_string());
-        }
+    for key in keys {
+        GUEST_SHA256.insert(key, sha.to_string());
     }
 }
 
@@ -291,12 +337,12 @@ fn remember_sha256(keys: [u128; 2], sha: &str) {
 fn guest_sha256(files: &MemFiles, img: &ImageSpec) -> std::result::Result<String, String> {
     let mut guest = GuestReader::open(files, img)?;
     let files_key = guest.files_key(img);
-    if let Some(sha) = remembered_sha256(files_key) {
+    if let Some(sha) = GUEST_SHA256.get(&files_key) {
         return Ok(sha);
     }
     let prefixes = guest.prefix_keys()?;
     let content_key = prefixes.last().copied().unwrap_or_default();
-    if let Some(sha) = remembered_sha256(content_key) {
+    if let Some(sha) = GUEST_SHA256.get(&content_key) {
         remember_sha256([files_key, content_key], &sha);
         return Ok(sha);
     }
@@ -309,26 +355,23 @@ fn guest_sha256(files: &MemFiles, img: &ImageSpec) -> std::result::Result<String
 /// key (see [`GuestReader::prefix_keys`]). Different contents of a run
 /// mostly differ in a few blocks: hashing resumes after the longest prefix
 /// already hashed instead of starting over.
-static SHA256_AFTER_PREFIX: Mutex<BTreeMap<u128, Sha256>> = Mutex::new(BTreeMap::new());
+static SHA256_AFTER_PREFIX: Memo<u128, Sha256> = Memo::new();
 
 /// The guest content's sha256, resuming from the longest known prefix.
 fn sha256_resuming(
     guest: &mut GuestReader,
     prefixes: &[u128],
 ) -> std::result::Result<String, String> {
-    let resumed = SHA256_AFTER_PREFIX.lock().ok().and_then(|memo| {
-        (0..prefixes.len())
-            .rev()
-            .find_map(|i| memo.get(&prefixes[i]).map(|sha| (i + 1, sha.clone())))
-    });
-    let (first, mut sha) = resumed.unwrap_or_else(|| (0, Sha256::new()));
+    let (first, mut sha) = SHA256_AFTER_PREFIX
+        .last_known(prefixes)
+        .map_or((0, Sha256::new()), |(i, sha)| (i + 1, sha));
     let mut states = Vec::new();
     guest.for_each_block_from(first, |i, bytes| {
         sha.update(bytes);
         states.push((prefixes[i], sha.clone()));
     })?;
-    if let Ok(mut memo) = SHA256_AFTER_PREFIX.lock() {
-        memo.extend(states);
+    for (prefix, state) in states {
+        SHA256_AFTER_PREFIX.insert(prefix, state);
     }
     Ok(hex(&sha.finalize()))
 }
@@ -443,36 +486,101 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Drops every memo of this module (image sets, inspections, guest
-/// digests), so that a benchmark can measure runs that start cold.
+/// digests, checks), so that a benchmark can measure runs that start cold.
 pub fn forget_memos() {
-    if let Ok(mut memo) = CREATED.lock() {
-        memo.clear();
-    }
-    if let Ok(mut memo) = INSPECTED.lock() {
-        memo.clear();
-    }
-    if let Ok(mut memo) = GUEST_SHA256.lock() {
-        memo.clear();
-    }
-    if let Ok(mut memo) = SHA256_AFTER_PREFIX.lock() {
-        memo.clear();
-    }
+    CREATED.clear();
+    INSPECTED.clear();
+    INFO.clear();
+    GUEST_SHA256.clear();
+    SHA256_AFTER_PREFIX.clear();
+    CHECKED.clear();
 }
 
 /// Every qcow2 image's `check` at the end of a run: the names of images
 /// that are not clean, with the report.
 pub fn unclean_images(files: &MemFiles) -> Vec<String> {
-    let mut bad = Vec::new();
-    for (name, storage) in files.iter() {
-        let mut storage = storage.clone();
-        let Ok(Image::Qcow2(mut q)) = Image::open(&mut storage, None, true) else {
-            continue;
-        };
-        match q.check(&mut storage) {
-            Ok(report) if report.is_clean() => {}
-            Ok(report) => bad.push(format!("{name}: {report:?}")),
-            Err(e) => bad.push(format!("{name}: {e}")),
-        }
+    files
+        .iter()
+        .filter_map(|(name, storage)| {
+            check_report(storage).map(|report| format!("{name}: {report}"))
+        })
+        .collect()
+}
+
+/// Reports of `check` by file content, `None` for a clean image or a file
+/// that is not qcow2 (a pure memo: `check` reads that file alone).
+static CHECKED: Memo<[u8; 16], Option<String>> = Memo::new();
+
+fn check_report(storage: &MemStorage) -> Option<String> {
+    CHECKED.get_or_compute(storage.content_hash().0, || check_uncached(storage))
+}
+
+fn check_uncached(storage: &MemStorage) -> Option<String> {
+    let mut storage = storage.clone();
+    let Ok(Image::Qcow2(mut q)) = Image::open(&mut storage, None, true) else {
+        return None;
+    };
+    match q.check(&mut storage) {
+        Ok(report) if report.is_clean() => None,
+        Ok(report) => Some(format!("{report:?}")),
+        Err(e) => Some(e.to_string()),
     }
-    bad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_formats::Storage;
+
+    fn qcow2_with_data() -> MemStorage {
+        let spec = ImageSpec {
+            name: "t.img".into(),
+            format: "qcow2".into(),
+            size: Some(1 << 20),
+            cluster_size: None,
+            options: Vec::new(),
+            backing: None,
+            sector_numbers: false,
+            writes: vec![strata_qmp::scenario::ImageWrite {
+                pattern: 7,
+                offset: 0,
+                length: 65536,
+                zero: false,
+            }],
+            no_inspect: false,
+        };
+        let files = create_images(&[spec]).expect("create");
+        files.get("t.img").expect("made").clone()
+    }
+
+    #[test]
+    fn a_clean_image_has_no_check_report() {
+        let mut files = MemFiles::new();
+        files.insert("t.img", qcow2_with_data());
+        assert_eq!(unclean_images(&files), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_leaked_cluster_is_reported_by_name() {
+        let mut storage = qcow2_with_data();
+        // One more cluster with a refcount but no reference: a leak.
+        let Ok(Image::Qcow2(q)) = Image::open(&mut storage, None, true) else {
+            panic!("qcow2");
+        };
+        let reftable = q.header().refcount_table_offset;
+        let mut entry = [0u8; 8];
+        storage.read_at(reftable, &mut entry).expect("read");
+        let block = u64::from_be_bytes(entry);
+        let len = storage.size();
+        let cluster = len / 65536;
+        storage
+            .write_at(block + cluster * 2, &1u16.to_be_bytes())
+            .expect("write");
+        storage.write_at(len, &[0u8; 65536]).expect("grow");
+        let mut files = MemFiles::new();
+        files.insert("t.img", storage);
+        let bad = unclean_images(&files);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].starts_with("t.img: "), "{bad:?}");
+    }
 }
