@@ -15,7 +15,7 @@ use strata_jobs::{JobInfo, JobStatus, JobTable, Wait};
 use strata_qmp::scenario::{
     datum_text, event_data, execute, Datum, ErrorRecord, EventData, EventRecord, Execute,
     FinalQuery, JobRecord, Observation, Scenario, ServerExit, SettleSpec, StepKind, StepRecord,
-    WaitSpec,
+    WaitSpec, SCRATCH_DIR,
 };
 
 /// How many job timers a clock move may choose from.
@@ -106,7 +106,7 @@ pub struct World {
 impl World {
     /// A world with the scenario's images created and nothing run.
     pub fn new(scenario: Arc<Scenario>) -> Result<World> {
-        let mut files = create_images(&scenario.images)?;
+        let mut files = create_images(&scenario.images)?.with_working_dir(SCRATCH_DIR);
         for file in &scenario.files {
             if files.get(&file.name).is_none() {
                 files.insert(
@@ -735,7 +735,7 @@ impl World {
             };
             sequences.entry(job.to_string()).or_default().push(label);
         }
-        self.finished = Some(Observation {
+        let observation = Observation {
             scenario: self.scenario.name.clone(),
             expectations_failed: self
                 .records
@@ -763,6 +763,12 @@ impl World {
             }),
             harness_errors: std::mem::take(&mut self.harness_errors),
             volatile: self.scenario.volatile.clone(),
+        };
+        // The harness records its scratch directory as `{dir}`.
+        self.finished = Some(if self.scenario.uses_scratch_dir {
+            observation.scrub_scratch_dir()
+        } else {
+            observation
         });
     }
 

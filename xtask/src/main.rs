@@ -6,6 +6,7 @@ mod bench_formats;
 mod conformance;
 mod sim;
 mod sim_bench;
+mod sim_covers;
 mod sim_record;
 
 use clap::{Parser, Subcommand};

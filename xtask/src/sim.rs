@@ -69,6 +69,16 @@ enum SimCommand {
         /// The scenario.
         name: String,
     },
+    /// Whether exploration finds every observation QEMU gave in repeated
+    /// runs (directories the harness wrote, e.g. with `run.py qsd`).
+    Covers {
+        /// Directories of `NAME.json` observations.
+        #[arg(required = true)]
+        dirs: Vec<std::path::PathBuf>,
+        /// At most this many preemptions.
+        #[arg(long, default_value_t = 2)]
+        bound: usize,
+    },
     /// The final graph as DOT (or SVG through graphviz).
     Render {
         /// The scenario.
@@ -126,6 +136,7 @@ pub fn main(args: &[String]) -> ExitCode {
         Some(SimCommand::Replay { name, schedule }) => replay(cat, &name, &schedule),
         Some(SimCommand::Show { name }) => show(cat, &name),
         Some(SimCommand::Render { name, svg }) => render(cat, &name, svg),
+        Some(SimCommand::Covers { dirs, bound }) => crate::sim_covers::covers(cat, &dirs, bound),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

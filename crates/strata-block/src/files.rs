@@ -21,9 +21,13 @@ pub trait Files {
 
 /// Image files in memory: cheap to clone (stores share their chunks) and to
 /// hash, for the simulator.
+///
+/// Paths are names relative to a working directory; an absolute path inside
+/// it ([`MemFiles::with_working_dir`]) names the same file, as on a disk.
 #[derive(Clone, Debug, Default)]
 pub struct MemFiles {
     files: BTreeMap<String, MemStorage>,
+    working_dir: Option<String>,
 }
 
 impl MemFiles {
@@ -32,14 +36,32 @@ impl MemFiles {
         MemFiles::default()
     }
 
+    /// The same files, with `dir` as the working directory: `dir/NAME`
+    /// names the file `NAME`.
+    pub fn with_working_dir(mut self, dir: impl Into<String>) -> MemFiles {
+        self.working_dir = Some(dir.into());
+        self
+    }
+
+    /// The name `path` stands for: relative to the working directory.
+    fn name<'a>(&self, path: &'a str) -> &'a str {
+        self.working_dir
+            .as_deref()
+            .and_then(|dir| path.strip_prefix(dir))
+            .and_then(|rest| rest.strip_prefix('/'))
+            .unwrap_or(path)
+    }
+
     /// Adds or replaces a file.
     pub fn insert(&mut self, path: impl Into<String>, storage: MemStorage) {
-        self.files.insert(path.into(), storage);
+        let path = path.into();
+        let name = self.name(&path).to_string();
+        self.files.insert(name, storage);
     }
 
     /// A file's store, if it exists.
     pub fn get(&self, path: &str) -> Option<&MemStorage> {
-        self.files.get(path)
+        self.files.get(self.name(path))
     }
 
     /// A content hash of every file (path and content), for state keys.
@@ -60,7 +82,7 @@ impl Files for MemFiles {
     type Storage = MemStorage;
 
     fn open(&mut self, path: &str, _writable: bool) -> io::Result<()> {
-        if self.files.contains_key(path) {
+        if self.files.contains_key(self.name(path)) {
             Ok(())
         } else {
             Err(io::Error::from_raw_os_error(libc_enoent()))
@@ -68,8 +90,9 @@ impl Files for MemFiles {
     }
 
     fn storage(&mut self, path: &str) -> io::Result<&mut MemStorage> {
+        let name = self.name(path).to_string();
         self.files
-            .get_mut(path)
+            .get_mut(&name)
             .ok_or_else(|| io::Error::from_raw_os_error(libc_enoent()))
     }
 }

@@ -212,6 +212,9 @@ pub struct Scenario {
     /// Commands run after the final graph is recorded, their results
     /// recorded as `final_queries`.
     pub final_queries: Vec<Execute>,
+    /// Whether some command's arguments name the scratch directory
+    /// (`"{dir}"`, see [`SCRATCH_DIR`]).
+    pub uses_scratch_dir: bool,
 }
 
 /// A file of `"files"`: written as given before the images are made.
@@ -526,6 +529,7 @@ impl Scenario {
             images,
             steps,
             final_queries,
+            uses_scratch_dir: text.contains("{dir}"),
         })
     }
 }
@@ -612,6 +616,23 @@ fn settle_spec(written: &Value, opts: &Value) -> SettleSpec {
     }
 }
 
+/// The scratch directory a scenario's `"{dir}"` stands for where no
+/// harness made one: the simulator's files live there.
+pub const SCRATCH_DIR: &str = "/strata-scratch";
+
+/// `"{dir}"` replaced by [`SCRATCH_DIR`] in every string (the harness's
+/// `subst`), before the command is validated.
+fn substitute_dir(v: Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(s.replace("{dir}", SCRATCH_DIR)),
+        Value::Array(a) => Value::Array(a.into_iter().map(substitute_dir).collect()),
+        Value::Object(o) => {
+            Value::Object(o.into_iter().map(|(k, v)| (k, substitute_dir(v))).collect())
+        }
+        other => other,
+    }
+}
+
 /// A wait step's `"optional": true`.
 fn optional(step: &Value) -> bool {
     step.get("optional")
@@ -689,20 +710,12 @@ fn parse_step(v: &Value) -> Result<Step, FormatError> {
 }
 
 fn parse_execute(v: &Value, name: String) -> Result<Execute, FormatError> {
-    if v.get("arguments")
-        .is_some_and(|a| a.to_string().contains("{dir}"))
-    {
-        // The harness puts its scratch directory there; the simulator's
-        // files have no directory to put.
-        return Err(FormatError::Invalid(format!(
-            "{name}: {{dir}} in arguments is not modelled"
-        )));
-    }
     let arguments = v.get("arguments").map(Datum::from_json);
-    let args_json = v
-        .get("arguments")
-        .cloned()
-        .unwrap_or_else(|| Value::Object(Default::default()));
+    let args_json = substitute_dir(
+        v.get("arguments")
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Default::default())),
+    );
     let checked = validate_command(&name, &QObject::from_json(&args_json));
     let validated = checked
         .as_ref()
@@ -1006,6 +1019,16 @@ impl Observation {
     /// [`Observation::to_json`]); unknown members are ignored.
     pub fn from_json(text: &str) -> Result<Observation, FormatError> {
         serde_json::from_str(text).map_err(|e| FormatError::Json(e.to_string()))
+    }
+
+    /// [`SCRATCH_DIR`] written back as `{dir}` in every string, as the
+    /// harness scrubs its scratch directory out of what it records.
+    pub fn scrub_scratch_dir(&self) -> Observation {
+        let json = serde_json::to_string(self).expect("observations serialise");
+        let scrubbed = json
+            .replace(&format!("{SCRATCH_DIR}/"), "{dir}/")
+            .replace(SCRATCH_DIR, "{dir}");
+        serde_json::from_str(&scrubbed).expect("a scrubbed observation parses")
     }
 
     /// The observation as pretty JSON.
