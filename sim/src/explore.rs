@@ -1,10 +1,14 @@
 //! Exhaustive exploration: depth-first over every decision, each distinct
 //! state once (by [`World::state_key`]), with a preemption bound: how many
-//! times a schedule may leave the canonical choice. A client that goes on
-//! with its next command instead of the canonical job spends no more: in
-//! QEMU the monitor handles a burst of commands while one job's I/O is in
-//! flight or its timer waits behind them (030's TestSetSpeed sends three
-//! commands before a stream's first copy finishes on a loaded host).
+//! times a schedule may leave the canonical choice. A task that a
+//! non-canonical choice picked goes on for free while it can (preemption
+//! bounding, not delay bounding): in QEMU the monitor handles a burst of
+//! commands while a job's I/O is in flight or its timer waits behind them
+//! (030's TestSetSpeed sends three commands before a stream's first copy
+//! finishes on a loaded host), and a job whose I/O is fast runs many
+//! iterations while another's single copy is slow (the stream of
+//! `flt-e-stream-then-active-commit` completes before the active commit's
+//! first pass in most of QEMU's runs).
 
 use crate::compare::outcome_key;
 use crate::error::{Error, Result};
@@ -12,6 +16,7 @@ use crate::sched::Schedule;
 use crate::world::{Task, World};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use strata_qmp::scenario::{Observation, Scenario};
@@ -79,15 +84,27 @@ struct Frontier {
     schedule: Schedule,
     /// Preemptions spent on the way (see the module's documentation).
     preemptions: usize,
-    /// Whether the last step was a non-canonical choice of the client.
-    client_preempted: bool,
+    /// The task a non-canonical choice picked, while it keeps running.
+    burst: Option<Task>,
 }
 
 impl Frontier {
     /// What choosing `task`, the `index`th runnable one, costs.
     fn cost(&self, index: usize, task: &Task) -> usize {
-        let continues_burst = self.client_preempted && *task == Task::Client;
-        usize::from(index != 0 && !continues_burst)
+        usize::from(index != 0 && self.burst.as_ref() != Some(task))
+    }
+
+    /// The burst after `task` was chosen as the `index`th runnable one.
+    fn burst_after(&self, index: usize, task: &Task) -> Option<Task> {
+        (index != 0 || self.burst.as_ref() == Some(task)).then(|| task.clone())
+    }
+
+    /// The world's state key, with the burst: in a burst the same world has
+    /// cheaper choices.
+    fn key(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.world.state_key(), &self.burst).hash(&mut h);
+        h.finish()
     }
 }
 
@@ -105,7 +122,7 @@ pub fn explore(
         world: World::new(scenario.clone())?,
         schedule: Schedule::default(),
         preemptions: 0,
-        client_preempted: false,
+        burst: None,
     };
     let mut parts = vec![Explorer::new(options, progress)];
     // Breadth-first to a frontier of SPLIT decision points.
@@ -209,8 +226,7 @@ impl<'p> Explorer<'p> {
             }
         };
         let budget = self.options.preemption_bound - f.preemptions;
-        // A client in a burst may go on for free: a different state.
-        let key = f.world.state_key() ^ u64::from(f.client_preempted);
+        let key = f.key();
         if self.visited.get(&key).is_some_and(|b| *b >= budget) {
             self.finish_schedule();
             return Vec::new();
@@ -226,7 +242,7 @@ impl<'p> Explorer<'p> {
             let mut child = f.clone();
             child.schedule.0.push(i);
             child.preemptions += cost;
-            child.client_preempted = i != 0 && *task == Task::Client;
+            child.burst = f.burst_after(i, task);
             if let Err(e) = self.step(&mut child.world, task) {
                 self.fail(&child.schedule, e);
                 continue;
@@ -254,7 +270,7 @@ impl<'p> Explorer<'p> {
                 0 => return Err(Error::Stuck(f.world.now_ns())),
                 1 => {
                     self.step(&mut f.world, &runnable[0])?;
-                    f.client_preempted = false;
+                    f.burst = f.burst_after(0, &runnable[0]);
                 }
                 _ => return Ok(Some(runnable)),
             }

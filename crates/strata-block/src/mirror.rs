@@ -312,8 +312,8 @@ impl ActiveCommitJob {
         RunStep::PausePoint
     }
 
-    /// One iteration of the mirror loop: copy one dirty stretch, then
-    /// READY once nothing is dirty, and exit when completing.
+    /// One iteration of the mirror loop: copy one dirty stretch, or, once
+    /// nothing is dirty, READY, and exit when completing.
     fn iterate<F: Files>(&mut self, job: &mut JobCtl<'_>, core: &mut BlockCore<F>) -> RunStep {
         job.progress_set_remaining(self.dirty_bytes());
         if let Some((offset, len)) = self.next_dirty_run() {
@@ -322,6 +322,10 @@ impl ActiveCommitJob {
                     self.clear_dirty(offset, len);
                     job.progress_update(len);
                     job.ratelimit_processed_bytes(len);
+                    // QEMU's copy is still in flight when its loop checks
+                    // for READY, so that check waits for the next
+                    // iteration, after the rate-limit sleep.
+                    return self.after_copy(job, core);
                 }
                 Err((operation, e)) => {
                     let errno = Errno(e.raw_os_error().unwrap_or(5));
@@ -343,6 +347,12 @@ impl ActiveCommitJob {
             }
             return RunStep::Yield;
         }
+        self.after_copy(job, core)
+    }
+
+    /// The end of a loop iteration that copied: wait for throttled I/O,
+    /// else the rate-limit sleep.
+    fn after_copy<F: Files>(&self, job: &JobCtl<'_>, core: &BlockCore<F>) -> RunStep {
         if core.io_wait_until > job.now_ns() {
             return RunStep::Sleep(core.io_wait_until - job.now_ns());
         }
