@@ -622,16 +622,22 @@ impl StreamJob {
         // Relinking the backing node it already has would drop the node's
         // last reference before taking the new one: QEMU's
         // bdrv_set_backing_hd refs first, so an unchanged link is a no-op.
-        if core.bg.graph().filter_or_cow_node(unfiltered) != base {
+        let relinked = if core.bg.graph().filter_or_cow_node(unfiltered) != base {
             core.with_hooks(|bg, hooks| bg.set_file_or_backing(hooks, unfiltered, base, true))
-                .map_err(|_| JobFailure::errno(Errno(1)))?;
-        }
+        } else {
+            Ok(())
+        };
         let (file, format) = match &header {
             Some((file, format)) => (Some(file.as_str()), Some(format.as_str())),
             None => (None, None),
         };
-        core.change_backing_file(unfiltered, file, format)
-            .map_err(|e| io_failure(&e))?;
+        // stream_prepare writes the header whether or not the link could
+        // change, and only then reports a failed relink (as EPERM).
+        let written = core.change_backing_file(unfiltered, file, format);
+        if relinked.is_err() {
+            return Err(JobFailure::errno(Errno(1)));
+        }
+        written.map_err(|e| io_failure(&e))?;
         Ok(())
     }
 
