@@ -13,6 +13,15 @@ pub struct CompareOptions {
     pub ignore_perms: bool,
 }
 
+impl CompareOptions {
+    /// Every path compared, volatile ones included: how two outcomes of one
+    /// scenario differ, or whether a run equals one QEMU run exactly.
+    pub const WITH_VOLATILE: CompareOptions = CompareOptions {
+        no_volatile: true,
+        ignore_perms: false,
+    };
+}
+
 /// One `path: a != b` line per difference.
 pub fn compare(a: &Observation, b: &Observation, opts: CompareOptions) -> Vec<String> {
     let volatile: Vec<String> = a.volatile.iter().chain(&b.volatile).cloned().collect();

@@ -107,6 +107,8 @@ impl World {
     /// A world with the scenario's images created and nothing run.
     pub fn new(scenario: Arc<Scenario>) -> Result<World> {
         let mut files = create_images(&scenario.images)?.with_working_dir(SCRATCH_DIR);
+        // The harness writes the plain files first and the images over
+        // them: an image of the same name wins.
         for file in &scenario.files {
             if files.get(&file.name).is_none() {
                 files.insert(

@@ -362,10 +362,7 @@ fn explore_one(cat: &Catalog, name: &str, bound: usize, threads: Option<usize>) 
             cat.replay_command(name, &o.example)
         );
         if let (Some(first), true) = (&first, i > 0) {
-            let strict = CompareOptions {
-                no_volatile: true,
-                ..CompareOptions::default()
-            };
+            let strict = CompareOptions::WITH_VOLATILE;
             for d in compare(first, &o.observation, strict) {
                 println!("      differs from outcome 1: {d}");
             }
@@ -410,10 +407,7 @@ fn report_against_qemu(cat: &Catalog, name: &str, obs: &Observation) -> Res {
             for d in &diffs {
                 println!("    {d}");
             }
-            let with_volatile = CompareOptions {
-                no_volatile: true,
-                ..CompareOptions::default()
-            };
+            let with_volatile = CompareOptions::WITH_VOLATILE;
             for d in compare(&q, obs, with_volatile)
                 .into_iter()
                 .filter(|d| !diffs.contains(d))

@@ -10,10 +10,7 @@ use strata_qmp::scenario::Observation;
 use strata_sim::{compare, explore, Catalog, CompareOptions, ExploreOptions, Outcome, Progress};
 
 /// Compares every path, volatile ones included.
-const STRICT: CompareOptions = CompareOptions {
-    no_volatile: true,
-    ignore_perms: false,
-};
+const STRICT: CompareOptions = CompareOptions::WITH_VOLATILE;
 
 /// Runs the check; `Ok(false)` when some QEMU run is not among the outcomes.
 pub fn covers(

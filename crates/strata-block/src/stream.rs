@@ -666,7 +666,6 @@ fn io_failure(err: &std::io::Error) -> JobFailure {
 }
 
 impl<F: Files> BlockCore<F> {
-    /// Detaches every edge of a root parent and deletes it.
     /// Whether releasing `root` drops the last reference to a node.
     pub(crate) fn release_closes_a_node(&self, root: RootId) -> bool {
         let g = self.bg.graph();
@@ -683,6 +682,7 @@ impl<F: Files> BlockCore<F> {
         })
     }
 
+    /// Detaches every edge of a root parent and deletes it.
     pub(crate) fn release_root(&mut self, root: RootId) {
         let edges = self
             .bg

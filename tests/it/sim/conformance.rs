@@ -101,9 +101,6 @@ fn volatile_paths_are_skipped_unless_asked() {
     let qemu = qemu_observation(&s.name).expect("read").expect("recorded");
     obs.images.get_mut("test.img").expect("image").allocated = Some(vec![[0, 1]]);
     assert!(compare(&qemu, &obs, CompareOptions::default()).is_empty());
-    let strict = CompareOptions {
-        no_volatile: true,
-        ..CompareOptions::default()
-    };
+    let strict = CompareOptions::WITH_VOLATILE;
     assert_eq!(compare(&qemu, &obs, strict).len(), 1);
 }

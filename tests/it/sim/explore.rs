@@ -31,10 +31,7 @@ fn explored(s: &Arc<Scenario>, bound: usize) -> Exploration {
 
 /// Paths in which the outcomes differ from the first one.
 fn differing_paths(found: &Exploration) -> Vec<String> {
-    let strict = CompareOptions {
-        no_volatile: true,
-        ..CompareOptions::default()
-    };
+    let strict = CompareOptions::WITH_VOLATILE;
     let first = &found.outcomes[0].observation;
     let mut paths: Vec<String> = found.outcomes[1..]
         .iter()
@@ -204,10 +201,7 @@ fn overlapping_5_finds_both_headers_of_img_3_that_qemu_writes() {
         headers,
         [Some("img-2.img".to_string()), Some("img-0.img".to_string())]
     );
-    let strict = CompareOptions {
-        no_volatile: true,
-        ..CompareOptions::default()
-    };
+    let strict = CompareOptions::WITH_VOLATILE;
     let paths: Vec<String> = compare(&seen[0].observation, &seen[1].observation, strict)
         .iter()
         .map(|d| d.split(": ").next().unwrap_or_default().to_string())
