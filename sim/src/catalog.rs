@@ -4,10 +4,10 @@
 //! same format, so the simulator replays either.
 
 use crate::error::{Error, Result};
+use crate::scenario::{Observation, Scenario};
 use crate::sched::Schedule;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use strata_qmp::scenario::{Observation, Scenario};
 
 /// `sim/` of this checkout.
 pub fn sim_dir() -> PathBuf {

@@ -1,8 +1,8 @@
 //! `compare.py` in Rust: the differences between two observations, with
 //! the scenario's volatile paths skipped.
 
+use crate::scenario::{Datum, Graph, Observation, StepRecord};
 use std::collections::{BTreeMap, BTreeSet};
-use strata_qmp::scenario::{Datum, Graph, Observation, StepRecord};
 
 /// Comparison options (`compare.py`'s flags).
 #[derive(Clone, Copy, Debug, Default)]

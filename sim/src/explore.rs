@@ -12,6 +12,7 @@
 
 use crate::compare::outcome_key;
 use crate::error::{Error, Result};
+use crate::scenario::{Observation, Scenario};
 use crate::sched::Schedule;
 use crate::world::{Task, World};
 use rayon::prelude::*;
@@ -19,7 +20,6 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use strata_qmp::scenario::{Observation, Scenario};
 
 /// The exploration's limits.
 #[derive(Clone, Copy, Debug)]

@@ -2,9 +2,9 @@
 //! `normalise_graph`), and as DOT in the style of QEMU's
 //! `scripts/render_block_graph.py`.
 
+use crate::scenario::{Graph, GraphEdge, GraphNode};
 use std::collections::{BTreeMap, BTreeSet};
 use strata_block::{BlockLayer, MemFiles, XdbgNodeType};
-use strata_qmp::scenario::{Graph, GraphEdge, GraphNode};
 
 struct RawNode {
     kind: XdbgNodeType,

@@ -3,13 +3,13 @@
 //! (`qemu-img info`, `map`, `convert`), all in memory.
 
 use crate::error::{Error, Result};
+use crate::scenario::{ImageRecord, ImageSpec};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use strata_block::{BlockLayer, DriverState, MemFiles};
 use strata_formats::{Compat, CreateOptions, ExtentKind, Image, MemStorage, Qcow2};
 use strata_graph::{OptValue, Options};
-use strata_qmp::scenario::{ImageRecord, ImageSpec};
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
 /// A process-wide pure memo: each value is a function of its key alone,
@@ -541,7 +541,7 @@ mod tests {
             options: Vec::new(),
             backing: None,
             sector_numbers: false,
-            writes: vec![strata_qmp::scenario::ImageWrite {
+            writes: vec![crate::scenario::ImageWrite {
                 pattern: 7,
                 offset: 0,
                 length: 65536,

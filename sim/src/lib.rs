@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use strata_qmp::scenario::Scenario;
+//! use strata_sim::scenario::Scenario;
 //! use strata_sim::{run, Canonical, RunOptions};
 //!
 //! let scenario = Arc::new(Scenario::from_json(r#"{
@@ -46,6 +46,7 @@ mod explore;
 mod graph;
 mod images;
 mod run;
+pub mod scenario;
 mod sched;
 mod world;
 

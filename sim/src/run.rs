@@ -1,10 +1,10 @@
 //! One run of a scenario under a scheduler.
 
 use crate::error::{Error, Result};
+use crate::scenario::{Observation, Scenario};
 use crate::sched::{Schedule, Scheduler};
 use crate::world::{Task, World};
 use std::sync::Arc;
-use strata_qmp::scenario::{Observation, Scenario};
 
 /// How a run goes.
 #[derive(Clone, Copy, Debug)]

@@ -5,18 +5,20 @@
 use crate::error::{Error, Result};
 use crate::graph::normalised_graph;
 use crate::images::{create_images, inspect_image, unclean_images};
+use crate::scenario::{
+    datum_text, execute, qmp_event_data, Datum, ErrorRecord, EventData, EventRecord, Execute,
+    FinalQuery, JobRecord, Observation, Scenario, ServerExit, SettleSpec, StepKind, StepRecord,
+    WaitSpec, SCRATCH_DIR,
+};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use strata_block::{BlockLayer, MemFiles};
+use strata_block::{BlockLayer, MemFiles, Runnable};
 use strata_formats::MemStorage;
 use strata_jobs::{JobInfo, JobStatus, JobTable, Wait};
-use strata_qmp::scenario::{
-    datum_text, event_data, execute, Datum, ErrorRecord, EventData, EventRecord, Execute,
-    FinalQuery, JobRecord, Observation, Scenario, ServerExit, SettleSpec, StepKind, StepRecord,
-    WaitSpec, SCRATCH_DIR,
-};
+use strata_monitor::Monitor;
+use strata_qmp::{Command, CommandHandler, EventSink};
 
 /// How many job timers a clock move may choose from.
 pub const TIMER_CHOICES: usize = 3;
@@ -75,7 +77,9 @@ struct SettleProgress {
 #[derive(Clone)]
 pub struct World {
     scenario: Arc<Scenario>,
-    layer: BlockLayer<MemFiles>,
+    /// The one monitor of the run, owning the block layer: every command
+    /// of the scenario goes through it, as through qemu-storage-daemon's.
+    monitor: Monitor<MemFiles>,
     /// The client's step; `steps.len()` is the final settle and capture.
     step: usize,
     /// When the client reached its current step (for timeouts).
@@ -86,18 +90,6 @@ pub struct World {
     labels: BTreeMap<String, Datum>,
     created: Vec<String>,
     last_status: BTreeMap<String, JobStatus>,
-    /// Jobs a command just started that have not yielded yet: QEMU's
-    /// `job_start` enters the job's coroutine at once, so they run before
-    /// the monitor reads the next command.
-    fresh: Vec<String>,
-    /// The job that stepped last and can go on without yielding: nothing
-    /// else runs in QEMU's main loop until it does.
-    running: Option<String>,
-    /// When each job last yielded (a sequence number): QEMU's main loop
-    /// runs ready timers in the order they were armed, so the job that
-    /// yielded longest ago goes first.
-    yielded: BTreeMap<String, u64>,
-    yields: u64,
     records: Vec<StepRecord>,
     harness_errors: Vec<String>,
     finished: Option<Observation>,
@@ -118,7 +110,7 @@ impl World {
             }
         }
         let mut world = World {
-            layer: BlockLayer::new(files, 0),
+            monitor: Monitor::new(BlockLayer::new(files, 0)),
             scenario,
             step: 0,
             entered_ns: 0,
@@ -128,10 +120,6 @@ impl World {
             labels: BTreeMap::new(),
             created: Vec::new(),
             last_status: BTreeMap::new(),
-            fresh: Vec::new(),
-            running: None,
-            yielded: BTreeMap::new(),
-            yields: 0,
             records: Vec::new(),
             harness_errors: Vec::new(),
             finished: None,
@@ -147,12 +135,12 @@ impl World {
 
     /// The block layer.
     pub fn layer(&self) -> &BlockLayer<MemFiles> {
-        &self.layer
+        self.monitor.layer()
     }
 
     /// Virtual time in nanoseconds.
     pub fn now_ns(&self) -> u64 {
-        self.layer.now_ns()
+        self.layer().now_ns()
     }
 
     /// The observation, once the client has finished.
@@ -160,92 +148,37 @@ impl World {
         self.finished.as_ref()
     }
 
-    /// The tasks that can step now: jobs a command just started (until
-    /// they first yield), the client when it can, the other jobs in
-    /// creation order, then a move of the clock to the next
-    /// timer (as if all of them were late). When none can step, the clock
-    /// moves: to the earliest timer first, or to one of the next few.
+    /// The tasks that can step now: what the block layer's main loop lists
+    /// ([`BlockLayer::runnable`], in QEMU's order), with the client in the
+    /// monitor's place when it has something to do, then a move of the
+    /// clock to the next timer (as if all of them were late). When nothing
+    /// can step, the clock moves: to the earliest timer first, or to one of
+    /// the next few.
     pub fn runnable(&self) -> Vec<Task> {
-        let jobs = self.layer.runnable_jobs();
-        if let Some(job) = self.atomic_job(&jobs) {
-            return vec![Task::Job(job)];
+        let listed = self.layer().runnable();
+        let monitor_turn = listed.contains(&Runnable::Monitor);
+        let mut tasks: Vec<Task> = listed
+            .into_iter()
+            .filter_map(|r| match r {
+                Runnable::Job(id) => Some(Task::Job(id)),
+                Runnable::Monitor => None,
+            })
+            .collect();
+        if !monitor_turn || self.finished.is_some() {
+            return tasks;
         }
-        if let Some(closing) = self.layer.jobs().iter().find(|j| j.is_freeing()) {
-            return self.drain_choices(closing.id());
-        }
-        // Timers that have fired run before the monitor reads the next
-        // command (the client waits for each reply, so the main loop runs
-        // whatever is ready first); among them, the job that yielded longest
-        // ago goes first, as QEMU's timer list runs them in arming order.
-        let (fresh, mut others): (Vec<String>, Vec<String>) =
-            jobs.into_iter().partition(|j| self.fresh.contains(j));
-        others.sort_by_key(|j| self.yielded.get(j).copied().unwrap_or(0));
-        let mut tasks: Vec<Task> = fresh.into_iter().chain(others).map(Task::Job).collect();
-        if self.finished.is_none() && self.client_ready() {
+        if self.client_ready() {
             tasks.push(Task::Client);
         }
-        if self.finished.is_none() {
-            if tasks.is_empty() {
-                tasks = self.clock_moves(true);
-            } else {
-                // Everything runnable may also be late: the clock moves
-                // on to the next job timer first (never the canonical
-                // choice, and never to a client timeout).
-                tasks.extend(self.clock_moves(false).into_iter().take(1));
-            }
+        if tasks.is_empty() {
+            tasks = self.clock_moves(true);
+        } else {
+            // Everything runnable may also be late: the clock moves on to
+            // the next job timer first (never the canonical choice, and
+            // never to a client timeout).
+            tasks.extend(self.clock_moves(false).into_iter().take(1));
         }
         tasks
-    }
-
-    /// A job's free closes a node: `bdrv_close` drains it, and the drain
-    /// first runs every pending bottom half, so the pending completions of
-    /// other jobs run (nested, oldest first) before the close goes on.
-    /// Nothing else runs meanwhile: the monitor is not polled there.
-    fn drain_choices(&self, closing: &str) -> Vec<Task> {
-        let mut pending: Vec<String> = self
-            .layer
-            .jobs()
-            .iter()
-            .filter(|j| j.exit_pending())
-            .map(|j| j.id().to_string())
-            .collect();
-        pending.sort_by_key(|j| self.yielded.get(j).copied().unwrap_or(0));
-        pending
-            .into_iter()
-            .chain([closing.to_string()])
-            .map(Task::Job)
-            .collect()
-    }
-
-    /// The jobs waiting for a timer that has not fired.
-    fn sleeping_jobs(&self) -> Vec<String> {
-        let now = self.now_ns();
-        self.layer
-            .jobs()
-            .iter()
-            .filter(|j| matches!(j.next_wait(), Wait::SleepUntil(t) if t > now))
-            .map(|j| j.id().to_string())
-            .collect()
-    }
-
-    /// A job in a stretch that QEMU runs without yielding, which nothing
-    /// can interleave with: `job_start` entering a new job's coroutine up
-    /// to its first sleep, and the completion of a job (`waiting`,
-    /// `pending`, `aborting`: `job_completed` finalizes in one go).
-    fn atomic_job(&self, runnable: &[String]) -> Option<String> {
-        let in_completion = |id: &str| {
-            matches!(
-                self.job_status(id),
-                Some("waiting" | "pending" | "aborting")
-            )
-        };
-        runnable
-            .iter()
-            .find(|j| {
-                self.fresh.contains(j)
-                    || (self.running.as_deref() == Some(j.as_str()) && in_completion(j))
-            })
-            .cloned()
     }
 
     /// The times the clock may jump to: the distinct job timers up to the
@@ -255,7 +188,7 @@ impl World {
         let now = self.now_ns();
         let deadline = self.client_deadline().filter(|d| *d > now);
         let mut timers: Vec<u64> = self
-            .layer
+            .layer()
             .jobs()
             .iter()
             .filter_map(|j| match j.next_wait() {
@@ -276,51 +209,17 @@ impl World {
     /// Steps `task` once.
     pub fn step(&mut self, task: &Task) -> Result<()> {
         match task {
-            Task::Client => {
-                self.running = None;
-                let sleeping = self.sleeping_jobs();
-                let result = self.step_client();
-                // A command that wakes a sleeping job (block-job-set-speed,
-                // resume, ...) enters its coroutine at once (`job_enter_cond`).
-                let now = self.layer.runnable_jobs();
-                for job in sleeping.into_iter().filter(|j| now.contains(j)) {
-                    if !self.fresh.contains(&job) {
-                        self.fresh.push(job);
-                    }
-                }
-                result
-            }
+            Task::Client => self.step_client(),
             Task::Advance(t) => {
-                self.running = None;
-                self.layer.advance_to(*t);
+                self.monitor.layer_mut().advance_to(*t);
                 Ok(())
             }
             Task::Job(id) => {
-                let progress = |w: &World| {
-                    w.jobs()
-                        .iter()
-                        .find(|j| j.id == *id)
-                        .map(|j| j.current_progress)
-                };
-                let before = progress(self);
-                let wait = self
-                    .layer
+                self.monitor
+                    .layer_mut()
                     .step_job(id)
                     .map_err(|e| Error::Scenario(format!("stepping job {id}: {e}")))?;
-                if wait == Wait::Runnable {
-                    self.running = Some(id.clone());
-                } else {
-                    self.running = None;
-                }
-                self.yields += 1;
-                self.yielded.insert(id.clone(), self.yields);
-                // A woken or new job runs until it yields: after a sleep,
-                // or after one iteration of its copy loop (its
-                // zero-length rate-limit sleep yields too).
-                if wait != Wait::Runnable || progress(self) != before {
-                    self.fresh.retain(|j| j != id);
-                }
-                self.drain_layer_events()
+                self.drain_monitor_events()
             }
         }
     }
@@ -329,15 +228,12 @@ impl World {
     /// observation will hold.
     pub fn state_key(&self) -> u64 {
         let mut h = DefaultHasher::new();
-        self.layer.state_key().hash(&mut h);
-        (
-            self.step,
-            self.entered_ns,
-            &self.settle,
-            &self.cursors,
-            &self.fresh,
-        )
-            .hash(&mut h);
+        self.layer().state_key().hash(&mut h);
+        // Who yielded when is left out, as before the main loop moved into
+        // the block layer: the explorer tries every order of ready jobs.
+        self.layer().main_loop().entered().hash(&mut h);
+        self.monitor.hash_server_state(&mut h);
+        (self.step, self.entered_ns, &self.settle, &self.cursors).hash(&mut h);
         for (k, v) in &self.labels {
             (k, datum_text(v)).hash(&mut h);
         }
@@ -402,7 +298,7 @@ impl World {
     }
 
     fn jobs(&self) -> Vec<JobInfo> {
-        self.layer.jobs().query_jobs()
+        self.layer().jobs().query_jobs()
     }
 
     fn job_status(&self, id: &str) -> Option<&'static str> {
@@ -487,7 +383,7 @@ impl World {
     /// The frozen node-to-node links, by node names: `(parent, child
     /// name, child)`.
     fn frozen_links(&self) -> Vec<(String, String, String)> {
-        let g = self.layer.core().graph().graph();
+        let g = self.layer().core().graph().graph();
         let mut links = Vec::new();
         for node in g.nodes() {
             let Ok(n) = g.node(node) else { continue };
@@ -529,7 +425,7 @@ impl World {
         result
     }
 
-    fn step_client_inner(&mut self, step: strata_qmp::scenario::Step) -> Result<()> {
+    fn step_client_inner(&mut self, step: crate::scenario::Step) -> Result<()> {
         let mut rec = StepRecord::for_step(self.step, &step);
         match &step.kind {
             StepKind::Note => {}
@@ -563,7 +459,7 @@ impl World {
                 }
             }
             StepKind::Graph => {
-                rec.graph = Some(normalised_graph(&mut self.layer));
+                rec.graph = Some(normalised_graph(self.monitor.layer_mut()));
                 rec.result = Some("ok".into());
                 rec.expect_met = Some(true);
             }
@@ -574,14 +470,7 @@ impl World {
     }
 
     fn do_execute(&mut self, e: &Execute, rec: &mut StepRecord) -> Result<()> {
-        let (result, events) = execute(&mut self.layer, e, || BlockLayer::new(MemFiles::new(), 0));
-        for ev in &events {
-            let created = ev.name == "JOB_STATUS_CHANGE"
-                && ev.data.get("status").and_then(Datum::as_str) == Some("created");
-            if let (true, Some(job)) = (created, ev.job()) {
-                self.fresh.push(job.to_string());
-            }
-        }
+        let (result, events) = execute(&mut self.monitor, e);
         let events = events
             .into_iter()
             .map(|ev| EventData {
@@ -676,8 +565,13 @@ impl World {
             .is_some_and(|s| ACTIVE_FOR_SPEED.contains(&s))
         {
             // The harness ignores the answer, as QEMU's would not matter.
-            let _ = self.layer.set_speed(job, 0);
-            self.drain_layer_events()?;
+            let set_speed = Command::BlockJobSetSpeed {
+                device: job.to_string(),
+                speed: 0,
+            };
+            let _ = self.monitor.dispatch(set_speed, &mut EventSink::default());
+            let events = self.monitor.take_command_events();
+            self.add_events(events.into_iter().map(|(e, _)| qmp_event_data(e)).collect())?;
         }
         Ok(())
     }
@@ -713,9 +607,9 @@ impl World {
 
     fn capture(&mut self) {
         let final_jobs = self.job_records();
-        let graph = normalised_graph(&mut self.layer);
+        let graph = normalised_graph(self.monitor.layer_mut());
         let final_queries = self.run_final_queries();
-        let files = self.layer.core().files().clone();
+        let files = self.layer().core().files().clone();
         let images = self
             .scenario
             .images
@@ -783,9 +677,7 @@ impl World {
         let scenario = self.scenario.clone();
         let mut results = Vec::new();
         for query in &scenario.final_queries {
-            let (result, events) = execute(&mut self.layer, query, || {
-                BlockLayer::new(MemFiles::new(), 0)
-            });
+            let (result, events) = execute(&mut self.monitor, query);
             if let Err(e) = self.add_events(events) {
                 self.harness_errors.push(e.to_string());
             }
@@ -810,12 +702,14 @@ impl World {
 
     // ----- events and invariants ---------------------------------------------------
 
-    fn drain_layer_events(&mut self) -> Result<()> {
+    /// The events job steps raised, as the daemon sends them to every
+    /// client.
+    fn drain_monitor_events(&mut self) -> Result<()> {
         let events = self
-            .layer
+            .monitor
             .take_events()
-            .iter()
-            .map(|e| event_data(&e.event))
+            .into_iter()
+            .map(|(e, _)| qmp_event_data(e))
             .collect();
         self.add_events(events)
     }
@@ -868,9 +762,9 @@ impl World {
     /// are checked as the events arrive); at the end, every qcow2 image is
     /// `check`-clean.
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
-        self.layer.check_invariants()?;
+        self.layer().check_invariants()?;
         if self.finished.is_some() {
-            let bad = unclean_images(self.layer.core().files());
+            let bad = unclean_images(self.layer().core().files());
             if !bad.is_empty() {
                 return Err(format!("qcow2 check: {}", bad.join("; ")));
             }

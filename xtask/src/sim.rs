@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use strata_qmp::scenario::{Observation, Scenario};
+use strata_sim::scenario::{Observation, Scenario};
 use strata_sim::{
     compare, explore, run, to_dot, Catalog, CompareOptions, ExploreOptions, Progress, Replay,
     RunOptions, Schedule, SchedulerSpec,

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::Instant;
-use strata_qmp::scenario::Scenario;
+use strata_sim::scenario::Scenario;
 use strata_sim::{explore, run, scenarios, Canonical, ExploreOptions, Progress, RunOptions};
 
 /// Entry point.

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use strata_qmp::scenario::Observation;
+use strata_sim::scenario::Observation;
 use strata_sim::{compare, explore, Catalog, CompareOptions, ExploreOptions, Outcome, Progress};
 
 /// Compares every path, volatile ones included.

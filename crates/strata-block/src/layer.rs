@@ -5,12 +5,13 @@ use crate::commit::CommitJob;
 use crate::core::{BlockCore, ThrottleGroup};
 use crate::error::{Error, Result};
 use crate::files::Files;
+use crate::main_loop::{MainLoop, Runnable};
 use crate::mirror::ActiveCommitJob;
 use crate::stream::{StreamArgs, StreamJob};
 use std::collections::BTreeMap;
 use strata_jobs::{
     Cancel, JobCore, JobCtl, JobDriver, JobEvent, JobFailure, JobSpec, JobType, Jobs, Lookup,
-    RunStep, Wait,
+    RunStep,
 };
 
 /// A block job's driver: the job kinds Strata models.
@@ -130,6 +131,7 @@ pub struct BlockLayer<F: Files> {
     pub(crate) core: BlockCore<F>,
     pub(crate) jobs: Jobs<BlockCore<F>, BlockJob>,
     pub(crate) events: Vec<TimedEvent>,
+    pub(crate) main_loop: MainLoop,
 }
 
 impl<F: Files> BlockLayer<F> {
@@ -139,6 +141,7 @@ impl<F: Files> BlockLayer<F> {
             core: BlockCore::new(files, seed),
             jobs: Jobs::new(),
             events: Vec::new(),
+            main_loop: MainLoop::default(),
         }
     }
 
@@ -267,12 +270,6 @@ impl<F: Files> BlockLayer<F> {
         }
     }
 
-    /// Steps job `id` once at the current virtual time.
-    pub fn step_job(&mut self, id: &str) -> Result<Wait> {
-        let now = self.core.now_ns;
-        Ok(self.with_jobs(|jobs, core, events| jobs.step(id, core, now, events))?)
-    }
-
     /// The ids of the jobs that can step now, in creation order.
     pub fn runnable_jobs(&self) -> Vec<String> {
         self.jobs
@@ -286,13 +283,12 @@ impl<F: Files> BlockLayer<F> {
         self.jobs.next_timer()
     }
 
-    /// Runs jobs in creation order until none can step, jumping the clock
-    /// to the next timer whenever all of them sleep, up to `limit_ns`.
+    /// Runs jobs in the main loop's order until none can step, jumping the
+    /// clock to the next timer whenever all of them sleep, up to `limit_ns`.
     pub fn run_until_idle(&mut self, limit_ns: u64) -> Result<()> {
         loop {
-            let runnable = self.runnable_jobs();
-            if let Some(id) = runnable.first() {
-                self.step_job(id)?;
+            if let Some(Runnable::Job(id)) = self.runnable().into_iter().next() {
+                self.step_job(&id)?;
                 continue;
             }
             match self.next_timer() {

@@ -73,10 +73,14 @@
 //!     "created", "running", "waiting", "pending",
 //!     "BLOCK_JOB_COMPLETED", "concluded", "null",
 //! ]);
-//! assert_eq!(
-//!     serde_json::to_string(&events[4]).unwrap(),
-//!     r#"{"event":"BLOCK_JOB_COMPLETED","data":{"type":"stream","device":"job0","len":2097152,"offset":2097152,"speed":1048576}}"#
-//! );
+//! assert_eq!(events[4], JobEvent::BlockJobCompleted {
+//!     job_type: JobType::Stream,
+//!     device: "job0".into(),
+//!     len: 2097152,
+//!     offset: 2097152,
+//!     speed: 1048576,
+//!     error: None,
+//! });
 //! ```
 //!
 //! Verbs are checked against QEMU's tables and answer with QEMU's texts;

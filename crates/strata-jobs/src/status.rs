@@ -1,7 +1,6 @@
 //! The QAPI enums of the job layer and QEMU's two tables, `JobSTT` and
 //! `JobVerbTable` (job.c, QEMU 10.0).
 
-use serde::Serialize;
 use std::fmt;
 
 /// Declares a QAPI enum: variants in QAPI order, each with its wire name,
@@ -9,9 +8,9 @@ use std::fmt;
 macro_rules! qapi_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
         pub enum $name {
-            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)*
+            $($(#[$vmeta])* $variant,)*
         }
 
         impl $name {

@@ -465,7 +465,6 @@ pub struct BlockExportOptions {
 
 /// A validated command with typed arguments.
 #[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
 pub enum Command {
     /// `quit`.
     Quit,

@@ -114,14 +114,12 @@
 
 #![deny(missing_docs)]
 
-mod block;
 mod cli;
 mod commands;
 mod error;
 mod ghash;
 mod json;
 mod keyval;
-pub mod scenario;
 mod schema;
 mod session;
 mod utf8;
@@ -132,9 +130,6 @@ mod writer;
 /// The JSON library of this crate's API (`Value` in returns and events).
 pub use serde_json;
 
-pub use block::{
-    block_error, job_event, options_from_json, BlockHandler, Export, MonitorOption, NbdAddress,
-};
 pub use cli::{cli_error_line, parse_cli_option, CliOption, CliValue};
 pub use commands::{
     BlkdebugInjectError, BlkdebugOptions, BlkdebugSetState, BlockCommitArgs, BlockExportOptions,

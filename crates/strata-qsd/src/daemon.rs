@@ -14,19 +14,17 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use strata_block::{BlockLayer, HostFiles};
+use strata_block::{BlockLayer, HostFiles, Runnable};
+use strata_monitor::{Monitor, MonitorOption, NbdAddress, NbdListener};
 use strata_qmp::{
-    parse_cli_option, BlockHandler, CliOption, CliValue, Command, CommandHandler, Event, EventSink,
-    MonitorOption, NbdAddress, Session, SessionConfig, Timestamp,
+    parse_cli_option, CliOption, CliValue, Command, CommandHandler, Event, EventSink, QmpError,
+    Session, SessionConfig, Timestamp,
 };
-
-use strata_qmp::serde_json::Value;
-use strata_qmp::QmpError;
 
 use crate::args::{program_name, Plan, Setup};
 use crate::chardev::{parse_chardev, ChardevSpec};
 use crate::exports::LayerExports;
-use crate::nbd::{self, Connection, NbdListener, NbdStream, Pump};
+use crate::nbd::{self, Connection, NbdStream, Pump};
 use crate::sys::{poll, Interest, TerminationSignals};
 
 /// How long one turn may step jobs before serving sockets again.
@@ -93,14 +91,14 @@ impl Client {
     }
 }
 
-/// The NBD server's sockets; what it serves is the handler's business.
+/// The NBD server's listening socket; what it serves is the monitor's
+/// business.
 #[derive(Default)]
-struct NbdSockets {
-    listener: Option<NbdListener>,
-    connections: Vec<Connection<NbdStream>>,
+pub struct NbdSocket {
+    listener: Option<nbd::NbdListener>,
 }
 
-impl NbdSockets {
+impl NbdListener for NbdSocket {
     /// Binds the listening socket, with QEMU's error text.
     fn listen(&mut self, addr: &NbdAddress) -> Result<(), QmpError> {
         let (address, shown) = match addr {
@@ -120,7 +118,7 @@ impl NbdSockets {
                 (nbd::NbdAddress::Tcp(resolved), shown)
             }
         };
-        let listener = NbdListener::bind(&address).map_err(|e| {
+        let listener = nbd::NbdListener::bind(&address).map_err(|e| {
             QmpError::generic(format!(
                 "Failed to bind socket to {shown}: {}",
                 os_error_text(&e)
@@ -133,8 +131,8 @@ impl NbdSockets {
         Ok(())
     }
 
-    fn stop(&mut self) {
-        if let Some(NbdListener::Unix(listener)) = &self.listener {
+    fn close(&mut self) {
+        if let Some(nbd::NbdListener::Unix(listener)) = &self.listener {
             if let Some(path) = listener
                 .local_addr()
                 .ok()
@@ -144,60 +142,30 @@ impl NbdSockets {
             }
         }
         self.listener = None;
-        self.connections.clear();
     }
+}
 
-    fn accept(&mut self) {
+impl NbdSocket {
+    /// The connections waiting on the listening socket.
+    fn accept(&mut self) -> Vec<Connection<NbdStream>> {
+        let mut accepted = Vec::new();
         let Some(listener) = &self.listener else {
-            return;
+            return accepted;
         };
         while let Ok(stream) = listener.accept() {
             if stream.set_nonblocking(true).is_ok() {
-                self.connections
-                    .push(Connection::new(stream, nbd::SessionConfig::default()));
+                accepted.push(Connection::new(stream, nbd::SessionConfig::default()));
             }
         }
-    }
-}
-
-/// The commands as the daemon runs them: the handler's, plus the NBD
-/// server's sockets.
-struct DaemonCommands<'a> {
-    handler: &'a mut BlockHandler<HostFiles>,
-    nbd: &'a mut NbdSockets,
-}
-
-impl CommandHandler for DaemonCommands<'_> {
-    fn dispatch(&mut self, command: Command, sink: &mut EventSink) -> Result<Value, QmpError> {
-        match &command {
-            Command::NbdServerStart(args) => {
-                if self.handler.nbd_server().is_some() {
-                    return Err(QmpError::generic("NBD server already running"));
-                }
-                self.nbd.listen(&NbdAddress::from_json(&args.addr)?)?;
-                let result = self.handler.dispatch(command, sink);
-                if result.is_err() {
-                    self.nbd.stop();
-                }
-                result
-            }
-            Command::NbdServerStop => {
-                let result = self.handler.dispatch(command, sink);
-                if result.is_ok() {
-                    self.nbd.stop();
-                }
-                result
-            }
-            _ => self.handler.dispatch(command, sink),
-        }
+        accepted
     }
 }
 
 /// The running daemon.
 pub struct Daemon {
     program: String,
-    handler: BlockHandler<HostFiles>,
-    nbd: NbdSockets,
+    monitor: Monitor<HostFiles, NbdSocket>,
+    nbd_connections: Vec<Connection<NbdStream>>,
     chardevs: BTreeMap<String, Chardev>,
     clients: Vec<Client>,
     signals: TerminationSignals,
@@ -212,14 +180,15 @@ impl Daemon {
         let program = program_name(argv0).to_string();
         let signals = TerminationSignals::install()
             .map_err(|e| SetupError(format!("{program}: signalfd: {e}")))?;
-        let mut handler = BlockHandler::new(BlockLayer::new(HostFiles::new(), seed()));
+        let layer = BlockLayer::new(HostFiles::new(), seed());
+        let mut monitor = Monitor::with_listener(layer, NbdSocket::default());
         let start = Instant::now();
-        handler.set_clock_origin(wall_clock());
-        handler.set_allocated_size_probe(allocated_size);
+        monitor.set_clock_origin(wall_clock());
+        monitor.set_allocated_size_probe(allocated_size);
         let mut daemon = Daemon {
             program,
-            handler,
-            nbd: NbdSockets::default(),
+            monitor,
+            nbd_connections: Vec::new(),
             chardevs: BTreeMap::new(),
             clients: Vec::new(),
             signals,
@@ -282,11 +251,7 @@ impl Daemon {
             Setup::NbdServer(arg) => match parse_cli_option(CliOption::NbdServer, arg)? {
                 CliValue::NbdServer(value) => {
                     let addr = NbdAddress::from_nbd_server_option(&value).map_err(|e| e.desc)?;
-                    if self.handler.nbd_server().is_some() {
-                        return Err("NBD server already running".to_string());
-                    }
-                    self.nbd.listen(&addr).map_err(|e| e.desc)?;
-                    self.handler.nbd_server_start(addr).map_err(|e| e.desc)
+                    self.monitor.nbd_server_start(addr).map_err(|e| e.desc)
                 }
                 other => unreachable!("--nbd-server parsed to {other:?}"),
             },
@@ -300,15 +265,11 @@ impl Daemon {
     /// Runs a command from the command line (no client sees its events).
     fn run(&mut self, command: Command) -> Result<(), String> {
         let mut sink = EventSink::default();
-        let mut commands = DaemonCommands {
-            handler: &mut self.handler,
-            nbd: &mut self.nbd,
-        };
-        commands
+        self.monitor
             .dispatch(command, &mut sink)
             .map(drop)
             .map_err(|e| e.desc)?;
-        self.handler.take_command_events();
+        self.monitor.take_command_events();
         Ok(())
     }
 
@@ -370,7 +331,7 @@ impl Daemon {
     pub fn run_loop(mut self) -> i32 {
         loop {
             self.step_jobs();
-            let events = self.handler.take_events();
+            let events = self.monitor.take_events();
             self.broadcast(events);
             for client in &mut self.clients {
                 client.write_some();
@@ -404,7 +365,10 @@ impl Daemon {
                         }
                         self.clients[index].write_some();
                     }
-                    Owner::NbdListener => self.nbd.accept(),
+                    Owner::NbdListener => {
+                        let accepted = self.monitor.listener_mut().accept();
+                        self.nbd_connections.extend(accepted);
+                    }
                     Owner::Nbd(index) => {
                         if !self.pump_nbd(index) {
                             finished_nbd.push(index);
@@ -413,7 +377,11 @@ impl Daemon {
                 }
             }
             for index in finished_nbd.into_iter().rev() {
-                self.nbd.connections.remove(index);
+                self.nbd_connections.remove(index);
+            }
+            if self.monitor.nbd_server().is_none() {
+                // nbd-server-stop closed the server: its clients go too.
+                self.nbd_connections.clear();
             }
             if quit {
                 return self.shutdown(0);
@@ -425,9 +393,9 @@ impl Daemon {
     /// Serves NBD connection `index`; false once it finished or failed.
     fn pump_nbd(&mut self, index: usize) -> bool {
         let now = self.now_ns();
-        self.handler.layer_mut().advance_to(now);
-        let mut exports = LayerExports::new(&mut self.handler);
-        let connection = &mut self.nbd.connections[index];
+        self.monitor.layer_mut().advance_to(now);
+        let mut exports = LayerExports::new(&mut self.monitor);
+        let connection = &mut self.nbd_connections[index];
         match connection.pump(&mut exports) {
             Ok(Pump::Open) => true,
             Ok(Pump::Finished(_)) | Err(_) => {
@@ -441,34 +409,28 @@ impl Daemon {
         self.start.elapsed().as_nanos() as u64
     }
 
-    /// Steps runnable jobs at real time for at most [`STEP_SLICE`].
+    /// Steps what the main loop lists first while it is a job, at real
+    /// time, for at most [`STEP_SLICE`]; then the monitor's turn comes.
     fn step_jobs(&mut self) {
         let slice_end = Instant::now() + STEP_SLICE;
-        loop {
-            let now = self.now_ns();
-            let layer = self.handler.layer_mut();
-            layer.advance_to(now);
-            let runnable = layer.runnable_jobs();
-            if runnable.is_empty() {
-                return;
-            }
-            for id in runnable {
-                if let Err(e) = layer.step_job(&id) {
-                    eprintln!("{}: job {id}: {e}", self.program);
-                }
-            }
-            if Instant::now() >= slice_end {
-                return;
-            }
+        let start = self.start;
+        let stepped = self
+            .monitor
+            .layer_mut()
+            .run_jobs(&mut || start.elapsed().as_nanos() as u64, &mut || {
+                Instant::now() < slice_end
+            });
+        if let Err(e) = stepped {
+            eprintln!("{}: job step: {e}", self.program);
         }
     }
 
     /// No wait while a job can run; until the next job timer otherwise.
     fn poll_timeout(&mut self) -> Option<i32> {
         let now = self.now_ns();
-        let layer = self.handler.layer_mut();
+        let layer = self.monitor.layer_mut();
         layer.advance_to(now);
-        if !layer.runnable_jobs().is_empty() {
+        if matches!(layer.runnable().first(), Some(Runnable::Job(_))) {
             return Some(0);
         }
         layer.next_timer().map(|t| {
@@ -504,7 +466,7 @@ impl Daemon {
             });
             owners.push(Owner::Client(index));
         }
-        if let Some(listener) = &self.nbd.listener {
+        if let Some(listener) = &self.monitor.listener().listener {
             interests.push(Interest {
                 fd: listener.as_raw_fd(),
                 readable: true,
@@ -512,7 +474,7 @@ impl Daemon {
             });
             owners.push(Owner::NbdListener);
         }
-        for (index, connection) in self.nbd.connections.iter().enumerate() {
+        for (index, connection) in self.nbd_connections.iter().enumerate() {
             interests.push(Interest {
                 fd: connection.stream().as_raw_fd(),
                 readable: connection.wants_read(),
@@ -566,16 +528,12 @@ impl Daemon {
             }
         };
         let now = self.now_ns();
-        self.handler.layer_mut().advance_to(now);
+        self.monitor.layer_mut().advance_to(now);
         let client = &mut self.clients[index];
-        let mut commands = DaemonCommands {
-            handler: &mut self.handler,
-            nbd: &mut self.nbd,
-        };
-        client.session.feed(&buf[..n], &mut commands);
+        client.session.feed(&buf[..n], &mut self.monitor);
         client.out.extend(client.session.take_output());
         let quit = client.session.quit_requested();
-        let events = self.handler.take_command_events();
+        let events = self.monitor.take_command_events();
         for (other, client) in self.clients.iter_mut().enumerate() {
             if other != index {
                 for (event, timestamp) in &events {
@@ -608,8 +566,9 @@ impl Daemon {
             client.write_some();
         }
         self.cancel_jobs();
-        self.nbd.stop();
-        if let Err(e) = self.handler.layer_mut().core_mut().files_mut().flush_all() {
+        self.nbd_connections.clear();
+        self.monitor.listener_mut().close();
+        if let Err(e) = self.monitor.layer_mut().core_mut().files_mut().flush_all() {
             eprintln!("{}: flush: {e}", self.program);
         }
         self.remove_files();
@@ -618,7 +577,7 @@ impl Daemon {
 
     /// `job_cancel_sync_all`: every job is cancelled and run to its end.
     fn cancel_jobs(&mut self) {
-        let layer = self.handler.layer_mut();
+        let layer = self.monitor.layer_mut();
         let ids: Vec<String> = layer.jobs().iter().map(|j| j.id().to_string()).collect();
         for id in ids {
             let _ = layer.cancel(strata_jobs::Cancel::Job, &id);

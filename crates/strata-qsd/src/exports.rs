@@ -1,24 +1,24 @@
 //! The daemon's block exports as the NBD server sees them: every export is
-//! a node of the one block layer, reached through the [`BlockHandler`]
+//! a node of the one block layer, reached through the [`Monitor`]
 //! that owns it (the export's BlockBackend holds the node in the graph).
 
 use std::io;
 
 use strata_block::Files;
-use strata_qmp::BlockHandler;
+use strata_monitor::{Monitor, NbdListener};
 
 use crate::nbd::{ExportLookup, NbdBackend, ZeroFlags};
 
 /// The exports of `handler`, one selected at a time by
 /// [`ExportLookup::backend`].
-pub struct LayerExports<'a, F: Files> {
-    handler: &'a mut BlockHandler<F>,
+pub struct LayerExports<'a, F: Files, L: NbdListener> {
+    handler: &'a mut Monitor<F, L>,
     selected: usize,
 }
 
-impl<'a, F: Files> LayerExports<'a, F> {
+impl<'a, F: Files, L: NbdListener> LayerExports<'a, F, L> {
     /// The exports of `handler`.
-    pub fn new(handler: &'a mut BlockHandler<F>) -> LayerExports<'a, F> {
+    pub fn new(handler: &'a mut Monitor<F, L>) -> LayerExports<'a, F, L> {
         LayerExports {
             handler,
             selected: 0,
@@ -34,7 +34,7 @@ impl<'a, F: Files> LayerExports<'a, F> {
     }
 }
 
-impl<F: Files> ExportLookup for LayerExports<'_, F> {
+impl<F: Files, L: NbdListener> ExportLookup for LayerExports<'_, F, L> {
     fn export_names(&self) -> Vec<String> {
         // The handler lists newest first; NBD_OPT_LIST goes by creation.
         self.handler
@@ -59,7 +59,7 @@ impl<F: Files> ExportLookup for LayerExports<'_, F> {
     }
 }
 
-impl<F: Files> NbdBackend for LayerExports<'_, F> {
+impl<F: Files, L: NbdListener> NbdBackend for LayerExports<'_, F, L> {
     fn size(&mut self) -> u64 {
         let Ok(node) = self.node() else { return 0 };
         self.handler

@@ -14,7 +14,7 @@
 //! The pieces: [`args`] splits the command line (getopt's rules and
 //! texts), [`chardev`] reads `--chardev`, [`daemon`] carries the options
 //! out in order and runs the event loop (one thread owns the block layer;
-//! QMP goes through [`strata_qmp::BlockHandler`], which is the only place
+//! QMP goes through [`strata_monitor::Monitor`], which is the only place
 //! that knows JSON), [`exports`] shows the block layer's exports to the
 //! [`nbd`] server, and [`sys`] wraps `poll(2)` and `signalfd(2)`.
 //!

@@ -4,7 +4,7 @@
 
 use super::insta_settings;
 use std::sync::Arc;
-use strata_qmp::scenario::Scenario;
+use strata_sim::scenario::Scenario;
 use strata_sim::{
     compare, explore, outcome_key, qemu_observation, replay_command, scenario, to_dot,
     CompareOptions, Exploration, ExploreOptions, Outcome, Progress, Replay, RunOptions,

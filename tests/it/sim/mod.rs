@@ -8,7 +8,7 @@ mod schedules;
 mod snapshots;
 
 use std::sync::Arc;
-use strata_qmp::scenario::{Observation, Scenario};
+use strata_sim::scenario::{Observation, Scenario};
 use strata_sim::{run, Canonical, RunOptions};
 
 /// The canonical run's observation; panics with the replay command.

@@ -84,7 +84,7 @@ fn a_bad_schedule_is_clamped_not_a_crash() {
 #[test]
 fn a_wait_that_never_completes_times_out_in_virtual_time() {
     let s = std::sync::Arc::new(
-        strata_qmp::scenario::Scenario::from_json(
+        strata_sim::scenario::Scenario::from_json(
             r#"{"name": "never", "images": [{"name": "a.img", "size": "1M"}],
                 "steps": [
                   {"execute": "blockdev-add", "arguments": {"driver": "qcow2", "node-name": "a",

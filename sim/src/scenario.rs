@@ -7,7 +7,7 @@
 //! module only parses and prints; running a scenario is the simulator's job.
 //!
 //! ```
-//! use strata_qmp::scenario::{Scenario, StepKind};
+//! use strata_sim::scenario::{Scenario, StepKind};
 //! let scenario = Scenario::from_json(r#"{
 //!     "name": "s", "images": [{"name": "a.img", "size": "1M"}],
 //!     "steps": [{"execute": "query-jobs"}, {"settle": true}]
@@ -16,10 +16,11 @@
 //! assert!(matches!(scenario.steps[0].kind, StepKind::Execute(_)));
 //! ```
 
-use crate::{validate_command, Command, QObject, QmpError};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use strata_monitor::{Monitor, NbdListener};
+use strata_qmp::{validate_command, Command, CommandHandler, QObject, QmpError};
 
 /// A JSON value without JSON: what a scenario passes as arguments and what
 /// an observation records as returns and event data. Dictionaries keep
@@ -1065,9 +1066,35 @@ impl EventData {
     }
 }
 
-/// A block-layer event in the harness's terms.
-pub fn event_data(event: &strata_jobs::JobEvent) -> EventData {
-    let event = crate::job_event(event);
+/// Runs an `execute` step's command through `monitor`, the one monitor a
+/// run has from its first command to its last, exactly as
+/// qemu-storage-daemon's dispatcher would: the return value or the error,
+/// and the events the command raised.
+pub fn execute<F: strata_block::Files, L: NbdListener>(
+    monitor: &mut Monitor<F, L>,
+    step: &Execute,
+) -> (Result<Datum, ErrorRecord>, Vec<EventData>) {
+    let command = match &step.command {
+        Ok(c) => c.clone(),
+        Err(e) => return (Err(error_record(e)), Vec::new()),
+    };
+    let mut sink = strata_qmp::EventSink::default();
+    let result = monitor.dispatch(command, &mut sink);
+    let events = monitor
+        .take_command_events()
+        .into_iter()
+        .map(|(e, _)| qmp_event_data(e))
+        .collect();
+    (
+        result
+            .map(|v| Datum::from_json(&v))
+            .map_err(|e| error_record(&e)),
+        events,
+    )
+}
+
+/// A QMP event in the harness's terms.
+pub fn qmp_event_data(event: strata_qmp::Event) -> EventData {
     EventData {
         name: event.name,
         data: event
@@ -1076,42 +1103,6 @@ pub fn event_data(event: &strata_jobs::JobEvent) -> EventData {
             .map(Datum::from_json)
             .unwrap_or(Datum::Dict(Vec::new())),
     }
-}
-
-/// Runs an `execute` step's command on `layer` exactly as
-/// qemu-storage-daemon's dispatcher would ([`crate::BlockHandler`]): the
-/// return value or the error, and the events the command raised.
-pub fn execute<F: strata_block::Files>(
-    layer: &mut strata_block::BlockLayer<F>,
-    step: &Execute,
-    placeholder: impl FnOnce() -> strata_block::BlockLayer<F>,
-) -> (Result<Datum, ErrorRecord>, Vec<EventData>) {
-    let command = match &step.command {
-        Ok(c) => c.clone(),
-        Err(e) => return (Err(error_record(e)), Vec::new()),
-    };
-    let mut handler = crate::BlockHandler::new(std::mem::replace(layer, placeholder()));
-    let mut sink = crate::EventSink::default();
-    let result = crate::CommandHandler::dispatch(&mut handler, command, &mut sink);
-    std::mem::swap(layer, handler.layer_mut());
-    let events = handler
-        .take_command_events()
-        .into_iter()
-        .map(|(e, _)| EventData {
-            name: e.name,
-            data: e
-                .data
-                .as_ref()
-                .map(Datum::from_json)
-                .unwrap_or(Datum::Dict(Vec::new())),
-        })
-        .collect();
-    (
-        result
-            .map(|v| Datum::from_json(&v))
-            .map_err(|e| error_record(&e)),
-        events,
-    )
 }
 
 fn error_record(e: &QmpError) -> ErrorRecord {

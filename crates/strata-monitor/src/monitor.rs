@@ -1,110 +1,59 @@
-//! The block layer behind the monitor: [`BlockHandler`] runs every command
-//! of the schema on a [`strata_block::BlockLayer`] and answers with exactly
-//! the members qemu-storage-daemon 10.0.2 answers with.
+//! [`Monitor`]: every command of the schema on one [`BlockLayer`], with
+//! the server-side state qemu-storage-daemon keeps next to it (the NBD
+//! server, the exports and their BlockBackends, the events of the exports),
+//! answering with exactly the members qemu-storage-daemon 10.0.2 answers
+//! with.
 //!
-//! The daemon stays free of JSON: it feeds bytes to a
-//! [`Session`](crate::Session), lets this handler run the commands, steps
-//! the jobs through [`BlockHandler::layer_mut`] and turns what
-//! [`BlockHandler::take_events`] returns into event lines with
-//! [`Session::send_event`](crate::Session::send_event).  Sockets are the
-//! daemon's business too: this handler keeps the NBD server's address and
-//! the exports (each with its BlockBackend in the graph), and the daemon
-//! makes its listening socket and connections follow [`BlockHandler::nbd_server`]
-//! and [`BlockHandler::exports`].
+//! One monitor value lives as long as its block layer: the daemon feeds it
+//! every client's commands, the simulator every step of a scenario, so
+//! nothing a command leaves behind is lost between two commands. Sockets are
+//! the host's business: the NBD server's listening socket is made and
+//! closed through an [`NbdListener`] (real sockets in the daemon,
+//! [`NoListener`] — the server as state only — in the simulator).
 
-use serde_json::{json, Map, Value};
-use strata_block::{
-    BlockLayer, CommitArgs, DriverState, ErrorClass as BlockErrorClass, Files, NamedNodeInfo,
-    StreamArgs, XdbgGraph,
-};
-use strata_formats::Header as Qcow2Header;
+use serde_json::{json, Value};
+use strata_block::{BlockLayer, CommitArgs, DriverState, Files, NamedNodeInfo, StreamArgs};
 use strata_formats::Image;
-use strata_graph::{NodeId, OptValue, Options, Perm, Role, RootId};
-use strata_jobs::{BlockdevOnError, Cancel, JobEvent, Lookup};
-
-use crate::commands::{
-    BlockCommitArgs, BlockExportOptions, BlockStreamArgs, Command, NbdServerStartArgs,
-    ObjectOptions, OnError,
+use strata_graph::{NodeId, Options, Role, RootId};
+use strata_jobs::{Cancel, Lookup};
+use strata_qmp::{
+    BlockCommitArgs, BlockExportOptions, BlockStreamArgs, Command, CommandHandler, Event,
+    EventSink, NbdServerStartArgs, ObjectOptions, QmpError, Timestamp,
 };
-use crate::error::{ErrorClass, QmpError};
-use crate::session::{CommandHandler, Event, EventSink, Timestamp};
 
-/// Where the NBD server listens (`SocketAddress`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NbdAddress {
-    /// A unix domain socket at `path`.
-    Unix {
-        /// The socket's path.
-        path: String,
-    },
-    /// A TCP socket.
-    Inet {
-        /// Host name or address.
-        host: String,
-        /// Port (a number or a service name).
-        port: String,
-    },
+use crate::config::NbdAddress;
+use crate::replies::{
+    block_device_info, block_error, block_graph, block_job_infos, image_info, job_event, job_infos,
+    on_error, options_from_json, qcow2_specific, QCOW2_DIRTY,
+};
+
+/// The host side of `nbd-server-start` and `nbd-server-stop`: the listening
+/// socket. The monitor keeps the server's state and calls this only after
+/// QEMU's own checks passed.
+pub trait NbdListener {
+    /// Binds the listening socket; the error is the command's (QEMU's text,
+    /// e.g. `Failed to bind socket to PATH: Address already in use`).
+    fn listen(&mut self, addr: &NbdAddress) -> Result<(), QmpError>;
+    /// Closes the listening socket and every connection.
+    fn close(&mut self);
 }
 
-impl NbdAddress {
-    /// From a validated flat `SocketAddress` (`--nbd-server addr.type=unix,
-    /// addr.path=P`) or legacy `SocketAddressLegacy` (`nbd-server-start`:
-    /// `{"type": "unix", "data": {"path": P}}`).
-    pub fn from_json(addr: &Value) -> Result<NbdAddress, QmpError> {
-        let data = addr.get("data").unwrap_or(addr);
-        let text = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_string);
-        match addr.get("type").and_then(Value::as_str) {
-            Some("unix") => Ok(NbdAddress::Unix {
-                path: text("path").unwrap_or_default(),
-            }),
-            Some("inet") => Ok(NbdAddress::Inet {
-                host: text("host").unwrap_or_default(),
-                port: text("port").unwrap_or_default(),
-            }),
-            other => Err(QmpError::generic(format!(
-                "strata-qsd serves NBD on unix and inet sockets only, not {}",
-                other.unwrap_or("?")
-            ))),
-        }
+/// An NBD server without sockets: it exists as the monitor's state only,
+/// which is all the simulator needs (exports are checked against it exactly
+/// as in the daemon).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NoListener;
+
+impl NbdListener for NoListener {
+    fn listen(&mut self, _addr: &NbdAddress) -> Result<(), QmpError> {
+        Ok(())
     }
 
-    /// The address of a `--nbd-server` option (validated `NbdServerOptions`).
-    pub fn from_nbd_server_option(options: &Value) -> Result<NbdAddress, QmpError> {
-        NbdAddress::from_json(options.get("addr").unwrap_or(&Value::Null))
-    }
-}
-
-/// A `--monitor` option (`MonitorOptions`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MonitorOption {
-    /// The chardev id.
-    pub chardev: String,
-    /// `pretty`.
-    pub pretty: bool,
-    /// `mode=control` (the default); `readline` otherwise.
-    pub control: bool,
-}
-
-impl MonitorOption {
-    /// From the validated value of [`crate::CliValue::Monitor`].
-    pub fn from_json(options: &Value) -> MonitorOption {
-        MonitorOption {
-            chardev: options
-                .get("chardev")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            pretty: options
-                .get("pretty")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            control: options.get("mode").and_then(Value::as_str) != Some("readline"),
-        }
-    }
+    fn close(&mut self) {}
 }
 
 /// One block export (`block-export-add`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Export {
     /// The export id.
     pub id: String,
@@ -122,9 +71,12 @@ pub struct Export {
 }
 
 /// A [`CommandHandler`] over a [`BlockLayer`]: every command of
-/// qemu-storage-daemon's schema that Strata models.
-pub struct BlockHandler<F: Files> {
+/// qemu-storage-daemon's schema that Strata models, with the server-side
+/// state; `L` makes the NBD server's socket.
+#[derive(Clone)]
+pub struct Monitor<F: Files, L: NbdListener = NoListener> {
     layer: BlockLayer<F>,
+    listener: L,
     nbd_server: Option<NbdAddress>,
     /// Newest first, like QEMU's `block_exports` list.
     exports: Vec<Export>,
@@ -135,17 +87,25 @@ pub struct BlockHandler<F: Files> {
     origin: Timestamp,
     /// Events a command raised: its own client got them ahead of the
     /// response, every other client gets them from
-    /// [`BlockHandler::take_command_events`].
+    /// [`Monitor::take_command_events`].
     command_events: Vec<(Event, Timestamp)>,
     /// How many bytes a file takes on its storage (`actual-size`).
     allocated_size: Option<fn(&str) -> Option<u64>>,
 }
 
-impl<F: Files> BlockHandler<F> {
-    /// A handler owning `layer`.
-    pub fn new(layer: BlockLayer<F>) -> BlockHandler<F> {
-        BlockHandler {
+impl<F: Files> Monitor<F> {
+    /// A monitor owning `layer`, whose NBD server has no sockets.
+    pub fn new(layer: BlockLayer<F>) -> Monitor<F> {
+        Monitor::with_listener(layer, NoListener)
+    }
+}
+
+impl<F: Files, L: NbdListener> Monitor<F, L> {
+    /// A monitor owning `layer`, whose NBD server listens through `listener`.
+    pub fn with_listener(layer: BlockLayer<F>, listener: L) -> Monitor<F, L> {
+        Monitor {
             layer,
+            listener,
             nbd_server: None,
             exports: Vec::new(),
             events: Vec::new(),
@@ -250,12 +210,31 @@ impl<F: Files> BlockHandler<F> {
         std::mem::take(&mut self.command_events)
     }
 
-    /// `--nbd-server` / `nbd-server-start`: records the address; the
-    /// caller makes the socket.
+    /// Feeds the server-side state (the NBD server, the exports, how many
+    /// events wait) into `state`: with the layer's own key, what tells two
+    /// simulated daemons apart.
+    pub fn hash_server_state<H: std::hash::Hasher>(&self, state: &mut H) {
+        use std::hash::Hash;
+        (&self.nbd_server, &self.exports, self.events.len()).hash(state);
+    }
+
+    /// The NBD server's socket side.
+    pub fn listener(&self) -> &L {
+        &self.listener
+    }
+
+    /// The NBD server's socket side, for accepting connections.
+    pub fn listener_mut(&mut self) -> &mut L {
+        &mut self.listener
+    }
+
+    /// `--nbd-server` / `nbd-server-start`: refused while a server runs,
+    /// then the socket, then the server is recorded.
     pub fn nbd_server_start(&mut self, addr: NbdAddress) -> Result<(), QmpError> {
         if self.nbd_server.is_some() {
             return Err(QmpError::generic("NBD server already running"));
         }
+        self.listener.listen(&addr)?;
         self.nbd_server = Some(addr);
         Ok(())
     }
@@ -269,6 +248,7 @@ impl<F: Files> BlockHandler<F> {
         for export in std::mem::take(&mut self.exports) {
             self.delete_export(export);
         }
+        self.listener.close();
         self.nbd_server = None;
         Ok(())
     }
@@ -508,9 +488,13 @@ impl<F: Files> BlockHandler<F> {
     }
 }
 
-impl<F: Files> CommandHandler for BlockHandler<F> {
+impl<F: Files, L: NbdListener> CommandHandler for Monitor<F, L> {
     fn dispatch(&mut self, command: Command, sink: &mut EventSink) -> Result<Value, QmpError> {
+        // The command runs in the monitor's turn of the main loop; the
+        // jobs it starts or wakes run first afterwards.
+        let turn = self.layer.begin_monitor_turn();
         let result = self.run(command);
+        self.layer.end_monitor_turn(turn);
         for (event, timestamp) in self.take_events() {
             sink.emit(event.clone(), timestamp);
             self.command_events.push((event, timestamp));
@@ -519,7 +503,7 @@ impl<F: Files> CommandHandler for BlockHandler<F> {
     }
 }
 
-impl<F: Files> BlockHandler<F> {
+impl<F: Files, L: NbdListener> Monitor<F, L> {
     fn run(&mut self, command: Command) -> Result<Value, QmpError> {
         let layer = &mut self.layer;
         let done = |r: strata_block::Result<()>| r.map(|()| json!({})).map_err(block_error);
@@ -560,8 +544,8 @@ impl<F: Files> BlockHandler<F> {
             Command::JobComplete { id } => done(layer.complete(Lookup::Job, &id)),
             Command::JobFinalize { id } => done(layer.finalize(Lookup::Job, &id)),
             Command::JobDismiss { id } => done(layer.dismiss(Lookup::Job, &id)),
-            Command::QueryJobs => to_json(&layer.jobs().query_jobs()),
-            Command::QueryBlockJobs => to_json(&layer.jobs().query_block_jobs()),
+            Command::QueryJobs => Ok(job_infos(&layer.jobs().query_jobs())),
+            Command::QueryBlockJobs => Ok(block_job_infos(&layer.jobs().query_block_jobs())),
             Command::QueryNamedBlockNodes { flat } => {
                 Ok(self.query_named_block_nodes(flat.unwrap_or(false)))
             }
@@ -590,215 +574,23 @@ impl<F: Files> BlockHandler<F> {
     }
 }
 
-/// A job-layer event as a QMP event (name and data exactly as QEMU's).
-pub fn job_event(event: &JobEvent) -> Event {
-    let value = serde_json::to_value(event).unwrap_or(Value::Null);
-    Event {
-        name: event.name().to_string(),
-        data: value.get("data").cloned(),
-    }
-}
-
-/// Validated `blockdev-add` options (JSON, in the client's order) as the
-/// QDict-like tree the block layer opens nodes from.
-pub fn options_from_json(value: &Value) -> Options {
-    let mut options = Options::new();
-    if let Value::Object(map) = value {
-        for (key, value) in map {
-            options.put(key.clone(), opt_value(value));
-        }
-    }
-    options
-}
-
-fn opt_value(value: &Value) -> OptValue {
-    match value {
-        Value::Null => OptValue::Null,
-        Value::Bool(b) => OptValue::Bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => OptValue::Int(i),
-            // QAPI numbers of the modelled drivers are integers; a uint64
-            // beyond i64 keeps its bits, as QNum's int view does.
-            None => n
-                .as_u64()
-                .map(|u| OptValue::Int(u as i64))
-                .unwrap_or_else(|| OptValue::Str(n.to_string())),
-        },
-        Value::String(s) => OptValue::Str(s.clone()),
-        Value::Array(items) => OptValue::List(items.iter().map(opt_value).collect()),
-        Value::Object(_) => OptValue::Dict(options_from_json(value)),
-    }
-}
-
-fn on_error(policy: OnError) -> BlockdevOnError {
-    match policy {
-        OnError::Report => BlockdevOnError::Report,
-        OnError::Ignore => BlockdevOnError::Ignore,
-        OnError::Enospc => BlockdevOnError::Enospc,
-        OnError::Stop => BlockdevOnError::Stop,
-        OnError::Auto => BlockdevOnError::Auto,
-    }
-}
-
-/// A block-layer refusal with its QMP class and QEMU's text.
-pub fn block_error(err: strata_block::Error) -> QmpError {
-    let class = match err.class() {
-        BlockErrorClass::Generic => ErrorClass::GenericError,
-        BlockErrorClass::DeviceNotFound => ErrorClass::DeviceNotFound,
-        BlockErrorClass::DeviceNotActive => ErrorClass::DeviceNotActive,
-    };
-    QmpError::new(class, err.to_string())
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, QmpError> {
-    serde_json::to_value(value).map_err(|e| QmpError::generic(format!("internal error: {e}")))
-}
-
-/// `XDbgBlockGraph`; permission lists in QEMU's order (it prepends, so the
-/// highest bit comes first).
-fn block_graph(graph: &XdbgGraph) -> Value {
-    let perms = |p: Perm| {
-        let mut names = p.qapi_names();
-        names.reverse();
-        names
-    };
-    json!({
-        "nodes": graph.nodes.iter().map(|n| json!({
-            "id": n.id,
-            "type": n.node_type.as_str(),
-            "name": n.name,
-        })).collect::<Vec<_>>(),
-        "edges": graph.edges.iter().map(|e| json!({
-            "parent": e.parent,
-            "child": e.child,
-            "name": e.name,
-            "perm": perms(e.perm),
-            "shared-perm": perms(e.shared),
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// `ImageInfo` from what the block layer knows of a node.
-fn image_info(info: &NamedNodeInfo, backing: Option<Value>) -> Value {
-    let mut image = Map::new();
-    image.insert("filename".into(), json!(info.file));
-    image.insert("format".into(), json!(info.format));
-    image.insert("dirty-flag".into(), json!(false));
-    // bdrv_getlength counts whole sectors: a file's odd tail rounds up.
-    image.insert(
-        "virtual-size".into(),
-        json!(info.virtual_size.next_multiple_of(512)),
-    );
-    if info.driver == "file" {
-        image.insert(
-            "format-specific".into(),
-            json!({"type": "file", "data": {}}),
-        );
-    }
-    if let Some(backing_file) = &info.backing_file {
-        image.insert("backing-filename".into(), json!(backing_file));
-        image.insert(
-            "full-backing-filename".into(),
-            json!(full_backing_filename(&info.file, backing_file)),
-        );
-        if let Some(format) = &info.backing_format {
-            image.insert("backing-filename-format".into(), json!(format));
-        }
-    }
-    if let Some(backing) = backing {
-        image.insert("backing-image".into(), backing);
-    }
-    Value::Object(image)
-}
-
-/// qcow2's incompatible feature bits QEMU reports.
-const QCOW2_DIRTY: u64 = 1 << 0;
-const QCOW2_CORRUPT: u64 = 1 << 1;
-const QCOW2_EXTENDED_L2: u64 = 1 << 4;
-/// qcow2's compatible feature bit for lazy refcounts.
-const QCOW2_LAZY_REFCOUNTS: u64 = 1 << 0;
-
-/// `qcow2_get_specific_info`: `ImageInfoSpecificQCow2`.
-fn qcow2_specific(header: &Qcow2Header) -> Value {
-    let compression = if header.compression_type == 1 {
-        "zstd"
-    } else {
-        "zlib"
-    };
-    let refcount_bits = 1u64 << header.refcount_order;
-    let data = if header.version == 2 {
-        json!({
-            "compat": "0.10",
-            "refcount-bits": refcount_bits,
-            "compression-type": compression,
-        })
-    } else {
-        json!({
-            "compat": "1.1",
-            "lazy-refcounts": header.compatible_features & QCOW2_LAZY_REFCOUNTS != 0,
-            "corrupt": header.incompatible_features & QCOW2_CORRUPT != 0,
-            "extended-l2": header.incompatible_features & QCOW2_EXTENDED_L2 != 0,
-            "refcount-bits": refcount_bits,
-            "compression-type": compression,
-        })
-    };
-    json!({"type": "qcow2", "data": data})
-}
-
-/// `bdrv_get_full_backing_filename`: a relative backing file name is
-/// relative to the directory of the image that names it.
-fn full_backing_filename(image: &str, backing: &str) -> String {
-    if backing.starts_with('/') || backing.starts_with("json:") || image.starts_with("json:") {
-        return backing.to_string();
-    }
-    match image.rfind('/') {
-        Some(slash) => format!("{}{}", &image[..=slash], backing),
-        None => backing.to_string(),
-    }
-}
-
-/// `BlockDeviceInfo`: throttling and cache settings are QEMU's defaults
-/// (Strata has no per-node I/O limits or cache modes).
-fn block_device_info(
-    info: &NamedNodeInfo,
-    image: Value,
-    depth: usize,
-    backing_file: Option<String>,
-) -> Value {
-    let mut device = json!({
-        "file": info.file,
-        "node-name": info.node_name,
-        "ro": info.read_only,
-        "drv": info.driver,
-        "backing_file_depth": depth,
-        "encrypted": false,
-        "detect_zeroes": "off",
-        "bps": 0, "bps_rd": 0, "bps_wr": 0,
-        "iops": 0, "iops_rd": 0, "iops_wr": 0,
-        "image": image,
-        "write_threshold": 0,
-        "cache": {"writeback": true, "direct": false, "no-flush": false},
-        "active": true,
-    });
-    if let Some(backing_file) = backing_file {
-        device["backing_file"] = json!(backing_file);
-    }
-    device
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{Session, SessionConfig};
+    use crate::config::MonitorOption;
+    use crate::replies::full_backing_filename;
     use strata_block::MemFiles;
     use strata_formats::MemStorage;
+    use strata_graph::OptValue;
+    use strata_jobs::JobEvent;
+    use strata_qmp::{Session, SessionConfig};
 
     /// A handler over one 1 MiB raw file `disk.img`, and a negotiated
     /// session on it.
-    fn handler() -> (BlockHandler<MemFiles>, Session) {
+    fn handler() -> (Monitor<MemFiles>, Session) {
         let mut files = MemFiles::new();
         files.insert("disk.img", MemStorage::from_bytes(&vec![0u8; 1 << 20]));
-        let mut handler = BlockHandler::new(BlockLayer::new(files, 7));
+        let mut handler = Monitor::new(BlockLayer::new(files, 7));
         handler.set_clock_origin(Timestamp {
             seconds: 1_700_000_000,
             microseconds: 999_999,
@@ -809,11 +601,7 @@ mod tests {
         (handler, session)
     }
 
-    fn exchange(
-        session: &mut Session,
-        handler: &mut BlockHandler<MemFiles>,
-        request: &str,
-    ) -> String {
+    fn exchange(session: &mut Session, handler: &mut Monitor<MemFiles>, request: &str) -> String {
         session.feed(request.as_bytes(), handler);
         String::from_utf8(session.take_output()).unwrap()
     }
