@@ -41,6 +41,7 @@
 
 mod catalog;
 mod compare;
+mod daemon_loop;
 mod error;
 mod explore;
 mod graph;
@@ -52,6 +53,7 @@ mod world;
 
 pub use catalog::{qemu_observation, scenario, scenarios, sim_dir, Catalog};
 pub use compare::{block_job_order, compare, fold_transients, outcome_key, CompareOptions};
+pub use daemon_loop::run_like_daemon;
 pub use error::{Error, Result};
 pub use explore::{explore, Exploration, ExploreOptions, Outcome, Progress};
 pub use graph::{normalised_graph, to_dot};

@@ -264,6 +264,24 @@ impl World {
         self.entered_ns + (seconds * NS) as u64
     }
 
+    /// Whether the client has something for the monitor now: the daemon's
+    /// monitor socket is readable.
+    pub fn monitor_readable(&self) -> bool {
+        self.finished.is_none() && self.client_ready()
+    }
+
+    /// The daemon's stepping ([`BlockLayer::run_jobs`]) at the current
+    /// virtual time, with the events it raised taken as the daemon sends
+    /// them.
+    pub fn run_jobs_as_daemon(&mut self) -> Result<()> {
+        let now = self.now_ns();
+        self.monitor
+            .layer_mut()
+            .run_jobs(&mut || now, &mut || true)
+            .map_err(|e| Error::Scenario(format!("stepping jobs: {e}")))?;
+        self.drain_monitor_events()
+    }
+
     fn client_ready(&self) -> bool {
         let Some(step) = self.scenario.steps.get(self.step) else {
             return self.settle_ready();
@@ -285,7 +303,9 @@ impl World {
         }
     }
 
-    fn client_deadline(&self) -> Option<u64> {
+    /// When the client's current step times out (a sleep's end, a wait's
+    /// or a settle's timeout).
+    pub fn client_deadline(&self) -> Option<u64> {
         let timeout = match self.scenario.steps.get(self.step).map(|s| &s.kind) {
             Some(StepKind::Sleep(s)) => *s,
             Some(StepKind::Wait(w)) => w.timeout,

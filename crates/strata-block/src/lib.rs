@@ -23,7 +23,7 @@ pub use commit::{CommitArgs, CommitJob, COMMIT_BUFFER_SIZE};
 pub use error::{strerror, Error, ErrorClass, Result};
 pub use files::{Files, HostFiles, MemFiles};
 pub use layer::{BlockJob, BlockLayer, TimedEvent};
-pub use main_loop::{MainLoop, MonitorTurn, Runnable};
+pub use main_loop::{MainLoop, MonitorTurn, Runnable, Wakeup};
 pub use mirror::{ActiveCommitJob, MIRROR_MAX_IO_BYTES};
 pub use query::{NamedNodeInfo, XdbgEdge, XdbgGraph, XdbgNode, XdbgNodeType};
 pub use state::{DriverState, InjectError, SetState};

@@ -41,6 +41,17 @@ pub enum Runnable {
     Monitor,
 }
 
+/// What the main loop does next when no command comes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Wakeup {
+    /// A job is listed first: it steps now.
+    Now,
+    /// Every job sleeps: the earliest timer, in virtual nanoseconds.
+    Timer(u64),
+    /// Nothing but the monitor can run.
+    Monitor,
+}
+
 /// What the main loop remembers of who ran: enough to list the runnable
 /// things in QEMU's order.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Default)]
@@ -233,6 +244,17 @@ impl<F: Files> BlockLayer<F> {
             if !keep_going() {
                 return Ok(steps);
             }
+        }
+    }
+
+    /// What the main loop does next if no command comes: the daemon polls
+    /// its sockets without waiting, until the timer, or until a client
+    /// speaks.
+    pub fn next_wakeup(&self) -> Wakeup {
+        match (self.runnable().first(), self.next_timer()) {
+            (Some(Runnable::Job(_)), _) => Wakeup::Now,
+            (_, Some(t)) => Wakeup::Timer(t),
+            (_, None) => Wakeup::Monitor,
         }
     }
 }

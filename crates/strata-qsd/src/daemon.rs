@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use strata_block::{BlockLayer, HostFiles, Runnable};
+use strata_block::{BlockLayer, HostFiles, Wakeup};
 use strata_monitor::{Monitor, MonitorOption, NbdAddress, NbdListener};
 use strata_qmp::{
     parse_cli_option, CliOption, CliValue, Command, CommandHandler, Event, EventSink, QmpError,
@@ -430,15 +430,16 @@ impl Daemon {
         let now = self.now_ns();
         let layer = self.monitor.layer_mut();
         layer.advance_to(now);
-        if matches!(layer.runnable().first(), Some(Runnable::Job(_))) {
-            return Some(0);
+        match layer.next_wakeup() {
+            Wakeup::Now => Some(0),
+            Wakeup::Timer(t) => {
+                // At least 1 ms: a timer that is due without making a job
+                // runnable must not turn the loop into a busy wait.
+                let ms = t.saturating_sub(now).div_ceil(1_000_000).max(1);
+                Some(ms.min(i32::MAX as u64) as i32)
+            }
+            Wakeup::Monitor => None,
         }
-        layer.next_timer().map(|t| {
-            // At least 1 ms: a timer that is due without making a job
-            // runnable must not turn the loop into a busy wait.
-            let ms = t.saturating_sub(now).div_ceil(1_000_000).max(1);
-            ms.min(i32::MAX as u64) as i32
-        })
     }
 
     fn interests(&self) -> (Vec<Interest>, Vec<Owner>) {

@@ -2,7 +2,9 @@
 //! and the shared conformance harness's (`golden/`).
 
 use super::canonical;
-use strata_sim::{compare, qemu_observation, scenarios, Catalog, CompareOptions};
+use strata_sim::{
+    compare, qemu_observation, run_like_daemon, scenarios, Catalog, CompareOptions, RunOptions,
+};
 
 /// Scenarios whose canonical run differs from QEMU's observation, with
 /// why; the test fails when the list is not exactly the set of differing
@@ -69,6 +71,33 @@ fn the_shared_harness_scenarios_replay_to_qemus_golden_observations() {
         }
     }
     assert_eq!(differing, Vec::<String>::new(), "{}", harness.describe());
+}
+
+/// strata-qsd's loop (step the jobs the block layer's main loop lists
+/// first, then poll until its next wakeup or a client command) run on
+/// memory storage gives every scenario, the project's and the shared
+/// harness's, exactly the canonical schedule's observation: the daemon and
+/// the simulator cannot order things differently.
+#[test]
+fn the_daemons_loop_observes_what_the_canonical_schedule_observes() {
+    let shared = Catalog::shared_harness().expect(
+        "../shared/conformance (the shared harness's scenarios) is missing beside the checkout",
+    );
+    let mut differing = Vec::new();
+    let mut checked = 0;
+    for catalog in [Catalog::project(), shared] {
+        for s in &catalog.scenarios().expect("scenarios") {
+            let daemon = run_like_daemon(s, RunOptions::default())
+                .unwrap_or_else(|e| panic!("{}: the daemon's loop failed: {e}", s.name));
+            let diffs = compare(&canonical(s), &daemon, CompareOptions::WITH_VOLATILE);
+            if let Some(first) = diffs.first() {
+                differing.push(format!("{}: {first}", s.name));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 100, "only {checked} scenarios");
+    assert_eq!(differing, Vec::<String>::new());
 }
 
 #[test]
