@@ -4,6 +4,7 @@
 use crate::driver::Driver;
 use strata_graph::{EdgeId, Graph, NodeId, OptValue, Options};
 use strata_perm::{BlockGraph, Result};
+use strata_qmp::{to_qemu_json, QDict, QObject};
 
 /// The longest filename QEMU keeps (`PATH_MAX`); longer `json:` names are
 /// cut and end in `...`.
@@ -195,8 +196,11 @@ fn child_field(
     }
 }
 
+/// `json:{...}`: the options as `qobject_to_json` prints the QDict, cut at
+/// `PATH_MAX` like QEMU's `bdrv_refresh_filename`.
 fn json_filename(opts: &Options) -> String {
-    let mut name = format!("json:{}", opts.to_qemu_json());
+    let qdict = QObject::Dict(qdict(opts));
+    let mut name = format!("json:{}", to_qemu_json(&qdict, false));
     if name.len() >= PATH_MAX {
         let mut cut = PATH_MAX - 4;
         while !name.is_char_boundary(cut) {
@@ -206,4 +210,25 @@ fn json_filename(opts: &Options) -> String {
         name.push_str("...");
     }
     name
+}
+
+/// The options as the QDict they stand for (insertion order kept: it
+/// decides QEMU's order among keys of one hash bucket).
+fn qdict(opts: &Options) -> QDict {
+    let mut dict = QDict::new();
+    for (key, value) in opts.iter() {
+        dict.insert(key, qobject(value));
+    }
+    dict
+}
+
+fn qobject(value: &OptValue) -> QObject {
+    match value {
+        OptValue::Str(s) => QObject::Str(s.clone()),
+        OptValue::Int(n) => QObject::Int(*n),
+        OptValue::Bool(b) => QObject::Bool(*b),
+        OptValue::Null => QObject::Null,
+        OptValue::Dict(d) => QObject::Dict(qdict(d)),
+        OptValue::List(items) => QObject::List(items.iter().map(qobject).collect()),
+    }
 }

@@ -107,6 +107,10 @@ fn id_wellformed_is_letter_first_then_alnum_or_dash_dot_underscore() {
     ];
     for (id, ok) in rows {
         assert_eq!(id_wellformed(id), ok, "{id:?}");
+        // Node names (strata-graph) and job ids (strata-jobs) follow the
+        // same util/id.c rule; each leaf crate keeps its own copy so that
+        // neither depends on the other, and this keeps them equal.
+        assert_eq!(strata_jobs::id_wellformed(id), ok, "job id {id:?}");
     }
 }
 
