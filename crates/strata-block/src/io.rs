@@ -197,6 +197,25 @@ impl<F: Files> BlockCore<F> {
         }
     }
 
+    /// A write through an active commit's `mirror_top` (already done on
+    /// its child): the same bytes go to the base, so that the base keeps
+    /// up with the guest (`data == None`: zeroes).
+    pub(crate) fn mirror_top_write(
+        &mut self,
+        mirror_top: NodeId,
+        offset: u64,
+        data: Option<&[u8]>,
+        len: u64,
+    ) -> io::Result<()> {
+        let Some(&target) = self.mirror_targets.get(&mirror_top) else {
+            return Ok(());
+        };
+        match data {
+            Some(data) => self.write(target, offset, data),
+            None => self.write_zeroes(target, offset, len),
+        }
+    }
+
     /// What one layer holds at `offset` (`bdrv_co_block_status` of that
     /// node alone): a format's mapping, data for protocol nodes, and the
     /// filtered child's answer for filters.

@@ -1,118 +1,13 @@
 //! [`BlockLayer`]: the block core plus the jobs, the event queue and the
 //! virtual clock; the typed operations behind QEMU's QMP commands.
 
-use crate::commit::CommitJob;
 use crate::core::{BlockCore, ThrottleGroup};
 use crate::error::{Error, Result};
 use crate::files::Files;
+use crate::jobs::{BlockJob, CommitArgs, Launch, StreamArgs};
 use crate::main_loop::{MainLoop, Runnable};
-use crate::mirror::ActiveCommitJob;
-use crate::stream::{StreamArgs, StreamJob};
 use std::collections::BTreeMap;
-use strata_jobs::{
-    Cancel, JobCore, JobCtl, JobDriver, JobEvent, JobFailure, JobSpec, JobType, Jobs, Lookup,
-    RunStep,
-};
-
-/// A block job's driver: the job kinds Strata models.
-#[derive(Clone, Debug)]
-pub enum BlockJob {
-    /// `block-stream`.
-    Stream(StreamJob),
-    /// `block-commit` of an intermediate image (`commit_start`).
-    Commit(CommitJob),
-    /// `block-commit` of the active layer (`commit_active_start`, mirror-based).
-    ActiveCommit(ActiveCommitJob),
-}
-
-impl BlockJob {
-    /// The job's own parent in the graph (the `BlockJob`'s children).
-    fn job_root(&self) -> strata_graph::RootId {
-        match self {
-            BlockJob::Stream(s) => s.job_root,
-            BlockJob::Commit(c) => c.job_root,
-            BlockJob::ActiveCommit(m) => m.job_root,
-        }
-    }
-}
-
-impl<F: Files> JobDriver<BlockCore<F>> for BlockJob {
-    fn job_type(&self) -> JobType {
-        match self {
-            BlockJob::Stream(_) => JobType::Stream,
-            BlockJob::Commit(_) | BlockJob::ActiveCommit(_) => JobType::Commit,
-        }
-    }
-
-    fn run_step(&mut self, job: &mut JobCtl<'_>, core: &mut BlockCore<F>) -> RunStep {
-        match self {
-            BlockJob::Stream(s) => s.run_step(job, core),
-            BlockJob::Commit(c) => c.run_step(job, core),
-            BlockJob::ActiveCommit(m) => m.run_step(job, core),
-        }
-    }
-
-    fn prepare(
-        &mut self,
-        _job: &JobCore,
-        core: &mut BlockCore<F>,
-    ) -> std::result::Result<(), JobFailure> {
-        match self {
-            BlockJob::Stream(s) => s.prepare(core),
-            BlockJob::Commit(c) => c.prepare(core),
-            BlockJob::ActiveCommit(m) => m.exit(core, false),
-        }
-    }
-
-    fn abort(&mut self, _job: &JobCore, core: &mut BlockCore<F>) {
-        match self {
-            BlockJob::Stream(_) => {}
-            BlockJob::Commit(c) => c.abort(core),
-            BlockJob::ActiveCommit(m) => {
-                let _ = m.exit(core, true);
-            }
-        }
-    }
-
-    fn clean(&mut self, _job: &JobCore, core: &mut BlockCore<F>) {
-        match self {
-            BlockJob::Stream(s) => s.clean(core),
-            BlockJob::Commit(c) => c.clean(core),
-            BlockJob::ActiveCommit(_) => {}
-        }
-    }
-
-    fn can_complete(&self) -> bool {
-        matches!(self, BlockJob::ActiveCommit(_))
-    }
-
-    fn complete(
-        &mut self,
-        job: &JobCore,
-        _core: &mut BlockCore<F>,
-    ) -> std::result::Result<(), String> {
-        match self {
-            BlockJob::ActiveCommit(m) => m.complete(job),
-            _ => Ok(()),
-        }
-    }
-
-    fn cancel(&mut self, job: &JobCore, force: bool) -> bool {
-        match self {
-            // mirror_cancel: before READY every cancel is forced.
-            BlockJob::ActiveCommit(_) => force || !job.is_ready(),
-            _ => true,
-        }
-    }
-
-    fn free(&mut self, _job: &JobCore, core: &mut BlockCore<F>) {
-        core.release_root(self.job_root());
-    }
-
-    fn free_closes_a_node(&self, _job: &JobCore, core: &BlockCore<F>) -> bool {
-        core.release_closes_a_node(self.job_root())
-    }
-}
+use strata_jobs::{Cancel, JobEvent, Jobs, Lookup};
 
 /// An event with the virtual time it was emitted at.
 #[derive(Clone, PartialEq, Debug)]
@@ -222,52 +117,13 @@ impl<F: Files> BlockLayer<F> {
 
     /// `block-stream`.
     pub fn block_stream(&mut self, args: &StreamArgs) -> Result<()> {
-        let plan = self.core.stream_check(args)?;
-        let job_id = match &args.job_id {
-            Some(id) => id.clone(),
-            None => self.core.bg.device_name(plan.bs).unwrap_or_default(),
-        };
-        let stream = self.core.stream_prepare_graph(&plan, args, &job_id)?;
-        let spec = job_spec(
-            &job_id,
-            args.auto_finalize,
-            args.auto_dismiss,
-            args.on_error,
-        );
-        let created = self.with_jobs(|jobs, _, events| {
-            jobs.create(spec, BlockJob::Stream(stream.clone()), events)
-        });
-        if let Err(err) = created {
-            let mut doomed = stream;
-            doomed.clean(&mut self.core);
-            self.core.release_root(doomed.job_root);
-            return Err(err.into());
-        }
-        let attached = self
-            .core
-            .stream_attach_main(&stream)
-            .and_then(|_| self.set_initial_speed(&job_id, args.speed));
-        let attached = attached.and_then(|_| self.core.stream_attach_job(&stream));
-        if let Err(err) = attached {
-            // stream_start's fail path: the job goes, then the filter, and
-            // the top is read-only again if it was.
-            self.with_jobs(|jobs, core, events| jobs.early_fail(&job_id, core, events))?;
-            let mut doomed = stream;
-            doomed.clean(&mut self.core);
-            return Err(err);
-        }
-        self.with_jobs(|jobs, _, events| jobs.start(&job_id, events))?;
-        Ok(())
+        self.with_jobs(|jobs, core, events| Launch::new(jobs, core, events).block_stream(args))
     }
 
-    pub(crate) fn set_initial_speed(&mut self, job_id: &str, speed: Option<i64>) -> Result<()> {
-        match speed {
-            Some(speed) if speed != 0 => {
-                self.with_jobs(|jobs, core, events| jobs.set_speed(job_id, speed, core, events))?;
-                Ok(())
-            }
-            _ => Ok(()),
-        }
+    /// `block-commit`: QEMU's checks, then an intermediate commit or an
+    /// active (mirror-based) commit.
+    pub fn block_commit(&mut self, args: &CommitArgs) -> Result<()> {
+        self.with_jobs(|jobs, core, events| Launch::new(jobs, core, events).block_commit(args))
     }
 
     /// The ids of the jobs that can step now, in creation order.
@@ -332,23 +188,4 @@ impl<F: Files> BlockLayer<F> {
     pub fn dismiss(&mut self, lookup: Lookup, id: &str) -> Result<()> {
         Ok(self.with_jobs(|jobs, core, events| jobs.dismiss(lookup, id, core, events))?)
     }
-}
-
-pub(crate) fn job_spec(
-    id: &str,
-    auto_finalize: Option<bool>,
-    auto_dismiss: Option<bool>,
-    on_error: Option<strata_jobs::BlockdevOnError>,
-) -> JobSpec {
-    let mut spec = JobSpec::new(id);
-    if let Some(f) = auto_finalize {
-        spec = spec.with_auto_finalize(f);
-    }
-    if let Some(d) = auto_dismiss {
-        spec = spec.with_auto_dismiss(d);
-    }
-    if let Some(e) = on_error {
-        spec = spec.with_on_error(e);
-    }
-    spec
 }

@@ -2,30 +2,30 @@
 #![deny(missing_docs)]
 
 mod admin;
-mod commit;
 mod core;
 mod error;
 mod export;
 mod files;
 mod invariants;
 mod io;
+mod jobs;
 mod layer;
 mod main_loop;
-mod mirror;
 mod open;
 mod query;
 mod state;
 mod state_key;
-mod stream;
 
 pub use crate::core::{BlockCore, ThrottleGroup};
-pub use commit::{CommitArgs, CommitJob, COMMIT_BUFFER_SIZE};
 pub use error::{strerror, Error, ErrorClass, Result};
 pub use files::{Files, HostFiles, MemFiles};
-pub use layer::{BlockJob, BlockLayer, TimedEvent};
+pub use jobs::{
+    header_backing, new_backing_node, stream_bounds, ActiveCommitJob, BackingChoice, BlockJob,
+    CommitArgs, CommitJob, NotInChain, StreamArgs, StreamBounds, StreamJob, COMMIT_BUFFER_SIZE,
+    MIRROR_MAX_IO_BYTES, STREAM_CHUNK,
+};
+pub use layer::{BlockLayer, TimedEvent};
 pub use main_loop::{MainLoop, MonitorTurn, Runnable, Wakeup};
-pub use mirror::{ActiveCommitJob, MIRROR_MAX_IO_BYTES};
 pub use query::{NamedNodeInfo, XdbgEdge, XdbgGraph, XdbgNode, XdbgNodeType};
 pub use state::{DriverState, InjectError, SetState};
 pub use strata_formats::ExtentKind;
-pub use stream::{StreamArgs, StreamJob, STREAM_CHUNK};

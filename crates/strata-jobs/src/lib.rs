@@ -205,7 +205,6 @@ mod job;
 mod jobs;
 mod ratelimit;
 mod status;
-mod stream_base;
 
 pub use driver::{JobDriver, RunStep};
 pub use error::{Errno, Error, ErrorClass, ErrorKind, JobFailure, Result};
@@ -217,7 +216,4 @@ pub use ratelimit::{RateLimit, BLOCK_JOB_SLICE_TIME};
 pub use status::{
     BlockErrorAction, BlockdevOnError, IoOperation, IoStatus, JobStatus, JobTable, JobType,
     JobVerb, MirrorCopyMode,
-};
-pub use stream_base::{
-    header_backing, new_backing_node, stream_bounds, BackingChoice, NotInChain, StreamBounds,
 };

@@ -7,10 +7,9 @@
 //!   implements them over its block layer; [`MemoryBackend`] is an
 //!   in-memory disk).
 //! * [`Session`]: the protocol, sans I/O — bytes in, bytes out.
-//! * [`server`]: sockets — a blocking [`serve_connection`], a non-blocking
-//!   [`Connection`] for an event loop that owns the block layer, and a
-//!   thread-per-connection [`ThreadedServer`] whose connection threads
-//!   forward backend calls over channels to the owner thread.
+//! * [`server`]: sockets — a blocking [`serve_connection`] and a
+//!   non-blocking [`Connection`] for an event loop that owns the block
+//!   layer.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -33,7 +32,6 @@
 //! ```
 
 mod backend;
-mod handoff;
 pub mod server;
 mod session;
 mod wire;
@@ -41,9 +39,6 @@ mod wire;
 pub use backend::{
     ExportLookup, MemoryBackend, NbdBackend, ZeroFlags, NBD_STATE_HOLE, NBD_STATE_ZERO,
 };
-pub use server::{
-    serve_connection, CallReceiver, Connection, ExportCall, NbdAddress, NbdListener, NbdStream,
-    Pump, RemoteExports, ThreadedServer,
-};
+pub use server::{serve_connection, Connection, NbdAddress, NbdListener, NbdStream, Pump};
 pub use session::{Closed, ProtocolError, ProtocolErrorKind, Session, SessionConfig};
 pub use wire::{nbd_errno, MAX_BUFFER_SIZE};

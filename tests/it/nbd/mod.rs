@@ -1,10 +1,8 @@
 //! strata-qsd's NBD server against the real QEMU 10.0.2 tools.
 //!
 //! Every test starts a server on a Unix socket in a temporary directory over
-//! in-memory exports ([`MemoryBackend`]), in one of the two ways the daemon
-//! can run it: the single-threaded event loop ([`Connection`]) or the
-//! thread-per-connection server ([`ThreadedServer`]) whose calls the owner
-//! thread runs.  Then `qemu-img`, `qemu-io` and `qemu-nbd` talk to it, and
+//! in-memory exports ([`MemoryBackend`]), run the daemon's way: one thread
+//! pumps non-blocking [`Connection`]s.  Then `qemu-img`, `qemu-io` and `qemu-nbd` talk to it, and
 //! [`oracle`] replays raw exchanges against `qemu-storage-daemon` and our
 //! server and compares the bytes.
 
@@ -19,21 +17,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use strata_qsd::nbd::{
-    Connection, MemoryBackend, NbdAddress, NbdListener, Pump, SessionConfig, ThreadedServer,
-};
+use strata_qsd::nbd::{Connection, MemoryBackend, NbdAddress, NbdListener, Pump, SessionConfig};
 
 /// Exports by name: backend and description.
 pub type Exports = BTreeMap<String, (MemoryBackend, Option<String>)>;
-
-/// How the server under test is driven.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Non-blocking [`Connection`]s pumped by one owner thread.
-    EventLoop,
-    /// [`ThreadedServer`]: a thread per connection, calls run by the owner.
-    Threaded,
-}
 
 /// A running server; [`finish`](Server::finish) stops it and returns the exports.
 pub struct Server {
@@ -45,16 +32,13 @@ pub struct Server {
 
 impl Server {
     /// Serve `exports` on a fresh socket.
-    pub fn start(mode: Mode, exports: Exports) -> Server {
+    pub fn start(exports: Exports) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("nbd.sock");
         let listener = NbdListener::bind(&NbdAddress::Unix(socket.clone())).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let owner = std::thread::spawn(move || match mode {
-            Mode::EventLoop => event_loop(listener, exports, &flag),
-            Mode::Threaded => threaded(listener, exports, &flag),
-        });
+        let owner = std::thread::spawn(move || event_loop(listener, exports, &flag));
         Server {
             _dir: dir,
             socket,
@@ -106,19 +90,6 @@ fn event_loop(listener: NbdListener, mut exports: Exports, stop: &AtomicBool) ->
         // No poll(2) here: a short nap keeps the test loop simple.
         std::thread::sleep(Duration::from_micros(200));
     }
-    exports
-}
-
-/// Thread per connection; this thread runs the forwarded calls.
-fn threaded(listener: NbdListener, mut exports: Exports, stop: &AtomicBool) -> Exports {
-    let server = ThreadedServer::start(listener, SessionConfig::default()).unwrap();
-    while !stop.load(Ordering::SeqCst) {
-        if let Ok(call) = server.calls().recv_timeout(Duration::from_millis(5)) {
-            call.run(&mut exports);
-            server.run_pending(&mut exports);
-        }
-    }
-    server.shutdown();
     exports
 }
 

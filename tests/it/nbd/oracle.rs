@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use strata_qsd::nbd::{MemoryBackend, NbdBackend};
 
-use super::{exports, Mode, Server};
+use super::{exports, Server};
 
 const QSD: &str = "qemu-storage-daemon";
 const MIB: u64 = 1024 * 1024;
@@ -104,7 +104,7 @@ fn ours() -> Server {
         ("ro", disk.clone().into_read_only(), Some("hello")),
         ("sp", disk, None),
     ];
-    Server::start(Mode::EventLoop, exports(list))
+    Server::start(exports(list))
 }
 
 fn read_exact(s: &mut UnixStream, n: usize) -> Result<Vec<u8>, String> {

@@ -3,9 +3,9 @@
 //! conformance scenario is named on each row), under QEMU's rule and under
 //! the thread's alternatives.
 
+use strata_block::{header_backing, new_backing_node, stream_bounds, BackingChoice};
 use strata_filters::{driver_perms, refresh_filename, BackingFileInfo, Driver};
 use strata_graph::{NodeId, NodeSpec, OptValue, Options, Role};
-use strata_jobs::{header_backing, new_backing_node, stream_bounds, BackingChoice};
 use strata_perm::BlockGraph;
 
 fn s(v: &str) -> OptValue {

@@ -1,31 +1,20 @@
-//! Sockets for [`Session`]s: listening, a blocking loop, a non-blocking
-//! connection for an event loop, and a thread-per-connection server.
+//! Sockets for [`Session`]s: listening, a blocking loop, and a non-blocking
+//! connection for an event loop.
 //!
-//! The daemon owns its block layer on one thread.  Two ways to serve NBD
-//! from it:
-//!
-//! * **Event loop** (no threads): [`NbdListener::bind`], set it non-blocking,
-//!   [`NbdListener::accept`] new streams into [`Connection`]s and call
-//!   [`Connection::pump`] with the exports whenever the loop runs (or when
-//!   `poll(2)` says a stream's fd is ready; see [`Connection::wants_write`]).
-//! * **Threads**: [`ThreadedServer::start`] accepts and runs one thread per
-//!   connection; backend calls come back to the owner as [`ExportCall`]s on
-//!   [`ThreadedServer::calls`], to be [`run`](ExportCall::run) against the
-//!   exports.
+//! The daemon owns its block layer on one thread and serves NBD from its
+//! event loop: [`NbdListener::bind`], set it non-blocking,
+//! [`NbdListener::accept`] new streams into [`Connection`]s and call
+//! [`Connection::pump`] with the exports whenever the loop runs (or when
+//! `poll(2)` says a stream's fd is ready; see [`Connection::wants_write`]).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use super::backend::ExportLookup;
 use super::session::{Closed, Session, SessionConfig};
-
-pub use super::handoff::{CallReceiver, ExportCall, RemoteExports};
 
 /// Where a server listens (`nbd-server-start`'s `addr`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,14 +97,6 @@ impl NbdListener {
                 Ok(NbdAddress::Unix(path.to_path_buf()))
             }
             NbdListener::Tcp(l) => l.local_addr().map(NbdAddress::Tcp),
-        }
-    }
-
-    /// Connect to this listener (used to wake a blocked `accept`).
-    fn poke(&self) -> io::Result<()> {
-        match self.local_addr()? {
-            NbdAddress::Unix(path) => UnixStream::connect(path).map(drop),
-            NbdAddress::Tcp(sa) => TcpStream::connect(sa).map(drop),
         }
     }
 }
@@ -365,117 +346,6 @@ impl<S: Read + Write> Connection<S> {
     }
 }
 
-/// A thread-per-connection server whose connection threads forward every
-/// backend call to the thread that owns the exports.
-///
-/// The owner receives [`ExportCall`]s from [`calls`](Self::calls) (blocking,
-/// `try_recv`, or in a `crossbeam::select!` with its other channels) and
-/// runs each with [`ExportCall::run`].  Dropping the server (or
-/// [`shutdown`](Self::shutdown)) stops accepting; connections end when their
-/// clients leave, or at once with `ESHUTDOWN` replies once the owner drops
-/// the receiver.
-#[derive(Debug)]
-pub struct ThreadedServer {
-    listener: Arc<NbdListener>,
-    calls: CallReceiver,
-    stop: Arc<AtomicBool>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-impl ThreadedServer {
-    /// Start accepting on `listener` (which must be blocking).
-    pub fn start(listener: NbdListener, config: SessionConfig) -> io::Result<ThreadedServer> {
-        let listener = Arc::new(listener);
-        let (exports, calls) = RemoteExports::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let acceptor = {
-            let (listener, stop) = (Arc::clone(&listener), Arc::clone(&stop));
-            std::thread::Builder::new()
-                .name("nbd-accept".into())
-                .spawn(move || accept_loop(&listener, &stop, &exports, &config))?
-        };
-        Ok(ThreadedServer {
-            listener,
-            calls,
-            stop,
-            acceptor: Some(acceptor),
-        })
-    }
-
-    /// Backend calls from the connection threads.
-    pub fn calls(&self) -> &CallReceiver {
-        &self.calls
-    }
-
-    /// Run every call that is waiting now; returns how many ran.
-    pub fn run_pending(&self, exports: &mut dyn ExportLookup) -> usize {
-        let mut ran = 0;
-        while let Ok(call) = self.calls.try_recv() {
-            call.run(exports);
-            ran += 1;
-        }
-        ran
-    }
-
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> io::Result<NbdAddress> {
-        self.listener.local_addr()
-    }
-
-    /// Stop accepting connections and wait for the accepting thread.
-    pub fn shutdown(mut self) {
-        self.stop_accepting();
-    }
-
-    fn stop_accepting(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(acceptor) = self.acceptor.take() {
-            // Wake the blocked accept().  If that fails (say the socket file
-            // was removed) the thread cannot be woken: leave it detached
-            // rather than hang here.
-            if self.listener.poke().is_ok() {
-                let _ = acceptor.join();
-            }
-        }
-    }
-}
-
-impl Drop for ThreadedServer {
-    fn drop(&mut self) {
-        self.stop_accepting();
-    }
-}
-
-fn accept_loop(
-    listener: &NbdListener,
-    stop: &AtomicBool,
-    exports: &RemoteExports,
-    config: &SessionConfig,
-) {
-    while !stop.load(Ordering::SeqCst) {
-        let stream = match listener.accept() {
-            Ok(stream) => stream,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // Out of descriptors and the like: back off instead of spinning.
-            Err(_) => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-                continue;
-            }
-        };
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let (mut exports, config) = (exports.clone(), config.clone());
-        let spawned = std::thread::Builder::new()
-            .name("nbd-conn".into())
-            .spawn(move || serve_connection(stream, config, &mut exports));
-        if spawned.is_err() {
-            // Out of threads: the stream was dropped, so the client sees EOF.
-            continue;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -571,29 +441,5 @@ mod tests {
         assert!(path.exists(), "std leaves the socket file behind");
         let again = NbdListener::bind(&NbdAddress::Unix(path.clone())).unwrap();
         assert_eq!(again.local_addr().unwrap(), NbdAddress::Unix(path));
-    }
-
-    #[test]
-    fn threaded_server_shutdown_stops_listening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
-        let listener = NbdListener::bind(&NbdAddress::Unix(path.clone())).unwrap();
-        let server = ThreadedServer::start(listener, SessionConfig::default()).unwrap();
-        assert!(UnixStream::connect(&path).is_ok());
-        server.shutdown();
-        assert!(
-            UnixStream::connect(&path).is_err(),
-            "still accepting after shutdown"
-        );
-    }
-
-    #[test]
-    fn threaded_server_drop_does_not_hang_without_its_socket_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
-        let listener = NbdListener::bind(&NbdAddress::Unix(path.clone())).unwrap();
-        let server = ThreadedServer::start(listener, SessionConfig::default()).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        drop(server);
     }
 }

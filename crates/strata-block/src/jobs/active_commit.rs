@@ -4,19 +4,21 @@
 //! moves to READY, and on exit the replacement of top by the base.
 //!
 //! Writes through `mirror_top` are copied into the base as they happen
-//! (see [`BlockCore::mirror_top_write`]), so a READY job has nothing left
+//! (`BlockCore::mirror_top_write` in `io.rs`), so a READY job has nothing left
 //! to do until it is completed or cancelled.
 
-use crate::commit::CommitArgs;
 use crate::core::BlockCore;
 use crate::error::{Error, Result};
 use crate::files::Files;
-use crate::layer::{job_spec, BlockJob, BlockLayer};
+use crate::jobs::commit::{base_covers, CommitArgs};
+use crate::jobs::launch::{job_spec, Launch};
 use crate::state::DriverState;
 use std::collections::BTreeSet;
 use strata_filters::{Driver, MirrorTopState};
 use strata_graph::{NodeId, Perm, RootId, RootKind};
-use strata_jobs::{BlockErrorAction, BlockdevOnError, Errno, JobCore, JobCtl, JobFailure, RunStep};
+use strata_jobs::{
+    BlockErrorAction, BlockdevOnError, Errno, JobCore, JobCtl, JobDriver, JobFailure, RunStep,
+};
 
 /// `MAX_IO_BYTES`: the largest single copy of the mirror loop.
 pub const MIRROR_MAX_IO_BYTES: u64 = 1 << 20;
@@ -51,7 +53,7 @@ pub struct ActiveCommitJob {
     phase: Phase,
 }
 
-impl<F: Files> BlockLayer<F> {
+impl<F: Files, J: JobDriver<BlockCore<F>> + From<ActiveCommitJob>> Launch<'_, F, J> {
     /// `commit_active_start`: base read-write, then `mirror_start_job`.
     pub(crate) fn start_active_commit(
         &mut self,
@@ -123,10 +125,7 @@ impl<F: Files> BlockLayer<F> {
             phase: Phase::Start,
         };
         let spec = job_spec(job_id, args.auto_finalize, args.auto_dismiss, args.on_error);
-        let created = self.with_jobs(|jobs, _, events| {
-            jobs.create(spec, BlockJob::ActiveCommit(job.clone()), events)
-        });
-        if let Err(err) = created {
+        if let Err(err) = self.create(spec, job.clone()) {
             let _ = self.core.bg.remove_root(job_root);
             self.core.stop_mirror_top(mirror_top, top)?;
             return Err(err.into());
@@ -151,18 +150,15 @@ impl<F: Files> BlockLayer<F> {
             if job.chain_frozen {
                 let _ = self.core.bg.unfreeze_chain(mirror_top, Some(base));
             }
-            self.with_jobs(|jobs, core, events| jobs.early_fail(job_id, core, events))?;
+            self.early_fail(job_id)?;
             self.core.stop_mirror_top(mirror_top, top)?;
             return Err(err);
         }
         // The job's main-node link holds the filter from now on.
         self.core.unref(mirror_top)?;
         self.core.mirror_targets.insert(mirror_top, base);
-        if let Some(BlockJob::ActiveCommit(stored)) = self.jobs.driver_mut(job_id) {
-            *stored = job;
-        }
-        self.with_jobs(|jobs, _, events| jobs.start(job_id, events))?;
-        Ok(())
+        self.update_driver(job_id, job);
+        self.start(job_id)
     }
 }
 
@@ -225,25 +221,6 @@ impl<F: Files> BlockCore<F> {
         self.unref(mirror_top)
     }
 
-    /// A write through an active commit's `mirror_top` (already done on
-    /// its child): the same bytes go to the base, so that the base keeps
-    /// up with the guest (`data == None`: zeroes).
-    pub(crate) fn mirror_top_write(
-        &mut self,
-        mirror_top: NodeId,
-        offset: u64,
-        data: Option<&[u8]>,
-        len: u64,
-    ) -> std::io::Result<()> {
-        let Some(&target) = self.mirror_targets.get(&mirror_top) else {
-            return Ok(());
-        };
-        match data {
-            Some(data) => self.write(target, offset, data),
-            None => self.write_zeroes(target, offset, len),
-        }
-    }
-
     /// `bdrv_get_default_bitmap_granularity`: the target's cluster size
     /// within [4 KiB, 64 KiB]; 64 KiB when it has none.
     fn bitmap_granularity(&self, node: NodeId) -> u64 {
@@ -281,7 +258,7 @@ impl ActiveCommitJob {
             Ok(len) => len,
             Err(e) => return RunStep::Finished(Err(io_failure(&e))),
         };
-        if let Err(failure) = crate::commit::base_covers(core, self.base, self.length) {
+        if let Err(failure) = base_covers(core, self.base, self.length) {
             return RunStep::Finished(Err(failure));
         }
         self.granularity = core.bitmap_granularity(self.base);

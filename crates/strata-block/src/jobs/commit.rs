@@ -1,17 +1,18 @@
 //! The `block-commit` command: `qmp_block_commit`'s checks in QEMU's
 //! order, and the intermediate commit job (`block/commit.c`): the
 //! `commit_top` filter, the copy loop as a step machine, and
-//! `bdrv_drop_intermediate` at prepare. Active commit lives in `mirror.rs`.
+//! `bdrv_drop_intermediate` at prepare; and the graph steps both commits
+//! share. Active commit lives in `active_commit.rs`.
 
 use crate::core::BlockCore;
 use crate::error::{strerror, Error, ErrorClass, Result};
 use crate::files::Files;
-use crate::layer::{job_spec, BlockJob, BlockLayer};
+use crate::jobs::launch::{job_spec, Launch};
 use crate::state::DriverState;
 use strata_filters::Driver;
 use strata_graph::{NodeId, NodeSpec, Parent, Perm, Role, RootId, RootKind};
 use strata_jobs::{
-    BlockErrorAction, BlockdevOnError, Errno, IoOperation, JobCtl, JobFailure, RunStep,
+    BlockErrorAction, BlockdevOnError, Errno, IoOperation, JobCtl, JobDriver, JobFailure, RunStep,
 };
 use strata_perm::BlockOp;
 
@@ -290,20 +291,9 @@ pub struct CommitJob {
     phase: Phase,
 }
 
-impl<F: Files> BlockLayer<F> {
-    /// `block-commit`: QEMU's checks, then an intermediate commit or an
-    /// active (mirror-based) commit.
-    pub fn block_commit(&mut self, args: &CommitArgs) -> Result<()> {
-        match self.core.commit_check(args)? {
-            CommitPlan::Active { top, base, job_id } => {
-                self.start_active_commit(args, top, base, &job_id)
-            }
-            CommitPlan::Intermediate { bs, top, base } => self.start_commit(args, bs, top, base),
-        }
-    }
-
+impl<F: Files, J: JobDriver<BlockCore<F>> + From<CommitJob>> Launch<'_, F, J> {
     /// `commit_start`.
-    fn start_commit(
+    pub(crate) fn start_commit(
         &mut self,
         args: &CommitArgs,
         bs: NodeId,
@@ -351,9 +341,7 @@ impl<F: Files> BlockLayer<F> {
             args.auto_dismiss,
             args.on_error,
         );
-        let created = self
-            .with_jobs(|jobs, _, events| jobs.create(spec, BlockJob::Commit(job.clone()), events));
-        if let Err(err) = created {
+        if let Err(err) = self.create(spec, job.clone()) {
             let _ = self.core.bg.remove_root(job_root);
             return Err(err.into());
         }
@@ -372,7 +360,7 @@ impl<F: Files> BlockLayer<F> {
             result
         });
         if let Err(err) = set_up {
-            self.with_jobs(|jobs, core, events| jobs.early_fail(&job_id, core, events))?;
+            self.early_fail(&job_id)?;
             // Only now that the job's links are gone can the overlay take
             // its permissions on top again.
             if let Some(commit_top) = job.commit_top.take() {
@@ -380,11 +368,8 @@ impl<F: Files> BlockLayer<F> {
             }
             return Err(err);
         }
-        if let Some(BlockJob::Commit(stored)) = self.jobs.driver_mut(&job_id) {
-            *stored = job;
-        }
-        self.with_jobs(|jobs, _, events| jobs.start(&job_id, events))?;
-        Ok(())
+        self.update_driver(&job_id, job);
+        self.start(&job_id)
     }
 }
 

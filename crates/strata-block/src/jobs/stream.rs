@@ -1,17 +1,19 @@
 //! The `block-stream` job: `qmp_block_stream`'s checks, `stream_start`,
 //! `stream_run` as a step machine, `stream_prepare` and `stream_clean`.
+//! Which node becomes the backing file at completion is [`base`]'s rule.
+
+pub(crate) mod base;
 
 use crate::core::BlockCore;
 use crate::error::{Error, Result};
 use crate::files::Files;
+use crate::jobs::launch::{job_spec, Launch};
 use crate::state::DriverState;
+use base::{header_backing, new_backing_node, stream_bounds, BackingChoice, StreamBounds};
 use strata_filters::Driver;
 use strata_graph::{NodeId, NodeSpec, OptValue, Options, Perm, Role, RootId, RootKind};
-use strata_jobs::{
-    header_backing, new_backing_node, BackingChoice, BlockErrorAction, Errno, IoOperation, JobCtl,
-    JobFailure, RunStep, StreamBounds,
-};
-use strata_perm::{BlockOp, BlockerOwner};
+use strata_jobs::{BlockErrorAction, Errno, IoOperation, JobCtl, JobDriver, JobFailure, RunStep};
+use strata_perm::BlockOp;
 
 /// `STREAM_CHUNK`: what one iteration of the copy loop looks at.
 pub const STREAM_CHUNK: u64 = 512 * 1024;
@@ -83,15 +85,53 @@ pub struct StreamJob {
 }
 
 /// What `qmp_block_stream` checked and found, before any graph change.
-pub(crate) struct StreamPlan {
-    pub(crate) bs: NodeId,
+struct StreamPlan {
+    bs: NodeId,
     base: Option<NodeId>,
     bottom: Option<NodeId>,
 }
 
+impl<F: Files, J: JobDriver<BlockCore<F>> + From<StreamJob>> Launch<'_, F, J> {
+    /// `block-stream`: `qmp_block_stream`'s checks, then `stream_start`.
+    pub(crate) fn block_stream(&mut self, args: &StreamArgs) -> Result<()> {
+        let plan = self.core.stream_check(args)?;
+        let job_id = match &args.job_id {
+            Some(id) => id.clone(),
+            None => self.core.bg.device_name(plan.bs).unwrap_or_default(),
+        };
+        let stream = self.core.stream_prepare_graph(&plan, args, &job_id)?;
+        let spec = job_spec(
+            &job_id,
+            args.auto_finalize,
+            args.auto_dismiss,
+            args.on_error,
+        );
+        if let Err(err) = self.create(spec, stream.clone()) {
+            let mut doomed = stream;
+            doomed.clean(self.core);
+            self.core.release_root(doomed.job_root);
+            return Err(err.into());
+        }
+        let attached = self
+            .core
+            .stream_attach_main(&stream)
+            .and_then(|_| self.set_initial_speed(&job_id, args.speed));
+        let attached = attached.and_then(|_| self.core.stream_attach_job(&stream));
+        if let Err(err) = attached {
+            // stream_start's fail path: the job goes, then the filter, and
+            // the top is read-only again if it was.
+            self.early_fail(&job_id)?;
+            let mut doomed = stream;
+            doomed.clean(self.core);
+            return Err(err);
+        }
+        self.start(&job_id)
+    }
+}
+
 impl<F: Files> BlockCore<F> {
     /// `qmp_block_stream`'s checks, in QEMU's order, up to `stream_start`.
-    pub(crate) fn stream_check(&mut self, args: &StreamArgs) -> Result<StreamPlan> {
+    fn stream_check(&mut self, args: &StreamArgs) -> Result<StreamPlan> {
         if args.base.is_some() && args.base_node.is_some() {
             return Err(Error::generic(
                 "'base' and 'base-node' cannot be specified at the same time",
@@ -164,14 +204,14 @@ impl<F: Files> BlockCore<F> {
     /// `stream_start` up to the job's creation: bounds, the temporary
     /// read-write reopen, the copy-on-read filter. Returns the job state
     /// minus its job links, which the caller adds once the job exists.
-    pub(crate) fn stream_prepare_graph(
+    fn stream_prepare_graph(
         &mut self,
         plan: &StreamPlan,
         args: &StreamArgs,
         job_id: &str,
     ) -> Result<StreamJob> {
         let bs = plan.bs;
-        let bounds = strata_jobs::stream_bounds(self.bg.graph(), bs, plan.base, plan.bottom)
+        let bounds = stream_bounds(self.bg.graph(), bs, plan.base, plan.bottom)
             .map_err(|e| Error::generic(e.message))?;
         let bs_read_only = self.bg.graph().node(bs)?.read_only;
         if bs_read_only {
@@ -214,7 +254,7 @@ impl<F: Files> BlockCore<F> {
     }
 
     /// `block_job_create`'s `main node` link on the filter.
-    pub(crate) fn stream_attach_main(&mut self, job: &StreamJob) -> Result<()> {
+    fn stream_attach_main(&mut self, job: &StreamJob) -> Result<()> {
         let cor = job.cor.expect("a starting stream has its filter");
         self.add_job_node(
             job.job_root,
@@ -227,7 +267,7 @@ impl<F: Files> BlockCore<F> {
     }
 
     /// The rest of `stream_start`'s links, after the speed was accepted.
-    pub(crate) fn stream_attach_job(&mut self, job: &StreamJob) -> Result<()> {
+    fn stream_attach_job(&mut self, job: &StreamJob) -> Result<()> {
         let cor = job.cor.expect("a starting stream has its filter");
         let rw = Perm::CONSISTENT_READ | Perm::WRITE | Perm::WRITE_UNCHANGED;
         self.with_hooks(|bg, hooks| {
@@ -259,22 +299,6 @@ impl<F: Files> BlockCore<F> {
                 Perm::CONSISTENT_READ | Perm::WRITE_UNCHANGED,
             )?;
         }
-        Ok(())
-    }
-
-    /// `block_job_add_bdrv`: a job link plus a blocker on every operation.
-    pub(crate) fn add_job_node(
-        &mut self,
-        root: RootId,
-        job_type: &str,
-        node: NodeId,
-        name: &str,
-        perm: Perm,
-        shared: Perm,
-    ) -> Result<()> {
-        self.with_hooks(|bg, hooks| bg.root_attach_child(hooks, root, node, name, perm, shared))?;
-        let reason = format!("block device is in use by block job: {job_type}");
-        self.bg.block_all(node, &reason, BlockerOwner::Root(root));
         Ok(())
     }
 
