@@ -18,7 +18,7 @@ use strata_block::{
     StreamArgs, XdbgGraph,
 };
 use strata_formats::Header as Qcow2Header;
-use strata_formats::Image;
+use strata_formats::{Access, Image};
 use strata_graph::{NodeId, OptValue, Options, Perm, Role, RootId};
 use strata_jobs::{BlockdevOnError, Cancel, JobEvent, Lookup};
 
@@ -310,7 +310,7 @@ impl<F: Files> BlockHandler<F> {
         }
         let (backend, node) = self
             .layer
-            .add_export_backend(&options.node_name, writable)
+            .add_export_backend(&options.node_name, Access::from_read_only(!writable))
             .map_err(block_error)?;
         let name = options
             .name
