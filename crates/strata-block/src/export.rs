@@ -11,8 +11,9 @@ use strata_graph::{NodeId, Perm, RootId, RootKind};
 impl<F: Files> BlockLayer<F> {
     /// Attaches an anonymous BlockBackend to the node named `node_name`
     /// (`blk_exp_add`): it takes `consistent-read` (and `write` for
-    /// [`Access::ReadWrite`], QMP's `writable`) and shares everything but `resize`, as qsd 10.0.2 shows
-    /// in `x-debug-query-block-graph`.  Returns the backend and the node.
+    /// [`Access::ReadWrite`], QMP's `writable`) and shares everything but
+    /// `resize`, as qsd 10.0.2 shows in `x-debug-query-block-graph`.
+    /// Returns the backend and the node.
     pub fn add_export_backend(
         &mut self,
         node_name: &str,
