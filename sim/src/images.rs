@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use strata_block::{BlockLayer, DriverState, MemFiles};
-use strata_formats::{Compat, CreateOptions, ExtentKind, Image, MemStorage, Qcow2};
+use strata_formats::{Access, Compat, CreateOptions, ExtentKind, Image, MemStorage, Qcow2};
 use strata_graph::{OptValue, Options};
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
@@ -279,7 +279,7 @@ fn info_uncached(storage: &MemStorage, img: &ImageSpec) -> ImageRecord {
 
 fn open_alone(storage: &mut MemStorage, img: &ImageSpec) -> std::result::Result<Image, String> {
     let format = strata_formats::Format::from_name(&img.format);
-    Image::open(storage, format, true).map_err(|e| e.to_string())
+    Image::open(storage, format, Access::ReadOnly).map_err(|e| e.to_string())
 }
 
 /// `qemu-img map` entries of depth 0 with data, merged. A raw file's data
@@ -517,7 +517,7 @@ fn check_report(storage: &MemStorage) -> Option<String> {
 
 fn check_uncached(storage: &MemStorage) -> Option<String> {
     let mut storage = storage.clone();
-    let Ok(Image::Qcow2(mut q)) = Image::open(&mut storage, None, true) else {
+    let Ok(Image::Qcow2(mut q)) = Image::open(&mut storage, None, Access::ReadOnly) else {
         return None;
     };
     match q.check(&mut storage) {
@@ -564,7 +564,7 @@ mod tests {
     fn a_leaked_cluster_is_reported_by_name() {
         let mut storage = qcow2_with_data();
         // One more cluster with a refcount but no reference: a leak.
-        let Ok(Image::Qcow2(q)) = Image::open(&mut storage, None, true) else {
+        let Ok(Image::Qcow2(q)) = Image::open(&mut storage, None, Access::ReadOnly) else {
             panic!("qcow2");
         };
         let reftable = q.header().refcount_table_offset;

@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
-use strata_formats::{Chain, ExtentKind, FileStorage, Image};
+use strata_formats::{Access, Chain, ExtentKind, FileStorage, Image, ZeroWrite};
 
 /// Guest size of the chain.
 const SIZE: u64 = 1 << 30;
@@ -329,9 +329,11 @@ pub(crate) fn copy_chain(from: &Path, to: &Path) -> BenchResult<PathBuf> {
 /// overlaps its requests). Chunks are cluster aligned, so no write needs
 /// copy-on-write from the backing file.
 fn strata_stream(dir: &Path) -> BenchResult<()> {
-    let mut top_st = FileStorage::open(dir.join("top.qcow2"), false).map_err(|e| e.to_string())?;
-    let mut top = Image::open(&mut top_st, None, false).map_err(|e| e.to_string())?;
-    let mut below = Chain::open_files(dir.join("mid.qcow2"), true).map_err(|e| e.to_string())?;
+    let mut top_st =
+        FileStorage::open(dir.join("top.qcow2"), Access::ReadWrite).map_err(|e| e.to_string())?;
+    let mut top = Image::open(&mut top_st, None, Access::ReadWrite).map_err(|e| e.to_string())?;
+    let mut below =
+        Chain::open_files(dir.join("mid.qcow2"), Access::ReadOnly).map_err(|e| e.to_string())?;
     let mut extents = Vec::new();
     let mut pos = 0;
     while pos < SIZE {
@@ -361,11 +363,12 @@ fn strata_stream(dir: &Path) -> BenchResult<()> {
 /// on two threads.
 fn strata_commit(dir: &Path) -> BenchResult<()> {
     let err = |e: strata_formats::Error| e.to_string();
-    let mut mid_st = FileStorage::open(dir.join("mid.qcow2"), true).map_err(|e| e.to_string())?;
-    let mut mid = Image::open(&mut mid_st, None, true).map_err(err)?;
+    let mut mid_st =
+        FileStorage::open(dir.join("mid.qcow2"), Access::ReadOnly).map_err(|e| e.to_string())?;
+    let mut mid = Image::open(&mut mid_st, None, Access::ReadOnly).map_err(err)?;
     let mut base_st =
-        FileStorage::open(dir.join("base.qcow2"), false).map_err(|e| e.to_string())?;
-    let mut base = Image::open(&mut base_st, None, false).map_err(err)?;
+        FileStorage::open(dir.join("base.qcow2"), Access::ReadWrite).map_err(|e| e.to_string())?;
+    let mut base = Image::open(&mut base_st, None, Access::ReadWrite).map_err(err)?;
     let (mut data, mut zero) = (Vec::new(), Vec::new());
     let mut pos = 0;
     while pos < SIZE {
@@ -380,7 +383,7 @@ fn strata_commit(dir: &Path) -> BenchResult<()> {
         pos = e.end();
     }
     for &(offset, len) in &zero {
-        base.write_zeroes(&mut base_st, offset, len, false, None)
+        base.write_zeroes(&mut base_st, offset, len, ZeroWrite::KeepAllocated, None)
             .map_err(err)?;
     }
     copy_pipelined(
@@ -389,8 +392,9 @@ fn strata_commit(dir: &Path) -> BenchResult<()> {
         |offset, bytes| base.write(&mut base_st, offset, bytes, None).map_err(err),
     )?;
     base.flush(&mut base_st).map_err(err)?;
-    let mut top_st = FileStorage::open(dir.join("top.qcow2"), false).map_err(|e| e.to_string())?;
-    let mut top = Image::open(&mut top_st, None, false).map_err(err)?;
+    let mut top_st =
+        FileStorage::open(dir.join("top.qcow2"), Access::ReadWrite).map_err(|e| e.to_string())?;
+    let mut top = Image::open(&mut top_st, None, Access::ReadWrite).map_err(err)?;
     top.change_backing_file(&mut top_st, Some("base.qcow2"), Some("qcow2"))
         .map_err(err)?;
     top.flush(&mut top_st).map_err(err)

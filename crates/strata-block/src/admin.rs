@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::files::Files;
 use crate::layer::BlockLayer;
 use strata_graph::{OptValue, Options};
-use strata_perm::BlockOp;
+use strata_perm::{BlockOp, ChildSlot};
 
 impl<F: Files> BlockLayer<F> {
     /// `blockdev-del` (`qmp_blockdev_del`): the checks in QEMU's order, then
@@ -96,7 +96,9 @@ impl<F: Files> BlockLayer<F> {
                         )));
                     }
                 }
-                core.with_hooks(|bg, hooks| bg.set_file_or_backing(hooks, node, new, true))?;
+                core.with_hooks(|bg, hooks| {
+                    bg.set_file_or_backing(hooks, node, new, ChildSlot::Backing)
+                })?;
             }
         }
         let read_only = matches!(opts.get("read-only"), Some(OptValue::Bool(true)));

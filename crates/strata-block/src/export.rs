@@ -5,21 +5,23 @@
 use crate::error::Result;
 use crate::files::Files;
 use crate::layer::BlockLayer;
+use strata_formats::Access;
 use strata_graph::{NodeId, Perm, RootId, RootKind};
 
 impl<F: Files> BlockLayer<F> {
     /// Attaches an anonymous BlockBackend to the node named `node_name`
-    /// (`blk_exp_add`): it takes `consistent-read` (and `write` when
-    /// `writable`) and shares everything but `resize`, as qsd 10.0.2 shows
-    /// in `x-debug-query-block-graph`.  Returns the backend and the node.
+    /// (`blk_exp_add`): it takes `consistent-read` (and `write` for
+    /// [`Access::ReadWrite`], QMP's `writable`) and shares everything but
+    /// `resize`, as qsd 10.0.2 shows in `x-debug-query-block-graph`.
+    /// Returns the backend and the node.
     pub fn add_export_backend(
         &mut self,
         node_name: &str,
-        writable: bool,
+        access: Access,
     ) -> Result<(RootId, NodeId)> {
         let node = self.core.lookup_bs(None, Some(node_name))?;
         let mut perm = Perm::CONSISTENT_READ;
-        if writable {
+        if access == Access::ReadWrite {
             perm |= Perm::WRITE;
         }
         let shared = Perm::CONSISTENT_READ | Perm::WRITE | Perm::WRITE_UNCHANGED;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use strata_formats::{FileStorage, MemStorage, Storage};
+use strata_formats::{Access, FileStorage, MemStorage, Storage};
 
 /// A file system of images, addressed by the path strings QEMU would use.
 ///
@@ -12,8 +12,9 @@ pub trait Files {
     /// The store behind one path.
     type Storage: Storage;
 
-    /// Makes `path` available for I/O; fails as `open(2)` would.
-    fn open(&mut self, path: &str, writable: bool) -> io::Result<()>;
+    /// Makes `path` available for I/O with `access`; fails as `open(2)`
+    /// would.
+    fn open(&mut self, path: &str, access: Access) -> io::Result<()>;
 
     /// The store of an opened path.
     fn storage(&mut self, path: &str) -> io::Result<&mut Self::Storage>;
@@ -81,7 +82,7 @@ impl MemFiles {
 impl Files for MemFiles {
     type Storage = MemStorage;
 
-    fn open(&mut self, path: &str, _writable: bool) -> io::Result<()> {
+    fn open(&mut self, path: &str, _access: Access) -> io::Result<()> {
         if self.files.contains_key(self.name(path)) {
             Ok(())
         } else {
@@ -120,13 +121,13 @@ impl HostFiles {
 impl Files for HostFiles {
     type Storage = FileStorage;
 
-    fn open(&mut self, path: &str, writable: bool) -> io::Result<()> {
+    fn open(&mut self, path: &str, access: Access) -> io::Result<()> {
         let reopen = match self.open.get(path) {
             None => true,
-            Some(_) => writable,
+            Some(_) => access == Access::ReadWrite,
         };
         if reopen {
-            let storage = FileStorage::open(path, !writable)?;
+            let storage = FileStorage::open(path, access)?;
             self.open.insert(path.to_string(), storage);
         }
         Ok(())

@@ -13,7 +13,7 @@ use crate::state::DriverState;
 use std::cell::RefCell;
 use std::io;
 use strata_filters::Driver;
-use strata_formats::{BackingRead, ExtentKind, Image, Storage};
+use strata_formats::{BackingRead, ExtentKind, Image, Storage, ZeroWrite};
 use strata_graph::NodeId;
 
 /// QEMU's bounce-buffer limit for one copy-on-read write.
@@ -177,7 +177,7 @@ impl<F: Files> BlockCore<F> {
             Some(Driver::Qcow2 | Driver::Raw) => {
                 self.with_image(node, |image, storage, backing| {
                     image
-                        .write_zeroes(storage, offset, len, false, backing)
+                        .write_zeroes(storage, offset, len, ZeroWrite::KeepAllocated, backing)
                         .map_err(format_error)
                 })
             }
@@ -280,16 +280,16 @@ impl<F: Files> BlockCore<F> {
         Ok((kind != ExtentKind::Unallocated, n))
     }
 
-    /// `bdrv_is_allocated_above(top, base, include_base)`: the depth (1 =
-    /// `top`) of the first layer down the filter-or-COW chain that maps the
-    /// range, or 0; and for how many bytes that holds. Beyond the end of a
+    /// `bdrv_is_allocated_above(top, base, include_base = true)` (the only
+    /// way stream, commit and mirror call it): the depth (1 = `top`) of the
+    /// first layer down the filter-or-COW chain, `base` included, that maps
+    /// the range, or 0; and for how many bytes that holds. Beyond the end of a
     /// shorter layer the range counts as allocated zeroes there; a length
     /// of 0 means the chain ended before `offset`.
     pub fn is_allocated_above(
         &mut self,
         top: NodeId,
         base: Option<NodeId>,
-        include_base: bool,
         offset: u64,
         len: u64,
     ) -> io::Result<(u32, u64)> {
@@ -297,9 +297,6 @@ impl<F: Files> BlockCore<F> {
         let mut node = top;
         let mut depth = 1;
         loop {
-            if !include_base && Some(node) == base {
-                return Ok((0, n));
-            }
             let size = self.length(node)?;
             if offset >= size {
                 // This layer is short: what it synthesizes past its end is
@@ -366,7 +363,7 @@ impl<F: Files> BlockCore<F> {
             if !allocated && bottom.is_some() {
                 let next = self.bg.graph().backing_chain_next(child);
                 let (depth, run) = match next {
-                    Some(next) => self.is_allocated_above(next, bottom, true, pos, n)?,
+                    Some(next) => self.is_allocated_above(next, bottom, pos, n)?,
                     None => (0, 0),
                 };
                 copy = depth > 0;
@@ -675,7 +672,7 @@ impl<F: Files> BackingRead for ChildIo<'_, '_, F> {
     fn backing_is_zero(&mut self, offset: u64, len: u64) -> io::Result<bool> {
         let mut core = self.core.borrow_mut();
         let node = self.node;
-        let (depth, n) = core.is_allocated_above(node, None, true, offset, len)?;
+        let (depth, n) = core.is_allocated_above(node, None, offset, len)?;
         Ok(depth == 0 && n >= len)
     }
 }

@@ -9,8 +9,9 @@ use crate::error::{strerror, Error, Result};
 use crate::files::Files;
 use crate::state::{DriverState, InjectError, SetState};
 use strata_filters::Driver;
-use strata_formats::{Format, Image};
+use strata_formats::{Access, Format, Image};
 use strata_graph::{NodeId, NodeSpec, OptValue, Options, Role};
+use strata_perm::ChildSlot;
 
 impl<F: Files> BlockCore<F> {
     /// `blockdev-add`: opens the node tree described by `opts` and hands
@@ -72,12 +73,14 @@ impl<F: Files> BlockCore<F> {
 
     fn open_file(&mut self, opts: &Options, read_only: bool) -> Result<NodeId> {
         let path = opts.get_str("filename").unwrap_or_default().to_string();
-        self.files.open(&path, !read_only).map_err(|e| {
-            Error::generic(format!(
-                "Could not open '{path}': {}",
-                strerror(e.raw_os_error().unwrap_or(5))
-            ))
-        })?;
+        self.files
+            .open(&path, Access::from_read_only(read_only))
+            .map_err(|e| {
+                Error::generic(format!(
+                    "Could not open '{path}': {}",
+                    strerror(e.raw_os_error().unwrap_or(5))
+                ))
+            })?;
         self.new_node(Driver::File, opts, read_only, DriverState::File { path })
     }
 
@@ -125,8 +128,7 @@ impl<F: Files> BlockCore<F> {
     }
 
     fn open_format(&mut self, driver: Driver, opts: &Options, read_only: bool) -> Result<NodeId> {
-        let raw_sliced = opts.get("offset").is_some() || opts.get("size").is_some();
-        let role = driver.primary_child_role(raw_sliced);
+        let role = driver.primary_child_role(opts);
         let placeholder = DriverState::Busy;
         let (node, _) =
             self.open_with_first_child(driver, opts, read_only, "file", role, placeholder)?;
@@ -151,7 +153,7 @@ impl<F: Files> BlockCore<F> {
     /// Reads the image's metadata through the node's file child.
     fn open_image(&mut self, node: NodeId, format: Format, read_only: bool) -> Result<()> {
         let opened = self.with_child_io(node, |storage, _| {
-            Image::open(storage, Some(format), read_only)
+            Image::open(storage, Some(format), Access::from_read_only(read_only))
                 .map_err(|e| std::io::Error::other(e.to_string()))
         });
         match opened {
@@ -202,8 +204,9 @@ impl<F: Files> BlockCore<F> {
                 backing
             }
         };
-        let attached =
-            self.with_hooks(|bg, hooks| bg.set_file_or_backing(hooks, node, Some(backing), true));
+        let attached = self.with_hooks(|bg, hooks| {
+            bg.set_file_or_backing(hooks, node, Some(backing), ChildSlot::Backing)
+        });
         self.unref(backing)?;
         attached
     }

@@ -1,6 +1,6 @@
 //! The driver catalogue: what each QEMU driver is to the graph.
 
-use strata_graph::{DriverTraits, Role};
+use strata_graph::{DriverTraits, Options, Role};
 
 /// A block driver Strata models, by QEMU's `format_name`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -94,12 +94,14 @@ impl Driver {
         }
     }
 
-    /// The role of the primary child: `bdrv_open_file_child` gives filters
-    /// FILTERED|PRIMARY and formats DATA|METADATA|PRIMARY. `raw` is special:
-    /// FILTERED|PRIMARY unless it has `offset`/`size`.
-    pub fn primary_child_role(self, raw_has_offset_or_size: bool) -> Role {
+    /// The role of the primary child of a node opened with `opts`:
+    /// `bdrv_open_file_child` gives filters FILTERED|PRIMARY and formats
+    /// DATA|METADATA|PRIMARY. `raw` is special (`raw_open`): FILTERED|PRIMARY
+    /// unless `opts` has `offset` or `size`, which make it show a slice.
+    pub fn primary_child_role(self, opts: &Options) -> Role {
+        let raw_sliced = || opts.get("offset").is_some() || opts.get("size").is_some();
         match self {
-            Driver::Raw if raw_has_offset_or_size => Role::DATA | Role::PRIMARY,
+            Driver::Raw if raw_sliced() => Role::DATA | Role::PRIMARY,
             Driver::Raw => Role::FILTERED_PRIMARY,
             d if d.traits().is_filter => Role::FILTERED_PRIMARY,
             _ => Role::IMAGE,

@@ -36,8 +36,9 @@
 //! let f = node(&mut bg, Driver::File, "base-file", Options::new().with("filename", s("base.img")));
 //! let base = node(&mut bg, Driver::Qcow2, "base", Options::new());
 //! let flt = node(&mut bg, Driver::Throttle, "flt", Options::new().with("throttle-group", s("tg0")));
-//! bg.attach_child(&hooks, base, f, "file", Driver::Qcow2.primary_child_role(false)).unwrap();
-//! bg.attach_child(&hooks, flt, base, "file", Driver::Throttle.primary_child_role(false)).unwrap();
+//! let role = |d: Driver| d.primary_child_role(&Options::new());
+//! bg.attach_child(&hooks, base, f, "file", role(Driver::Qcow2)).unwrap();
+//! bg.attach_child(&hooks, flt, base, "file", role(Driver::Throttle)).unwrap();
 //!
 //! refresh_filename(&mut bg, &NoBackingFiles, flt).unwrap();
 //! assert_eq!(bg.graph().node(base).unwrap().filename, "base.img");

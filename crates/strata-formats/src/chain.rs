@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::extent::ExtentKind;
 use crate::image::{Format, Image};
-use crate::storage::{BackingRead, FileStorage, Storage};
+use crate::storage::{Access, BackingRead, FileStorage, Storage};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -109,7 +109,7 @@ impl Chain<FileStorage> {
     /// Opens the image at `path` and every backing file under it. Relative
     /// backing names are relative to the directory of the image naming
     /// them, as in QEMU. Only the top is opened read-write (if asked).
-    pub fn open_files(path: impl AsRef<Path>, read_only: bool) -> Result<Chain<FileStorage>> {
+    pub fn open_files(path: impl AsRef<Path>, access: Access) -> Result<Chain<FileStorage>> {
         let mut layers = Vec::new();
         let mut next: Option<(PathBuf, Option<Format>)> = Some((path.as_ref().to_owned(), None));
         while let Some((path, format)) = next.take() {
@@ -118,9 +118,13 @@ impl Chain<FileStorage> {
                     "backing chain too long (a loop?)".into(),
                 ));
             }
-            let ro = read_only || !layers.is_empty();
-            let mut storage = FileStorage::open(&path, ro)?;
-            let image = Image::open(&mut storage, format, ro)?;
+            let layer_access = if layers.is_empty() {
+                access
+            } else {
+                Access::ReadOnly
+            };
+            let mut storage = FileStorage::open(&path, layer_access)?;
+            let image = Image::open(&mut storage, format, layer_access)?;
             if let Some(name) = image.backing_file() {
                 if name.starts_with("json:") {
                     return Err(Error::Unsupported(format!("opening backing file {name}")));

@@ -3,9 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::extent::Extent;
-use crate::qcow2::{CheckReport, Qcow2};
+use crate::qcow2::{CheckReport, Qcow2, ZeroWrite};
 use crate::raw::Raw;
-use crate::storage::{BackingRead, Storage};
+use crate::storage::{Access, BackingRead, Storage};
 
 /// An image format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -63,15 +63,15 @@ impl Image {
     pub fn open(
         storage: &mut dyn Storage,
         format: Option<Format>,
-        read_only: bool,
+        access: Access,
     ) -> Result<Image> {
         let format = match format {
             Some(f) => f,
             None => Format::probe(storage)?,
         };
         Ok(match format {
-            Format::Qcow2 => Image::Qcow2(Qcow2::open(storage, read_only)?),
-            Format::Raw => Image::Raw(Raw::open(storage, read_only)?),
+            Format::Qcow2 => Image::Qcow2(Qcow2::open(storage, access)?),
+            Format::Raw => Image::Raw(Raw::open(storage, access)?),
         })
     }
 
@@ -162,11 +162,11 @@ impl Image {
         storage: &mut dyn Storage,
         offset: u64,
         len: u64,
-        may_unmap: bool,
+        zero_write: ZeroWrite,
         backing: Option<&mut dyn BackingRead>,
     ) -> Result<()> {
         match self {
-            Image::Qcow2(q) => q.write_zeroes(storage, offset, len, may_unmap, backing),
+            Image::Qcow2(q) => q.write_zeroes(storage, offset, len, zero_write, backing),
             Image::Raw(r) => r.write_zeroes(storage, offset, len),
         }
     }

@@ -81,17 +81,17 @@
 //! `EINVAL`, and `None` removes the backing file and its format.
 //!
 //! ```
-//! use strata_formats::{CreateOptions, MemStorage, Qcow2};
+//! use strata_formats::{Access, CreateOptions, MemStorage, Qcow2};
 //! # fn main() -> Result<(), strata_formats::Error> {
 //! let mut st = MemStorage::new();
 //! let opts = CreateOptions::new(1 << 20).backing("mid.qcow2", Some("qcow2"));
 //! let mut top = Qcow2::create(&mut st, &opts)?;
 //! top.change_backing_file(&mut st, Some("base.qcow2"), Some("qcow2"))?;
-//! assert_eq!(Qcow2::open(&mut st, true)?.backing_file(), Some("base.qcow2"));
+//! assert_eq!(Qcow2::open(&mut st, Access::ReadOnly)?.backing_file(), Some("base.qcow2"));
 //! let err = top.change_backing_file(&mut st, Some(&"x".repeat(1024)), None).unwrap_err();
 //! assert_eq!(err.errno(), 22);
 //! top.change_backing_file(&mut st, None, None)?;
-//! assert_eq!(Qcow2::open(&mut st, true)?.backing_format(), None);
+//! assert_eq!(Qcow2::open(&mut st, Access::ReadOnly)?.backing_format(), None);
 //! # Ok(())
 //! # }
 //! ```
@@ -103,7 +103,7 @@
 //! what a crash would leave with [`MemStorage::crash_view`].
 //!
 //! ```
-//! use strata_formats::{CreateOptions, MemStorage, Qcow2, Storage};
+//! use strata_formats::{Access, CreateOptions, MemStorage, Qcow2, Storage};
 //! # fn main() -> Result<(), strata_formats::Error> {
 //! let mut st = MemStorage::new();
 //! let mut q = Qcow2::create(&mut st, &CreateOptions::new(1 << 20).cluster_size(512))?;
@@ -111,7 +111,7 @@
 //! q.write(&mut st, 0, &[7; 3000], None)?;
 //! // A power cut now loses the write, but leaves a consistent image.
 //! let mut crashed = st.crash_view();
-//! let mut after = Qcow2::open(&mut crashed, true)?;
+//! let mut after = Qcow2::open(&mut crashed, Access::ReadOnly)?;
 //! assert_eq!(after.check(&mut crashed)?.corruptions, 0);
 //! let mut buf = [1; 16];
 //! after.read(&mut crashed, 0, &mut buf, None)?;
@@ -156,6 +156,8 @@ pub use chain::{Chain, Layer};
 pub use error::{Error, Result};
 pub use extent::{Extent, ExtentKind};
 pub use image::{Format, Image};
-pub use qcow2::{CheckReport, Compat, CreateOptions, FeatureName, Header, HeaderExtension, Qcow2};
+pub use qcow2::{
+    CheckReport, Compat, CreateOptions, FeatureName, Header, HeaderExtension, Qcow2, ZeroWrite,
+};
 pub use raw::Raw;
-pub use storage::{BackingRead, ContentHash, FileStorage, MemStorage, Storage};
+pub use storage::{Access, BackingRead, ContentHash, FileStorage, MemStorage, Storage};

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::extent::{Extent, ExtentKind};
-use crate::storage::Storage;
+use crate::storage::{Access, Storage};
 
 /// A raw image: its virtual size is its storage's length.
 ///
@@ -16,10 +16,10 @@ pub struct Raw {
 
 impl Raw {
     /// Opens the storage as a raw image (its current length is the size).
-    pub fn open(storage: &mut dyn Storage, read_only: bool) -> Result<Raw> {
+    pub fn open(storage: &mut dyn Storage, access: Access) -> Result<Raw> {
         Ok(Raw {
             size: storage.len()?,
-            read_only,
+            read_only: access.is_read_only(),
         })
     }
 
@@ -100,7 +100,7 @@ mod tests {
     #[test]
     fn raw_reads_writes_and_bounds() {
         let mut st = MemStorage::from_bytes(&[1; 4096]);
-        let mut raw = Raw::open(&mut st, false).unwrap();
+        let mut raw = Raw::open(&mut st, Access::ReadWrite).unwrap();
         assert_eq!(raw.virtual_size(), 4096);
         raw.write(&mut st, 10, b"xyz").unwrap();
         raw.write_zeroes(&mut st, 0, 5).unwrap();
@@ -111,7 +111,7 @@ mod tests {
             raw.write(&mut st, 4095, b"ab"),
             Err(Error::OutOfRange { .. })
         ));
-        let mut ro = Raw::open(&mut st, true).unwrap();
+        let mut ro = Raw::open(&mut st, Access::ReadOnly).unwrap();
         assert!(matches!(ro.write(&mut st, 0, b"a"), Err(Error::ReadOnly)));
     }
 }

@@ -13,7 +13,7 @@
 
 use serde_json::{json, Value};
 use strata_block::{BlockLayer, CommitArgs, DriverState, Files, NamedNodeInfo, StreamArgs};
-use strata_formats::Image;
+use strata_formats::{Access, Image};
 use strata_graph::{NodeId, Options, Role, RootId};
 use strata_jobs::{Cancel, Lookup};
 use strata_qmp::{
@@ -290,7 +290,7 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
         }
         let (backend, node) = self
             .layer
-            .add_export_backend(&options.node_name, writable)
+            .add_export_backend(&options.node_name, Access::from_read_only(!writable))
             .map_err(block_error)?;
         let name = options
             .name

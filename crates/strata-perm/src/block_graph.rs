@@ -3,6 +3,7 @@
 
 use crate::blockers::{BlockOp, Blocker, BlockerOwner, OpBlockers, OpSet};
 use crate::error::{Error, ErrorKind, Result};
+use crate::links::{AutoSkip, ChildSlot, Detach, ReplaceOptions};
 use crate::refresh::{cumulative_perms, refresh};
 use crate::{PermHooks, ReopenQueue};
 use strata_graph::{
@@ -213,23 +214,23 @@ impl BlockGraph {
 
     // ----- changing links ---------------------------------------------------
 
-    /// `bdrv_set_backing_hd` (`is_backing`) or the `file` half of
-    /// `bdrv_set_file_or_backing_noperm`: replaces (or removes, with `None`)
-    /// the parent's backing or file child. Only the in-memory graph changes.
+    /// `bdrv_set_backing_hd` ([`ChildSlot::Backing`]) or the `file` half of
+    /// `bdrv_set_file_or_backing_noperm` ([`ChildSlot::File`]): replaces (or
+    /// removes, with `None`) the parent's backing or file child. Only the
+    /// in-memory graph changes.
     pub fn set_file_or_backing(
         &mut self,
         hooks: &dyn PermHooks,
         parent: NodeId,
         child: Option<NodeId>,
-        is_backing: bool,
+        slot: ChildSlot,
     ) -> Result<()> {
         self.transaction(|bg| {
             let node = bg.graph.node(parent)?;
             let traits = node.traits();
-            let current = if is_backing {
-                node.backing()
-            } else {
-                node.file()
+            let current = match slot {
+                ChildSlot::Backing => node.backing(),
+                ChildSlot::File => node.file(),
             };
             if let Some(edge) = current {
                 let e = bg.graph.edge(edge)?;
@@ -241,7 +242,7 @@ impl BlockGraph {
                     }));
                 }
             }
-            if is_backing && !traits.is_filter && !traits.supports_backing {
+            if slot == ChildSlot::Backing && !traits.is_filter && !traits.supports_backing {
                 return Err(Error::new(ErrorKind::NoBackingSupport {
                     driver: node.driver().to_string(),
                     node: node.name().to_string(),
@@ -249,7 +250,7 @@ impl BlockGraph {
             }
             let role = if traits.is_filter {
                 Role::FILTERED_PRIMARY
-            } else if is_backing {
+            } else if slot == ChildSlot::Backing {
                 Role::COW
             } else {
                 match current {
@@ -265,7 +266,7 @@ impl BlockGraph {
                 bg.link(
                     Parent::Node(parent),
                     child,
-                    if is_backing { "backing" } else { "file" },
+                    slot.name(),
                     role,
                     Perm::NONE,
                     Perm::ALL,
@@ -282,20 +283,20 @@ impl BlockGraph {
     /// `bdrv_replace_node_common`: moves the parents of `from` to `to`.
     ///
     /// Job links and links inside `to`'s own subtree stay (skipped with
-    /// `auto_skip`, an error without). With `detach_subchain`, the link
-    /// that leads from `from`'s chain into `to` is removed as well
-    /// (`bdrv_drop_filter`). Permissions of both subtrees are refreshed.
+    /// [`AutoSkip::Skip`], an error with [`AutoSkip::Refuse`]). With
+    /// [`Detach::Subchain`], the link that leads from `from`'s chain into
+    /// `to` is removed as well (`bdrv_drop_filter`). Permissions of both
+    /// subtrees are refreshed.
     pub fn replace_node(
         &mut self,
         hooks: &dyn PermHooks,
         from: NodeId,
         to: NodeId,
-        auto_skip: bool,
-        detach_subchain: bool,
+        options: ReplaceOptions,
     ) -> Result<()> {
         self.transaction(|bg| {
             bg.graph.ref_node(from)?;
-            let to_cow_parent = if detach_subchain {
+            let to_cow_parent = if options.detach == Detach::Subchain {
                 bg.chain_parent_of(from, to)
             } else {
                 None
@@ -303,7 +304,7 @@ impl BlockGraph {
             for edge in bg.graph.node(from)?.parents().to_vec() {
                 let e = bg.graph.edge(edge)?;
                 if !bg.should_update_child(edge, to) {
-                    if auto_skip {
+                    if options.auto_skip == AutoSkip::Skip {
                         continue;
                     }
                     return Err(Error::new(ErrorKind::ShouldNotChange {
@@ -358,7 +359,7 @@ impl BlockGraph {
                 Perm::NONE,
                 Perm::ALL,
             )?;
-            bg.replace_node(hooks, old_top, new_top, true, false)
+            bg.replace_node(hooks, old_top, new_top, ReplaceOptions::REPLACE_NODE)
         })
     }
 

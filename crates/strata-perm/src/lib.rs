@@ -44,7 +44,7 @@
 //!
 //! ```
 //! use strata_graph::{DriverTraits, NodeSpec, Role};
-//! use strata_perm::{BlockGraph, DefaultPerms};
+//! use strata_perm::{BlockGraph, ChildSlot, DefaultPerms};
 //!
 //! let fmt = DriverTraits { supports_backing: true, ..Default::default() };
 //! let mut bg = BlockGraph::new(0);
@@ -54,7 +54,7 @@
 //! bg.freeze_chain(top, Some(base)).unwrap();
 //! assert_eq!(bg.freeze_chain(top, None).unwrap_err().to_string(), "Cannot change 'backing' link from 'top' to 'base'");
 //! assert_eq!(
-//!     bg.set_file_or_backing(&DefaultPerms, top, None, true).unwrap_err().to_string(),
+//!     bg.set_file_or_backing(&DefaultPerms, top, None, ChildSlot::Backing).unwrap_err().to_string(),
 //!     "Cannot change frozen 'backing' link from 'top' to 'base'"
 //! );
 //! ```
@@ -64,12 +64,14 @@ mod block_graph;
 mod blockers;
 mod defaults;
 mod error;
+mod links;
 mod refresh;
 
 pub use block_graph::BlockGraph;
 pub use blockers::{BlockOp, Blocker, BlockerOwner, OpBlockers, OpSet};
 pub use defaults::{default_child_perm, filter_default, DefaultPerms, PermHooks};
 pub use error::{Error, ErrorKind, Result};
+pub use links::{AutoSkip, ChildSlot, Detach, ReplaceOptions};
 pub use refresh::{cumulative_perms, recompute_all};
 
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@ use super::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 use strata_block::{BlockLayer, CommitArgs, ErrorClass, MemFiles, StreamArgs};
-use strata_formats::{Format, Image};
+use strata_formats::{Access, Format, Image};
 use strata_graph::{NodeId, OptValue, Perm};
 use strata_jobs::{Cancel, JobEvent, JobType, Lookup, Wait};
 
@@ -213,7 +213,7 @@ fn run_job(layer: &mut Layer, id: &str) {
 /// The qcow2 header's backing file and format of an image file.
 fn header(layer: &Layer, file: &str) -> (Option<String>, Option<String>) {
     let mut storage = layer.core().files().get(file).unwrap().clone();
-    let image = Image::open(&mut storage, Some(Format::Qcow2), true).unwrap();
+    let image = Image::open(&mut storage, Some(Format::Qcow2), Access::ReadOnly).unwrap();
     (
         image.backing_file().map(str::to_string),
         image.backing_format().map(str::to_string),

@@ -5,7 +5,7 @@
 use super::{image_opts, make_files, numbered_chain, s, Img};
 use std::collections::BTreeMap;
 use strata_block::{BlockLayer, MemFiles, StreamArgs};
-use strata_formats::{Image, Storage};
+use strata_formats::{Access, Image, Storage};
 use strata_graph::OptValue;
 
 const K: u64 = 1024;
@@ -91,7 +91,8 @@ fn layer(layout: Layout) -> BlockLayer<MemFiles> {
 /// The header of an image file: backing file and format.
 fn header(files: &MemFiles, name: &str) -> (Option<String>, Option<String>) {
     let mut storage = files.get(name).expect("file").clone();
-    let image = Image::open(&mut storage as &mut dyn Storage, None, true).expect("open");
+    let image =
+        Image::open(&mut storage as &mut dyn Storage, None, Access::ReadOnly).expect("open");
     (
         image.backing_file().map(str::to_string),
         image.backing_format().map(str::to_string),

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use strata_filters::{driver_perms, refresh_filename, BackingFileInfo, Driver};
 use strata_graph::{NodeId, NodeSpec, OptValue, Options, Perm, RootKind};
-use strata_perm::{BlockGraph, PermHooks};
+use strata_perm::{BlockGraph, ChildSlot, PermHooks, ReplaceOptions};
 
 /// One expected edge: parent, child name, child, perm, shared (QAPI names).
 type ExpectedEdge = (
@@ -69,7 +69,7 @@ fn nested_chain(
             node,
             file_node,
             "file",
-            driver.primary_child_role(false),
+            driver.primary_child_role(&Options::new()),
         )
         .unwrap();
         bg.unref_node(hooks, file_node).unwrap();
@@ -206,9 +206,16 @@ fn stream_job_graph_perms_match_qemu() {
     let sf = bg
         .add_node(NodeSpec::new(cor.name(), cor.traits()).name("sf"))
         .unwrap();
-    bg.attach_child(&hooks, sf, top, "file", cor.primary_child_role(false))
+    bg.attach_child(
+        &hooks,
+        sf,
+        top,
+        "file",
+        cor.primary_child_role(&Options::new()),
+    )
+    .unwrap();
+    bg.replace_node(&hooks, top, sf, ReplaceOptions::REPLACE_NODE)
         .unwrap();
-    bg.replace_node(&hooks, top, sf, true, false).unwrap();
     bg.freeze_chain(sf, Some(mid)).unwrap();
     let job = bg.add_root(RootKind::Job {
         job_type: "stream".into(),
@@ -256,7 +263,7 @@ fn stream_job_graph_perms_match_qemu() {
         .collect();
     assert_eq!(frozen.len(), 2, "frozen links: {frozen:?}");
     assert_eq!(
-        bg.set_file_or_backing(&hooks, top, Some(nodes[0]), true)
+        bg.set_file_or_backing(&hooks, top, Some(nodes[0]), ChildSlot::Backing)
             .unwrap_err()
             .to_string(),
         "Cannot change frozen 'backing' link from 'top' to 'mid'"

@@ -15,7 +15,7 @@ mod write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use strata_formats::{ExtentKind, FileStorage, Image, MemStorage, Storage};
+use strata_formats::{Access, ExtentKind, FileStorage, Image, MemStorage, Storage};
 
 /// A scratch directory under the system temp dir, removed on drop.
 pub struct Scratch {
@@ -154,9 +154,9 @@ pub enum Backend {
 pub const BACKENDS: [Backend; 2] = [Backend::File, Backend::Memory];
 
 /// Opens the image file on `backend` (memory: a copy of the file's bytes).
-pub fn open_storage(path: &Path, backend: Backend, read_only: bool) -> Box<dyn Storage> {
+pub fn open_storage(path: &Path, backend: Backend, access: Access) -> Box<dyn Storage> {
     match backend {
-        Backend::File => Box::new(FileStorage::open(path, read_only).expect("open image file")),
+        Backend::File => Box::new(FileStorage::open(path, access).expect("open image file")),
         Backend::Memory => Box::new(MemStorage::from_bytes(
             &std::fs::read(path).expect("read image file"),
         )),

@@ -7,7 +7,7 @@
 use super::*;
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 use std::io;
-use strata_formats::{BackingRead, Compat, CreateOptions, Qcow2};
+use strata_formats::{BackingRead, Compat, CreateOptions, Qcow2, ZeroWrite};
 
 fn base_seed() -> u64 {
     let seed = std::env::var("STRATA_SEED")
@@ -25,8 +25,16 @@ fn below(g: &mut Gen, n: u64) -> u64 {
 /// One guest operation of a crash case.
 #[derive(Clone, Debug)]
 enum Op {
-    Write { offset: u64, len: u64, seed: u8 },
-    Zeroes { offset: u64, len: u64, unmap: bool },
+    Write {
+        offset: u64,
+        len: u64,
+        seed: u8,
+    },
+    Zeroes {
+        offset: u64,
+        len: u64,
+        zero_write: ZeroWrite,
+    },
     Flush,
     Rebase(Option<String>),
 }
@@ -74,7 +82,11 @@ impl Arbitrary for CrashCase {
                     6 | 7 => Op::Zeroes {
                         offset,
                         len,
-                        unmap: bool::arbitrary(g),
+                        zero_write: if bool::arbitrary(g) {
+                            ZeroWrite::MayUnmap
+                        } else {
+                            ZeroWrite::KeepAllocated
+                        },
                     },
                     8 => Op::Flush,
                     _ => Op::Rebase(
@@ -257,8 +269,12 @@ fn run_case<S: CrashStorage>(case: &CrashCase, st: &mut S, barriers: bool) -> Op
                 q.write(st, *offset, &data, backing).expect("write");
                 model[*offset as usize..(*offset + *len) as usize].copy_from_slice(&data);
             }
-            Op::Zeroes { offset, len, unmap } => {
-                q.write_zeroes(st, *offset, *len, *unmap, backing)
+            Op::Zeroes {
+                offset,
+                len,
+                zero_write,
+            } => {
+                q.write_zeroes(st, *offset, *len, *zero_write, backing)
                     .expect("write_zeroes");
                 model[*offset as usize..(*offset + *len) as usize].fill(0);
             }
@@ -294,7 +310,7 @@ fn run_case<S: CrashStorage>(case: &CrashCase, st: &mut S, barriers: bool) -> Op
 fn check_crash_states(states: &[MemStorage]) -> TestResult {
     for (k, state) in states.iter().enumerate() {
         let mut storage = state.clone();
-        let mut image = match Qcow2::open(&mut storage, true) {
+        let mut image = match Qcow2::open(&mut storage, Access::ReadOnly) {
             Ok(i) => i,
             Err(e) => return TestResult::error(format!("crash state {k}: open failed: {e}")),
         };
@@ -358,7 +374,7 @@ fn pristine_images() -> &'static [(&'static str, Vec<u8>)] {
         let mut q = Qcow2::create(&mut small, &opts).unwrap();
         q.write(&mut small, 1000, &pattern(1, 70_000), None)
             .unwrap();
-        q.write_zeroes(&mut small, 200_000, 100_000, true, None)
+        q.write_zeroes(&mut small, 200_000, 100_000, ZeroWrite::MayUnmap, None)
             .unwrap();
         let mut v2 = MemStorage::new();
         let mut q =
@@ -446,9 +462,9 @@ fn damage_property(case: DamageCase) -> bool {
             Damage::Truncate { len } => bytes.truncate(len as usize),
         }
     }
-    for read_only in [true, false] {
+    for access in [Access::ReadOnly, Access::ReadWrite] {
         let mut st = MemStorage::from_bytes(&bytes);
-        let Ok(mut q) = Qcow2::open(&mut st, read_only) else {
+        let Ok(mut q) = Qcow2::open(&mut st, access) else {
             continue;
         };
         let size = q.virtual_size().min(8 << 20);
@@ -465,9 +481,9 @@ fn damage_property(case: DamageCase) -> bool {
             }
         }
         let _ = q.check(&mut st);
-        if !read_only {
+        if access == Access::ReadWrite {
             let _ = q.write(&mut st, 4096.min(size / 2), &[0x5a; 5000], None);
-            let _ = q.write_zeroes(&mut st, 0, size.min(1 << 20), true, None);
+            let _ = q.write_zeroes(&mut st, 0, size.min(1 << 20), ZeroWrite::MayUnmap, None);
             let _ = q.change_backing_file(&mut st, Some("x"), Some("raw"));
             let _ = q.check(&mut st);
         }

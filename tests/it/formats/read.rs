@@ -126,8 +126,8 @@ fn qemu_made_images_read_and_map_like_qemu() {
         let want = qemu_raw(&path);
         let want_map = qemu_map(&path);
         for backend in BACKENDS {
-            let mut st = open_storage(&path, backend, true);
-            let mut image = Image::open(&mut st, None, true).expect("open");
+            let mut st = open_storage(&path, backend, Access::ReadOnly);
+            let mut image = Image::open(&mut st, None, Access::ReadOnly).expect("open");
             assert_eq!(image.format(), Format::Qcow2);
             assert_eq!(
                 image.cluster_size(),
@@ -170,8 +170,8 @@ fn whole_image_converted_with_compression_reads_back() {
         &["convert", "-c", "-f", "raw", "-O", "qcow2", p(&raw), p(&q)],
     );
     for backend in BACKENDS {
-        let mut st = open_storage(&q, backend, true);
-        let mut image = Image::open(&mut st, Some(Format::Qcow2), true).unwrap();
+        let mut st = open_storage(&q, backend, Access::ReadOnly);
+        let mut image = Image::open(&mut st, Some(Format::Qcow2), Access::ReadOnly).unwrap();
         assert!(strata_read_all(&mut image, &mut st) == bytes, "{backend:?}");
         assert_eq!(strata_map(&mut image, &mut st), qemu_map(&q), "{backend:?}");
     }
@@ -257,7 +257,7 @@ fn backing_chains_of_four_layers_read_like_qemu() {
     let scratch = Scratch::new("chain");
     let top = make_chain(&scratch);
     let want = qemu_raw(&top);
-    let mut chain = Chain::open_files(&top, true).expect("open chain");
+    let mut chain = Chain::open_files(&top, Access::ReadOnly).expect("open chain");
     assert_eq!(chain.layers.len(), 4);
     assert_eq!(chain.layers[0].image.backing_file(), Some("mid2.qcow2"));
     assert_eq!(chain.layers[0].image.backing_format(), Some("qcow2"));
@@ -270,7 +270,7 @@ fn backing_chains_of_four_layers_read_like_qemu() {
         .iter()
         .map(|n| {
             let mut storage = MemStorage::from_bytes(&std::fs::read(scratch.path(n)).unwrap());
-            let image = Image::open(&mut storage, None, true).unwrap();
+            let image = Image::open(&mut storage, None, Access::ReadOnly).unwrap();
             Layer { image, storage }
         })
         .collect();
@@ -315,8 +315,8 @@ fn header_fields_and_backing_names_are_read() {
         ],
     );
     for backend in BACKENDS {
-        let mut st = open_storage(&path, backend, true);
-        let q = Qcow2::open(&mut st, true).unwrap();
+        let mut st = open_storage(&path, backend, Access::ReadOnly);
+        let q = Qcow2::open(&mut st, Access::ReadOnly).unwrap();
         assert_eq!(q.backing_file(), Some(json));
         assert_eq!(q.backing_format(), Some("raw"));
         assert_eq!(q.refcount_bits(), 8);
@@ -332,7 +332,7 @@ fn header_fields_and_backing_names_are_read() {
 
 /// Patches bytes of a file.
 fn patch(path: &Path, offset: u64, bytes: &[u8]) {
-    let mut st = FileStorage::open(path, false).unwrap();
+    let mut st = FileStorage::open(path, Access::ReadWrite).unwrap();
     st.write_at(offset, bytes).unwrap();
 }
 
@@ -396,8 +396,8 @@ fn unsupported_features_are_refused_at_open_with_their_name() {
     ];
     for (path, text) in cases {
         for backend in BACKENDS {
-            let mut st = open_storage(path, backend, true);
-            let err = Qcow2::open(&mut st, true).unwrap_err();
+            let mut st = open_storage(path, backend, Access::ReadOnly);
+            let err = Qcow2::open(&mut st, Access::ReadOnly).unwrap_err();
             assert!(err.to_string().contains(text), "{}: {err}", path.display());
         }
     }
@@ -418,13 +418,13 @@ fn dirty_and_corrupt_bits_are_honoured() {
         qemu_io(&path, &["write -P 9 0 4k"]);
         patch(&path, 72, &bit.to_be_bytes());
         for backend in BACKENDS {
-            let mut st = open_storage(&path, backend, false);
-            let err = Qcow2::open(&mut st, false).unwrap_err();
+            let mut st = open_storage(&path, backend, Access::ReadWrite);
+            let err = Qcow2::open(&mut st, Access::ReadWrite).unwrap_err();
             match bit {
                 1 => assert!(matches!(err, Error::Dirty), "{err}"),
                 _ => assert!(matches!(err, Error::MarkedCorrupt), "{err}"),
             }
-            let mut q = Qcow2::open(&mut st, true).expect("read-only open is allowed");
+            let mut q = Qcow2::open(&mut st, Access::ReadOnly).expect("read-only open is allowed");
             let mut buf = [0u8; 4];
             q.read(&mut st, 0, &mut buf, None).unwrap();
             assert_eq!(buf, [9; 4]);
@@ -448,8 +448,8 @@ fn persistent_bitmaps_and_snapshots_are_counted_by_check() {
     qemu_io(&path, &["write -P 3 0 64k"]);
     assert_qemu_check_clean(&path);
     for backend in BACKENDS {
-        let mut st = open_storage(&path, backend, true);
-        let mut q = Qcow2::open(&mut st, true).unwrap();
+        let mut st = open_storage(&path, backend, Access::ReadOnly);
+        let mut q = Qcow2::open(&mut st, Access::ReadOnly).unwrap();
         let report = q.check(&mut st).unwrap();
         assert!(report.is_clean(), "{backend:?}: {:?}", report.messages);
         assert_eq!(
@@ -485,8 +485,8 @@ fn raw_images_probe_read_and_back_qcow2_overlays() {
     );
     qemu_io(&top, &["write -P 4 1M 100k"]);
     for backend in BACKENDS {
-        let mut st = open_storage(&base, backend, true);
-        let mut raw = Image::open(&mut st, None, true).unwrap();
+        let mut st = open_storage(&base, backend, Access::ReadOnly);
+        let mut raw = Image::open(&mut st, None, Access::ReadOnly).unwrap();
         assert_eq!(
             (raw.format(), raw.virtual_size(), raw.cluster_size()),
             (Format::Raw, 3 << 20, None)
@@ -499,7 +499,7 @@ fn raw_images_probe_read_and_back_qcow2_overlays() {
         ));
         assert!(raw.check(&mut st).unwrap().is_clean());
     }
-    let mut chain = Chain::open_files(&top, true).unwrap();
+    let mut chain = Chain::open_files(&top, Access::ReadOnly).unwrap();
     assert_eq!(chain.layers[1].image.format(), Format::Raw);
     let mut got = vec![0u8; 3 << 20];
     chain.read(0, 0, &mut got).unwrap();

@@ -1,13 +1,21 @@
 //! Images created and written by Strata, checked by qemu-img.
 
 use super::*;
-use strata_formats::{Chain, Compat, CreateOptions, Error, ExtentKind, Layer, Qcow2};
+use strata_formats::{Chain, Compat, CreateOptions, Error, ExtentKind, Layer, Qcow2, ZeroWrite};
 
 /// One guest operation, applied to a Strata image and to a byte model.
 #[derive(Clone, Copy, Debug)]
 enum Op {
-    Write { offset: u64, len: u64, seed: u8 },
-    Zeroes { offset: u64, len: u64, unmap: bool },
+    Write {
+        offset: u64,
+        len: u64,
+        seed: u8,
+    },
+    Zeroes {
+        offset: u64,
+        len: u64,
+        zero_write: ZeroWrite,
+    },
 }
 
 impl Op {
@@ -20,9 +28,13 @@ impl Op {
                     .unwrap_or_else(|e| panic!("{self:?}: {e}"));
                 model[offset as usize..(offset + len) as usize].copy_from_slice(&data);
             }
-            Op::Zeroes { offset, len, unmap } => {
+            Op::Zeroes {
+                offset,
+                len,
+                zero_write,
+            } => {
                 image
-                    .write_zeroes(st, offset, len, unmap, None)
+                    .write_zeroes(st, offset, len, zero_write, None)
                     .unwrap_or_else(|e| panic!("{self:?}: {e}"));
                 model[offset as usize..(offset + len) as usize].fill(0);
             }
@@ -55,12 +67,12 @@ fn ops(size: u64) -> Vec<Op> {
         Op::Zeroes {
             offset: m + 64 * 1024,
             len: 256 * 1024,
-            unmap: true,
+            zero_write: ZeroWrite::MayUnmap,
         },
         Op::Zeroes {
             offset: 3 * m,
             len: 2 * m,
-            unmap: false,
+            zero_write: ZeroWrite::KeepAllocated,
         },
         Op::Write {
             offset: 3 * m + 100,
@@ -75,7 +87,7 @@ fn ops(size: u64) -> Vec<Op> {
         Op::Zeroes {
             offset: 0,
             len: 1000,
-            unmap: true,
+            zero_write: ZeroWrite::MayUnmap,
         },
         Op::Write {
             offset: 0,
@@ -85,7 +97,7 @@ fn ops(size: u64) -> Vec<Op> {
         Op::Zeroes {
             offset: size - 4 * m,
             len: 4 * m,
-            unmap: true,
+            zero_write: ZeroWrite::MayUnmap,
         },
         Op::Write {
             offset: size - 3 * m,
@@ -100,9 +112,17 @@ fn ops(size: u64) -> Vec<Op> {
                 let (offset, len) = clamp(offset, len);
                 Op::Write { offset, len, seed }
             }
-            Op::Zeroes { offset, len, unmap } => {
+            Op::Zeroes {
+                offset,
+                len,
+                zero_write,
+            } => {
                 let (offset, len) = clamp(offset, len);
-                Op::Zeroes { offset, len, unmap }
+                Op::Zeroes {
+                    offset,
+                    len,
+                    zero_write,
+                }
             }
         })
         .collect()
@@ -161,8 +181,8 @@ fn strata_written_images_pass_qemu_img_check_and_read_back() {
                 qemu_raw(&path) == model,
                 "{name}: qemu reads other bytes than were written"
             );
-            let mut st = open_storage(&path, backend, true);
-            let mut image = Image::open(&mut st, None, true).unwrap();
+            let mut st = open_storage(&path, backend, Access::ReadOnly);
+            let mut image = Image::open(&mut st, None, Access::ReadOnly).unwrap();
             assert_eq!(
                 strata_map(&mut image, &mut st),
                 qemu_map(&path),
@@ -201,13 +221,13 @@ fn v3_zero_writes_make_zero_clusters_like_qemu_io() {
     let mut st = FileStorage::create(&ours).unwrap();
     let mut q = Qcow2::create(&mut st, &CreateOptions::new(4 << 20)).unwrap();
     q.write(&mut st, 0, &[1; 1 << 20], None).unwrap();
-    q.write_zeroes(&mut st, 64 << 10, 128 << 10, false, None)
+    q.write_zeroes(&mut st, 64 << 10, 128 << 10, ZeroWrite::KeepAllocated, None)
         .unwrap();
-    q.write_zeroes(&mut st, 512 << 10, 64 << 10, true, None)
+    q.write_zeroes(&mut st, 512 << 10, 64 << 10, ZeroWrite::MayUnmap, None)
         .unwrap();
-    q.write_zeroes(&mut st, 2 << 20, 100 << 10, false, None)
+    q.write_zeroes(&mut st, 2 << 20, 100 << 10, ZeroWrite::KeepAllocated, None)
         .unwrap();
-    q.write_zeroes(&mut st, 3 << 20, 1 << 10, false, None)
+    q.write_zeroes(&mut st, 3 << 20, 1 << 10, ZeroWrite::KeepAllocated, None)
         .unwrap();
     assert_eq!(qemu_map(&ours), qemu_map(&theirs));
     assert_eq!(qemu_raw(&ours), qemu_raw(&theirs));
@@ -277,7 +297,7 @@ fn refcount_table_growth_and_many_refcount_blocks_pass_qemu_check() {
             .collect();
         let model = strata_image(&path, Backend::Memory, &opts, &ops);
         let mut st = MemStorage::from_bytes(&std::fs::read(&path).unwrap());
-        let q = Qcow2::open(&mut st, true).unwrap();
+        let q = Qcow2::open(&mut st, Access::ReadOnly).unwrap();
         assert_eq!(
             q.header().refcount_table_clusters > 1,
             grows,
@@ -325,8 +345,8 @@ fn chain_for_jobs(scratch: &Scratch, backend: Backend) -> (Chain<Box<dyn Storage
     let layers = ["top.qcow2", "mid.qcow2", "base.qcow2"]
         .iter()
         .map(|n| {
-            let mut storage = open_storage(&scratch.path(n), backend, false);
-            let image = Image::open(&mut storage, None, false).unwrap();
+            let mut storage = open_storage(&scratch.path(n), backend, Access::ReadWrite);
+            let image = Image::open(&mut storage, None, Access::ReadWrite).unwrap();
             Layer { image, storage }
         })
         .collect();
@@ -396,7 +416,13 @@ fn stream_and_commit_through_the_api_match_qemu() {
                 ExtentKind::Zero => {
                     let base = &mut chain.layers[2];
                     base.image
-                        .write_zeroes(&mut base.storage, e.offset, e.len, false, None)
+                        .write_zeroes(
+                            &mut base.storage,
+                            e.offset,
+                            e.len,
+                            ZeroWrite::KeepAllocated,
+                            None,
+                        )
                         .unwrap();
                 }
                 ExtentKind::Unallocated => {}
@@ -465,14 +491,14 @@ fn change_backing_file_writes_the_header_qemu_img_rebase_writes() {
             }
             argv.push(p(&theirs));
             run("qemu-img", &argv);
-            let mut st = FileStorage::open(&ours, false).unwrap();
-            let mut q = Qcow2::open(&mut st, false).unwrap();
+            let mut st = FileStorage::open(&ours, Access::ReadWrite).unwrap();
+            let mut q = Qcow2::open(&mut st, Access::ReadWrite).unwrap();
             q.change_backing_file(&mut st, file, format).unwrap();
             assert!(
                 std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
                 "compat={compat} after {file:?} {format:?}: headers differ"
             );
-            let reopened = Qcow2::open(&mut st, true).unwrap();
+            let reopened = Qcow2::open(&mut st, Access::ReadOnly).unwrap();
             assert_eq!(
                 (reopened.backing_file(), reopened.backing_format()),
                 (file, format)
@@ -510,7 +536,7 @@ fn change_backing_file_refuses_what_qemu_refuses() {
 
 /// Patches bytes of a file.
 fn patch(path: &Path, offset: u64, bytes: &[u8]) {
-    FileStorage::open(path, false)
+    FileStorage::open(path, Access::ReadWrite)
         .unwrap()
         .write_at(offset, bytes)
         .unwrap();
@@ -538,7 +564,7 @@ fn check_counts_leaks_and_corruptions_like_qemu_img_check() {
     let mut st = FileStorage::create(&path).unwrap();
     let mut q = Qcow2::create(&mut st, &CreateOptions::new(4 << 20)).unwrap();
     q.write(&mut st, 0, &[7; 3 << 20], None).unwrap();
-    q.write_zeroes(&mut st, 1 << 20, 64 << 10, true, None)
+    q.write_zeroes(&mut st, 1 << 20, 64 << 10, ZeroWrite::MayUnmap, None)
         .unwrap();
     drop(q);
     // Layout: refcount block at 0x20000, data from 0x50000 (after the L1
@@ -547,13 +573,19 @@ fn check_counts_leaks_and_corruptions_like_qemu_img_check() {
     let freed_cluster = 5 + 16;
     let refblock = 2 * cs;
     patch(&path, refblock + 2 * freed_cluster, &1u16.to_be_bytes());
-    let report = Qcow2::open(&mut st, true).unwrap().check(&mut st).unwrap();
+    let report = Qcow2::open(&mut st, Access::ReadOnly)
+        .unwrap()
+        .check(&mut st)
+        .unwrap();
     assert_eq!((report.corruptions, report.leaks), qemu_check_counts(&path));
     assert_eq!((report.corruptions, report.leaks), (0, 1));
     // A used data cluster with refcount 0: a refcount error and an
     // OFLAG_COPIED error, for both.
     patch(&path, refblock + 2 * 6, &0u16.to_be_bytes());
-    let report = Qcow2::open(&mut st, true).unwrap().check(&mut st).unwrap();
+    let report = Qcow2::open(&mut st, Access::ReadOnly)
+        .unwrap()
+        .check(&mut st)
+        .unwrap();
     assert_eq!((report.corruptions, report.leaks), qemu_check_counts(&path));
     assert_eq!((report.corruptions, report.leaks), (2, 1));
 }
@@ -567,7 +599,7 @@ fn a_corrupt_image_is_never_written() {
     let l2 = 4 * 65536u64;
     st.write_at(l2, &(65536u64 | 1 << 63).to_be_bytes())
         .unwrap();
-    let mut q = Qcow2::open(&mut st, false).unwrap();
+    let mut q = Qcow2::open(&mut st, Access::ReadWrite).unwrap();
     let before = st.content_hash();
     let err = q.write(&mut st, 100, b"boom", None).unwrap_err();
     assert!(matches!(err, Error::Corrupt(_)), "{err}");
@@ -617,7 +649,7 @@ fn storage_errors_keep_their_errno() {
     let err = q.write(&mut st, 0, &[1; 4096], None).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(28));
     assert_eq!(std::io::Error::from(err).raw_os_error(), Some(28));
-    let report = Qcow2::open(&mut st.inner, true)
+    let report = Qcow2::open(&mut st.inner, Access::ReadOnly)
         .unwrap()
         .check(&mut st.inner)
         .unwrap();
@@ -641,8 +673,8 @@ fn writes_to_images_with_internal_snapshots_leave_the_snapshot_intact() {
     for backend in BACKENDS {
         let copy = scratch.path(&format!("{backend:?}.qcow2"));
         std::fs::copy(&path, &copy).unwrap();
-        let mut st = open_storage(&copy, backend, false);
-        let mut q = Qcow2::open(&mut st, false).unwrap();
+        let mut st = open_storage(&copy, backend, Access::ReadWrite);
+        let mut q = Qcow2::open(&mut st, Access::ReadWrite).unwrap();
         assert_eq!(q.header().nb_snapshots, 1);
         assert!(
             q.check(&mut st).unwrap().is_clean(),
@@ -668,7 +700,7 @@ fn writes_to_images_with_internal_snapshots_leave_the_snapshot_intact() {
             Op::Zeroes {
                 offset: 5 * 65536,
                 len: 65536,
-                unmap: true,
+                zero_write: ZeroWrite::MayUnmap,
             },
         ];
         ops.iter()

@@ -2,7 +2,7 @@
 //! backing node, and who lifts them.
 
 use super::*;
-use strata_perm::{BlockOp, DefaultPerms, ErrorKind};
+use strata_perm::{BlockOp, ChildSlot, DefaultPerms, ErrorKind};
 
 #[test]
 fn stream_nodes_are_busy_with_qemus_texts() {
@@ -101,10 +101,11 @@ fn the_backing_blocker_follows_the_backing_link() {
         "Node 'mid' is busy: node is used as backing hd of 'top'"
     );
     // Removing base as mid's backing lifts its blocker.
-    bg.set_file_or_backing(hooks, mid, None, true).unwrap();
+    bg.set_file_or_backing(hooks, mid, None, ChildSlot::Backing)
+        .unwrap();
     bg.check_op(base, BlockOp::DriveDel).unwrap();
     // Setting a new backing installs one again, named after the device if any.
-    bg.set_file_or_backing(hooks, mid, Some(base), true)
+    bg.set_file_or_backing(hooks, mid, Some(base), ChildSlot::Backing)
         .unwrap();
     assert_eq!(
         bg.check_op(base, BlockOp::Resize).unwrap_err().to_string(),

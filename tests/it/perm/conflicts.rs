@@ -3,7 +3,7 @@
 //! were.
 
 use super::*;
-use strata_perm::{DefaultPerms, ErrorKind};
+use strata_perm::{ChildSlot, DefaultPerms, ErrorKind, ReplaceOptions};
 
 #[test]
 fn second_qcow2_on_one_file_node_is_refused() {
@@ -153,7 +153,8 @@ fn backing_change_under_a_commit_intermediate_conflicts_with_the_commit_job() {
             .unwrap();
     c.bg.attach_child(hooks, cor, n3, "file", Role::FILTERED_PRIMARY)
         .unwrap();
-    c.bg.replace_node(hooks, n3, cor, true, false).unwrap();
+    c.bg.replace_node(hooks, n3, cor, ReplaceOptions::REPLACE_NODE)
+        .unwrap();
     c.bg.freeze_chain(cor, Some(n3)).unwrap();
     let rw = Perm::CONSISTENT_READ | Perm::WRITE | Perm::WRITE_UNCHANGED;
     let (stream, _) = root_on(
@@ -190,7 +191,7 @@ fn backing_change_under_a_commit_intermediate_conflicts_with_the_commit_job() {
 
     let before = snapshot(&c.bg);
     let err =
-        c.bg.set_file_or_backing(hooks, n3, Some(n2), true)
+        c.bg.set_file_or_backing(hooks, n3, Some(n2), ChildSlot::Backing)
             .unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -2,7 +2,7 @@
 //! five refusals with QEMU's texts.
 
 use super::*;
-use strata_perm::{DefaultPerms, ErrorKind};
+use strata_perm::{ChildSlot, DefaultPerms, ErrorKind, ReplaceOptions};
 
 /// The frozen edges of the graph as (parent, child name, child).
 fn frozen(bg: &BlockGraph) -> BTreeSet<(String, String, String)> {
@@ -47,7 +47,8 @@ fn a_freeze_covers_top_inclusive_to_the_link_into_base() {
         .unwrap();
     bg.attach_child(hooks, thr, n[1], "file", Role::FILTERED_PRIMARY)
         .unwrap();
-    bg.replace_node(hooks, n[1], thr, true, false).unwrap();
+    bg.replace_node(hooks, n[1], thr, ReplaceOptions::REPLACE_NODE)
+        .unwrap();
     // top -> thr -> mid -> base; file links are never chain links.
     bg.freeze_chain(n[2], Some(n[1])).unwrap();
     assert_eq!(
@@ -86,7 +87,7 @@ fn a_frozen_backing_link_cannot_be_changed() {
     );
     let before = snapshot(&s.bg);
     let err =
-        s.bg.set_file_or_backing(&TestHooks, s.top, Some(s.base), true)
+        s.bg.set_file_or_backing(&TestHooks, s.top, Some(s.base), ChildSlot::Backing)
             .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -96,14 +97,14 @@ fn a_frozen_backing_link_cannot_be_changed() {
     assert_eq!(snapshot(&s.bg), before);
     // Removing it is a change too.
     assert_eq!(
-        s.bg.set_file_or_backing(&TestHooks, s.top, None, true)
+        s.bg.set_file_or_backing(&TestHooks, s.top, None, ChildSlot::Backing)
             .unwrap_err()
             .to_string(),
         "Cannot change frozen 'backing' link from 'top' to 'mid'"
     );
     // The filter's frozen file link, likewise.
     assert_eq!(
-        s.bg.set_file_or_backing(&TestHooks, s.cor, Some(s.mid), false)
+        s.bg.set_file_or_backing(&TestHooks, s.cor, Some(s.mid), ChildSlot::File)
             .unwrap_err()
             .to_string(),
         format!("Cannot change frozen 'file' link from '{cor}' to 'top'")
@@ -214,7 +215,7 @@ fn replacing_a_node_whose_parent_link_is_frozen_is_refused() {
     assert_eq!(snapshot(&bg), before);
     // replace_node itself, and dropping mid as an intermediate.
     let err = bg
-        .replace_node(hooks, n[1], n[0], false, false)
+        .replace_node(hooks, n[1], n[0], ReplaceOptions::EVERY_PARENT)
         .unwrap_err();
     assert_eq!(err.to_string(), "Cannot change 'backing' link to 'mid'");
     assert_eq!(snapshot(&bg), before);
@@ -253,7 +254,7 @@ fn a_replacement_that_must_move_a_job_link_is_refused() {
     c.bg.unfreeze_chain(c.filter, Some(c.n[0])).unwrap();
     let before = snapshot(&c.bg);
     let err =
-        c.bg.replace_node(hooks, c.filter, c.n[0], false, false)
+        c.bg.replace_node(hooks, c.filter, c.n[0], ReplaceOptions::EVERY_PARENT)
             .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -263,7 +264,7 @@ fn a_replacement_that_must_move_a_job_link_is_refused() {
     assert_eq!(snapshot(&c.bg), before);
     // With auto_skip the job link stays and the overlay moves.
     let edge = c.bg.graph().root(stream).unwrap().children()[0];
-    c.bg.replace_node(hooks, c.filter, c.n[0], true, false)
+    c.bg.replace_node(hooks, c.filter, c.n[0], ReplaceOptions::REPLACE_NODE)
         .unwrap();
     assert_eq!(c.bg.graph().edge(edge).unwrap().child(), c.filter);
     assert_eq!(c.bg.graph().cow_node(c.n[3]), Some(c.n[0]));
@@ -275,7 +276,7 @@ fn unfreezing_allows_the_change() {
     let mut s = stream_running();
     s.bg.unfreeze_chain(s.cor, Some(s.mid)).unwrap();
     assert!(frozen(&s.bg).is_empty());
-    s.bg.set_file_or_backing(&TestHooks, s.top, Some(s.base), true)
+    s.bg.set_file_or_backing(&TestHooks, s.top, Some(s.base), ChildSlot::Backing)
         .unwrap();
     assert_eq!(s.bg.graph().cow_node(s.top), Some(s.base));
     assert_perms_fresh(&s.bg, &TestHooks);

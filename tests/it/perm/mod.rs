@@ -25,7 +25,9 @@ use std::hash::{Hash, Hasher};
 use strata_graph::{
     DriverTraits, Edge, EdgeId, Graph, NodeId, NodeSpec, Parent, Perm, Role, RootId, RootKind,
 };
-use strata_perm::{default_child_perm, BlockGraph, BlockerOwner, PermHooks, ReopenQueue};
+use strata_perm::{
+    default_child_perm, BlockGraph, BlockerOwner, PermHooks, ReopenQueue, ReplaceOptions,
+};
 
 pub(crate) const FORMAT: DriverTraits = DriverTraits {
     is_filter: false,
@@ -313,7 +315,8 @@ pub(crate) fn stream_running() -> Stream {
         .unwrap();
     bg.attach_child(hooks, cor, top, "file", Role::FILTERED_PRIMARY)
         .unwrap();
-    bg.replace_node(hooks, top, cor, true, false).unwrap();
+    bg.replace_node(hooks, top, cor, ReplaceOptions::REPLACE_NODE)
+        .unwrap();
     bg.freeze_chain(cor, Some(mid)).unwrap();
     let job_root = bg.add_root(job("stream", "j"));
     let rw = Perm::CONSISTENT_READ | Perm::WRITE | Perm::WRITE_UNCHANGED;

@@ -14,7 +14,7 @@
 use super::*;
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 use std::collections::BTreeMap;
-use strata_perm::{BlockOp, Result as PermResult};
+use strata_perm::{AutoSkip, BlockOp, ChildSlot, Detach, ReplaceOptions, Result as PermResult};
 
 const DEFAULT_SEED: u64 = 0x5742_4154_4131;
 const TESTS: u64 = 300;
@@ -373,7 +373,7 @@ impl World {
                 }
                 let c = child.map(|c| self.pick(c).expect("ids is not empty"));
                 self.checked("set_backing", |bg| {
-                    bg.set_file_or_backing(hooks, p, c, true)
+                    bg.set_file_or_backing(hooks, p, c, ChildSlot::Backing)
                 })?;
             }
             Op::SetFile { parent, child } => {
@@ -384,7 +384,7 @@ impl World {
                     return Ok(Step::Skipped);
                 }
                 self.checked("set_file", |bg| {
-                    bg.set_file_or_backing(hooks, p, Some(c), false)
+                    bg.set_file_or_backing(hooks, p, Some(c), ChildSlot::File)
                 })?;
             }
             Op::ReplaceNode {
@@ -399,7 +399,16 @@ impl World {
                     return Ok(Step::Skipped);
                 }
                 self.checked("replace_node", |bg| {
-                    bg.replace_node(hooks, f, t, auto_skip, false)
+                    let auto_skip = if auto_skip {
+                        AutoSkip::Skip
+                    } else {
+                        AutoSkip::Refuse
+                    };
+                    let options = ReplaceOptions {
+                        auto_skip,
+                        detach: Detach::Nothing,
+                    };
+                    bg.replace_node(hooks, f, t, options)
                 })?;
             }
             Op::InsertFilter { over, cor } => {
@@ -413,7 +422,7 @@ impl World {
                 })?;
                 if attached.is_some() {
                     self.checked("insert: replace_node", |bg| {
-                        bg.replace_node(hooks, o, flt, true, false)
+                        bg.replace_node(hooks, o, flt, ReplaceOptions::REPLACE_NODE)
                     })?;
                 }
             }
@@ -437,7 +446,7 @@ impl World {
                     return Ok(Step::Skipped);
                 };
                 self.checked("drop_filter", |bg| {
-                    bg.replace_node(hooks, f, child, true, true)
+                    bg.replace_node(hooks, f, child, ReplaceOptions::DROP_FILTER)
                 })?;
             }
             Op::Freeze { top, depth } => {

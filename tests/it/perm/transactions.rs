@@ -2,7 +2,7 @@
 //! stored permissions equal to a from-scratch recomputation afterwards.
 
 use super::*;
-use strata_perm::DefaultPerms;
+use strata_perm::{ChildSlot, DefaultPerms, ReplaceOptions};
 
 /// `top <- mid <- base`, read by an unnamed BlockBackend on top.
 fn read_chain() -> (BlockGraph, Vec<NodeId>) {
@@ -39,7 +39,8 @@ fn insert_and_drop_a_filter() {
         .unwrap();
     bg.attach_child(hooks, thr, n[1], "file", Role::FILTERED_PRIMARY)
         .unwrap();
-    bg.replace_node(hooks, n[1], thr, true, false).unwrap();
+    bg.replace_node(hooks, n[1], thr, ReplaceOptions::REPLACE_NODE)
+        .unwrap();
     assert_eq!(chain_names(&bg, n[2]), ["top", "thr", "mid", "base"]);
     let thr_file = bg.graph().filter_child(thr).unwrap();
     assert_eq!(
@@ -48,7 +49,8 @@ fn insert_and_drop_a_filter() {
     );
     assert_perms_fresh(&bg, hooks);
     // bdrv_drop_filter: replace the filter by its child, detaching the filter's link.
-    bg.replace_node(hooks, thr, n[1], true, true).unwrap();
+    bg.replace_node(hooks, thr, n[1], ReplaceOptions::DROP_FILTER)
+        .unwrap();
     assert_eq!(chain_names(&bg, n[2]), ["top", "mid", "base"]);
     assert!(bg.graph().node(thr).unwrap().children().is_empty());
     assert!(bg.graph().node(thr).unwrap().parents().is_empty());
@@ -99,7 +101,8 @@ fn drop_intermediates_moves_every_parent() {
     let hooks = &DefaultPerms;
     let (mut bg, n) = read_chain();
     // bdrv_drop_intermediate(top=mid, base): replace mid by base, auto_skip=false.
-    bg.replace_node(hooks, n[1], n[0], false, false).unwrap();
+    bg.replace_node(hooks, n[1], n[0], ReplaceOptions::EVERY_PARENT)
+        .unwrap();
     assert_eq!(chain_names(&bg, n[2]), ["top", "base"]);
     assert!(bg.graph().node(n[1]).unwrap().parents().is_empty());
     // mid keeps its own backing link to base (it is mid's child, inside base's... no:
@@ -112,17 +115,18 @@ fn drop_intermediates_moves_every_parent() {
 fn set_backing_and_set_file() {
     let hooks = &DefaultPerms;
     let (mut bg, n) = read_chain();
-    bg.set_file_or_backing(hooks, n[2], Some(n[0]), true)
+    bg.set_file_or_backing(hooks, n[2], Some(n[0]), ChildSlot::Backing)
         .unwrap();
     assert_eq!(chain_names(&bg, n[2]), ["top", "base"]);
     assert_perms_fresh(&bg, hooks);
-    bg.set_file_or_backing(hooks, n[2], None, true).unwrap();
+    bg.set_file_or_backing(hooks, n[2], None, ChildSlot::Backing)
+        .unwrap();
     assert_eq!(chain_names(&bg, n[2]), ["top"]);
     // A new file child keeps the role of the old one.
     let f2 = bg
         .add_node(NodeSpec::new("file", PROTOCOL).name("f2"))
         .unwrap();
-    bg.set_file_or_backing(hooks, n[2], Some(f2), false)
+    bg.set_file_or_backing(hooks, n[2], Some(f2), ChildSlot::File)
         .unwrap();
     let file = bg.graph().node(n[2]).unwrap().file().unwrap();
     let e = bg.graph().edge(file).unwrap();
@@ -141,20 +145,20 @@ fn set_backing_refusals_have_qemus_texts() {
     let f = bg.graph().find_node("top-file").unwrap();
     let before = snapshot(&bg);
     assert_eq!(
-        bg.set_file_or_backing(hooks, f, Some(n[0]), true)
+        bg.set_file_or_backing(hooks, f, Some(n[0]), ChildSlot::Backing)
             .unwrap_err()
             .to_string(),
         "Driver 'file' of node 'top-file' does not support backing files"
     );
     assert_eq!(
-        bg.set_file_or_backing(hooks, f, Some(n[0]), false)
+        bg.set_file_or_backing(hooks, f, Some(n[0]), ChildSlot::File)
             .unwrap_err()
             .to_string(),
         "Cannot set file child to format node without file child"
     );
     // A cycle through the backing link.
     assert_eq!(
-        bg.set_file_or_backing(hooks, n[0], Some(n[2]), true)
+        bg.set_file_or_backing(hooks, n[0], Some(n[2]), ChildSlot::Backing)
             .unwrap_err()
             .to_string(),
         "Making 'top' a backing child of 'base' would create a cycle"
@@ -229,7 +233,8 @@ fn removing_a_backing_link_loosens_the_old_backing_subtree() {
     before.push(("top", "backing", "mid", &[CR], ALL));
     before.push(("mid", "backing", "base", &[CR], ALL));
     assert_eq!(shown_edges(&bg), expected_edges(&before));
-    bg.set_file_or_backing(hooks, n[2], None, true).unwrap();
+    bg.set_file_or_backing(hooks, n[2], None, ChildSlot::Backing)
+        .unwrap();
     let mut after = common.to_vec();
     after.push(("mid", "backing", "base", &[], ALL));
     assert_eq!(shown_edges(&bg), expected_edges(&after));
@@ -271,7 +276,7 @@ fn a_copy_on_read_filter_cannot_sit_on_a_read_only_node() {
 
 #[test]
 fn dropping_a_filter_over_a_frozen_link_is_refused() {
-    // bdrv_drop_filter = replace_node(filter, child, auto_skip, detach_subchain):
+    // bdrv_drop_filter = replace_node(filter, child, ReplaceOptions::DROP_FILTER):
     // the filter's parent link must move and may not be frozen.
     let hooks = &DefaultPerms;
     let (mut bg, n) = read_chain();
@@ -280,16 +285,21 @@ fn dropping_a_filter_over_a_frozen_link_is_refused() {
         .unwrap();
     bg.attach_child(hooks, thr, n[1], "file", Role::FILTERED_PRIMARY)
         .unwrap();
-    bg.replace_node(hooks, n[1], thr, true, false).unwrap();
+    bg.replace_node(hooks, n[1], thr, ReplaceOptions::REPLACE_NODE)
+        .unwrap();
     bg.freeze_chain(n[2], Some(thr)).unwrap();
     let before = snapshot(&bg);
-    let err = bg.replace_node(hooks, thr, n[1], true, true).unwrap_err();
+    let err = bg
+        .replace_node(hooks, thr, n[1], ReplaceOptions::DROP_FILTER)
+        .unwrap_err();
     assert_eq!(err.to_string(), "Cannot change 'backing' link to 'thr'");
     assert_eq!(snapshot(&bg), before);
     // Frozen below the filter: the detached subchain link is frozen too.
     bg.unfreeze_chain(n[2], Some(thr)).unwrap();
     bg.freeze_chain(thr, Some(n[1])).unwrap();
     let before = snapshot(&bg);
-    assert!(bg.replace_node(hooks, thr, n[1], true, true).is_err());
+    assert!(bg
+        .replace_node(hooks, thr, n[1], ReplaceOptions::DROP_FILTER)
+        .is_err());
     assert_eq!(snapshot(&bg), before);
 }

@@ -6,7 +6,7 @@
 use strata_block::{header_backing, new_backing_node, stream_bounds, BackingChoice};
 use strata_filters::{driver_perms, refresh_filename, BackingFileInfo, Driver};
 use strata_graph::{NodeId, NodeSpec, OptValue, Options, Role};
-use strata_perm::BlockGraph;
+use strata_perm::{BlockGraph, ReplaceOptions};
 
 fn s(v: &str) -> OptValue {
     OptValue::Str(v.to_string())
@@ -41,8 +41,14 @@ fn chain(layers: &[(&str, Driver)]) -> (BlockGraph, Vec<NodeId>) {
             let file = bg
                 .add_node(NodeSpec::new("file", Driver::File.traits()).options(file_options))
                 .unwrap();
-            bg.attach_child(&hooks, node, file, "file", driver.primary_child_role(false))
-                .unwrap();
+            bg.attach_child(
+                &hooks,
+                node,
+                file,
+                "file",
+                driver.primary_child_role(&Options::new()),
+            )
+            .unwrap();
             if let Some(&below) = nodes.last() {
                 bg.attach_child(&hooks, node, below, "backing", Role::COW)
                     .unwrap();
@@ -239,7 +245,8 @@ fn the_base_is_resolved_at_completion() {
     );
     let bounds = stream_bounds(bg.graph(), node4, Some(cf), None).unwrap();
     assert_eq!(bounds.above_base, node3);
-    bg.replace_node(&hooks, cf, node0, false, false).unwrap();
+    bg.replace_node(&hooks, cf, node0, ReplaceOptions::EVERY_PARENT)
+        .unwrap();
     assert_eq!(
         new_backing_node(bg.graph(), &bounds, BackingChoice::AboveBase),
         Some(node0)

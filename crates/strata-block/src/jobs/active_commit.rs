@@ -19,6 +19,7 @@ use strata_graph::{NodeId, Perm, RootId, RootKind};
 use strata_jobs::{
     BlockErrorAction, BlockdevOnError, Errno, JobCore, JobCtl, JobDriver, JobFailure, RunStep,
 };
+use strata_perm::ReplaceOptions;
 
 /// `MAX_IO_BYTES`: the largest single copy of the mirror loop.
 pub const MIRROR_MAX_IO_BYTES: u64 = 1 << 20;
@@ -270,17 +271,12 @@ impl ActiveCommitJob {
         let mut offset = 0;
         while offset < self.length {
             let want = self.length - offset;
-            let (depth, count) = match core.is_allocated_above(
-                self.top,
-                Some(self.base_overlay),
-                true,
-                offset,
-                want,
-            ) {
-                Ok((depth, 0)) => (depth, want),
-                Ok(found) => found,
-                Err(e) => return RunStep::Finished(Err(io_failure(&e))),
-            };
+            let (depth, count) =
+                match core.is_allocated_above(self.top, Some(self.base_overlay), offset, want) {
+                    Ok((depth, 0)) => (depth, want),
+                    Ok(found) => found,
+                    Err(e) => return RunStep::Finished(Err(io_failure(&e))),
+                };
             if depth > 0 {
                 self.mark_dirty(offset, count);
             }
@@ -422,8 +418,9 @@ impl ActiveCommitJob {
         }
         core.release_root(self.job_root);
         if let Some(below) = core.bg.graph().filter_node(mirror_top) {
-            let _ =
-                core.with_hooks(|bg, hooks| bg.replace_node(hooks, mirror_top, below, true, false));
+            let _ = core.with_hooks(|bg, hooks| {
+                bg.replace_node(hooks, mirror_top, below, ReplaceOptions::REPLACE_NODE)
+            });
         }
         let _ = core.unref(mirror_top);
         result
@@ -446,8 +443,10 @@ impl ActiveCommitJob {
         if top_read_only != base_read_only {
             let _ = core.reopen_read_only(self.base, top_read_only);
         }
-        core.with_hooks(|bg, hooks| bg.replace_node(hooks, self.top, self.base, true, false))
-            .map_err(|_| JobFailure::errno(Errno::EPERM))
+        core.with_hooks(|bg, hooks| {
+            bg.replace_node(hooks, self.top, self.base, ReplaceOptions::REPLACE_NODE)
+        })
+        .map_err(|_| JobFailure::errno(Errno::EPERM))
     }
 }
 

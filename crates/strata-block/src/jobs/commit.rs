@@ -14,7 +14,7 @@ use strata_graph::{NodeId, NodeSpec, Parent, Perm, Role, RootId, RootKind};
 use strata_jobs::{
     BlockErrorAction, BlockdevOnError, Errno, IoOperation, JobCtl, JobDriver, JobFailure, RunStep,
 };
-use strata_perm::BlockOp;
+use strata_perm::{BlockOp, ReplaceOptions};
 
 /// `COMMIT_BUFFER_SIZE`: what one iteration of the copy loop looks at.
 pub const COMMIT_BUFFER_SIZE: u64 = 512 * 1024;
@@ -432,8 +432,9 @@ impl<F: Files> BlockCore<F> {
     /// `bdrv_replace_node(filter, below)` does when a job goes away).
     pub(crate) fn drop_job_filter(&mut self, filter: NodeId, below: NodeId) -> Result<()> {
         self.bg.ref_node(filter)?;
-        let replaced =
-            self.with_hooks(|bg, hooks| bg.replace_node(hooks, filter, below, true, false));
+        let replaced = self.with_hooks(|bg, hooks| {
+            bg.replace_node(hooks, filter, below, ReplaceOptions::REPLACE_NODE)
+        });
         self.unref(filter)?;
         replaced
     }
@@ -474,8 +475,9 @@ impl<F: Files> BlockCore<F> {
             })
             .collect();
         self.bg.ref_node(commit_top).map_err(|_| Errno::EIO)?;
-        let replaced =
-            self.with_hooks(|bg, hooks| bg.replace_node(hooks, commit_top, base, false, false));
+        let replaced = self.with_hooks(|bg, hooks| {
+            bg.replace_node(hooks, commit_top, base, ReplaceOptions::EVERY_PARENT)
+        });
         let _ = self.unref(commit_top);
         replaced.map_err(|_| Errno::EIO)?;
         for parent in cow_parents {
@@ -541,7 +543,7 @@ impl CommitJob {
                 core.io_wait_until = 0;
                 let want = COMMIT_BUFFER_SIZE.min(len - offset);
                 let step = core
-                    .is_allocated_above(self.top, Some(self.base_overlay), true, offset, want)
+                    .is_allocated_above(self.top, Some(self.base_overlay), offset, want)
                     .map_err(|e| (IoOperation::Read, e))
                     .and_then(|(depth, n)| {
                         let n = if n == 0 { want } else { n };

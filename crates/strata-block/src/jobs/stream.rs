@@ -11,9 +11,10 @@ use crate::jobs::launch::{job_spec, Launch};
 use crate::state::DriverState;
 use base::{header_backing, new_backing_node, stream_bounds, BackingChoice, StreamBounds};
 use strata_filters::Driver;
+use strata_formats::Access;
 use strata_graph::{NodeId, NodeSpec, OptValue, Options, Perm, Role, RootId, RootKind};
 use strata_jobs::{BlockErrorAction, Errno, IoOperation, JobCtl, JobDriver, JobFailure, RunStep};
-use strata_perm::BlockOp;
+use strata_perm::{BlockOp, ChildSlot, ReplaceOptions};
 
 /// `STREAM_CHUNK`: what one iteration of the copy loop looks at.
 pub const STREAM_CHUNK: u64 = 512 * 1024;
@@ -331,7 +332,9 @@ impl<F: Files> BlockCore<F> {
         let bottom_name = self.bg.graph().name(bottom).to_string();
         let configured = attached.and_then(|_| self.configure_bottom(cor, Some(&bottom_name)));
         let replaced = configured.and_then(|_| {
-            self.with_hooks(|bg, hooks| bg.replace_node(hooks, bs, cor, true, false))
+            self.with_hooks(|bg, hooks| {
+                bg.replace_node(hooks, bs, cor, ReplaceOptions::REPLACE_NODE)
+            })
         });
         if let Err(err) = replaced {
             self.drop_cor_filter(cor)?;
@@ -352,7 +355,9 @@ impl<F: Files> BlockCore<F> {
             self.unref(bottom)?;
         }
         if let Some(child) = self.bg.graph().filter_node(cor) {
-            self.with_hooks(|bg, hooks| bg.replace_node(hooks, cor, child, true, true))?;
+            self.with_hooks(|bg, hooks| {
+                bg.replace_node(hooks, cor, child, ReplaceOptions::DROP_FILTER)
+            })?;
         }
         self.unref(cor)
     }
@@ -379,7 +384,7 @@ impl<F: Files> BlockCore<F> {
             Some(DriverState::File { path }) => {
                 let path = path.clone();
                 self.files
-                    .open(&path, !read_only)
+                    .open(&path, Access::from_read_only(read_only))
                     .map_err(|e| Error::generic(e.to_string()))
             }
             Some(DriverState::Format {
@@ -388,8 +393,12 @@ impl<F: Files> BlockCore<F> {
             }) => {
                 let (format, auto) = (image.format(), auto_backing_file.clone());
                 let reopened = self.with_child_io(node, |storage, _| {
-                    strata_formats::Image::open(storage, Some(format), read_only)
-                        .map_err(|e| std::io::Error::other(e.to_string()))
+                    strata_formats::Image::open(
+                        storage,
+                        Some(format),
+                        Access::from_read_only(read_only),
+                    )
+                    .map_err(|e| std::io::Error::other(e.to_string()))
                 });
                 let image = reopened.map_err(|e| Error::generic(e.to_string()))?;
                 self.state.insert(
@@ -611,7 +620,7 @@ impl StreamJob {
         let Some(below) = core.bg.graph().cow_node(unfiltered) else {
             return (false, len - offset, Ok(()));
         };
-        match core.is_allocated_above(below, Some(self.bounds.base_overlay), true, offset, n) {
+        match core.is_allocated_above(below, Some(self.bounds.base_overlay), offset, n) {
             Ok((0, 0)) => (false, len - offset, Ok(())),
             Ok((depth, n)) => (depth > 0, n, Ok(())),
             Err(e) => (false, n, Err(e)),
@@ -647,7 +656,9 @@ impl StreamJob {
         // last reference before taking the new one: QEMU's
         // bdrv_set_backing_hd refs first, so an unchanged link is a no-op.
         let relinked = if core.bg.graph().filter_or_cow_node(unfiltered) != base {
-            core.with_hooks(|bg, hooks| bg.set_file_or_backing(hooks, unfiltered, base, true))
+            core.with_hooks(|bg, hooks| {
+                bg.set_file_or_backing(hooks, unfiltered, base, ChildSlot::Backing)
+            })
         } else {
             Ok(())
         };

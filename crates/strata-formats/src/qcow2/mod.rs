@@ -18,10 +18,11 @@ mod write;
 pub use check::CheckReport;
 pub use create::{Compat, CreateOptions};
 pub use header::{FeatureName, Header, HeaderExtension};
+pub use write::ZeroWrite;
 
 use crate::error::{Error, Result};
 use crate::extent::{Extent, ExtentKind};
-use crate::storage::{reborrow, BackingRead, Storage};
+use crate::storage::{reborrow, Access, BackingRead, Storage};
 use cache::TableCache;
 use header::incompat;
 use std::collections::BTreeSet;
@@ -119,7 +120,8 @@ impl Qcow2 {
     /// Opens a qcow2 image. Read-write opens refuse images whose `corrupt`
     /// or `dirty` bit is set, and clear autoclear bits (none of which this
     /// crate implements), as QEMU does.
-    pub fn open(storage: &mut dyn Storage, read_only: bool) -> Result<Qcow2> {
+    pub fn open(storage: &mut dyn Storage, access: Access) -> Result<Qcow2> {
+        let read_only = access.is_read_only();
         let file_len = storage.len()?;
         let mut first = [0u8; header::V2_HEADER_LEN];
         storage.read_at(0, &mut first)?;

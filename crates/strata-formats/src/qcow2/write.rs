@@ -7,6 +7,18 @@ use crate::error::{Error, Result};
 use crate::storage::{reborrow, BackingRead, Storage};
 use std::sync::Arc;
 
+/// What [`Qcow2::write_zeroes`] may do with the host clusters behind the
+/// clusters it turns into zero clusters: QEMU's `BDRV_REQ_MAY_UNMAP`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum ZeroWrite {
+    /// Free them (`BDRV_REQ_MAY_UNMAP` set, as `write_zeroes -u` or a
+    /// discard asks).
+    MayUnmap,
+    /// Keep them allocated, marked zero (the flag clear, as the jobs'
+    /// zero writes are).
+    KeepAllocated,
+}
+
 impl Qcow2 {
     /// Writes `data` at guest `offset`. Clusters not yet owned by this layer
     /// (unallocated, zero, compressed or shared) get new clusters; the parts
@@ -39,7 +51,7 @@ impl Qcow2 {
     /// Makes `len` bytes at `offset` read as zeroes, as QEMU's
     /// `qcow2_co_pwrite_zeroes` does behind the block layer's alignment:
     /// on a v3 image, whole clusters become zero clusters (their host
-    /// clusters freed when `may_unmap`, kept otherwise), and so does a
+    /// clusters freed with [`ZeroWrite::MayUnmap`], kept otherwise), and so does a
     /// partly covered cluster whose other bytes already read as zero by
     /// metadata (see [`BackingRead::backing_is_zero`]). Everything else —
     /// and every cluster of a v2 image — gets zero bytes written.
@@ -48,7 +60,7 @@ impl Qcow2 {
         storage: &mut dyn Storage,
         offset: u64,
         len: u64,
-        may_unmap: bool,
+        zero_write: ZeroWrite,
         mut backing: Option<&mut dyn BackingRead>,
     ) -> Result<()> {
         self.check_writable()?;
@@ -67,7 +79,7 @@ impl Qcow2 {
                 // Whole clusters (the last one may end at the image's end).
                 let whole_end = if end == size { size } else { end / cs * cs };
                 pos +=
-                    self.guard(|me| me.zero_clusters(storage, pos, whole_end - pos, may_unmap))?;
+                    self.guard(|me| me.zero_clusters(storage, pos, whole_end - pos, zero_write))?;
                 continue;
             }
             let piece_end = end.min(cluster_end);
@@ -78,7 +90,7 @@ impl Qcow2 {
                         storage,
                         cluster_start,
                         cluster_end - cluster_start,
-                        may_unmap,
+                        zero_write,
                     )
                 })?;
             } else {
@@ -409,7 +421,7 @@ impl Qcow2 {
         storage: &mut dyn Storage,
         pos: u64,
         len: u64,
-        may_unmap: bool,
+        zero_write: ZeroWrite,
     ) -> Result<u64> {
         let cs = self.cluster_size();
         let (l1_index, l2_index) = self.indices(pos);
@@ -421,7 +433,8 @@ impl Qcow2 {
         for &e in &old {
             let kind = self.classify(e)?;
             let allocated = matches!(kind, Cluster::Normal(_) | Cluster::ZeroAlloc(_));
-            let unmap = matches!(kind, Cluster::Compressed { .. }) || (may_unmap && allocated);
+            let unmap = matches!(kind, Cluster::Compressed { .. })
+                || (zero_write == ZeroWrite::MayUnmap && allocated);
             if unmap {
                 released.push(e);
             }

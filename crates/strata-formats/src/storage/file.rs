@@ -1,6 +1,6 @@
 //! [`FileStorage`]: an image on a real file.
 
-use super::Storage;
+use super::{Access, Storage};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -16,8 +16,11 @@ pub struct FileStorage {
 
 impl FileStorage {
     /// Opens an existing file, read-only or read-write.
-    pub fn open(path: impl AsRef<Path>, read_only: bool) -> io::Result<FileStorage> {
-        let file = OpenOptions::new().read(true).write(!read_only).open(path)?;
+    pub fn open(path: impl AsRef<Path>, access: Access) -> io::Result<FileStorage> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(access == Access::ReadWrite)
+            .open(path)?;
         Ok(FileStorage { file })
     }
 
@@ -112,7 +115,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         FileStorage::create(&path).unwrap();
-        let mut st = FileStorage::open(&path, true).unwrap();
+        let mut st = FileStorage::open(&path, Access::ReadOnly).unwrap();
         let err = st.write_at(0, b"x").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(9), "EBADF from a read-only fd");
     }

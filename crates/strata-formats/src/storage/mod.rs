@@ -18,6 +18,33 @@ pub use mem::{ContentHash, MemStorage};
 
 use std::io;
 
+/// How an image or its file is opened: QEMU's `read-only` option
+/// (`BDRV_O_RDWR` clear or set).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum Access {
+    /// Reads only: every write fails, and a qcow2 image marked corrupt or
+    /// dirty still opens (as `qemu-img check` needs).
+    ReadOnly,
+    /// Reads and writes.
+    ReadWrite,
+}
+
+impl Access {
+    /// The access a QEMU `read-only` flag asks for.
+    pub fn from_read_only(read_only: bool) -> Access {
+        if read_only {
+            Access::ReadOnly
+        } else {
+            Access::ReadWrite
+        }
+    }
+
+    /// Whether writes are refused.
+    pub fn is_read_only(self) -> bool {
+        self == Access::ReadOnly
+    }
+}
+
 /// A byte store an image lives on.
 ///
 /// Reads past the end fill the buffer with zeroes, as QEMU's `file-posix`
