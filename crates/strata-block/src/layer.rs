@@ -5,9 +5,9 @@ use crate::core::{BlockCore, ThrottleGroup};
 use crate::error::{Error, Result};
 use crate::files::Files;
 use crate::jobs::{BlockJob, CommitArgs, Launch, StreamArgs};
-use crate::main_loop::{MainLoop, Runnable};
+use crate::main_loop::{visible, MainLoop, MonitorTurn, Runnable, Wakeup};
 use std::collections::BTreeMap;
-use strata_jobs::{Cancel, JobEvent, Jobs, Lookup};
+use strata_jobs::{Cancel, JobEvent, Jobs, Lookup, Wait};
 
 /// An event with the virtual time it was emitted at.
 #[derive(Clone, PartialEq, Debug)]
@@ -124,6 +124,78 @@ impl<F: Files> BlockLayer<F> {
     /// active (mirror-based) commit.
     pub fn block_commit(&mut self, args: &CommitArgs) -> Result<()> {
         self.with_jobs(|jobs, core, events| Launch::new(jobs, core, events).block_commit(args))
+    }
+
+    // ----- the main loop ----------------------------------------------------------
+
+    /// The main loop's memory.
+    pub fn main_loop(&self) -> &MainLoop {
+        &self.main_loop
+    }
+
+    /// What can run now, in the order QEMU's main loop runs it (see
+    /// [`MainLoop`]): the first is the canonical choice.
+    /// [`Runnable::Monitor`] is absent while a job must go on without
+    /// yielding or a drain runs.
+    pub fn runnable(&self) -> Vec<Runnable> {
+        self.main_loop.runnable(&self.jobs, self.core.now_ns)
+    }
+
+    /// Steps job `id` once at the current virtual time, as the main loop
+    /// does: it remembers whether the job yielded and when.
+    pub fn step_job(&mut self, id: &str) -> Result<Wait> {
+        let progress = |layer: &Self| visible(&layer.jobs, id).map(|j| j.progress().0);
+        let before = progress(self);
+        let now = self.core.now_ns;
+        let wait = self.with_jobs(|jobs, core, events| jobs.step(id, core, now, events))?;
+        let progressed = progress(self) != before;
+        self.main_loop.stepped(id, wait, progressed);
+        Ok(wait)
+    }
+
+    /// The monitor's turn begins: whatever stepped last has yielded.
+    pub fn begin_monitor_turn(&mut self) -> MonitorTurn {
+        let events_before = self.events.len();
+        self.main_loop
+            .begin_monitor_turn(&self.jobs, self.core.now_ns, events_before)
+    }
+
+    /// The monitor's turn ends: the jobs the command started or woke run
+    /// before anything else.
+    pub fn end_monitor_turn(&mut self, turn: MonitorTurn) {
+        let from = turn.events_before.min(self.events.len());
+        let command_events = self.events[from..].iter().map(|e| &e.event);
+        self.main_loop
+            .end_monitor_turn(turn, &self.jobs, self.core.now_ns, command_events);
+    }
+
+    /// The daemon's stepping: while the main loop lists a job first, moves
+    /// the clock to `now()` and steps that job, until `keep_going` says the
+    /// monitor's turn has come anyway. Returns how many steps ran.
+    pub fn run_jobs(
+        &mut self,
+        now: &mut dyn FnMut() -> u64,
+        keep_going: &mut dyn FnMut() -> bool,
+    ) -> Result<usize> {
+        let mut steps = 0;
+        loop {
+            self.advance_to(now());
+            let Some(Runnable::Job(id)) = self.runnable().into_iter().next() else {
+                return Ok(steps);
+            };
+            self.step_job(&id)?;
+            steps += 1;
+            if !keep_going() {
+                return Ok(steps);
+            }
+        }
+    }
+
+    /// What the main loop does next if no command comes: the daemon polls
+    /// its sockets without waiting, until the timer, or until a client
+    /// speaks.
+    pub fn next_wakeup(&self) -> Wakeup {
+        self.main_loop.next_wakeup(&self.jobs, self.core.now_ns)
     }
 
     /// The ids of the jobs that can step now, in creation order.

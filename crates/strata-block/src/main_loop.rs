@@ -26,11 +26,7 @@
 use std::collections::BTreeMap;
 use std::hash::Hash;
 
-use strata_jobs::{JobEvent, JobStatus, Wait};
-
-use crate::error::Result;
-use crate::files::Files;
-use crate::layer::BlockLayer;
+use strata_jobs::{JobCore, JobDriver, JobEvent, JobStatus, Jobs, Wait};
 
 /// Something QEMU's main loop can run now.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -71,7 +67,7 @@ pub struct MainLoop {
 #[must_use = "end the command with BlockLayer::end_monitor_turn"]
 pub struct MonitorTurn {
     sleeping: Vec<String>,
-    events_before: usize,
+    pub(crate) events_before: usize,
 }
 
 impl MainLoop {
@@ -84,29 +80,23 @@ impl MainLoop {
     fn yield_order(&self, job: &str) -> u64 {
         self.yielded.get(job).copied().unwrap_or(0)
     }
-}
 
-impl<F: Files> BlockLayer<F> {
-    /// The main loop's memory.
-    pub fn main_loop(&self) -> &MainLoop {
-        &self.main_loop
-    }
-
-    /// What can run now, in the order QEMU's main loop runs it: the first
-    /// is the canonical choice. [`Runnable::Monitor`] is absent while a job
-    /// must go on without yielding or a drain runs.
-    pub fn runnable(&self) -> Vec<Runnable> {
-        let jobs = self.runnable_jobs();
-        if let Some(job) = self.atomic_job(&jobs) {
+    /// What can run at `now_ns`, in the order QEMU's main loop runs it.
+    pub(crate) fn runnable<C, D: JobDriver<C>>(
+        &self,
+        jobs: &Jobs<C, D>,
+        now_ns: u64,
+    ) -> Vec<Runnable> {
+        let ready: Vec<String> = jobs.runnable_at(now_ns).map(str::to_string).collect();
+        if let Some(job) = self.atomic_job(jobs, &ready) {
             return vec![Runnable::Job(job)];
         }
-        if let Some(closing) = self.jobs.iter().find(|j| j.is_freeing()) {
-            return self.drain_order(closing.id());
+        if let Some(closing) = jobs.iter().find(|j| j.is_freeing()) {
+            return self.drain_order(jobs, closing.id());
         }
-        let (entered, mut others): (Vec<String>, Vec<String>) = jobs
-            .into_iter()
-            .partition(|j| self.main_loop.entered.contains(j));
-        others.sort_by_key(|j| self.main_loop.yield_order(j));
+        let (entered, mut others): (Vec<String>, Vec<String>) =
+            ready.into_iter().partition(|j| self.entered.contains(j));
+        others.sort_by_key(|j| self.yield_order(j));
         entered
             .into_iter()
             .chain(others)
@@ -118,37 +108,37 @@ impl<F: Files> BlockLayer<F> {
     /// A job in a stretch that QEMU runs without yielding: entered by a
     /// command and not yielded yet, or in its completion after stepping
     /// last.
-    fn atomic_job(&self, runnable: &[String]) -> Option<String> {
+    fn atomic_job<C, D: JobDriver<C>>(
+        &self,
+        jobs: &Jobs<C, D>,
+        ready: &[String],
+    ) -> Option<String> {
         let in_completion = |id: &str| {
-            self.jobs
-                .get(id)
-                .filter(|j| !j.is_freeing())
-                .is_some_and(|j| {
-                    matches!(
-                        j.status(),
-                        JobStatus::Waiting | JobStatus::Pending | JobStatus::Aborting
-                    )
-                })
+            visible(jobs, id).is_some_and(|j| {
+                matches!(
+                    j.status(),
+                    JobStatus::Waiting | JobStatus::Pending | JobStatus::Aborting
+                )
+            })
         };
-        runnable
+        ready
             .iter()
             .find(|j| {
-                self.main_loop.entered.contains(j)
-                    || (self.main_loop.running.as_deref() == Some(j.as_str()) && in_completion(j))
+                self.entered.contains(j)
+                    || (self.running.as_deref() == Some(j.as_str()) && in_completion(j))
             })
             .cloned()
     }
 
     /// `bdrv_close`'s drain: the pending completions of other jobs (oldest
     /// yield first), then the closing job itself.
-    fn drain_order(&self, closing: &str) -> Vec<Runnable> {
-        let mut pending: Vec<String> = self
-            .jobs
+    fn drain_order<C, D: JobDriver<C>>(&self, jobs: &Jobs<C, D>, closing: &str) -> Vec<Runnable> {
+        let mut pending: Vec<String> = jobs
             .iter()
             .filter(|j| j.exit_pending())
             .map(|j| j.id().to_string())
             .collect();
-        pending.sort_by_key(|j| self.main_loop.yield_order(j));
+        pending.sort_by_key(|j| self.yield_order(j));
         pending
             .into_iter()
             .chain([closing.to_string()])
@@ -156,105 +146,79 @@ impl<F: Files> BlockLayer<F> {
             .collect()
     }
 
-    /// Steps job `id` once at the current virtual time, as the main loop
-    /// does: it remembers whether the job yielded and when.
-    pub fn step_job(&mut self, id: &str) -> Result<Wait> {
-        // As query-jobs sees it: a job being freed is gone.
-        let progress = |layer: &Self| {
-            layer
-                .jobs
-                .get(id)
-                .filter(|j| !j.is_freeing())
-                .map(|j| j.progress().0)
-        };
-        let before = progress(self);
-        let now = self.core.now_ns;
-        let wait = self.with_jobs(|jobs, core, events| jobs.step(id, core, now, events))?;
-        let main_loop = &mut self.main_loop;
-        main_loop.running = (wait == Wait::Runnable).then(|| id.to_string());
-        main_loop.yields += 1;
-        main_loop.yielded.insert(id.to_string(), main_loop.yields);
+    /// Job `id` stepped and returned `wait`, having copied something or
+    /// not: it runs on if it did not yield, and it yielded now.
+    pub(crate) fn stepped(&mut self, id: &str, wait: Wait, progressed: bool) {
+        self.running = (wait == Wait::Runnable).then(|| id.to_string());
+        self.yields += 1;
+        self.yielded.insert(id.to_string(), self.yields);
         // An entered job runs until it yields: after a sleep, or after one
         // iteration of its copy loop (its zero-length rate-limit sleep
         // yields too).
-        if wait != Wait::Runnable || progress(self) != before {
-            self.main_loop.entered.retain(|j| j != id);
+        if wait != Wait::Runnable || progressed {
+            self.entered.retain(|j| j != id);
         }
-        Ok(wait)
     }
 
     /// The monitor's turn begins: whatever stepped last has yielded.
-    pub fn begin_monitor_turn(&mut self) -> MonitorTurn {
-        self.main_loop.running = None;
+    pub(crate) fn begin_monitor_turn<C, D: JobDriver<C>>(
+        &mut self,
+        jobs: &Jobs<C, D>,
+        now_ns: u64,
+        events_before: usize,
+    ) -> MonitorTurn {
+        self.running = None;
+        let sleeping = jobs
+            .iter()
+            .filter(|j| matches!(j.next_wait(), Wait::SleepUntil(t) if t > now_ns))
+            .map(|j| j.id().to_string())
+            .collect();
         MonitorTurn {
-            sleeping: self.sleeping_jobs(),
-            events_before: self.events.len(),
+            sleeping,
+            events_before,
         }
     }
 
     /// The monitor's turn ends: the jobs the command created
     /// (`job_start` enters them) and the sleeping jobs it woke
     /// (`job_enter_cond`) run before anything else.
-    pub fn end_monitor_turn(&mut self, turn: MonitorTurn) {
-        let created: Vec<String> = self.events[turn.events_before.min(self.events.len())..]
-            .iter()
-            .filter_map(|e| match &e.event {
-                JobEvent::JobStatusChange {
-                    id,
-                    status: JobStatus::Created,
-                } => Some(id.clone()),
-                _ => None,
-            })
-            .collect();
-        self.main_loop.entered.extend(created);
-        let runnable = self.runnable_jobs();
-        for job in turn.sleeping {
-            if runnable.contains(&job) && !self.main_loop.entered.contains(&job) {
-                self.main_loop.entered.push(job);
-            }
-        }
-    }
-
-    /// The jobs waiting for a timer that has not fired.
-    fn sleeping_jobs(&self) -> Vec<String> {
-        let now = self.core.now_ns;
-        self.jobs
-            .iter()
-            .filter(|j| matches!(j.next_wait(), Wait::SleepUntil(t) if t > now))
-            .map(|j| j.id().to_string())
-            .collect()
-    }
-
-    /// The daemon's stepping: while the main loop lists a job first, moves
-    /// the clock to `now()` and steps that job, until `keep_going` says the
-    /// monitor's turn has come anyway. Returns how many steps ran.
-    pub fn run_jobs(
+    pub(crate) fn end_monitor_turn<'e, C, D: JobDriver<C>>(
         &mut self,
-        now: &mut dyn FnMut() -> u64,
-        keep_going: &mut dyn FnMut() -> bool,
-    ) -> Result<usize> {
-        let mut steps = 0;
-        loop {
-            self.advance_to(now());
-            let Some(Runnable::Job(id)) = self.runnable().into_iter().next() else {
-                return Ok(steps);
-            };
-            self.step_job(&id)?;
-            steps += 1;
-            if !keep_going() {
-                return Ok(steps);
+        turn: MonitorTurn,
+        jobs: &Jobs<C, D>,
+        now_ns: u64,
+        command_events: impl Iterator<Item = &'e JobEvent>,
+    ) {
+        let created = command_events.filter_map(|e| match e {
+            JobEvent::JobStatusChange {
+                id,
+                status: JobStatus::Created,
+            } => Some(id.clone()),
+            _ => None,
+        });
+        self.entered.extend(created);
+        let ready: Vec<&str> = jobs.runnable_at(now_ns).collect();
+        for job in turn.sleeping {
+            if ready.contains(&job.as_str()) && !self.entered.contains(&job) {
+                self.entered.push(job);
             }
         }
     }
 
-    /// What the main loop does next if no command comes: the daemon polls
-    /// its sockets without waiting, until the timer, or until a client
-    /// speaks.
-    pub fn next_wakeup(&self) -> Wakeup {
-        match (self.runnable().first(), self.next_timer()) {
+    /// What the main loop does next if no command comes.
+    pub(crate) fn next_wakeup<C, D: JobDriver<C>>(&self, jobs: &Jobs<C, D>, now_ns: u64) -> Wakeup {
+        match (self.runnable(jobs, now_ns).first(), jobs.next_timer()) {
             (Some(Runnable::Job(_)), _) => Wakeup::Now,
             (_, Some(t)) => Wakeup::Timer(t),
             (_, None) => Wakeup::Monitor,
         }
     }
+}
+
+/// A job as `query-jobs` sees it: a job being freed is gone.
+pub(crate) fn visible<'j, C, D: JobDriver<C>>(
+    jobs: &'j Jobs<C, D>,
+    id: &str,
+) -> Option<&'j JobCore> {
+    jobs.get(id).filter(|j| !j.is_freeing())
 }

@@ -197,6 +197,7 @@
 //! * Driver `.pause`/`.resume` hooks around pause points are not modelled.
 #![deny(missing_docs)]
 
+mod coroutine;
 mod driver;
 mod error;
 mod event;
