@@ -125,11 +125,17 @@ fn strong_options(options: &Options, driver: Option<Driver>) -> (Options, bool) 
     for key in keys {
         let mut given = false;
         if let Some(prefix) = key.strip_suffix('.') {
+            // QEMU copies them from the node's flattened options in QDict
+            // order, which decides their order among keys of one bucket.
+            let mut flat = Options::new();
             for (k, v) in options.iter() {
                 if k == prefix || k.starts_with(key) {
-                    opts.put(k, v.clone());
-                    given = true;
+                    put_flattened(&mut flat, k, v);
                 }
+            }
+            for (k, v) in flat.iter_qdict_order() {
+                opts.put(k, v.clone());
+                given = true;
             }
         } else if let Some(v) = options.get(key) {
             opts.put(key, v.clone());
@@ -145,6 +151,24 @@ fn strong_options(options: &Options, driver: Option<Driver>) -> (Options, bool) 
         }
     }
     (opts, found_any)
+}
+
+/// `qdict_flatten`: QEMU keeps a node's options flat (`inject-error.0.event`),
+/// so a list or dictionary option reaches the `json:` name as dotted keys.
+fn put_flattened(opts: &mut Options, key: &str, value: &OptValue) {
+    match value {
+        OptValue::List(items) => {
+            for (i, item) in items.iter().enumerate() {
+                put_flattened(opts, &format!("{key}.{i}"), item);
+            }
+        }
+        OptValue::Dict(dict) => {
+            for (k, v) in dict.iter_qdict_order() {
+                put_flattened(opts, &format!("{key}.{k}"), v);
+            }
+        }
+        scalar => opts.put(key, scalar.clone()),
+    }
 }
 
 /// The generic rule: a non-filter whose primary child is a protocol node
