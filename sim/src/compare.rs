@@ -276,21 +276,13 @@ impl Cmp {
                     );
                     self.value(
                         &format!("{p}/convert_error"),
-                        &x.convert_error.is_some(),
-                        &y.convert_error.is_some(),
+                        &x.convert_error,
+                        &y.convert_error,
                     );
                     self.value(&format!("{p}/corrupt"), &x.corrupt, &y.corrupt);
                     self.value(&format!("{p}/format"), &x.format, &y.format);
-                    self.value(
-                        &format!("{p}/info_error"),
-                        &x.info_error.is_some(),
-                        &y.info_error.is_some(),
-                    );
-                    self.value(
-                        &format!("{p}/map_error"),
-                        &x.map_error.is_some(),
-                        &y.map_error.is_some(),
-                    );
+                    self.value(&format!("{p}/info_error"), &x.info_error, &y.info_error);
+                    self.value(&format!("{p}/map_error"), &x.map_error, &y.map_error);
                     self.value(&format!("{p}/sha256"), &x.sha256, &y.sha256);
                     self.value(
                         &format!("{p}/virtual-size"),

@@ -1,15 +1,17 @@
 //! Images made the way the harness makes them (`qemu-img create`, then
 //! `qemu-io write`) and inspected the way it inspects them afterwards
-//! (`qemu-img info`, `map`, `convert`), all in memory.
+//! (`qemu-img info`, `map`, `convert`), all in memory. Inspection opens an
+//! image as qemu-img does, through strata-block's open path
+//! (`BlockCore::open_as_qemu_img`), and reads it through strata-block's I/O.
 
 use crate::error::{Error, Result};
 use crate::scenario::{ImageRecord, ImageSpec};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use strata_block::{BlockLayer, DriverState, MemFiles};
+use strata_block::{strerror, BackingChain, BlockCore, BlockLayer, DriverState, MemFiles};
 use strata_formats::{Access, Compat, CreateOptions, ExtentKind, Image, MemStorage, Qcow2};
-use strata_graph::{OptValue, Options};
+use strata_graph::{NodeId, OptValue, Options};
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
 /// A process-wide pure memo: each value is a function of its key alone,
@@ -232,14 +234,33 @@ fn inspect_uncached(files: &MemFiles, img: &ImageSpec) -> ImageRecord {
     rec.info_error = info.info_error;
     match guest_sha256(files, img) {
         Ok(sha256) => rec.sha256 = Some(sha256),
-        Err(e) => {
+        Err(GuestError::Open(e)) => {
             // qemu-img map and convert both open the backing chain.
             rec.allocated = None;
             rec.map_error = Some(e.clone());
             rec.convert_error = Some(e);
         }
+        Err(GuestError::Read(e)) => rec.convert_error = Some(e),
     }
     rec
+}
+
+/// qemu-img's `img_open` of a scenario image (`-f` its format) in a
+/// scratch block layer over `files`: the open path of `blockdev-add`, so
+/// that whatever the header names (a `json:` tree of filters, a `backing`
+/// override, a file to probe) opens as in QEMU. The error is what the
+/// harness records of qemu-img's.
+fn qemu_img_open(
+    files: &MemFiles,
+    img: &ImageSpec,
+    chain: BackingChain,
+) -> std::result::Result<(BlockLayer<MemFiles>, NodeId), String> {
+    let mut layer = BlockLayer::new(files.clone(), 1);
+    let node = layer
+        .core_mut()
+        .open_as_qemu_img(&img.name, Some(&img.format), chain)
+        .map_err(|e| format!("qemu-img: Could not open '{}': {e}", img.name))?;
+    Ok((layer, node))
 }
 
 /// What `qemu-img info` and `map` (depth 0) say of one file, by the spec
@@ -251,70 +272,92 @@ fn info_of(storage: &MemStorage, img: &ImageSpec) -> ImageRecord {
     INFO.get_or_compute(key, || info_uncached(storage, img))
 }
 
+/// `qemu-img info` opens the image without its backing chain: the file
+/// alone is all it reads.
 fn info_uncached(storage: &MemStorage, img: &ImageSpec) -> ImageRecord {
     let mut rec = ImageRecord::default();
-    let mut storage = storage.clone();
-    match open_alone(&mut storage, img) {
-        Ok(mut image) => {
-            rec.virtual_size = Some(image.virtual_size());
-            rec.backing_filename = image.backing_file().map(str::to_string);
-            rec.backing_filename_format = image.backing_format().map(str::to_string);
-            // qemu-img info reports `corrupt` for version 3 images only.
-            if let Image::Qcow2(q) = &image {
-                if q.header().version >= 3 {
-                    rec.corrupt = Some(q.header().incompatible_features & 2 != 0);
-                }
-            }
-            rec.allocated = Some(if img.sector_numbers {
-                // The harness wrote every sector of the file itself.
-                vec![[0, image.virtual_size()]]
-            } else {
-                allocated(&mut image, &mut storage)
-            });
+    let mut alone = MemFiles::new();
+    alone.insert(img.name.clone(), storage.clone());
+    let (mut layer, node) = match qemu_img_open(&alone, img, BackingChain::NotOpened) {
+        Ok(opened) => opened,
+        Err(e) => {
+            rec.info_error = Some(e);
+            return rec;
         }
-        Err(e) => rec.info_error = Some(e),
+    };
+    let core = layer.core_mut();
+    if let Some(DriverState::Format { image, .. }) = core.driver_state(node) {
+        rec.backing_filename = image.backing_file().map(str::to_string);
+        rec.backing_filename_format = image.backing_format().map(str::to_string);
+        // qemu-img info reports `corrupt` for version 3 images only.
+        if let Image::Qcow2(q) = image {
+            if q.header().version >= 3 {
+                rec.corrupt = Some(q.header().incompatible_features & 2 != 0);
+            }
+        }
     }
+    let Ok(size) = core.length(node) else {
+        return rec;
+    };
+    rec.virtual_size = Some(size);
+    rec.allocated = Some(if img.sector_numbers {
+        // The harness wrote every sector of the file itself.
+        vec![[0, size]]
+    } else if img.format == "raw" {
+        raw_data_blocks(storage)
+    } else {
+        depth0_data(core, node, size)
+    });
     rec
 }
 
-fn open_alone(storage: &mut MemStorage, img: &ImageSpec) -> std::result::Result<Image, String> {
-    let format = strata_formats::Format::from_name(&img.format);
-    Image::open(storage, format, Access::ReadOnly).map_err(|e| e.to_string())
-}
-
-/// `qemu-img map` entries of depth 0 with data, merged. A raw file's data
-/// are its non-zero 4 KiB blocks (what a sparse file on a real file system
-/// reports after qemu-img create and qemu-io writes).
-fn allocated(image: &mut Image, storage: &mut MemStorage) -> Vec<[u64; 2]> {
-    let size = image.virtual_size();
-    let mut ranges: Vec<[u64; 2]> = Vec::new();
-    let mut push = |start: u64, len: u64| match ranges.last_mut() {
-        Some(last) if last[0] + last[1] >= start => last[1] = start + len - last[0],
-        _ => ranges.push([start, len]),
-    };
-    if let Image::Raw(_) = image {
-        let bytes = storage.to_vec();
-        for (i, block) in bytes.chunks(4096).enumerate() {
-            if block.iter().any(|b| *b != 0) {
-                push(i as u64 * 4096, block.len() as u64);
-            }
+/// `qemu-img map` of a raw image at depth 0: the file's data, that is its
+/// non-zero 4 KiB blocks (what a sparse file on a real file system reports
+/// after qemu-img create and qemu-io writes).
+fn raw_data_blocks(storage: &MemStorage) -> Vec<[u64; 2]> {
+    let mut ranges = Vec::new();
+    for (i, block) in storage.to_vec().chunks(4096).enumerate() {
+        if block.iter().any(|b| *b != 0) {
+            push_merged(&mut ranges, i as u64 * 4096, block.len() as u64);
         }
-        return ranges;
-    }
-    let mut offset = 0;
-    while offset < size {
-        let Ok(extent) = image.block_status(storage, offset, size - offset) else {
-            break;
-        };
-        if extent.len == 0 {
-            break;
-        }
-        if extent.kind == ExtentKind::Data {
-            push(offset, extent.len);
-        }
-        offset += extent.len;
     }
     ranges
+}
+
+/// `qemu-img map` entries of depth 0 with data, merged: the node's own
+/// block status (strata-block's `block_status`).
+fn depth0_data(core: &mut BlockCore<MemFiles>, node: NodeId, size: u64) -> Vec<[u64; 2]> {
+    let mut ranges = Vec::new();
+    let mut offset = 0;
+    while offset < size {
+        let Ok((kind, len)) = core.block_status(node, offset, size - offset) else {
+            break;
+        };
+        if len == 0 {
+            break;
+        }
+        if kind == ExtentKind::Data {
+            push_merged(&mut ranges, offset, len);
+        }
+        offset += len;
+    }
+    ranges
+}
+
+fn push_merged(ranges: &mut Vec<[u64; 2]>, start: u64, len: u64) {
+    match ranges.last_mut() {
+        Some(last) if last[0] + last[1] >= start => last[1] = start + len - last[0],
+        _ => ranges.push([start, len]),
+    }
+}
+
+/// Why `qemu-img convert` (and `map`) gave no guest content, with the text
+/// the harness records.
+enum GuestError {
+    /// The image or its backing chain did not open: map and convert fail.
+    Open(String),
+    /// A read failed: convert fails.
+    Read(String),
 }
 
 /// sha256 digests of guest contents already hashed, by a XXH3-128 key:
@@ -334,7 +377,7 @@ fn remember_sha256(keys: [u128; 2], sha: &str) {
 
 /// The sha256 of the guest-visible bytes of an image opened with its
 /// backing chain from the header (`qemu-img convert -O raw | sha256sum`).
-fn guest_sha256(files: &MemFiles, img: &ImageSpec) -> std::result::Result<String, String> {
+fn guest_sha256(files: &MemFiles, img: &ImageSpec) -> std::result::Result<String, GuestError> {
     let mut guest = GuestReader::open(files, img)?;
     let files_key = guest.files_key(img);
     if let Some(sha) = GUEST_SHA256.get(&files_key) {
@@ -361,7 +404,7 @@ static SHA256_AFTER_PREFIX: Memo<u128, Sha256> = Memo::new();
 fn sha256_resuming(
     guest: &mut GuestReader,
     prefixes: &[u128],
-) -> std::result::Result<String, String> {
+) -> std::result::Result<String, GuestError> {
     let (first, mut sha) = SHA256_AFTER_PREFIX
         .last_known(prefixes)
         .map_or((0, Sha256::new()), |(i, sha)| (i + 1, sha));
@@ -380,16 +423,13 @@ fn sha256_resuming(
 /// `qemu-img convert` opens it.
 struct GuestReader {
     layer: BlockLayer<MemFiles>,
-    node: strata_graph::NodeId,
+    node: NodeId,
 }
 
 impl GuestReader {
-    fn open(files: &MemFiles, img: &ImageSpec) -> std::result::Result<GuestReader, String> {
-        let mut layer = BlockLayer::new(files.clone(), 1);
-        let opts = image_options(&img.format, &img.name)
-            .with("node-name", text("r"))
-            .with("read-only", OptValue::Bool(true));
-        let node = layer.blockdev_add(&opts).map_err(|e| e.to_string())?;
+    fn open(files: &MemFiles, img: &ImageSpec) -> std::result::Result<GuestReader, GuestError> {
+        let (layer, node) =
+            qemu_img_open(files, img, BackingChain::FromHeader).map_err(GuestError::Open)?;
         Ok(GuestReader { layer, node })
     }
 
@@ -414,9 +454,9 @@ impl GuestReader {
     /// XXH3-128 over each block's length and digest, all-zero blocks
     /// digesting to zero. Blocks the chain maps to nothing or to zero
     /// clusters are not read at all.
-    fn prefix_keys(&mut self) -> std::result::Result<Vec<u128>, String> {
+    fn prefix_keys(&mut self) -> std::result::Result<Vec<u128>, GuestError> {
         let core = self.layer.core_mut();
-        let len = core.length(self.node).map_err(|e| e.to_string())?;
+        let len = core.length(self.node).map_err(|e| read_error(0, &e))?;
         let mut key = Xxh3::new();
         let mut keys = Vec::new();
         let mut buf = vec![0u8; BLOCK.min(len) as usize];
@@ -425,14 +465,14 @@ impl GuestReader {
             let n = BLOCK.min(len - offset);
             let (kind, run) = core
                 .block_status_above(self.node, offset, n)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| read_error(offset, &e))?;
             let reads_zero = matches!(kind, ExtentKind::Zero | ExtentKind::Unallocated);
             let digest = if reads_zero && run >= n {
                 0
             } else {
                 let block = &mut buf[..n as usize];
                 core.read(self.node, offset, block)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| read_error(offset, &e))?;
                 block_digest(block)
             };
             key.update(&n.to_le_bytes());
@@ -449,22 +489,32 @@ impl GuestReader {
         &mut self,
         first: usize,
         mut consume: impl FnMut(usize, &[u8]),
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), GuestError> {
         let core = self.layer.core_mut();
-        let len = core.length(self.node).map_err(|e| e.to_string())?;
+        let len = core.length(self.node).map_err(|e| read_error(0, &e))?;
         let mut buf = vec![0u8; BLOCK.min(len) as usize];
         let mut index = first;
         let mut offset = first as u64 * BLOCK;
         while offset < len {
             let block = &mut buf[..BLOCK.min(len - offset) as usize];
             core.read(self.node, offset, block)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| read_error(offset, &e))?;
             consume(index, block);
             offset += block.len() as u64;
             index += 1;
         }
         Ok(())
     }
+}
+
+/// `qemu-img convert`'s report of a failed read. (QEMU names the start of
+/// the request that failed, up to 2 MiB of one block-status run; this is
+/// the start of the 64 KiB block read here.)
+fn read_error(offset: u64, err: &std::io::Error) -> GuestError {
+    GuestError::Read(format!(
+        "qemu-img: error while reading at byte {offset}: {}",
+        strerror(err.raw_os_error().unwrap_or(5))
+    ))
 }
 
 /// Bytes the guest content is read and keyed by at a time (64 KiB: below

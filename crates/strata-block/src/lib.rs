@@ -125,6 +125,7 @@ mod jobs;
 mod layer;
 mod main_loop;
 mod open;
+mod open_filename;
 mod query;
 mod state;
 mod state_key;
@@ -139,6 +140,7 @@ pub use jobs::{
 };
 pub use layer::{BlockLayer, TimedEvent};
 pub use main_loop::{MainLoop, MonitorTurn, Runnable, Wakeup};
+pub use open_filename::BackingChain;
 pub use query::{NamedNodeInfo, XdbgEdge, XdbgGraph, XdbgNode, XdbgNodeType};
 pub use state::{DriverState, InjectError, SetState};
 pub use strata_formats::{Access, ExtentKind};

@@ -2,11 +2,13 @@
 //! `bdrv_open_inherit` does — children before or after their parent as
 //! QEMU opens them, read-only inherited from the parent (backing nodes
 //! default to read-only), and a qcow2 node's backing opened from its header
-//! unless the options give one (or `null`).
+//! unless the options give one (or `null`): by filename, as `bdrv_open`
+//! opens one (`open_filename.rs`).
 
 use crate::core::BlockCore;
-use crate::error::{strerror, Error, Result};
+use crate::error::{Error, Result};
 use crate::files::Files;
+use crate::open_filename::could_not_open;
 use crate::state::{DriverState, InjectError, SetState};
 use strata_filters::Driver;
 use strata_formats::{Access, Format, Image};
@@ -75,17 +77,17 @@ impl<F: Files> BlockCore<F> {
         let path = opts.get_str("filename").unwrap_or_default().to_string();
         self.files
             .open(&path, Access::from_read_only(read_only))
-            .map_err(|e| {
-                Error::generic(format!(
-                    "Could not open '{path}': {}",
-                    strerror(e.raw_os_error().unwrap_or(5))
-                ))
-            })?;
+            .map_err(|e| could_not_open(&path, &e))?;
         self.new_node(Driver::File, opts, read_only, DriverState::File { path })
     }
 
-    /// A child given as options or as a node-name reference.
-    fn open_child(&mut self, value: &OptValue, inherited_read_only: bool) -> Result<NodeId> {
+    /// The child `key` given as options or as a node-name reference.
+    fn open_child(
+        &mut self,
+        key: &str,
+        value: &OptValue,
+        inherited_read_only: bool,
+    ) -> Result<NodeId> {
         match value {
             OptValue::Dict(child) => self.open_node(child, inherited_read_only),
             OptValue::Str(reference) => {
@@ -93,6 +95,12 @@ impl<F: Files> BlockCore<F> {
                 self.bg.ref_node(node)?;
                 Ok(node)
             }
+            // `bdrv_open_child` without options: reachable from a json:
+            // filename that lacks the child (blockdev-add's schema
+            // requires it).
+            OptValue::Null => Err(Error::generic(format!(
+                "A block device must be specified for \"{key}\""
+            ))),
             _ => Err(Error::generic("Invalid child reference")),
         }
     }
@@ -109,7 +117,7 @@ impl<F: Files> BlockCore<F> {
         state: DriverState,
     ) -> Result<(NodeId, NodeId)> {
         let value = opts.get(child_key).cloned().unwrap_or(OptValue::Null);
-        let child = self.open_child(&value, read_only)?;
+        let child = self.open_child(child_key, &value, read_only)?;
         let node = match self.new_node(driver, opts, read_only, state) {
             Ok(node) => node,
             Err(err) => {
@@ -184,14 +192,17 @@ impl<F: Files> BlockCore<F> {
         let backing = match opts.get("backing") {
             Some(OptValue::Null) => return Ok(()),
             Some(value) => self
-                .open_child(value, true)
+                .open_child("backing", value, true)
                 .map_err(|e| e.prepend("Could not open backing file: "))?,
             None if header_file.is_empty() => return Ok(()),
             None => {
-                let implicit =
-                    self.implicit_backing_options(node, &header_file, header_format.as_deref());
+                let filename = self.full_backing_filename(node, &header_file);
+                let mut explicit = Options::new();
+                if let Some(format) = header_format {
+                    explicit.put("driver", OptValue::Str(format));
+                }
                 let backing = self
-                    .open_node(&implicit, true)
+                    .open_filename(&filename, explicit, true)
                     .map_err(|e| e.prepend("Could not open backing file: "))?;
                 self.refresh_filename(backing)?;
                 let filename = self.bg.graph().node(backing)?.filename.clone();
@@ -211,36 +222,8 @@ impl<F: Files> BlockCore<F> {
         attached
     }
 
-    /// The options QEMU opens a header-named backing file with: the path
-    /// relative to the overlay's directory, the header's format.
-    fn implicit_backing_options(
-        &self,
-        node: NodeId,
-        header_file: &str,
-        header_format: Option<&str>,
-    ) -> Options {
-        let overlay_path = self.protocol_path(node).unwrap_or_default();
-        let path = if header_file.starts_with('/') {
-            header_file.to_string()
-        } else {
-            match overlay_path.rfind('/') {
-                Some(slash) => format!("{}{}", &overlay_path[..=slash], header_file),
-                None => header_file.to_string(),
-            }
-        };
-        let file = Options::new()
-            .with("driver", OptValue::Str("file".into()))
-            .with("filename", OptValue::Str(path));
-        Options::new()
-            .with(
-                "driver",
-                OptValue::Str(header_format.unwrap_or("raw").to_string()),
-            )
-            .with("file", OptValue::Dict(file))
-    }
-
     /// The path of the file node below `node`'s primary children.
-    fn protocol_path(&self, node: NodeId) -> Option<String> {
+    pub(crate) fn protocol_path(&self, node: NodeId) -> Option<String> {
         let g = self.bg.graph();
         let mut current = node;
         loop {
@@ -335,13 +318,15 @@ impl<F: Files> BlockCore<F> {
         };
         let node = self.new_node(Driver::Blkdebug, opts, read_only, state)?;
         let image = opts.get("image").cloned().unwrap_or(OptValue::Null);
-        let attached = self.open_child(&image, read_only).and_then(|child| {
-            let result = self.with_hooks(|bg, hooks| {
-                bg.attach_child(hooks, node, child, "image", Role::FILTERED_PRIMARY)
+        let attached = self
+            .open_child("image", &image, read_only)
+            .and_then(|child| {
+                let result = self.with_hooks(|bg, hooks| {
+                    bg.attach_child(hooks, node, child, "image", Role::FILTERED_PRIMARY)
+                });
+                self.unref(child)?;
+                result.map(|_| ())
             });
-            self.unref(child)?;
-            result.map(|_| ())
-        });
         if let Err(err) = attached {
             self.unref(node)?;
             return Err(err);
@@ -361,8 +346,8 @@ impl<F: Files> BlockCore<F> {
             DriverState::Quorum { threshold },
         )?;
         for (i, child) in list_of(opts, "children").iter().enumerate() {
-            let attached = self.open_child(child, read_only).and_then(|c| {
-                let name = format!("children.{i}");
+            let name = format!("children.{i}");
+            let attached = self.open_child(&name, child, read_only).and_then(|c| {
                 let result =
                     self.with_hooks(|bg, hooks| bg.attach_child(hooks, node, c, &name, Role::DATA));
                 self.unref(c)?;

@@ -4,7 +4,7 @@
 use crate::driver::Driver;
 use strata_graph::{EdgeId, Graph, NodeId, OptValue, Options};
 use strata_perm::{BlockGraph, Result};
-use strata_qmp::{to_qemu_json, QDict, QObject};
+use strata_qmp::{qdict_bucket, to_qemu_json, QDict, QObject};
 
 /// The longest filename QEMU keeps (`PATH_MAX`); longer `json:` names are
 /// cut and end in `...`.
@@ -126,11 +126,17 @@ fn strong_options(options: &Options, driver: Option<Driver>) -> (Options, bool) 
     for key in keys {
         let mut given = false;
         if let Some(prefix) = key.strip_suffix('.') {
+            // QEMU copies them from the node's flattened options in QDict
+            // order, which decides their order among keys of one bucket.
+            let mut flat = Options::new();
             for (k, v) in options.iter() {
                 if k == prefix || k.starts_with(key) {
-                    opts.put(k, v.clone());
-                    given = true;
+                    put_flattened(&mut flat, k, v);
                 }
+            }
+            for (k, v) in qdict_order(&flat) {
+                opts.put(k, v.clone());
+                given = true;
             }
         } else if let Some(v) = options.get(key) {
             opts.put(key, v.clone());
@@ -146,6 +152,24 @@ fn strong_options(options: &Options, driver: Option<Driver>) -> (Options, bool) 
         }
     }
     (opts, found_any)
+}
+
+/// `qdict_flatten`: QEMU keeps a node's options flat (`inject-error.0.event`),
+/// so a list or dictionary option reaches the `json:` name as dotted keys.
+fn put_flattened(opts: &mut Options, key: &str, value: &OptValue) {
+    match value {
+        OptValue::List(items) => {
+            for (i, item) in items.iter().enumerate() {
+                put_flattened(opts, &format!("{key}.{i}"), item);
+            }
+        }
+        OptValue::Dict(dict) => {
+            for (k, v) in qdict_order(dict) {
+                put_flattened(opts, &format!("{key}.{k}"), v);
+            }
+        }
+        scalar => opts.put(key, scalar.clone()),
+    }
 }
 
 /// The generic rule: a non-filter whose primary child is a protocol node
@@ -231,4 +255,12 @@ fn qobject(value: &OptValue) -> QObject {
         OptValue::Dict(d) => QObject::Dict(qdict(d)),
         OptValue::List(items) => QObject::List(items.iter().map(qobject).collect()),
     }
+}
+
+/// The options in the order QEMU's `QDict` iterates them: by hash bucket,
+/// newest first within a bucket (strata-qmp's one `qdict_bucket`).
+fn qdict_order(opts: &Options) -> Vec<(&str, &OptValue)> {
+    let mut entries: Vec<(usize, (&str, &OptValue))> = opts.iter().enumerate().collect();
+    entries.sort_by_key(|(index, (key, _))| (qdict_bucket(key), std::cmp::Reverse(*index)));
+    entries.into_iter().map(|(_, entry)| entry).collect()
 }

@@ -365,3 +365,77 @@ fn parallel_filter_jobs_depend_on_their_order() {
         "Node 'fb' is busy: block device is in use by block job: stream"
     );
 }
+
+/// blkdebug's rules as `x-commit-base-through-blkdebug` recorded them in
+/// top.img's header: flattened (`inject-error.0.event`), as QEMU keeps a
+/// node's options, in QDict order.
+const BLKDEBUG_OVER_BASE: &str = r#"json:{"inject-error.0.state": 2, "set-state.0.event": "read_aio", "image": {"driver": "qcow2", "file": {"driver": "file", "filename": "base.img"}}, "driver": "blkdebug", "set-state.0.new_state": 2, "inject-error.0.event": "l1_update", "inject-error.0.errno": 5}"#;
+
+#[test]
+fn blkdebug_rules_name_the_node_flattened_and_open_again_from_a_header() {
+    let files = make_files(&[
+        Img::qcow2("base.img", 1024 * K).write(11, 0, 256 * K),
+        Img::qcow2("top.img", 1024 * K).on("base.img", "qcow2"),
+    ]);
+    let rule = |pairs: &[(&str, OptValue)]| {
+        let mut rule = strata_graph::Options::new();
+        for (key, value) in pairs {
+            rule.put(*key, value.clone());
+        }
+        OptValue::List(vec![OptValue::Dict(rule)])
+    };
+    let mut layer = BlockLayer::new(files, 5);
+    layer
+        .blockdev_add(&image_opts("qcow2", "base.img").with("node-name", s("base")))
+        .unwrap();
+    let dbg = strata_graph::Options::new()
+        .with("driver", s("blkdebug"))
+        .with("node-name", s("dbg"))
+        .with("image", s("base"))
+        .with(
+            "inject-error",
+            rule(&[
+                ("errno", OptValue::Int(5)),
+                ("event", s("l1_update")),
+                ("state", OptValue::Int(2)),
+            ]),
+        )
+        .with(
+            "set-state",
+            rule(&[("event", s("read_aio")), ("new_state", OptValue::Int(2))]),
+        );
+    let dbg = layer.blockdev_add(&dbg).unwrap();
+    let g = layer.core().graph().graph();
+    assert_eq!(g.node(dbg).unwrap().filename, BLKDEBUG_OVER_BASE);
+
+    // The same string in a header opens a blkdebug node with those rules
+    // over base.img, which blockdev-add names the same way again.
+    let mut files = layer.core().files().clone();
+    let top = files.get("top.img").unwrap().clone();
+    files.insert("top.img", with_backing(top, BLKDEBUG_OVER_BASE, "blkdebug"));
+    let mut layer = BlockLayer::new(files, 6);
+    let top = layer
+        .blockdev_add(&image_opts("qcow2", "top.img").with("node-name", s("top")))
+        .unwrap();
+    let g = layer.core().graph().graph();
+    let backing = g.cow_node(top).unwrap();
+    assert_eq!(g.node(backing).unwrap().driver(), "blkdebug");
+    assert_eq!(g.node(backing).unwrap().filename, BLKDEBUG_OVER_BASE);
+    let mut byte = [0u8; 1];
+    layer.core_mut().read(top, 0, &mut byte).unwrap();
+    assert_eq!(byte, [11]);
+}
+
+/// `storage` with its qcow2 header naming `backing` in `format`.
+fn with_backing(
+    mut storage: strata_formats::MemStorage,
+    backing: &str,
+    format: &str,
+) -> strata_formats::MemStorage {
+    let mut image = Image::open(&mut storage, None, strata_formats::Access::ReadWrite).unwrap();
+    image
+        .change_backing_file(&mut storage, Some(backing), Some(format))
+        .unwrap();
+    storage.flush().unwrap();
+    storage
+}

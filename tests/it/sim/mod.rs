@@ -4,6 +4,7 @@
 
 mod conformance;
 mod explore;
+mod inspect;
 mod schedules;
 mod snapshots;
 

@@ -1,0 +1,289 @@
+//! Opening an image by filename, as `bdrv_open` does when it is given one:
+//! `qemu-img`'s argument, or a backing file named in an image header.
+//!
+//! A `json:{...}` pseudo-filename is a whole options tree
+//! (`parse_json_protocol`), whose options yield to the ones given
+//! explicitly; a plain name is a file whose format is given or probed
+//! (`find_image_format`). Either way the tree is then opened by
+//! [`BlockCore::open_node`], the path `blockdev-add` takes, so that every
+//! driver the block layer knows can appear in a header.
+
+use crate::core::BlockCore;
+use crate::error::{strerror, Error, Result};
+use crate::files::Files;
+use strata_formats::{Access, Format};
+use strata_graph::{NodeId, OptValue, Options};
+
+/// Whether an image is opened with the backing chain its header names.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum BackingChain {
+    /// Opened, as `qemu-img map` and `convert` open it.
+    FromHeader,
+    /// Left closed (`BDRV_O_NO_BACKING`), as `qemu-img info` opens it.
+    NotOpened,
+}
+
+impl<F: Files> BlockCore<F> {
+    /// qemu-img's `img_open`: `filename` opened read-only as `format`
+    /// (probed when `None`) under a BlockBackend of its own.
+    pub fn open_as_qemu_img(
+        &mut self,
+        filename: &str,
+        format: Option<&str>,
+        chain: BackingChain,
+    ) -> Result<NodeId> {
+        let mut explicit = Options::new().with("read-only", OptValue::Bool(true));
+        if let Some(format) = format {
+            explicit.put("driver", text(format));
+        }
+        if chain == BackingChain::NotOpened {
+            explicit.put("backing", OptValue::Null);
+        }
+        let node = self.open_filename(filename, explicit, true)?;
+        self.monitor_adopt(node);
+        self.refresh_filename(node)?;
+        Ok(node)
+    }
+
+    /// `bdrv_open_inherit` with a filename: `explicit` options first, the
+    /// filename's after them.
+    pub(crate) fn open_filename(
+        &mut self,
+        filename: &str,
+        explicit: Options,
+        inherited_read_only: bool,
+    ) -> Result<NodeId> {
+        let opts = match filename.strip_prefix("json:") {
+            Some(json) => self.with_probed_driver(join(explicit, parse_json_filename(json)?))?,
+            None => self.plain_filename_options(filename, explicit)?,
+        };
+        self.open_node(&opts, inherited_read_only)
+    }
+
+    /// Options without a driver get the format probed from their `file`.
+    fn with_probed_driver(&mut self, mut opts: Options) -> Result<Options> {
+        if opts.get("driver").is_some() {
+            return Ok(opts);
+        }
+        let path = match opts.get("file") {
+            Some(OptValue::Dict(file)) => file.get_str("filename").map(str::to_string),
+            _ => None,
+        };
+        let path = path.ok_or_else(|| Error::generic("Must specify either driver or file"))?;
+        let format = self.probe_format(&path)?;
+        opts.put("driver", text(format.name()));
+        Ok(opts)
+    }
+
+    /// A plain filename names a file (`bdrv_find_protocol` without a
+    /// prefix): the file node itself, or a format node over it, the format
+    /// probed when none is given.
+    fn plain_filename_options(&mut self, path: &str, mut explicit: Options) -> Result<Options> {
+        let driver = match explicit.get_str("driver") {
+            Some(driver) => driver.to_string(),
+            None => self.probe_format(path)?.name().to_string(),
+        };
+        if driver == "file" {
+            explicit.put("filename", text(path));
+            return Ok(explicit);
+        }
+        explicit.put("driver", text(&driver));
+        let file = Options::new()
+            .with("driver", text("file"))
+            .with("filename", text(path));
+        explicit.put("file", OptValue::Dict(file));
+        Ok(explicit)
+    }
+
+    /// `find_image_format` for the formats Strata has: qcow2's magic, or
+    /// raw (an empty file is raw too).
+    fn probe_format(&mut self, path: &str) -> Result<Format> {
+        let storage = self
+            .files
+            .open(path, Access::ReadOnly)
+            .and_then(|()| self.files.storage(path))
+            .map_err(|e| could_not_open(path, &e))?;
+        Format::probe(storage).map_err(|e| {
+            Error::generic(format!(
+                "Could not read image for determining its format: {}",
+                strerror(e.errno())
+            ))
+        })
+    }
+
+    /// `bdrv_get_full_backing_filename`: a name with a protocol prefix
+    /// (`json:` included) or an absolute path is used as it is; a relative
+    /// one is relative to the directory of the overlay's file.
+    pub(crate) fn full_backing_filename(&self, overlay: NodeId, backing: &str) -> String {
+        if path_has_protocol(backing) || backing.starts_with('/') {
+            return backing.to_string();
+        }
+        let overlay_path = self.protocol_path(overlay).unwrap_or_default();
+        match overlay_path.rfind('/') {
+            Some(slash) => format!("{}{}", &overlay_path[..=slash], backing),
+            None => backing.to_string(),
+        }
+    }
+}
+
+/// `Could not open '<path>': <strerror>`, as `raw_open_common` says it.
+pub(crate) fn could_not_open(path: &str, err: &std::io::Error) -> Error {
+    Error::generic(format!(
+        "Could not open '{path}': {}",
+        strerror(err.raw_os_error().unwrap_or(5))
+    ))
+}
+
+fn text(value: &str) -> OptValue {
+    OptValue::Str(value.to_string())
+}
+
+/// `path_has_protocol`: a colon before the first slash.
+fn path_has_protocol(path: &str) -> bool {
+    path.find([':', '/'])
+        .is_some_and(|i| path.as_bytes()[i] == b':')
+}
+
+/// `qdict_join(explicit, json, false)`: options given directly win over
+/// the ones in the filename. (Explicit options are top-level scalars here,
+/// so joining the top level is joining the flattened dictionaries.)
+fn join(mut explicit: Options, json: Options) -> Options {
+    for (key, value) in json.iter() {
+        if explicit.get(key).is_none() {
+            explicit.put(key, value.clone());
+        }
+    }
+    explicit
+}
+
+/// `parse_json_filename`: the text after `json:` as an options tree.
+/// QEMU flattens it (`qdict_flatten`) and its drivers take their children
+/// and lists by key prefix, so a dotted key (`image.driver`,
+/// `inject-error.0.event`, as `bdrv_refresh_filename` writes flattened
+/// options) means the same as the nested form; both become nested here.
+fn parse_json_filename(body: &str) -> Result<Options> {
+    let value: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| Error::generic(format!("Could not parse the JSON options: {e}")))?;
+    match option_value(&value)? {
+        OptValue::Dict(options) => Ok(options),
+        _ => Err(Error::generic("Invalid JSON object given")),
+    }
+}
+
+fn option_value(value: &serde_json::Value) -> Result<OptValue> {
+    use serde_json::Value;
+    Ok(match value {
+        Value::Null => OptValue::Null,
+        Value::Bool(b) => OptValue::Bool(*b),
+        Value::String(s) => OptValue::Str(s.clone()),
+        Value::Number(n) => OptValue::Int(n.as_i64().ok_or_else(|| {
+            Error::generic(format!(
+                "Could not parse the JSON options: number {n} is not modelled"
+            ))
+        })?),
+        Value::Array(items) => {
+            OptValue::List(items.iter().map(option_value).collect::<Result<_>>()?)
+        }
+        Value::Object(members) => {
+            let mut flat = Options::new();
+            for (key, member) in members {
+                flat.put(key.clone(), option_value(member)?);
+            }
+            OptValue::Dict(crumple(flat))
+        }
+    })
+}
+
+/// `qdict_crumple`: dotted keys become nested dictionaries, and a
+/// dictionary keyed `0`, `1`, ... a list.
+fn crumple(flat: Options) -> Options {
+    let mut nested = Options::new();
+    for (key, value) in flat.iter() {
+        insert_at_path(&mut nested, key, value.clone());
+    }
+    let mut out = Options::new();
+    for (key, value) in nested.iter() {
+        out.put(key, numbered_dicts_as_lists(value.clone()));
+    }
+    out
+}
+
+fn insert_at_path(dict: &mut Options, key: &str, value: OptValue) {
+    let Some((head, rest)) = key.split_once('.') else {
+        dict.put(key, value);
+        return;
+    };
+    let mut child = match dict.get(head) {
+        Some(OptValue::Dict(child)) => child.clone(),
+        _ => Options::new(),
+    };
+    insert_at_path(&mut child, rest, value);
+    dict.put(head, OptValue::Dict(child));
+}
+
+fn numbered_dicts_as_lists(value: OptValue) -> OptValue {
+    let OptValue::Dict(dict) = value else {
+        return value;
+    };
+    let numbered = !dict.is_empty() && (0..dict.len()).all(|i| dict.get(&i.to_string()).is_some());
+    if numbered {
+        let items = (0..dict.len())
+            .filter_map(|i| dict.get(&i.to_string()).cloned())
+            .map(numbered_dicts_as_lists)
+            .collect();
+        return OptValue::List(items);
+    }
+    let mut out = Options::new();
+    for (key, value) in dict.iter() {
+        out.put(key, numbered_dicts_as_lists(value.clone()));
+    }
+    OptValue::Dict(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_prefixes_are_colons_before_any_slash() {
+        assert!(path_has_protocol("json:{\"a\": \"/x\"}"));
+        assert!(!path_has_protocol("dir/a:b.img"));
+        assert!(!path_has_protocol("base.img"));
+    }
+
+    #[test]
+    fn flattened_and_nested_json_read_alike() {
+        let flat = parse_json_filename(
+            r#"{"driver": "blkdebug", "inject-error.0.event": "read_aio", "inject-error.0.errno": 5, "image.driver": "file", "image.filename": "b.img"}"#,
+        )
+        .expect("parses");
+        let nested = parse_json_filename(
+            r#"{"driver": "blkdebug", "inject-error": [{"event": "read_aio", "errno": 5}], "image": {"driver": "file", "filename": "b.img"}}"#,
+        )
+        .expect("parses");
+        assert_eq!(flat, nested);
+    }
+
+    #[test]
+    fn a_json_filename_must_hold_an_object() {
+        let err = parse_json_filename("[1]").expect_err("not an object");
+        assert_eq!(err.to_string(), "Invalid JSON object given");
+        let err = parse_json_filename("{").expect_err("not JSON");
+        assert!(
+            err.to_string()
+                .starts_with("Could not parse the JSON options: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn explicit_options_win_over_the_filename() {
+        let explicit = Options::new().with("driver", text("qcow2"));
+        let json = Options::new()
+            .with("driver", text("raw"))
+            .with("backing", OptValue::Null);
+        let joined = join(explicit, json);
+        assert_eq!(joined.get_str("driver"), Some("qcow2"));
+        assert_eq!(joined.get("backing"), Some(&OptValue::Null));
+    }
+}
