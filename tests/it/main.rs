@@ -3,6 +3,7 @@
 //! One module per area; each module is data-driven where it can be (a table of
 //! cases and one `check` helper), so that a new QEMU behaviour is a new row.
 
+mod architecture;
 mod block;
 mod filters;
 mod formats;

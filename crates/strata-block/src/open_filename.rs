@@ -13,6 +13,7 @@ use crate::error::{strerror, Error, Result};
 use crate::files::Files;
 use strata_formats::{Access, Format};
 use strata_graph::{NodeId, OptValue, Options};
+use strata_qmp::QObject;
 
 /// Whether an image is opened with the backing chain its header names.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -162,32 +163,34 @@ fn join(mut explicit: Options, json: Options) -> Options {
 /// `inject-error.0.event`, as `bdrv_refresh_filename` writes flattened
 /// options) means the same as the nested form; both become nested here.
 fn parse_json_filename(body: &str) -> Result<Options> {
-    let value: serde_json::Value = serde_json::from_str(body)
+    // QEMU's own JSON parser (qobject_from_json), as strata-qmp has it.
+    let value = strata_qmp::parse_json_str(body)
         .map_err(|e| Error::generic(format!("Could not parse the JSON options: {e}")))?;
-    match option_value(&value)? {
-        OptValue::Dict(options) => Ok(options),
+    match value.as_ref().map(option_value).transpose()? {
+        Some(OptValue::Dict(options)) => Ok(options),
         _ => Err(Error::generic("Invalid JSON object given")),
     }
 }
 
-fn option_value(value: &serde_json::Value) -> Result<OptValue> {
-    use serde_json::Value;
+fn option_value(value: &QObject) -> Result<OptValue> {
     Ok(match value {
-        Value::Null => OptValue::Null,
-        Value::Bool(b) => OptValue::Bool(*b),
-        Value::String(s) => OptValue::Str(s.clone()),
-        Value::Number(n) => OptValue::Int(n.as_i64().ok_or_else(|| {
-            Error::generic(format!(
-                "Could not parse the JSON options: number {n} is not modelled"
-            ))
-        })?),
-        Value::Array(items) => {
+        QObject::Null => OptValue::Null,
+        QObject::Bool(b) => OptValue::Bool(*b),
+        QObject::Str(s) => OptValue::Str(s.clone()),
+        QObject::Int(n) => OptValue::Int(*n),
+        QObject::Uint(n) => OptValue::Int(*n as i64),
+        QObject::Double(d) => {
+            return Err(Error::generic(format!(
+                "Could not parse the JSON options: number {d} is not modelled"
+            )))
+        }
+        QObject::List(items) => {
             OptValue::List(items.iter().map(option_value).collect::<Result<_>>()?)
         }
-        Value::Object(members) => {
+        QObject::Dict(members) => {
             let mut flat = Options::new();
-            for (key, member) in members {
-                flat.put(key.clone(), option_value(member)?);
+            for (key, member) in members.iter_inserted() {
+                flat.put(key.to_string(), option_value(member)?);
             }
             OptValue::Dict(crumple(flat))
         }
