@@ -134,9 +134,9 @@ pub use crate::core::{BlockCore, ThrottleGroup};
 pub use error::{strerror, Error, ErrorClass, Result};
 pub use files::{Files, HostFiles, MemFiles};
 pub use jobs::{
-    header_backing, new_backing_node, stream_bounds, ActiveCommitJob, BackingChoice, BlockJob,
-    CommitArgs, CommitJob, NotInChain, StreamArgs, StreamBounds, StreamJob, COMMIT_BUFFER_SIZE,
-    MIRROR_MAX_IO_BYTES, STREAM_CHUNK,
+    header_backing, new_backing_node, stream_bounds, ActiveCommitJob, BackingChoice, BackingFormat,
+    BlockJob, CommitArgs, CommitJob, NotInChain, StreamArgs, StreamBounds, StreamJob,
+    COMMIT_BUFFER_SIZE, MIRROR_MAX_IO_BYTES, STREAM_CHUNK,
 };
 pub use layer::{BlockLayer, TimedEvent};
 pub use main_loop::{MainLoop, MonitorTurn, Runnable, Wakeup};

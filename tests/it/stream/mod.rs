@@ -3,7 +3,7 @@
 //! conformance scenario is named on each row), under QEMU's rule and under
 //! the thread's alternatives.
 
-use strata_block::{header_backing, new_backing_node, stream_bounds, BackingChoice};
+use strata_block::{header_backing, new_backing_node, stream_bounds, BackingChoice, BackingFormat};
 use strata_filters::{driver_perms, refresh_filename, BackingFileInfo, Driver};
 use strata_graph::{NodeId, NodeSpec, OptValue, Options, Role};
 use strata_perm::{BlockGraph, ReplaceOptions};
@@ -203,16 +203,16 @@ fn header_never_names_a_filter() {
     let flt = by_name(&bg, "flt");
     assert!(g.node(flt).unwrap().filename.starts_with("json:"));
     assert_eq!(
-        header_backing(g, Some(flt), None, false),
+        header_backing(g, Some(flt), None, BackingFormat::Driver),
         Some(("base.img".to_string(), "qcow2".to_string()))
     );
     // An explicit backing-file is written verbatim (flt-d-backing-file-given).
     assert_eq!(
-        header_backing(g, Some(flt), Some("whatever"), false),
+        header_backing(g, Some(flt), Some("whatever"), BackingFormat::Driver),
         Some(("whatever".to_string(), "qcow2".to_string()))
     );
     // A whole-chain stream removes the backing file from the header.
-    assert_eq!(header_backing(g, None, None, false), None);
+    assert_eq!(header_backing(g, None, None, BackingFormat::Driver), None);
 }
 
 #[test]

@@ -8,6 +8,7 @@ use crate::core::BlockCore;
 use crate::error::{strerror, Error, ErrorClass, Result};
 use crate::files::Files;
 use crate::jobs::launch::{job_spec, Launch};
+use crate::jobs::stream::base::BackingFormat;
 use crate::state::DriverState;
 use strata_filters::Driver;
 use strata_graph::{NodeId, NodeSpec, Parent, Perm, Role, RootId, RootKind};
@@ -286,7 +287,7 @@ pub struct CommitJob {
     chain_frozen: bool,
     base_read_only: bool,
     backing_file: Option<String>,
-    mask_protocol: bool,
+    backing_format: BackingFormat,
     on_error: BlockdevOnError,
     phase: Phase,
 }
@@ -331,7 +332,7 @@ impl<F: Files, J: JobDriver<BlockCore<F>> + From<CommitJob>> Launch<'_, F, J> {
             chain_frozen: false,
             base_read_only: false,
             backing_file: args.backing_file.clone(),
-            mask_protocol: args.backing_mask_protocol.unwrap_or(false),
+            backing_format: BackingFormat::from_mask_protocol(args.backing_mask_protocol),
             on_error: args.on_error.unwrap_or(BlockdevOnError::Report),
             phase: Phase::Start,
         };
@@ -447,7 +448,7 @@ impl<F: Files> BlockCore<F> {
         commit_top: NodeId,
         base: NodeId,
         backing_file: Option<&str>,
-        mask_protocol: bool,
+        backing_format: BackingFormat,
     ) -> std::result::Result<(), Errno> {
         if !self.bg.graph().chain_contains(commit_top, base) {
             return Err(Errno::EIO);
@@ -455,11 +456,7 @@ impl<F: Files> BlockCore<F> {
         self.refresh_filename(base).map_err(|_| Errno::EIO)?;
         let base_node = self.bg.graph().node(base).map_err(|_| Errno::EIO)?;
         let file = backing_file.map_or_else(|| base_node.filename.clone(), str::to_string);
-        let format = if mask_protocol && base_node.traits().is_protocol {
-            "raw".to_string()
-        } else {
-            base_node.driver().to_string()
-        };
+        let format = backing_format.of(base_node).to_string();
         let g = self.bg.graph();
         let cow_parents: Vec<NodeId> = g
             .node(commit_top)
@@ -597,7 +594,7 @@ impl CommitJob {
             commit_top,
             self.base,
             self.backing_file.as_deref(),
-            self.mask_protocol,
+            self.backing_format,
         )
         .map_err(JobFailure::errno)?;
         self.commit_top = None;

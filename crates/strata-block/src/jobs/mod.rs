@@ -15,7 +15,8 @@ pub use active_commit::{ActiveCommitJob, MIRROR_MAX_IO_BYTES};
 pub use commit::{CommitArgs, CommitJob, COMMIT_BUFFER_SIZE};
 pub(crate) use launch::Launch;
 pub use stream::base::{
-    header_backing, new_backing_node, stream_bounds, BackingChoice, NotInChain, StreamBounds,
+    header_backing, new_backing_node, stream_bounds, BackingChoice, BackingFormat, NotInChain,
+    StreamBounds,
 };
 pub use stream::{StreamArgs, StreamJob, STREAM_CHUNK};
 

@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 use crate::files::Files;
 use crate::jobs::launch::{job_spec, Launch};
 use crate::state::DriverState;
-use base::{header_backing, new_backing_node, stream_bounds, BackingChoice, StreamBounds};
+use base::{
+    header_backing, new_backing_node, stream_bounds, BackingChoice, BackingFormat, StreamBounds,
+};
 use strata_filters::Driver;
 use strata_formats::Access;
 use strata_graph::{NodeId, NodeSpec, OptValue, Options, Perm, Role, RootId, RootKind};
@@ -78,7 +80,7 @@ pub struct StreamJob {
     pub(crate) job_root: RootId,
     pub(crate) bounds: StreamBounds,
     backing_file: Option<String>,
-    mask_protocol: bool,
+    backing_format: BackingFormat,
     bs_read_only: bool,
     on_error: strata_jobs::BlockdevOnError,
     choice: BackingChoice,
@@ -244,7 +246,7 @@ impl<F: Files> BlockCore<F> {
             job_root,
             bounds,
             backing_file: args.backing_file.clone(),
-            mask_protocol: args.backing_mask_protocol.unwrap_or(false),
+            backing_format: BackingFormat::from_mask_protocol(args.backing_mask_protocol),
             bs_read_only,
             on_error: args
                 .on_error
@@ -650,7 +652,7 @@ impl StreamJob {
             core.bg.graph(),
             base,
             self.backing_file.as_deref(),
-            self.mask_protocol,
+            self.backing_format,
         );
         // Relinking the backing node it already has would drop the node's
         // last reference before taking the new one: QEMU's

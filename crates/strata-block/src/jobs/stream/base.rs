@@ -107,24 +107,50 @@ pub fn new_backing_node(
     }
 }
 
+/// The backing format written into an image header when the new backing
+/// node is a protocol node: QMP's `backing-mask-protocol`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub enum BackingFormat {
+    /// The node's own driver (`file`, ...): the default.
+    #[default]
+    Driver,
+    /// `raw` for a protocol node, so that nothing probes the file.
+    MaskProtocol,
+}
+
+impl BackingFormat {
+    /// QMP's `backing-mask-protocol` (absent: false).
+    pub fn from_mask_protocol(mask: Option<bool>) -> BackingFormat {
+        if mask == Some(true) {
+            BackingFormat::MaskProtocol
+        } else {
+            BackingFormat::Driver
+        }
+    }
+
+    /// The format string for `node` in a header.
+    pub fn of<'n>(self, node: &'n strata_graph::Node) -> &'n str {
+        match self {
+            BackingFormat::MaskProtocol if node.traits().is_protocol => "raw",
+            _ => node.driver(),
+        }
+    }
+}
+
 /// The backing file string and format `stream_prepare` writes into the
 /// streamed image's header: the user's `backing-file` if given, else the
 /// filename of the first non-filter below the new backing node (never a
 /// filter's `json:` name); the format is that node's driver, or `raw` for a
-/// protocol node with `backing-mask-protocol`. `None`: remove the backing.
+/// protocol node with [`BackingFormat::MaskProtocol`]. `None`: remove the backing.
 pub fn header_backing(
     graph: &Graph,
     new_backing: Option<NodeId>,
     backing_file: Option<&str>,
-    mask_protocol: bool,
+    format: BackingFormat,
 ) -> Option<(String, String)> {
     let base = graph.skip_filters(new_backing?);
     let node = graph.node(base).ok()?;
-    let format = if mask_protocol && node.traits().is_protocol {
-        "raw"
-    } else {
-        node.driver()
-    };
+    let format = format.of(node);
     let name = backing_file.map_or_else(|| node.filename.clone(), str::to_string);
     Some((name, format.to_string()))
 }
