@@ -129,7 +129,7 @@ impl BackingFormat {
     }
 
     /// The format string for `node` in a header.
-    pub fn of<'n>(self, node: &'n strata_graph::Node) -> &'n str {
+    pub fn of(self, node: &strata_graph::Node) -> &str {
         match self {
             BackingFormat::MaskProtocol if node.traits().is_protocol => "raw",
             _ => node.driver(),
