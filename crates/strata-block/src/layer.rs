@@ -14,7 +14,7 @@ use strata_jobs::{
 };
 
 /// A block job's driver: the job kinds Strata models.
-#[derive(Clone, Debug)]
+#[derive(Clone, Hash, Debug)]
 pub enum BlockJob {
     /// `block-stream`.
     Stream(StreamJob),
