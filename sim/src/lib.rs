@@ -42,6 +42,7 @@
 mod catalog;
 mod compare;
 mod error;
+mod exact_hash;
 mod explore;
 mod graph;
 mod images;

@@ -3,9 +3,9 @@
 //! steps whichever task the scheduler picks.
 
 use crate::error::{Error, Result};
+use crate::exact_hash::{exact_hash_members, ExactHash};
 use crate::graph::normalised_graph;
 use crate::images::{create_images, inspect_image, unclean_images};
-use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use strata_qmp::scenario::{
     FinalQuery, JobRecord, Observation, Scenario, ServerExit, SettleSpec, StepKind, StepRecord,
     WaitSpec, SCRATCH_DIR,
 };
+use xxhash_rust::xxh3::Xxh3Default;
 
 /// How many job timers a clock move may choose from.
 pub const TIMER_CHOICES: usize = 3;
@@ -328,7 +329,7 @@ impl World {
     /// A hash of everything that decides what happens next and what the
     /// observation will hold.
     pub fn state_key(&self) -> u64 {
-        let mut h = DefaultHasher::new();
+        let mut h = Xxh3Default::new();
         self.layer.state_key().hash(&mut h);
         (
             self.step,
@@ -338,13 +339,10 @@ impl World {
             &self.fresh,
         )
             .hash(&mut h);
-        for (k, v) in &self.labels {
-            (k, datum_text(v)).hash(&mut h);
-        }
-        for e in &self.events {
-            (&e.name, datum_text(&e.data)).hash(&mut h);
-        }
-        format!("{:?}{:?}", self.records, self.harness_errors).hash(&mut h);
+        exact_hash_members(self.labels.iter(), &mut h);
+        self.events.exact_hash(&mut h);
+        self.records.exact_hash(&mut h);
+        self.harness_errors.hash(&mut h);
         h.finish()
     }
 

@@ -6,6 +6,7 @@ mod conformance;
 mod explore;
 mod schedules;
 mod snapshots;
+mod state_keys;
 
 use std::sync::Arc;
 use strata_qmp::scenario::{Observation, Scenario};
