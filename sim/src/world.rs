@@ -9,7 +9,7 @@ use crate::images::{create_images, inspect_image, unclean_images};
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use strata_block::{BlockLayer, MemFiles};
+use strata_block::{BlockLayer, MemFiles, StateKeyHasher};
 use strata_formats::MemStorage;
 use strata_jobs::{JobInfo, JobStatus, JobTable, Wait};
 use strata_qmp::scenario::{
@@ -17,7 +17,6 @@ use strata_qmp::scenario::{
     FinalQuery, JobRecord, Observation, Scenario, ServerExit, SettleSpec, StepKind, StepRecord,
     WaitSpec, SCRATCH_DIR,
 };
-use xxhash_rust::xxh3::Xxh3Default;
 
 /// How many job timers a clock move may choose from.
 pub const TIMER_CHOICES: usize = 3;
@@ -329,7 +328,7 @@ impl World {
     /// A hash of everything that decides what happens next and what the
     /// observation will hold.
     pub fn state_key(&self) -> u64 {
-        let mut h = Xxh3Default::new();
+        let mut h = StateKeyHasher::default();
         self.layer.state_key().hash(&mut h);
         (
             self.step,

@@ -25,5 +25,6 @@ pub use layer::{BlockJob, BlockLayer, TimedEvent};
 pub use mirror::{ActiveCommitJob, MIRROR_MAX_IO_BYTES};
 pub use query::{NamedNodeInfo, XdbgEdge, XdbgGraph, XdbgNode, XdbgNodeType};
 pub use state::{DriverState, InjectError, SetState};
+pub use state_key::StateKeyHasher;
 pub use strata_formats::ExtentKind;
 pub use stream::{StreamArgs, StreamJob, STREAM_CHUNK};

@@ -5,18 +5,17 @@ use crate::files::MemFiles;
 use crate::layer::BlockLayer;
 use crate::state::DriverState;
 use std::hash::{Hash, Hasher};
-use xxhash_rust::xxh3::Xxh3Default;
+use xxhash_rust::xxh3::xxh3_64;
 
 impl BlockLayer<MemFiles> {
     /// A hash of everything that decides what the world does next: the
     /// graph (by node names, not arena slots), each node's driver state, the
     /// files' contents, the jobs and the clock. Two worlds with equal keys
     /// behave the same under the same schedule. The values are hashed as
-    /// they are (a state key is computed for every state an exploration
-    /// visits), with XXH3 and its fixed default secret, so the key is the
-    /// same in every process and on every thread.
+    /// they are, not formatted: a state key is computed for every state an
+    /// exploration visits.
     pub fn state_key(&self) -> u64 {
-        let mut h = Xxh3Default::new();
+        let mut h = StateKeyHasher::default();
         self.core.bg.hash(&mut h);
         let g = self.core.bg.graph();
         for node in g.nodes() {
@@ -28,6 +27,26 @@ impl BlockLayer<MemFiles> {
         self.core.throttle_groups.hash(&mut h);
         (self.core.now_ns, self.core.io_wait_until).hash(&mut h);
         h.finish()
+    }
+}
+
+/// The hasher of state keys: it collects the bytes that `Hash` feeds it and
+/// hashes them in one go with XXH3 and its fixed default secret, so a key
+/// is the same in every process and on every thread. A key is made of many
+/// small fields, and appending each to a buffer costs less than a
+/// streaming hasher's update.
+#[derive(Default)]
+pub struct StateKeyHasher {
+    bytes: Vec<u8>,
+}
+
+impl Hasher for StateKeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        xxh3_64(&self.bytes)
     }
 }
 
