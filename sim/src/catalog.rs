@@ -34,18 +34,24 @@ impl Catalog {
     }
 
     /// The shared conformance harness's scenarios and golden observations,
-    /// if the harness is there: `$STRATA_CONFORMANCE`, else
-    /// `../shared/conformance` beside the checkout.
+    /// if the harness is in [`Catalog::shared_harness_dir`].
     pub fn shared_harness() -> Option<Catalog> {
-        let dir = std::env::var_os("STRATA_CONFORMANCE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| sim_dir().join("../../shared/conformance"));
-        let dir = dir.canonicalize().unwrap_or(dir);
+        let dir = Catalog::shared_harness_dir();
         dir.join("scenarios").is_dir().then(|| Catalog {
             scenarios: dir.join("scenarios"),
             observations: dir.join("golden"),
             option: "--harness ",
         })
+    }
+
+    /// Where the shared conformance harness is looked for:
+    /// `$STRATA_CONFORMANCE`, else `../shared/conformance` beside the
+    /// checkout.
+    pub fn shared_harness_dir() -> PathBuf {
+        let dir = std::env::var_os("STRATA_CONFORMANCE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| sim_dir().join("../../shared/conformance"));
+        dir.canonicalize().unwrap_or(dir)
     }
 
     /// Every scenario, by name.

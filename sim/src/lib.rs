@@ -43,6 +43,7 @@ mod catalog;
 mod compare;
 mod daemon_loop;
 mod error;
+mod exact_hash;
 mod explore;
 mod graph;
 mod images;

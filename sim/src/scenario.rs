@@ -904,7 +904,7 @@ impl StepRecord {
 }
 
 /// A command's error.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct ErrorRecord {
     /// The error class.
     pub class: String,
@@ -922,7 +922,7 @@ pub struct EventRecord {
 }
 
 /// A job in `query-jobs`, reduced.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct JobRecord {
     /// Job id.
     pub id: String,
@@ -934,7 +934,7 @@ pub struct JobRecord {
 }
 
 /// A normalised block graph (`run.py`'s `normalise_graph`).
-#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
 pub struct Graph {
     /// Nodes: block drivers by name, then jobs and backends.
     pub nodes: Vec<GraphNode>,
@@ -943,7 +943,7 @@ pub struct Graph {
 }
 
 /// A node of a normalised graph.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct GraphNode {
     /// Normalised name.
     pub name: String,
@@ -962,7 +962,7 @@ pub struct GraphNode {
 }
 
 /// An edge of a normalised graph.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct GraphEdge {
     /// Parent name.
     pub parent: String,

@@ -3,6 +3,7 @@
 //! steps whichever task the scheduler picks.
 
 use crate::error::{Error, Result};
+use crate::exact_hash::{exact_hash_members, ExactHash};
 use crate::graph::normalised_graph;
 use crate::images::{create_images, inspect_image, unclean_images};
 use crate::scenario::{
@@ -10,11 +11,10 @@ use crate::scenario::{
     FinalQuery, JobRecord, Observation, Scenario, ServerExit, SettleSpec, StepKind, StepRecord,
     WaitSpec, SCRATCH_DIR,
 };
-use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use strata_block::{BlockLayer, MemFiles, Runnable};
+use strata_block::{BlockLayer, MemFiles, Runnable, StateKeyHasher};
 use strata_formats::MemStorage;
 use strata_jobs::{JobInfo, JobStatus, JobTable, Wait};
 use strata_monitor::Monitor;
@@ -227,20 +227,15 @@ impl World {
     /// A hash of everything that decides what happens next and what the
     /// observation will hold.
     pub fn state_key(&self) -> u64 {
-        let mut h = DefaultHasher::new();
+        let mut h = StateKeyHasher::default();
         self.layer().state_key().hash(&mut h);
-        // Who yielded when is left out, as before the main loop moved into
-        // the block layer: the explorer tries every order of ready jobs.
-        self.layer().main_loop().entered().hash(&mut h);
+        self.layer().hash_main_loop(&mut h);
         self.monitor.hash_server_state(&mut h);
         (self.step, self.entered_ns, &self.settle, &self.cursors).hash(&mut h);
-        for (k, v) in &self.labels {
-            (k, datum_text(v)).hash(&mut h);
-        }
-        for e in &self.events {
-            (&e.name, datum_text(&e.data)).hash(&mut h);
-        }
-        format!("{:?}{:?}", self.records, self.harness_errors).hash(&mut h);
+        exact_hash_members(self.labels.iter(), &mut h);
+        self.events.exact_hash(&mut h);
+        self.records.exact_hash(&mut h);
+        self.harness_errors.hash(&mut h);
         h.finish()
     }
 

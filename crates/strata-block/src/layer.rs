@@ -133,6 +133,12 @@ impl<F: Files> BlockLayer<F> {
         &self.main_loop
     }
 
+    /// Feeds the main loop's state that decides what runs next into
+    /// `state` (for state keys: see [`MainLoop`]).
+    pub fn hash_main_loop<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.main_loop.hash_order(&self.jobs, state);
+    }
+
     /// What can run now, in the order QEMU's main loop runs it (see
     /// [`MainLoop`]): the first is the canonical choice.
     /// [`Runnable::Monitor`] is absent while a job must go on without

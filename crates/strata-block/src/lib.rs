@@ -143,4 +143,5 @@ pub use main_loop::{MainLoop, MonitorTurn, Runnable, Wakeup};
 pub use open_filename::BackingChain;
 pub use query::{NamedNodeInfo, XdbgEdge, XdbgGraph, XdbgNode, XdbgNodeType};
 pub use state::{DriverState, InjectError, SetState};
+pub use state_key::StateKeyHasher;
 pub use strata_formats::{Access, ExtentKind};

@@ -77,6 +77,34 @@ impl MainLoop {
         &self.entered
     }
 
+    /// Feeds what decides the main loop's future order into `state`, and
+    /// nothing else: the entered jobs, the job running on only while it is
+    /// in its completion (where it goes on alone), and the order in which
+    /// the jobs still listed last yielded (not the counter itself, which
+    /// only grows: two states whose jobs yielded in the same order behave
+    /// the same).
+    pub(crate) fn hash_order<C, D: JobDriver<C>, H: std::hash::Hasher>(
+        &self,
+        jobs: &Jobs<C, D>,
+        state: &mut H,
+    ) {
+        let running = self.running.as_deref().filter(|id| {
+            visible(jobs, id).is_some_and(|j| {
+                matches!(
+                    j.status(),
+                    JobStatus::Waiting | JobStatus::Pending | JobStatus::Aborting
+                )
+            })
+        });
+        let mut by_yield: Vec<(u64, &str)> = jobs
+            .iter()
+            .map(|j| (self.yield_order(j.id()), j.id()))
+            .collect();
+        by_yield.sort();
+        let order: Vec<&str> = by_yield.into_iter().map(|(_, job)| job).collect();
+        (&self.entered, running, order).hash(state);
+    }
+
     fn yield_order(&self, job: &str) -> u64 {
         self.yielded.get(job).copied().unwrap_or(0)
     }

@@ -4,44 +4,83 @@
 use crate::files::MemFiles;
 use crate::layer::BlockLayer;
 use crate::state::DriverState;
-use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use xxhash_rust::xxh3::xxh3_64;
 
 impl BlockLayer<MemFiles> {
     /// A hash of everything that decides what the world does next: the
     /// graph (by node names, not arena slots), each node's driver state, the
     /// files' contents, the jobs and the clock. Two worlds with equal keys
-    /// behave the same under the same schedule. (`DefaultHasher::new` has
-    /// fixed keys, so the key is the same in every process.)
+    /// behave the same under the same schedule. The values are hashed as
+    /// they are, not formatted: a state key is computed for every state an
+    /// exploration visits.
     pub fn state_key(&self) -> u64 {
-        let mut h = DefaultHasher::new();
+        let mut h = StateKeyHasher::default();
         self.core.bg.hash(&mut h);
         let g = self.core.bg.graph();
         for node in g.nodes() {
             g.name(node).hash(&mut h);
-            match self.core.state.get(&node) {
-                Some(DriverState::Format {
-                    image,
-                    auto_backing_file,
-                }) => {
-                    (
-                        image.backing_file(),
-                        image.backing_format(),
-                        image.virtual_size(),
-                        auto_backing_file,
-                    )
-                        .hash(&mut h);
-                }
-                Some(other) => format!("{other:?}").hash(&mut h),
-                None => 0u8.hash(&mut h),
-            }
+            self.core.state.get(&node).map(DriverStateKey).hash(&mut h);
         }
-        for (path, content) in self.core.files.content_hashes() {
-            (path, content.0).hash(&mut h);
-        }
-        format!("{:?}", self.jobs).hash(&mut h);
+        self.core.files.content_hashes().hash(&mut h);
+        self.jobs.hash(&mut h);
         self.core.throttle_groups.hash(&mut h);
         (self.core.now_ns, self.core.io_wait_until).hash(&mut h);
         h.finish()
+    }
+}
+
+/// The hasher of state keys: it collects the bytes that `Hash` feeds it and
+/// hashes them in one go with XXH3 and its fixed default secret, so a key
+/// is the same in every process and on every thread. A key is made of many
+/// small fields, and appending each to a buffer costs less than a
+/// streaming hasher's update.
+#[derive(Default)]
+pub struct StateKeyHasher {
+    bytes: Vec<u8>,
+}
+
+impl Hasher for StateKeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        xxh3_64(&self.bytes)
+    }
+}
+
+/// A node's driver state as a state key sees it. A format's image counts
+/// by what the graph reads of its header; the rest of its metadata is in
+/// its file, whose content is hashed with the files, and its caches do
+/// not change what it reads.
+struct DriverStateKey<'a>(&'a DriverState);
+
+impl Hash for DriverStateKey<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        std::mem::discriminant(self.0).hash(h);
+        match self.0 {
+            DriverState::File { path } => path.hash(h),
+            DriverState::Format {
+                image,
+                auto_backing_file,
+            } => (
+                image.backing_file(),
+                image.backing_format(),
+                image.virtual_size(),
+                auto_backing_file,
+            )
+                .hash(h),
+            DriverState::Throttle { group } => group.hash(h),
+            DriverState::CopyOnRead { bottom } => bottom.hash(h),
+            DriverState::Blkdebug {
+                inject,
+                set_state,
+                state,
+            } => (inject, set_state, state).hash(h),
+            DriverState::MirrorTop(mirror) => mirror.hash(h),
+            DriverState::Quorum { threshold } => threshold.hash(h),
+            DriverState::CommitTop | DriverState::Busy => {}
+        }
     }
 }

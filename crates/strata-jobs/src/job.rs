@@ -76,7 +76,7 @@ pub enum Wait {
 }
 
 /// Where the job's coroutine continues once it runs again.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) enum Resume {
     /// `job_pause_point()`, then `After`.
     PausePoint(After),
@@ -87,7 +87,7 @@ pub(crate) enum Resume {
 }
 
 /// What comes after a yield or pause point inside `run()`.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) enum After {
     /// Call the driver's `run_step`.
     Run,
@@ -97,7 +97,7 @@ pub(crate) enum After {
 }
 
 /// The main-loop part of a job's life, after `run()` returned.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) enum MainLoop {
     /// `job_exit` is scheduled (a bottom half).
     Exit,
@@ -127,7 +127,7 @@ impl MainLoop {
 }
 
 /// The coroutine's state.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) enum Co {
     NotStarted,
     /// Runnable inside `run()` (busy).
@@ -156,7 +156,7 @@ pub(crate) enum Co {
 
 /// A job's core state: what job.c and blockjob.c keep in `Job` and
 /// `BlockJob`. Read it through the accessors; only the core changes it.
-#[derive(Clone, PartialEq, Debug)]
+#[derive(Clone, PartialEq, Hash, Debug)]
 pub struct JobCore {
     pub(crate) id: String,
     pub(crate) job_type: JobType,

@@ -40,7 +40,7 @@ pub fn id_wellformed(id: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 struct Entry<D> {
     core: JobCore,
     driver: D,
@@ -74,6 +74,14 @@ impl<C, D: Clone> Clone for Jobs<C, D> {
 impl<C, D: std::fmt::Debug> std::fmt::Debug for Jobs<C, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.entries.iter()).finish()
+    }
+}
+
+/// Every job's core state and driver, in creation order: what a state key
+/// needs of the jobs.
+impl<C, D: std::hash::Hash> std::hash::Hash for Jobs<C, D> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.entries.hash(state);
     }
 }
 

@@ -21,7 +21,7 @@ const NANOSECONDS_PER_SECOND: f64 = 1_000_000_000.0;
 /// let delay = limit.calculate_delay(0, 0);
 /// assert_eq!(delay, 514_007_843_137);
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RateLimit {
     slice_start_time: u64,
     slice_end_time: u64,

@@ -54,15 +54,19 @@ fn every_scenario_has_a_qemu_observation_and_canonical_runs_match_it() {
 
 #[test]
 fn the_shared_harness_scenarios_replay_to_qemus_golden_observations() {
-    let Some(harness) = Catalog::shared_harness() else {
-        eprintln!("no shared conformance harness beside the checkout: nothing to replay");
-        return;
-    };
+    let harness = Catalog::shared_harness().unwrap_or_else(|| {
+        panic!(
+            "the shared conformance harness is missing: no {}/scenarios \
+             (put the harness there or set STRATA_CONFORMANCE to its directory)",
+            Catalog::shared_harness_dir().display()
+        )
+    });
     let all = harness.scenarios().expect("scenarios");
     assert!(!all.is_empty(), "{}", harness.describe());
     let mut differing = Vec::new();
     for s in &all {
         let Some(golden) = harness.qemu_observation(&s.name).expect("readable") else {
+            differing.push(format!("{}: no golden observation", s.name));
             continue;
         };
         let diffs = compare(&golden, &canonical(s), CompareOptions::default());

@@ -7,6 +7,7 @@ mod explore;
 mod inspect;
 mod schedules;
 mod snapshots;
+mod state_keys;
 
 use std::sync::Arc;
 use strata_sim::scenario::{Observation, Scenario};

@@ -27,7 +27,7 @@ use commit::CommitPlan;
 use strata_jobs::{JobCore, JobCtl, JobDriver, JobFailure, JobType, RunStep};
 
 /// A block job's driver: the job kinds Strata models.
-#[derive(Clone, Debug)]
+#[derive(Clone, Hash, Debug)]
 pub enum BlockJob {
     /// `block-stream`.
     Stream(StreamJob),
