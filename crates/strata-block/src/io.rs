@@ -36,7 +36,7 @@ impl<F: Files> BlockCore<F> {
             .and_then(|n| Driver::from_name(n.driver()))
     }
 
-    fn file_child(&self, node: NodeId) -> Option<NodeId> {
+    pub(crate) fn file_child(&self, node: NodeId) -> Option<NodeId> {
         let g = self.bg.graph();
         g.node(node)
             .ok()?
