@@ -624,6 +624,7 @@ impl World {
         let final_jobs = self.job_records();
         let graph = normalised_graph(self.monitor.layer_mut());
         let final_queries = self.run_final_queries();
+        self.quit();
         let files = self.layer().core().files().clone();
         let images = self
             .scenario
@@ -681,6 +682,23 @@ impl World {
         } else {
             observation
         });
+    }
+
+    /// The harness's shutdown: `quit`, whose events (the jobs still
+    /// present are cancelled) it records; the images are inspected after.
+    fn quit(&mut self) {
+        if let Err(e) = self
+            .monitor
+            .dispatch(Command::Quit, &mut EventSink::default())
+        {
+            self.harness_errors.push(format!("quit: {e}"));
+        }
+        let events = self.monitor.take_command_events();
+        if let Err(e) =
+            self.add_events(events.into_iter().map(|(e, _)| qmp_event_data(e)).collect())
+        {
+            self.harness_errors.push(e.to_string());
+        }
     }
 
     /// The scenario's `final_queries`, run after the final graph is

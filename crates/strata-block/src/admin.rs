@@ -1,9 +1,10 @@
 //! `blockdev-del`, `blockdev-reopen` and `object-del`.
 
+use crate::core::BlockCore;
 use crate::error::{Error, Result};
 use crate::files::Files;
 use crate::layer::BlockLayer;
-use strata_graph::{OptValue, Options};
+use strata_graph::{NodeId, OptValue, Options};
 use strata_perm::{BlockOp, ChildSlot};
 
 impl<F: Files> BlockLayer<F> {
@@ -57,10 +58,13 @@ impl<F: Files> BlockLayer<F> {
     /// `backing` link may change; frozen links and permissions are checked
     /// and nothing changes on error.
     pub fn blockdev_reopen(&mut self, options: &[Options]) -> Result<()> {
-        let saved = self.core.bg.clone();
+        // A failed reopen changes nothing: also the nodes a dropped link
+        // closed come back with their driver state (QEMU frees them only
+        // when the transaction commits).
+        let saved = (self.core.bg.clone(), self.core.state.clone());
         let result = options.iter().try_for_each(|opts| self.reopen_one(opts));
         if result.is_err() {
-            self.core.bg = saved;
+            (self.core.bg, self.core.state) = saved;
         }
         result
     }
@@ -75,10 +79,15 @@ impl<F: Files> BlockLayer<F> {
         if opts.get_str("driver").is_some_and(|d| d != driver) {
             return Err(Error::generic("Cannot change the option 'driver'"));
         }
+        if opts.get("backing").is_none() && core.has_backing_to_keep(node)? {
+            // bdrv_reopen_prepare: blockdev-reopen keeps no old option, so
+            // a node that has (or names) a backing file must say which.
+            return Err(Error::generic(format!("backing is missing for '{name}'")));
+        }
         if let Some(value) = opts.get("backing") {
             let new = match value {
                 OptValue::Null => None,
-                OptValue::Str(r) => Some(core.lookup_bs(Some(r), Some(r))?),
+                OptValue::Str(r) => Some(core.lookup_bs(None, Some(r))?),
                 _ => return Err(Error::generic("Cannot change the option 'backing'")),
             };
             let g = core.bg.graph();
@@ -101,10 +110,34 @@ impl<F: Files> BlockLayer<F> {
                 })?;
             }
         }
+        if let Some(OptValue::Str(r)) = opts.get("file") {
+            Self::reopen_file_reference(core, node, r)?;
+        }
         let read_only = matches!(opts.get("read-only"), Some(OptValue::Bool(true)));
         if core.bg.graph().node(node)?.read_only != read_only {
             core.reopen_read_only(node, read_only)?;
         }
+        Ok(())
+    }
+
+    /// `bdrv_reopen_parse_file_or_backing` for `file` given as a node name
+    /// (an inline `file` reopens the current child): the same node (or the
+    /// one under the current child's implicit filters) changes nothing;
+    /// another becomes the `file` child, refused if it would make a cycle.
+    fn reopen_file_reference(core: &mut BlockCore<F>, node: NodeId, reference: &str) -> Result<()> {
+        let new = core.lookup_bs(None, Some(reference))?;
+        let g = core.bg.graph();
+        let current = g
+            .node(node)?
+            .file()
+            .and_then(|e| g.edge(e).ok())
+            .map(|e| e.child());
+        if current.is_some_and(|c| c == new || g.skip_implicit_filters(c) == new) {
+            return Ok(());
+        }
+        core.with_hooks(|bg, hooks| {
+            bg.set_file_or_backing(hooks, node, Some(new), ChildSlot::File)
+        })?;
         Ok(())
     }
 }

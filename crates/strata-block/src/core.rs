@@ -114,6 +114,20 @@ impl<F: Files> BlockCore<F> {
         self.bg.graph().find_node(name)
     }
 
+    /// Whether `node`'s driver supports a backing file and the node has
+    /// one, or its image names one (`bs->backing || bs->backing_file[0]`).
+    pub(crate) fn has_backing_to_keep(&self, node: NodeId) -> Result<bool> {
+        let n = self.bg.graph().node(node)?;
+        if !n.traits().supports_backing {
+            return Ok(false);
+        }
+        let names_one = matches!(
+            self.state.get(&node),
+            Some(DriverState::Format { image, .. }) if image.backing_file().is_some_and(|f| !f.is_empty())
+        );
+        Ok(n.backing().is_some() || names_one)
+    }
+
     /// `bdrv_lookup_bs(device, node_name)`: a BlockBackend name first, then
     /// a node name; QEMU's text if neither exists.
     pub fn lookup_bs(&self, device: Option<&str>, node_name: Option<&str>) -> Result<NodeId> {

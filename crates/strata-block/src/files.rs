@@ -53,6 +53,19 @@ impl MemFiles {
             .unwrap_or(path)
     }
 
+    /// Whether `path` names a directory: the working directory, or one
+    /// that holds a file.
+    fn is_directory(&self, path: &str) -> bool {
+        let dir = path.trim_end_matches('/');
+        let name = self.name(dir);
+        matches!(name, "" | ".")
+            || self.working_dir.as_deref() == Some(dir)
+            || self
+                .files
+                .keys()
+                .any(|f| f.starts_with(&format!("{name}/")))
+    }
+
     /// Adds or replaces a file.
     pub fn insert(&mut self, path: impl Into<String>, storage: MemStorage) {
         let path = path.into();
@@ -85,6 +98,8 @@ impl Files for MemFiles {
     fn open(&mut self, path: &str, _access: Access) -> io::Result<()> {
         if self.files.contains_key(self.name(path)) {
             Ok(())
+        } else if self.is_directory(path) {
+            Err(io::Error::from_raw_os_error(EISDIR))
         } else {
             Err(io::Error::from_raw_os_error(libc_enoent()))
         }
@@ -141,6 +156,9 @@ impl Files for HostFiles {
 }
 
 /// `ENOENT` (2 on every platform QEMU's file-posix runs on).
+/// `EISDIR`: opening a directory for I/O.
+const EISDIR: i32 = 21;
+
 fn libc_enoent() -> i32 {
     2
 }

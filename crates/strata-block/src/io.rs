@@ -36,7 +36,7 @@ impl<F: Files> BlockCore<F> {
             .and_then(|n| Driver::from_name(n.driver()))
     }
 
-    fn file_child(&self, node: NodeId) -> Option<NodeId> {
+    pub(crate) fn file_child(&self, node: NodeId) -> Option<NodeId> {
         let g = self.bg.graph();
         g.node(node)
             .ok()?
@@ -87,6 +87,41 @@ impl<F: Files> BlockCore<F> {
             },
             Some(_) => match self.forward_child(node) {
                 Some(child) => self.length(child),
+                None => Err(eio()),
+            },
+            None => Err(eio()),
+        }
+    }
+
+    /// `bdrv_co_truncate` to a larger `size` with preallocation off: a
+    /// filter passes it down, a format grows its image (a raw one its
+    /// file), a file grows. When the backing file would show through the
+    /// new area, that area is written as zeroes (`BDRV_REQ_ZERO_WRITE`).
+    pub fn grow(&mut self, node: NodeId, size: u64) -> io::Result<()> {
+        let old = self.length(node)?;
+        if size <= old {
+            return Ok(());
+        }
+        match self.state.get(&node) {
+            Some(DriverState::File { path }) => {
+                let path = path.clone();
+                self.files.storage(&path)?.set_len(size)
+            }
+            Some(DriverState::Format { .. }) => {
+                self.with_image(node, |image, storage, _| {
+                    image.grow(storage, size).map_err(format_error)
+                })?;
+                let backing_len = match self.backing_child(node) {
+                    Some(backing) => self.length(backing)?,
+                    None => 0,
+                };
+                if backing_len > old {
+                    self.write_zeroes(node, old, size - old)?;
+                }
+                Ok(())
+            }
+            Some(_) => match self.forward_child(node) {
+                Some(child) => self.grow(child, size),
                 None => Err(eio()),
             },
             None => Err(eio()),

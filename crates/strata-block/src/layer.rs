@@ -197,6 +197,36 @@ impl<F: Files> BlockLayer<F> {
         }
     }
 
+    /// `job_cancel_sync_all`, what qemu-storage-daemon does once its main
+    /// loop has ended (`quit`, a signal): the job at the head of the job
+    /// list (the newest: `job_create` inserts at the head) is cancelled
+    /// with force and run to its end (`job_cancel_sync` →
+    /// `job_finish_sync`), then the next head, until no job is left. A job
+    /// that concluded and waits for its dismiss is dismissed by the cancel.
+    /// The other jobs do not move meanwhile (`bdrv_drain_all_begin` paused
+    /// them), so only the cancelled job steps, its sleeps passing at once.
+    pub fn cancel_sync_all(&mut self) -> Result<()> {
+        while let Some(head) = self.jobs.iter().last().map(|j| j.id().to_string()) {
+            self.cancel(Cancel::Job, &head)?;
+            self.finish_sync(&head)?;
+        }
+        Ok(())
+    }
+
+    /// `job_finish_sync`: steps job `id` alone until it is completed
+    /// (`concluded`, waiting for its dismiss) or gone.
+    fn finish_sync(&mut self, id: &str) -> Result<()> {
+        loop {
+            match self.jobs.wait(id) {
+                Wait::Runnable => {
+                    self.step_job(id)?;
+                }
+                Wait::SleepUntil(t) => self.advance_to(t),
+                Wait::Done | Wait::NotStarted | Wait::WaitVerb => return Ok(()),
+            }
+        }
+    }
+
     /// What the main loop does next if no command comes: the daemon polls
     /// its sockets without waiting, until the timer, or until a client
     /// speaks.

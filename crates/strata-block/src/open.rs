@@ -6,7 +6,7 @@
 //! opens one (`open_filename.rs`).
 
 use crate::core::BlockCore;
-use crate::error::{Error, Result};
+use crate::error::{strerror, Error, Result};
 use crate::files::Files;
 use crate::open_filename::could_not_open;
 use crate::state::{DriverState, InjectError, SetState};
@@ -74,6 +74,12 @@ impl<F: Files> BlockCore<F> {
     }
 
     fn open_file(&mut self, opts: &Options, read_only: bool) -> Result<NodeId> {
+        // bdrv_open_common assigns the node name before the protocol
+        // driver opens its file (a format node's file child is opened
+        // earlier, in bdrv_open_inherit).
+        if let Some(name) = opts.get_str("node-name") {
+            self.bg.graph().check_node_name(name)?;
+        }
         let path = opts.get_str("filename").unwrap_or_default().to_string();
         self.files
             .open(&path, Access::from_read_only(read_only))
@@ -145,7 +151,12 @@ impl<F: Files> BlockCore<F> {
         } else {
             Format::Raw
         };
-        if let Err(err) = self.open_image(node, format, read_only) {
+        let opened = match driver {
+            Driver::Raw => self.check_raw_slice(node, opts),
+            _ => Ok(()),
+        }
+        .and_then(|()| self.open_image(node, format, read_only));
+        if let Err(err) = opened {
             self.unref(node)?;
             return Err(err);
         }
@@ -156,6 +167,38 @@ impl<F: Files> BlockCore<F> {
             }
         }
         Ok(node)
+    }
+
+    /// `raw_apply_options`: a raw node's `offset` (and `size`) must lie
+    /// within its file.
+    fn check_raw_slice(&mut self, node: NodeId, opts: &Options) -> Result<()> {
+        let number = |key: &str| match opts.get(key) {
+            Some(OptValue::Int(n)) => Some(*n as u64),
+            Some(OptValue::Str(n)) => n.parse().ok(),
+            _ => None,
+        };
+        let offset = number("offset").unwrap_or(0);
+        let file = self
+            .file_child(node)
+            .ok_or_else(|| Error::generic("raw node without file"))?;
+        let real_size = self.length(file).map_err(|e| {
+            Error::generic(format!(
+                "Could not get image size: {}",
+                strerror(e.raw_os_error().unwrap_or(5))
+            ))
+        })?;
+        if offset > real_size {
+            return Err(Error::generic(format!(
+                "Offset ({offset}) cannot be greater than size of the containing file ({real_size})"
+            )));
+        }
+        if let Some(size) = number("size").filter(|&size| real_size - offset < size) {
+            // QEMU's text has the two spaces.
+            return Err(Error::generic(format!(
+                "The sum of offset ({offset}) and size ({size}) has to be smaller or equal to the  actual size of the containing file ({real_size})"
+            )));
+        }
+        Ok(())
     }
 
     /// Reads the image's metadata through the node's file child.

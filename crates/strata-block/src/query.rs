@@ -92,6 +92,8 @@ pub struct NamedNodeInfo {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Key {
     Root(RootId),
+    /// A block job without a root, by its position on the job list.
+    Job(usize),
     Node(NodeId),
 }
 
@@ -143,19 +145,36 @@ impl<F: Files> BlockLayer<F> {
                 }
             }
         }
-        for job in self.jobs.iter().collect::<Vec<_>>().into_iter().rev() {
+        // Every block job on the job list is a node, also one whose nodes
+        // are all released already (a concluded active commit:
+        // mirror_exit_common's block_job_remove_all_bdrv); a job being
+        // freed is off the list and shows only while its root lingers.
+        for (position, job) in self
+            .jobs
+            .iter()
+            .enumerate()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             let root = roots.iter().copied().find(|&r| {
                 matches!(g.root(r).map(|r| r.kind()), Ok(RootKind::Job { id, .. }) if id == job.id())
             });
-            let Some(root) = root else { continue };
-            let id = ids.get(Key::Root(root));
+            let key = match root {
+                Some(root) => Key::Root(root),
+                None if !job.is_freeing() => Key::Job(position),
+                None => continue,
+            };
             nodes.push(XdbgNode {
-                id,
+                id: ids.get(key),
                 node_type: XdbgNodeType::BlockJob,
                 name: job.id().to_string(),
             });
-            for &edge in g.root(root).map(|r| r.children()).unwrap_or(&[]) {
-                add_edge(&mut ids, Key::Root(root), edge, &mut edges);
+            let children = root
+                .and_then(|r| g.root(r).ok())
+                .map_or(&[][..], |r| r.children());
+            for &edge in children {
+                add_edge(&mut ids, key, edge, &mut edges);
             }
         }
         for node in g.nodes() {

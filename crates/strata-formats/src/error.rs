@@ -28,7 +28,7 @@ pub enum Error {
     #[error("{0}")]
     Io(#[from] io::Error),
     /// The first bytes are not a qcow2 magic (`QFI\xfb`).
-    #[error("image is not in qcow2 format")]
+    #[error("Image is not in qcow2 format")]
     NotQcow2,
     /// The qcow2 version is neither 2 nor 3.
     #[error("unsupported qcow2 version {0}")]

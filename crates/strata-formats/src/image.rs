@@ -91,6 +91,15 @@ impl Image {
         }
     }
 
+    /// Grows the virtual size to `size` (never shrinks); the new area has
+    /// no data of this layer.
+    pub fn grow(&mut self, storage: &mut dyn Storage, size: u64) -> Result<()> {
+        match self {
+            Image::Qcow2(q) => q.grow(storage, size),
+            Image::Raw(r) => r.grow(storage, size),
+        }
+    }
+
     /// Cluster size (`None` for raw, which has no clusters).
     pub fn cluster_size(&self) -> Option<u64> {
         match self {

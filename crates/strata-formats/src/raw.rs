@@ -55,6 +55,21 @@ impl Raw {
         Ok(())
     }
 
+    /// Grows the image to `size` bytes (`raw_co_truncate` passing the size
+    /// on to its file): the new area reads as zeroes.
+    pub fn grow(&mut self, storage: &mut dyn Storage, size: u64) -> Result<()> {
+        self.check_writable()?;
+        if size < self.size {
+            return Err(Error::InvalidArgument(format!(
+                "cannot grow an image of {} bytes to {size}",
+                self.size
+            )));
+        }
+        storage.set_len(size)?;
+        self.size = size;
+        Ok(())
+    }
+
     /// Everything in a raw image is data.
     pub fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
         self.check_range(offset, max_len)?;

@@ -349,6 +349,12 @@ impl Graph {
 
     // ----- nodes and roots ------------------------------------------------
 
+    /// `bdrv_assign_node_name`'s checks of a user node name (well formed,
+    /// not taken), for a driver that runs them before opening anything.
+    pub fn check_node_name(&self, name: &str) -> Result<()> {
+        check_user_node_name(name, |n| self.find_node(n).is_some())
+    }
+
     /// Creates a node with one reference (its creator's).
     ///
     /// A user name is checked as `bdrv_assign_node_name` does; without one,
@@ -356,7 +362,7 @@ impl Graph {
     pub fn add_node(&mut self, spec: NodeSpec) -> Result<NodeId> {
         let name = match spec.name {
             Some(name) => {
-                check_user_node_name(&name, |n| self.find_node(n).is_some())?;
+                self.check_node_name(&name)?;
                 name
             }
             None => self.names.next_name(),

@@ -508,8 +508,11 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
         let layer = &mut self.layer;
         let done = |r: strata_block::Result<()>| r.map(|()| json!({})).map_err(block_error);
         match command {
-            // The daemon exits once the answer is out.
-            Command::Quit => Ok(json!({})),
+            // qemu-storage-daemon's `qmp_quit` only ends the main loop;
+            // `job_cancel_sync_all` follows, and its events reach the
+            // client before the answer (the monitor's output is flushed at
+            // `monitor_cleanup`). The daemon exits once the answer is out.
+            Command::Quit => done(layer.cancel_sync_all()),
             Command::BlockdevAdd(options) => {
                 let opts = options_from_json(&options.options);
                 done(layer.blockdev_add(&opts).map(|_| ()))

@@ -553,9 +553,11 @@ impl Daemon {
         }
     }
 
-    /// `quit` / SIGTERM: answers go out, jobs are cancelled, the exports
-    /// and the socket and pid files go away.
+    /// `quit` / SIGTERM: jobs are cancelled (after `quit` none is left),
+    /// their events and the answers go out, the exports and the socket and
+    /// pid files go away.
     fn shutdown(mut self, code: i32) -> i32 {
+        self.cancel_jobs();
         let deadline = Instant::now() + FLUSH_TIMEOUT;
         for client in &mut self.clients {
             let _ = client.stream.set_nonblocking(false);
@@ -566,7 +568,6 @@ impl Daemon {
             ));
             client.write_some();
         }
-        self.cancel_jobs();
         self.nbd_connections.clear();
         self.monitor.listener_mut().close();
         if let Err(e) = self.monitor.layer_mut().core_mut().files_mut().flush_all() {
@@ -576,15 +577,13 @@ impl Daemon {
         code
     }
 
-    /// `job_cancel_sync_all`: every job is cancelled and run to its end.
+    /// `job_cancel_sync_all` on a signal; its events go to every client.
     fn cancel_jobs(&mut self) {
-        let layer = self.monitor.layer_mut();
-        let ids: Vec<String> = layer.jobs().iter().map(|j| j.id().to_string()).collect();
-        for id in ids {
-            let _ = layer.cancel(strata_jobs::Cancel::Job, &id);
+        if let Err(e) = self.monitor.layer_mut().cancel_sync_all() {
+            eprintln!("{}: cancelling jobs: {e}", self.program);
         }
-        let limit = layer.now_ns().saturating_add(60_000_000_000);
-        let _ = layer.run_until_idle(limit);
+        let events = self.monitor.take_events();
+        self.broadcast(events);
     }
 
     fn remove_files(&mut self) {

@@ -5,6 +5,7 @@
 
 mod commit;
 mod filters;
+mod reopen;
 mod stream;
 
 use strata_block::{BlockLayer, MemFiles};

@@ -722,3 +722,28 @@ fn writes_to_images_with_internal_snapshots_leave_the_snapshot_intact() {
         assert_qemu_check_clean(&copy);
     }
 }
+
+#[test]
+fn grown_images_keep_their_data_and_pass_qemu_check() {
+    // 512-byte clusters: one L1 entry covers 32 KiB, so 1 MiB -> 3 MiB
+    // needs a larger L1 table (qcow2_grow_l1_table); 64 KiB clusters keep
+    // theirs.
+    let scratch = Scratch::new("grow-size");
+    for cluster_size in [512, 65536] {
+        let path = scratch.path(&format!("grow-{cluster_size}.qcow2"));
+        let opts = CreateOptions::new(1 << 20).cluster_size(cluster_size);
+        let data = vec![7u8; 4096];
+        let mut st = FileStorage::create(&path).unwrap();
+        let mut q = Qcow2::create(&mut st, &opts).unwrap();
+        q.write(&mut st, 4096, &data, None).unwrap();
+        q.grow(&mut st, 3 << 20).unwrap();
+        q.write(&mut st, (2 << 20) + 512, &data, None).unwrap();
+        q.flush(&mut st).unwrap();
+        drop(st);
+        assert_qemu_check_clean(&path);
+        let mut model = vec![0u8; 3 << 20];
+        model[4096..8192].copy_from_slice(&data);
+        model[(2 << 20) + 512..(2 << 20) + 4608].copy_from_slice(&data);
+        assert!(qemu_raw(&path) == model, "cluster_size={cluster_size}");
+    }
+}

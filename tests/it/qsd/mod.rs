@@ -193,6 +193,55 @@ fn quit_answers_then_exits_zero_and_removes_the_socket() {
     assert!(!socket.exists(), "the monitor socket is removed on exit");
 }
 
+/// The event name, or the status of a `JOB_STATUS_CHANGE`.
+fn event_label(line: &str) -> &str {
+    let after = |key: &str| {
+        line.split(key)
+            .nth(1)
+            .and_then(|rest| rest.split('"').nth(1))
+            .unwrap_or("?")
+    };
+    match after("\"event\": ") {
+        "JOB_STATUS_CHANGE" => after("\"status\": "),
+        event => event,
+    }
+}
+
+#[test]
+fn quit_cancels_the_jobs_and_their_events_come_before_the_answer() {
+    // qemu-storage-daemon 10.0.2, same requests: `job_cancel_sync_all`
+    // after the main loop; its events are written before the answer.
+    let daemon = Running::start(&[]);
+    let (_, top) = make_chain(&daemon);
+    let mut client = Client::negotiated(&daemon.socket);
+    let mut watcher = Client::negotiated(&daemon.socket);
+    add_top(&mut client, &top);
+    let stream = r#"{"execute": "block-stream", "arguments": {"job-id": "s", "device": "top", "speed": 1024}}"#;
+    assert_eq!(client.execute(stream), r#"{"return": {}}"#);
+    client.events.clear();
+    assert_eq!(
+        client.execute(r#"{"execute": "quit"}"#),
+        r#"{"return": {}}"#
+    );
+    let labels: Vec<&str> = client.events.iter().map(|e| event_label(e)).collect();
+    assert_eq!(
+        labels,
+        ["aborting", "BLOCK_JOB_CANCELLED", "concluded", "null"]
+    );
+    assert_eq!(daemon.join(), 0);
+    for expected in [
+        "created",
+        "running",
+        "aborting",
+        "BLOCK_JOB_CANCELLED",
+        "concluded",
+        "null",
+    ] {
+        let line = watcher.line();
+        assert_eq!(event_label(&line), expected, "{line}");
+    }
+}
+
 #[test]
 fn sigterm_exits_zero() {
     let daemon = Running::start(&[]);

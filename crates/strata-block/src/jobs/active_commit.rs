@@ -10,7 +10,7 @@
 use crate::core::BlockCore;
 use crate::error::{Error, Result};
 use crate::files::Files;
-use crate::jobs::commit::{base_covers, CommitArgs};
+use crate::jobs::commit::{grow_base, CommitArgs};
 use crate::jobs::launch::{job_spec, Launch};
 use crate::state::DriverState;
 use std::collections::BTreeSet;
@@ -259,7 +259,7 @@ impl ActiveCommitJob {
             Ok(len) => len,
             Err(e) => return RunStep::Finished(Err(io_failure(&e))),
         };
-        if let Err(failure) = base_covers(core, self.base, self.length) {
+        if let Err(failure) = grow_base(core, self.base, self.length) {
             return RunStep::Finished(Err(failure));
         }
         self.granularity = core.bitmap_granularity(self.base);

@@ -523,7 +523,7 @@ impl CommitJob {
                     Err(e) => return RunStep::Finished(Err(io_failure(&e))),
                 };
                 job.progress_set_remaining(len);
-                if let Err(failure) = base_covers(core, self.base, len) {
+                if let Err(failure) = grow_base(core, self.base, len) {
                     return RunStep::Finished(Err(failure));
                 }
                 self.phase = Phase::Copy { offset: 0, len };
@@ -632,18 +632,14 @@ impl CommitJob {
     }
 }
 
-/// QEMU grows a base shorter than top (`blk_co_truncate`); the image
-/// formats here cannot resize yet, so such a commit fails instead.
-pub(crate) fn base_covers<F: Files>(
+/// `commit_run` / `mirror_run`: a base shorter than top is grown to top's
+/// length first (`blk_co_truncate`, preallocation off).
+pub(crate) fn grow_base<F: Files>(
     core: &mut BlockCore<F>,
     base: NodeId,
     len: u64,
 ) -> std::result::Result<(), JobFailure> {
-    match core.length(base) {
-        Ok(base_len) if base_len >= len => Ok(()),
-        Ok(_) => Err(JobFailure::errno(Errno::ENOTSUP)),
-        Err(e) => Err(io_failure(&e)),
-    }
+    core.grow(base, len).map_err(|e| io_failure(&e))
 }
 
 fn io_failure(err: &std::io::Error) -> JobFailure {

@@ -164,6 +164,56 @@ impl Qcow2 {
         Ok(())
     }
 
+    /// Grows the virtual size to `size` (`qcow2_co_truncate` with
+    /// preallocation off): the new area reads as unallocated. The L1 table
+    /// is replaced by a larger copy only when it is too short
+    /// (`qcow2_grow_l1_table` with `exact_size`): the new table is written,
+    /// then the header points at it, then the old one is freed.
+    pub fn grow(&mut self, storage: &mut dyn Storage, size: u64) -> Result<()> {
+        self.check_writable()?;
+        if size < self.header.size {
+            return Err(Error::InvalidArgument(format!(
+                "cannot grow an image of {} bytes to {size}",
+                self.header.size
+            )));
+        }
+        let cs = self.cluster_size();
+        let entries = size.div_ceil(cs * (cs / 8));
+        if entries * 8 > super::MAX_L1_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "Image size {size} too large for cluster size {cs}"
+            )));
+        }
+        if entries > u64::from(self.header.l1_size) {
+            self.grow_l1_table(storage, entries)?;
+        }
+        self.header.size = size;
+        let cluster = self.header.to_cluster()?;
+        storage.write_at(0, &cluster)?;
+        Ok(())
+    }
+
+    fn grow_l1_table(&mut self, storage: &mut dyn Storage, entries: u64) -> Result<()> {
+        let cs = self.cluster_size();
+        let bytes = entries * 8;
+        let offset = self.alloc_contiguous(storage, bytes.div_ceil(cs))?;
+        let mut l1 = self.l1.as_ref().clone();
+        l1.resize(entries as usize, 0);
+        let table: Vec<u8> = l1.iter().flat_map(|e| e.to_be_bytes()).collect();
+        storage.write_at(offset, &table)?;
+        storage.flush()?;
+        let (old_offset, old_entries) = (self.header.l1_table_offset, self.header.l1_size);
+        self.header.l1_table_offset = offset;
+        self.header.l1_size = entries as u32;
+        let cluster = self.header.to_cluster()?;
+        storage.write_at(0, &cluster)?;
+        self.l1 = Arc::new(l1);
+        if old_entries > 0 {
+            self.free_range(storage, old_offset, u64::from(old_entries) * 8)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn check_writable(&self) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly);
