@@ -1,4 +1,4 @@
-//! `blockdev-del`, `blockdev-reopen` and `object-del`.
+//! `blockdev-del`, `blockdev-snapshot`, `blockdev-reopen` and `object-del`.
 
 use crate::error::{Error, Result};
 use crate::files::Files;
@@ -32,6 +32,31 @@ impl<F: Files> BlockLayer<F> {
         }
         core.monitor.retain(|&n| n != node);
         core.unref(node)
+    }
+
+    /// `blockdev-snapshot` (`external_snapshot_action` of a one-action
+    /// transaction): QEMU's checks in its order, then `bdrv_append`: the
+    /// overlay takes `node` as its backing file and all of its parents.
+    pub fn blockdev_snapshot(&mut self, node: &str, overlay: &str) -> Result<()> {
+        let core = &mut self.core;
+        let old_top = core.lookup_bs(Some(node), Some(node))?;
+        core.bg.check_op(old_top, BlockOp::ExternalSnapshot)?;
+        let new_top = core.lookup_bs(Some(overlay), Some(overlay))?;
+        if core.has_blk(new_top) {
+            return Err(Error::generic("The overlay is already in use"));
+        }
+        core.bg.check_op(new_top, BlockOp::ExternalSnapshot)?;
+        let new = core.bg.graph().node(new_top)?;
+        if new.backing().is_some() {
+            return Err(Error::generic("The overlay already has a backing image"));
+        }
+        if !new.traits().supports_backing {
+            return Err(Error::generic(
+                "The overlay does not support backing images",
+            ));
+        }
+        core.with_hooks(|bg, hooks| bg.append(hooks, new_top, old_top))?;
+        core.refresh_filename(new_top)
     }
 
     /// `object-del` of a throttle group.

@@ -9,23 +9,27 @@
 //! until the next job timer otherwise — and serve what became ready.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use strata_block::{BlockLayer, HostFiles, Wakeup};
 use strata_monitor::{Monitor, MonitorOption, NbdAddress, NbdListener};
+use strata_qmp::serde_json::Value;
 use strata_qmp::{
     parse_cli_option, CliOption, CliValue, Command, CommandHandler, Event, EventSink, QmpError,
     Session, SessionConfig, Timestamp,
 };
 
 use crate::args::{program_name, Plan, Setup};
-use crate::chardev::{parse_chardev, ChardevSpec};
+use crate::chardev::{
+    parse_chardev, ChardevBackend, ChardevSpec, SocketAddress, SocketChardev, SocketRole,
+};
 use crate::exports::LayerExports;
 use crate::nbd::{self, Connection, NbdStream, Pump};
-use crate::sys::{poll, Interest, TerminationSignals};
+use crate::sys::{inherited_socket, poll, Interest, TerminationSignals};
 
 /// How long one turn may step jobs before serving sockets again.
 const STEP_SLICE: Duration = Duration::from_millis(10);
@@ -37,33 +41,123 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct SetupError(pub String);
 
-/// A `--chardev` socket, listening.
+/// A `--chardev`, until and after a monitor takes it.
 struct Chardev {
     spec: ChardevSpec,
-    listener: UnixListener,
-    /// The client `wait=on` waited for, until a monitor takes it.
-    waiting_client: Option<UnixStream>,
+    endpoint: Endpoint,
     monitor: Option<MonitorOption>,
+}
+
+/// What a chardev is connected to.
+enum Endpoint {
+    /// A listening socket (`server=on`); `waiting_client` is the client
+    /// `wait=on` waited for, until a monitor takes it.
+    Listening {
+        listener: UnixListener,
+        waiting_client: Option<UnixStream>,
+    },
+    /// One channel from the start (stdio, `server=off`, an inherited
+    /// connected `fd`), until a monitor takes it.
+    Connected(Option<Channel>),
+}
+
+/// Where a QMP client's bytes come from and go to.
+enum Channel {
+    /// A connected socket; EOF ends the client.
+    Socket(UnixStream),
+    /// `--chardev stdio`: duplicates of stdin and stdout.
+    Stdio { input: Option<File>, output: File },
+}
+
+impl Channel {
+    fn stdio() -> io::Result<Channel> {
+        Ok(Channel::Stdio {
+            input: Some(File::from(io::stdin().as_fd().try_clone_to_owned()?)),
+            output: File::from(io::stdout().as_fd().try_clone_to_owned()?),
+        })
+    }
+
+    /// The descriptor to poll for input, while input may come.
+    fn input_fd(&self) -> Option<RawFd> {
+        match self {
+            Channel::Socket(stream) => Some(stream.as_raw_fd()),
+            Channel::Stdio { input, .. } => input.as_ref().map(AsRawFd::as_raw_fd),
+        }
+    }
+
+    fn output_fd(&self) -> RawFd {
+        match self {
+            Channel::Socket(stream) => stream.as_raw_fd(),
+            Channel::Stdio { output, .. } => output.as_raw_fd(),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Channel::Socket(stream) => stream.read(buf),
+            Channel::Stdio {
+                input: Some(input), ..
+            } => input.read(buf),
+            Channel::Stdio { input: None, .. } => Ok(0),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Channel::Socket(stream) => stream.write(buf),
+            Channel::Stdio { output, .. } => output.write(buf),
+        }
+    }
+
+    /// What EOF on the input means: a socket client is gone; stdio stops
+    /// reading but keeps its output, as QEMU's char-fd removes only its
+    /// input watch (`fd_chr_read`) and the monitor keeps sending events.
+    fn input_ended(&mut self) -> ClientState {
+        match self {
+            Channel::Socket(_) => ClientState::Closed,
+            Channel::Stdio { input, .. } => {
+                *input = None;
+                ClientState::Open
+            }
+        }
+    }
+
+    /// Blocking writes with a deadline, for the last bytes at exit.
+    fn prepare_final_flush(&self, timeout: Duration) {
+        if let Channel::Socket(stream) = self {
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_write_timeout(Some(timeout));
+        }
+    }
+}
+
+/// Whether a client is still served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientState {
+    Open,
+    Closed,
 }
 
 /// One QMP client connection.
 struct Client {
-    stream: UnixStream,
+    channel: Channel,
     session: Session,
     out: Vec<u8>,
     closed: bool,
 }
 
 impl Client {
-    fn new(stream: UnixStream, monitor: &MonitorOption) -> io::Result<Client> {
-        stream.set_nonblocking(true)?;
+    fn new(channel: Channel, monitor: &MonitorOption) -> io::Result<Client> {
+        if let Channel::Socket(stream) = &channel {
+            stream.set_nonblocking(true)?;
+        }
         let mut session = Session::new(SessionConfig {
             pretty: monitor.pretty,
             ..SessionConfig::default()
         });
         let out = session.take_output();
         Ok(Client {
-            stream,
+            channel,
             session,
             out,
             closed: false,
@@ -75,10 +169,10 @@ impl Client {
         self.out.extend(self.session.take_output());
     }
 
-    /// Writes what the socket takes now; a failed socket is closed.
+    /// Writes what the channel takes now; a failed channel is closed.
     fn write_some(&mut self) {
         while !self.out.is_empty() && !self.closed {
-            match self.stream.write(&self.out) {
+            match self.channel.write(&self.out) {
                 Ok(0) => self.closed = true,
                 Ok(n) => {
                     self.out.drain(..n);
@@ -277,35 +371,58 @@ impl Daemon {
         if self.chardevs.contains_key(&spec.id) {
             return Err("duplicate yank instance".to_string());
         }
-        // QEMU's unix_listen_saddr removes a stale socket file first.
-        let _ = std::fs::remove_file(&spec.path);
-        let listener = UnixListener::bind(&spec.path).map_err(|e| {
-            format!(
-                "Failed to bind socket to {}: {}",
-                spec.path,
-                os_error_text(&e)
-            )
-        })?;
-        let mut waiting_client = None;
-        if spec.wait {
-            eprintln!(
-                "{}: --chardev: info: QEMU waiting for connection on: disconnected:unix:{},server=on",
-                self.program, spec.path
-            );
-            let (stream, _) = listener.accept().map_err(|e| e.to_string())?;
-            waiting_client = Some(stream);
-        }
-        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let endpoint = match &spec.backend {
+            ChardevBackend::Stdio => {
+                // qemu_chr_open_stdio: stdio is one device's.
+                if self
+                    .chardevs
+                    .values()
+                    .any(|c| c.spec.backend == ChardevBackend::Stdio)
+                {
+                    return Err("cannot use stdio by multiple character devices".to_string());
+                }
+                Endpoint::Connected(Some(Channel::stdio().map_err(|e| e.to_string())?))
+            }
+            ChardevBackend::Socket(socket) => self.open_socket(socket)?,
+        };
         self.chardevs.insert(
             spec.id.clone(),
             Chardev {
                 spec,
-                listener,
-                waiting_client,
+                endpoint,
                 monitor: None,
             },
         );
         Ok(())
+    }
+
+    /// `qmp_chardev_open_socket`: listen (and maybe wait for the first
+    /// client), or connect now.
+    fn open_socket(&self, socket: &SocketChardev) -> Result<Endpoint, String> {
+        match socket.role {
+            SocketRole::Server { wait } => {
+                let listener = listen(&socket.address)?;
+                let mut waiting_client = None;
+                if wait {
+                    eprintln!(
+                        "{}: --chardev: info: QEMU waiting for connection on: disconnected:{},server=on",
+                        self.program,
+                        address_label(&socket.address)
+                    );
+                    let (stream, _) = listener.accept().map_err(|e| e.to_string())?;
+                    waiting_client = Some(stream);
+                }
+                listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+                Ok(Endpoint::Listening {
+                    listener,
+                    waiting_client,
+                })
+            }
+            SocketRole::Client => {
+                let stream = connect(&socket.address)?;
+                Ok(Endpoint::Connected(Some(Channel::Socket(stream))))
+            }
+        }
     }
 
     fn add_monitor(&mut self, monitor: MonitorOption) -> Result<(), String> {
@@ -319,8 +436,14 @@ impl Daemon {
         if !monitor.control {
             return Err("strata-qsd: only QMP monitors (mode=control) are supported".into());
         }
-        if let Some(stream) = chardev.waiting_client.take() {
-            let client = Client::new(stream, &monitor).map_err(|e| e.to_string())?;
+        let channel = match &mut chardev.endpoint {
+            Endpoint::Listening { waiting_client, .. } => {
+                waiting_client.take().map(Channel::Socket)
+            }
+            Endpoint::Connected(channel) => channel.take(),
+        };
+        if let Some(channel) = channel {
+            let client = Client::new(channel, &monitor).map_err(|e| e.to_string())?;
             self.clients.push(client);
         }
         chardev.monitor = Some(monitor);
@@ -362,6 +485,12 @@ impl Daemon {
                     Owner::Client(index) => {
                         if ready.readable || ready.closed {
                             quit |= self.read_client(index);
+                        }
+                        self.clients[index].write_some();
+                    }
+                    Owner::ClientOutput(index) => {
+                        if ready.closed {
+                            self.clients[index].closed = true;
                         }
                         self.clients[index].write_some();
                     }
@@ -450,9 +579,11 @@ impl Daemon {
         }];
         let mut owners = vec![Owner::Signals];
         for (id, chardev) in &self.chardevs {
-            if chardev.monitor.is_some() {
+            if let (Some(_), Endpoint::Listening { listener, .. }) =
+                (&chardev.monitor, &chardev.endpoint)
+            {
                 interests.push(Interest {
-                    fd: chardev.listener.as_raw_fd(),
+                    fd: listener.as_raw_fd(),
                     readable: true,
                     writable: false,
                 });
@@ -460,12 +591,25 @@ impl Daemon {
             }
         }
         for (index, client) in self.clients.iter().enumerate() {
-            interests.push(Interest {
-                fd: client.stream.as_raw_fd(),
-                readable: true,
-                writable: !client.out.is_empty(),
-            });
-            owners.push(Owner::Client(index));
+            let input = client.channel.input_fd();
+            let output = client.channel.output_fd();
+            let writable = !client.out.is_empty();
+            if let Some(fd) = input {
+                interests.push(Interest {
+                    fd,
+                    readable: true,
+                    writable: writable && fd == output,
+                });
+                owners.push(Owner::Client(index));
+            }
+            if writable && input != Some(output) {
+                interests.push(Interest {
+                    fd: output,
+                    readable: false,
+                    writable: true,
+                });
+                owners.push(Owner::ClientOutput(index));
+            }
         }
         if let Some(listener) = &self.monitor.listener().listener {
             interests.push(Interest {
@@ -490,14 +634,16 @@ impl Daemon {
         let Some(chardev) = self.chardevs.get(chardev_id) else {
             return;
         };
-        let Some(monitor) = chardev.monitor.clone() else {
+        let (Some(monitor), Endpoint::Listening { listener, .. }) =
+            (chardev.monitor.clone(), &chardev.endpoint)
+        else {
             return;
         };
         loop {
-            match chardev.listener.accept() {
-                Ok((stream, _)) => match Client::new(stream, &monitor) {
+            match listener.accept() {
+                Ok((stream, _)) => match Client::new(Channel::Socket(stream), &monitor) {
                     Ok(client) => self.clients.push(client),
-                    Err(e) => eprintln!("{}: {}: {e}", self.program, chardev.spec.path),
+                    Err(e) => eprintln!("{}: {}: {e}", self.program, chardev.spec.id),
                 },
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return,
@@ -509,9 +655,10 @@ impl Daemon {
     /// quit.
     fn read_client(&mut self, index: usize) -> bool {
         let mut buf = [0u8; 65536];
-        let n = match self.clients[index].stream.read(&mut buf) {
+        let client = &mut self.clients[index];
+        let n = match client.channel.read(&mut buf) {
             Ok(0) => {
-                self.clients[index].closed = true;
+                client.closed = client.channel.input_ended() == ClientState::Closed;
                 return false;
             }
             Ok(n) => n,
@@ -531,7 +678,9 @@ impl Daemon {
         let now = self.now_ns();
         self.monitor.layer_mut().advance_to(now);
         let client = &mut self.clients[index];
-        client.session.feed(&buf[..n], &mut self.monitor);
+        client
+            .session
+            .feed(&buf[..n], &mut ShutdownOnQuit(&mut self.monitor));
         client.out.extend(client.session.take_output());
         let quit = client.session.quit_requested();
         let events = self.monitor.take_command_events();
@@ -557,16 +706,19 @@ impl Daemon {
     /// and the socket and pid files go away.
     fn shutdown(mut self, code: i32) -> i32 {
         let deadline = Instant::now() + FLUSH_TIMEOUT;
+        // After `quit` this finds nothing left to do; after a signal its
+        // events go to every client.
+        self.monitor.shutdown(&mut EventSink::default());
+        let events = self.monitor.take_command_events();
+        self.broadcast(events);
         for client in &mut self.clients {
-            let _ = client.stream.set_nonblocking(false);
-            let _ = client.stream.set_write_timeout(Some(
+            client.channel.prepare_final_flush(
                 deadline
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(1)),
-            ));
+            );
             client.write_some();
         }
-        self.cancel_jobs();
         self.nbd_connections.clear();
         self.monitor.listener_mut().close();
         if let Err(e) = self.monitor.layer_mut().core_mut().files_mut().flush_all() {
@@ -576,20 +728,15 @@ impl Daemon {
         code
     }
 
-    /// `job_cancel_sync_all`: every job is cancelled and run to its end.
-    fn cancel_jobs(&mut self) {
-        let layer = self.monitor.layer_mut();
-        let ids: Vec<String> = layer.jobs().iter().map(|j| j.id().to_string()).collect();
-        for id in ids {
-            let _ = layer.cancel(strata_jobs::Cancel::Job, &id);
-        }
-        let limit = layer.now_ns().saturating_add(60_000_000_000);
-        let _ = layer.run_until_idle(limit);
-    }
-
     fn remove_files(&mut self) {
         for chardev in self.chardevs.values() {
-            let _ = std::fs::remove_file(&chardev.spec.path);
+            if let (ChardevBackend::Socket(socket), Endpoint::Listening { .. }) =
+                (&chardev.spec.backend, &chardev.endpoint)
+            {
+                if let SocketAddress::Path(path) = &socket.address {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
         }
         if let Some(pidfile) = &self.pidfile {
             let _ = std::fs::remove_file(pidfile);
@@ -602,8 +749,58 @@ enum Owner {
     Signals,
     Listener(String),
     Client(usize),
+    /// A client's output, when it is not its input's descriptor (stdio).
+    ClientOutput(usize),
     NbdListener,
     Nbd(usize),
+}
+
+/// The daemon's monitor as the sessions see it: `quit` ends qsd's main
+/// loop, and what follows (`job_cancel_sync_all`, `bdrv_close_all`) runs
+/// before the monitor's dispatcher sends quit's answer, so its events come
+/// first.
+struct ShutdownOnQuit<'a>(&'a mut Monitor<HostFiles, NbdSocket>);
+
+impl CommandHandler for ShutdownOnQuit<'_> {
+    fn dispatch(&mut self, command: Command, sink: &mut EventSink) -> Result<Value, QmpError> {
+        let quit = command == Command::Quit;
+        let result = self.0.dispatch(command, sink);
+        if quit && result.is_ok() {
+            self.0.shutdown(sink);
+        }
+        result
+    }
+}
+
+/// A listening socket at `address`: a path (a stale socket file goes
+/// first, as in `unix_listen_saddr`) or an inherited descriptor.
+fn listen(address: &SocketAddress) -> Result<UnixListener, String> {
+    match address {
+        SocketAddress::Path(path) => {
+            let _ = std::fs::remove_file(path);
+            UnixListener::bind(path)
+                .map_err(|e| format!("Failed to bind socket to {path}: {}", os_error_text(&e)))
+        }
+        SocketAddress::Fd(fd) => inherited_socket(*fd).map(UnixListener::from),
+    }
+}
+
+/// A connected socket at `address`: connect to a path (`unix_connect_saddr`)
+/// or take an inherited descriptor.
+fn connect(address: &SocketAddress) -> Result<UnixStream, String> {
+    match address {
+        SocketAddress::Path(path) => UnixStream::connect(path)
+            .map_err(|e| format!("Failed to connect to '{path}': {}", os_error_text(&e))),
+        SocketAddress::Fd(fd) => inherited_socket(*fd).map(UnixStream::from),
+    }
+}
+
+/// How `qemu_chr_socket_address`'s label names an address.
+fn address_label(address: &SocketAddress) -> String {
+    match address {
+        SocketAddress::Path(path) => format!("unix:{path}"),
+        SocketAddress::Fd(fd) => format!("fd:{fd}"),
+    }
 }
 
 fn wall_clock() -> Timestamp {
