@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::files::Files;
 use crate::layer::BlockLayer;
-use strata_graph::{OptValue, Options};
+use strata_graph::{OptValue, Options, Perm};
 use strata_perm::{BlockOp, ChildSlot};
 
 impl<F: Files> BlockLayer<F> {
@@ -34,20 +34,27 @@ impl<F: Files> BlockLayer<F> {
         core.unref(node)
     }
 
-    /// `blockdev-snapshot` (`external_snapshot_action` of a one-action
-    /// transaction): QEMU's checks in its order, then `bdrv_append`: the
-    /// overlay takes `node` as its backing file and all of its parents.
+    /// `blockdev-snapshot`: `external_snapshot_action`'s checks in its
+    /// order, `bdrv_append` (the overlay takes `node` as its backing file
+    /// and all of its parents), then `external_snapshot_commit`'s reopen
+    /// of `node` read-only, whose failure QEMU ignores.
     pub fn blockdev_snapshot(&mut self, node: &str, overlay: &str) -> Result<()> {
         let core = &mut self.core;
         let old_top = core.lookup_bs(Some(node), Some(node))?;
         core.bg.check_op(old_top, BlockOp::ExternalSnapshot)?;
         let new_top = core.lookup_bs(Some(overlay), Some(overlay))?;
-        if core.has_blk(new_top) {
+        // Only an overlay whose parents expect no valid image yet (a
+        // mirror target) may get a backing file while in use.
+        let (perm, _) = core.bg.cumulative_perms(new_top);
+        if perm.contains(Perm::CONSISTENT_READ) {
             return Err(Error::generic("The overlay is already in use"));
         }
-        core.bg.check_op(new_top, BlockOp::ExternalSnapshot)?;
-        let new = core.bg.graph().node(new_top)?;
-        if new.backing().is_some() {
+        let graph = core.bg.graph();
+        let new = graph.node(new_top)?;
+        if new.traits().is_filter {
+            return Err(Error::generic("Filters cannot be used as overlays"));
+        }
+        if graph.cow_child(new_top).is_some() {
             return Err(Error::generic("The overlay already has a backing image"));
         }
         if !new.traits().supports_backing {
@@ -56,7 +63,9 @@ impl<F: Files> BlockLayer<F> {
             ));
         }
         core.with_hooks(|bg, hooks| bg.append(hooks, new_top, old_top))?;
-        core.refresh_filename(new_top)
+        core.refresh_filename(new_top)?;
+        let _ = core.reopen_read_only(old_top, true);
+        Ok(())
     }
 
     /// `object-del` of a throttle group.

@@ -61,10 +61,6 @@ pub struct Export {
     pub name: String,
     /// The NBD export description.
     pub description: Option<String>,
-    /// The exported node's name.
-    pub node_name: String,
-    /// The exported node.
-    pub node: NodeId,
     /// Whether clients may write.
     pub writable: bool,
     /// The AioContext its BlockBackend (and so its node) runs in.
@@ -151,8 +147,11 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
         let graph = core.graph().graph();
         let mut node = node;
         loop {
-            if let Some(DriverState::File { path }) = core.driver_state(node) {
-                return probe(path);
+            match core.driver_state(node) {
+                Some(DriverState::File { path }) => return probe(path),
+                // null_allocated_file_size.
+                Some(DriverState::Null { .. }) => return Some(0),
+                _ => {}
             }
             node = graph
                 .node(node)
@@ -347,7 +346,7 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
                 "Cannot export read-only node as writable",
             ));
         }
-        let (backend, node) = self
+        let (backend, _) = self
             .layer
             .add_export_backend(&options.node_name, Access::from_read_only(!writable))
             .map_err(block_error)?;
@@ -372,8 +371,6 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
                 id: options.id.clone(),
                 name,
                 description: options.description.clone(),
-                node_name: options.node_name.clone(),
-                node,
                 writable,
                 context,
                 fixed_iothread,
@@ -383,13 +380,26 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
         Ok(())
     }
 
+    /// The node an export's BlockBackend is attached to now: the exported
+    /// node, or whatever took its place (`blockdev-snapshot`, a job's
+    /// graph change), as `blk_bs(exp->blk)`.
+    pub fn export_node(&self, export: &Export) -> Option<NodeId> {
+        let graph = self.layer.core().graph().graph();
+        let edge = *graph.root(export.backend).ok()?.children().first()?;
+        Some(graph.edge(edge).ok()?.child())
+    }
+
+    /// The exports whose BlockBackend is on `node`.
+    fn exports_on(&self, node: NodeId) -> impl Iterator<Item = usize> + '_ {
+        (0..self.exports.len()).filter(move |&i| self.export_node(&self.exports[i]) == Some(node))
+    }
+
     /// The context `node` runs in: its exports' (they all share one),
     /// the main loop's without any.
     fn node_context(&self, node: NodeId) -> AioContext {
-        self.exports
-            .iter()
-            .find(|e| e.node == node)
-            .map_or(AioContext::Main, |e| e.context.clone())
+        self.exports_on(node)
+            .next()
+            .map_or(AioContext::Main, |i| self.exports[i].context.clone())
     }
 
     /// `blk_exp_add`'s `iothread`: the context the new export runs in.
@@ -414,10 +424,8 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
         if wanted == current {
             return Ok(current);
         }
-        let pinned = self
-            .exports
-            .iter()
-            .any(|e| e.node == node && e.fixed_iothread);
+        let on_node: Vec<usize> = self.exports_on(node).collect();
+        let pinned = on_node.iter().any(|&i| self.exports[i].fixed_iothread);
         match (pinned, fixed_iothread) {
             // blk_root_can_set_aio_ctx of a BlockBackend that may not move.
             (true, true) => Err(QmpError::generic(
@@ -425,8 +433,8 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
             )),
             (true, false) => Ok(current),
             (false, _) => {
-                for export in self.exports.iter_mut().filter(|e| e.node == node) {
-                    export.context = wanted.clone();
+                for i in on_node {
+                    self.exports[i].context = wanted.clone();
                 }
                 Ok(wanted)
             }
@@ -700,10 +708,12 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
                 self.exports
                     .iter()
                     .map(|e| {
+                        let graph = self.layer.core().graph().graph();
+                        let node_name = self.export_node(e).map(|n| graph.name(n).to_string());
                         json!({
                             "id": e.id,
                             "type": "nbd",
-                            "node-name": e.node_name,
+                            "node-name": node_name.unwrap_or_default(),
                             "shutting-down": false,
                         })
                     })
