@@ -337,7 +337,7 @@ impl Daemon {
             Setup::Object(arg) => match parse_cli_option(CliOption::Object, arg)? {
                 CliValue::Object(object) => self.run(Command::ObjectAdd(object)),
                 CliValue::Help => {
-                    println!("List of user creatable objects:\n  throttle-group");
+                    println!("List of user creatable objects:\n  iothread\n  throttle-group");
                     std::process::exit(0);
                 }
                 other => unreachable!("--object parsed to {other:?}"),
