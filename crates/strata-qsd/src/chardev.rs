@@ -141,27 +141,31 @@ fn socket_backend(opts: &RawOpts) -> Result<SocketChardev, String> {
             "strata-qsd: socket option '{key}' is not supported"
         ));
     }
-    let address = match (&opts.path, &opts.fd) {
-        (Some(_), Some(_)) => {
-            return Err("None or one of 'path', 'fd' or 'host' option required.".to_string())
+    if opts.path.is_some() && opts.fd.is_some() {
+        return Err("None or one of 'path', 'fd' or 'host' option required.".to_string());
+    }
+    let role = match (opts.server.unwrap_or(false), opts.wait) {
+        (true, wait) => SocketRole::Server {
+            wait: wait.unwrap_or(true),
+        },
+        (false, Some(_)) => {
+            return Err(
+                "'wait' option is incompatible with socket in client connect mode".to_string(),
+            )
         }
-        (Some(path), None) => SocketAddress::Path(path.clone()),
+        (false, None) => SocketRole::Client,
+    };
+    let address = match (&opts.path, &opts.fd) {
+        (Some(path), _) => SocketAddress::Path(path.clone()),
         (None, fd) => {
+            // Any number parses (socket_get_fd's check refuses what is
+            // not a socket, -1 included).
             let fd = fd.as_deref().unwrap_or_default();
             let number = fd
                 .parse::<RawFd>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| format!("Unable to parse FD number {fd}"))?;
+                .map_err(|_| format!("Unable to parse FD number {fd}"))?;
             SocketAddress::Fd(number)
         }
-    };
-    let role = if opts.server.unwrap_or(false) {
-        SocketRole::Server {
-            wait: opts.wait.unwrap_or(true),
-        }
-    } else {
-        SocketRole::Client
     };
     Ok(SocketChardev { address, role })
 }
@@ -296,6 +300,10 @@ mod tests {
                 "None or one of 'path', 'fd' or 'host' option required.",
             ),
             ("stdio", "chardev: no id specified"),
+            (
+                "socket,id=s,fd=x,wait=on",
+                "'wait' option is incompatible with socket in client connect mode",
+            ),
             ("stdio,id=s,bogus=1", "Invalid parameter 'bogus'"),
             (
                 "stdio,id=s,signal=maybe",

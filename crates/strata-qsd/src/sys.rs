@@ -69,7 +69,8 @@ pub fn poll(interests: &[Interest], timeout_ms: Option<i32>) -> io::Result<Vec<R
 /// if it is a socket (`socket_get_fd`'s check); QEMU's text otherwise.
 pub fn inherited_socket(fd: RawFd) -> Result<OwnedFd, String> {
     // SAFETY: fstat only writes into the zeroed stat buffer; a closed or
-    // invalid descriptor makes it fail, and nothing is taken then.
+    // invalid descriptor (negative ones included) makes it fail, and
+    // nothing is taken then.
     let is_socket = unsafe {
         let mut stat: libc::stat = std::mem::zeroed();
         libc::fstat(fd, &mut stat) == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK

@@ -102,6 +102,14 @@ fn chardev_setup_errors_are_qsds() {
             "Unable to parse FD number x".to_string(),
         ),
         (
+            "socket,id=s,fd=-1".to_string(),
+            "File descriptor '-1' is not a socket".to_string(),
+        ),
+        (
+            format!("socket,id=s,path={},wait=off", missing.display()),
+            "'wait' option is incompatible with socket in client connect mode".to_string(),
+        ),
+        (
             "stdio,id=s,bogus=1".to_string(),
             "Invalid parameter 'bogus'".to_string(),
         ),
