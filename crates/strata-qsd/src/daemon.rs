@@ -65,7 +65,10 @@ enum Endpoint {
 enum Channel {
     /// A connected socket; EOF ends the client.
     Socket(UnixStream),
-    /// `--chardev stdio`: duplicates of stdin and stdout.
+    /// `--chardev stdio`: duplicates of stdin and stdout, left blocking
+    /// (O_NONBLOCK would change the file descriptions the daemon shares
+    /// with whoever started it): stdin is read once poll says it has
+    /// bytes, and output is written whole.
     Stdio { input: Option<File>, output: File },
 }
 
