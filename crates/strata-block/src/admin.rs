@@ -1,10 +1,10 @@
-//! `blockdev-del`, `blockdev-reopen` and `object-del`.
+//! `blockdev-del`, `blockdev-snapshot`, `blockdev-reopen` and `object-del`.
 
 use crate::core::BlockCore;
 use crate::error::{Error, Result};
 use crate::files::Files;
 use crate::layer::BlockLayer;
-use strata_graph::{NodeId, OptValue, Options};
+use strata_graph::{NodeId, OptValue, Options, Perm};
 use strata_perm::{BlockOp, ChildSlot};
 
 impl<F: Files> BlockLayer<F> {
@@ -33,6 +33,40 @@ impl<F: Files> BlockLayer<F> {
         }
         core.monitor.retain(|&n| n != node);
         core.unref(node)
+    }
+
+    /// `blockdev-snapshot`: `external_snapshot_action`'s checks in its
+    /// order, `bdrv_append` (the overlay takes `node` as its backing file
+    /// and all of its parents), then `external_snapshot_commit`'s reopen
+    /// of `node` read-only, whose failure QEMU ignores.
+    pub fn blockdev_snapshot(&mut self, node: &str, overlay: &str) -> Result<()> {
+        let core = &mut self.core;
+        let old_top = core.lookup_bs(Some(node), Some(node))?;
+        core.bg.check_op(old_top, BlockOp::ExternalSnapshot)?;
+        let new_top = core.lookup_bs(Some(overlay), Some(overlay))?;
+        // Only an overlay whose parents expect no valid image yet (a
+        // mirror target) may get a backing file while in use.
+        let (perm, _) = core.bg.cumulative_perms(new_top);
+        if perm.contains(Perm::CONSISTENT_READ) {
+            return Err(Error::generic("The overlay is already in use"));
+        }
+        let graph = core.bg.graph();
+        let new = graph.node(new_top)?;
+        if new.traits().is_filter {
+            return Err(Error::generic("Filters cannot be used as overlays"));
+        }
+        if graph.cow_child(new_top).is_some() {
+            return Err(Error::generic("The overlay already has a backing image"));
+        }
+        if !new.traits().supports_backing {
+            return Err(Error::generic(
+                "The overlay does not support backing images",
+            ));
+        }
+        core.with_hooks(|bg, hooks| bg.append(hooks, new_top, old_top))?;
+        core.refresh_filename(new_top)?;
+        let _ = core.reopen_read_only(old_top, true);
+        Ok(())
     }
 
     /// `object-del` of a throttle group.

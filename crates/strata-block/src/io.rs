@@ -81,6 +81,7 @@ impl<F: Files> BlockCore<F> {
                 self.files.storage(&path)?.len()
             }
             Some(DriverState::Format { image, .. }) => Ok(image.virtual_size()),
+            Some(DriverState::Null { length, .. }) => Ok(*length),
             Some(DriverState::Quorum { .. }) => match self.quorum_children(node).first() {
                 Some(&child) => self.length(child),
                 None => Ok(0),
@@ -154,6 +155,13 @@ impl<F: Files> BlockCore<F> {
                 self.read(child, offset, buf)
             }
             Some(Driver::Quorum) => self.quorum_read(node, offset, buf),
+            // null_co_preadv only zeroes with read-zeroes and leaves the
+            // buffer as it was otherwise: zeroes are one of the contents
+            // QEMU may return.
+            Some(Driver::NullCo | Driver::NullAio) => {
+                buf.fill(0);
+                Ok(())
+            }
             Some(Driver::CopyOnRead | Driver::CommitTop | Driver::MirrorTop) => {
                 let child = self.forward_child(node).ok_or_else(eio)?;
                 self.read(child, offset, buf)
@@ -197,6 +205,7 @@ impl<F: Files> BlockCore<F> {
                 let child = self.forward_child(node).ok_or_else(eio)?;
                 self.write(child, offset, data)
             }
+            Some(Driver::NullCo | Driver::NullAio) => Ok(()),
             Some(Driver::MirrorTop) => {
                 let child = self.forward_child(node).ok_or_else(eio)?;
                 self.write(child, offset, data)?;
@@ -220,6 +229,7 @@ impl<F: Files> BlockCore<F> {
                 let zeroes = vec![0u8; len as usize];
                 self.write(node, offset, &zeroes)
             }
+            Some(Driver::NullCo | Driver::NullAio) => Ok(()),
             Some(Driver::MirrorTop) => {
                 let child = self.forward_child(node).ok_or_else(eio)?;
                 self.write_zeroes(child, offset, len)?;
@@ -271,6 +281,13 @@ impl<F: Files> BlockCore<F> {
                 Ok((kind, n))
             }
             Some(Driver::File) | Some(Driver::Quorum) => Ok((ExtentKind::Data, len)),
+            // null_co_block_status: allocated data, zero with read-zeroes.
+            Some(Driver::NullCo | Driver::NullAio) => match self.state.get(&node) {
+                Some(DriverState::Null {
+                    read_zeroes: true, ..
+                }) => Ok((ExtentKind::Zero, len)),
+                _ => Ok((ExtentKind::Data, len)),
+            },
             _ => {
                 let child = self.forward_child(node).ok_or_else(eio)?;
                 self.block_status(child, offset, len)

@@ -96,6 +96,12 @@ impl<F: Files> BlockLayer<F> {
         self.core.blockdev_add(opts)
     }
 
+    /// Whether a throttle-group object `id` exists (QOM ids are one
+    /// namespace: other objects are refused with the same id).
+    pub fn has_throttle_group(&self, id: &str) -> bool {
+        self.core.throttle_groups.contains_key(id)
+    }
+
     /// `object-add qom-type=throttle-group`.
     pub fn add_throttle_group(&mut self, id: &str, limits: BTreeMap<String, u64>) -> Result<()> {
         if self.core.throttle_groups.contains_key(id) {

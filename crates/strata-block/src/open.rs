@@ -51,6 +51,7 @@ impl<F: Files> BlockCore<F> {
             Driver::Throttle | Driver::CopyOnRead => self.open_file_filter(driver, opts, read_only),
             Driver::Blkdebug => self.open_blkdebug(opts, read_only),
             Driver::Quorum => self.open_quorum(opts, read_only),
+            Driver::NullCo | Driver::NullAio => self.open_null(driver, opts, read_only),
             Driver::CommitTop | Driver::MirrorTop => unreachable!("filtered out above"),
         }
     }
@@ -85,6 +86,20 @@ impl<F: Files> BlockCore<F> {
             .open(&path, Access::from_read_only(read_only))
             .map_err(|e| could_not_open(&path, &e))?;
         self.new_node(Driver::File, opts, read_only, DriverState::File { path })
+    }
+
+    /// `null_file_open`: `size` defaults to 1 GiB; `latency-ns` only
+    /// delays completions, which a model without asynchronous completion
+    /// has no use for beyond QEMU's check.
+    fn open_null(&mut self, driver: Driver, opts: &Options, read_only: bool) -> Result<NodeId> {
+        if int_of(opts, "latency-ns").is_some_and(|ns| ns < 0) {
+            return Err(Error::generic("latency-ns is invalid"));
+        }
+        let state = DriverState::Null {
+            length: int_of(opts, "size").map_or(1 << 30, |size| size.max(0) as u64),
+            read_zeroes: bool_of(opts, "read-zeroes").unwrap_or(false),
+        };
+        self.new_node(driver, opts, read_only, state)
     }
 
     /// The child `key` given as options or as a node-name reference.

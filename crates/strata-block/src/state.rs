@@ -81,6 +81,13 @@ pub enum DriverState {
         /// `vote-threshold`.
         threshold: u32,
     },
+    /// `null-co` / `null-aio` (`BDRVNullState`).
+    Null {
+        /// `size` (default 1 GiB).
+        length: u64,
+        /// `read-zeroes`: block status says zero.
+        read_zeroes: bool,
+    },
     /// While a format's image is borrowed for I/O.
     Busy,
 }

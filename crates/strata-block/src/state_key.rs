@@ -80,6 +80,10 @@ impl Hash for DriverStateKey<'_> {
             } => (inject, set_state, state).hash(h),
             DriverState::MirrorTop(mirror) => mirror.hash(h),
             DriverState::Quorum { threshold } => threshold.hash(h),
+            DriverState::Null {
+                length,
+                read_zeroes,
+            } => (length, read_zeroes).hash(h),
             DriverState::CommitTop | DriverState::Busy => {}
         }
     }

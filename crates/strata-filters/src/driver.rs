@@ -23,6 +23,11 @@ pub enum Driver {
     MirrorTop,
     /// `quorum`: votes among several children.
     Quorum,
+    /// `null-co`: a protocol driver without storage (`block/null.c`):
+    /// writes go nowhere, reads leave (or, with `read-zeroes`, make) zeroes.
+    NullCo,
+    /// `null-aio`: `null-co` with AIO callbacks instead of coroutines.
+    NullAio,
 }
 
 impl Driver {
@@ -37,6 +42,8 @@ impl Driver {
         Driver::CommitTop,
         Driver::MirrorTop,
         Driver::Quorum,
+        Driver::NullCo,
+        Driver::NullAio,
     ];
 
     /// QEMU's `format_name`.
@@ -51,6 +58,8 @@ impl Driver {
             Driver::CommitTop => "commit_top",
             Driver::MirrorTop => "mirror_top",
             Driver::Quorum => "quorum",
+            Driver::NullCo => "null-co",
+            Driver::NullAio => "null-aio",
         }
     }
 
@@ -62,7 +71,7 @@ impl Driver {
     /// What the graph needs to know about the driver.
     pub fn traits(self) -> DriverTraits {
         match self {
-            Driver::File => DriverTraits {
+            Driver::File | Driver::NullCo | Driver::NullAio => DriverTraits {
                 is_protocol: true,
                 ..DriverTraits::default()
             },
@@ -87,7 +96,7 @@ impl Driver {
     /// (`file` for formats and most filters, `image` for blkdebug).
     pub fn primary_child_name(self) -> Option<&'static str> {
         match self {
-            Driver::File | Driver::Quorum => None,
+            Driver::File | Driver::Quorum | Driver::NullCo | Driver::NullAio => None,
             Driver::Blkdebug => Some("image"),
             Driver::CommitTop | Driver::MirrorTop => Some("backing"),
             Driver::Raw | Driver::Qcow2 | Driver::Throttle | Driver::CopyOnRead => Some("file"),
@@ -132,6 +141,7 @@ impl Driver {
                 "blkverify",
             ],
             Driver::Qcow2 => &["encrypt.", "data-file", "data-file-raw"],
+            Driver::NullCo | Driver::NullAio => &["size", "read-zeroes"],
             _ => &[],
         }
     }

@@ -57,6 +57,15 @@ fn compute(graph: &Graph, info: &dyn BackingFileInfo, id: NodeId) -> Result<Name
     let driver = Driver::from_name(node.driver());
     let backing_overridden = backing_overridden(graph, info, id)?;
     let (mut opts, strong) = strong_options(&node.options, driver);
+    let null_exact_filename = |driver: Driver| {
+        // null_refresh_filename: "null-co://" unless an option other than
+        // driver, filename or latency-ns is in the full open options.
+        if strong {
+            String::new()
+        } else {
+            format!("{}://", driver.name())
+        }
+    };
     let generate_json = strong || backing_overridden;
     for &edge in node.children() {
         if Some(edge) == node.backing() && !backing_overridden && !node.traits().is_filter {
@@ -80,6 +89,7 @@ fn compute(graph: &Graph, info: &dyn BackingFileInfo, id: NodeId) -> Result<Name
         Some(Driver::CommitTop | Driver::MirrorTop) => {
             child_field(graph, node.backing(), |n| n.filename.clone())?
         }
+        Some(null @ (Driver::NullCo | Driver::NullAio)) => null_exact_filename(null),
         Some(Driver::Blkdebug) => {
             blkdebug_exact_filename(graph, node.file().or(graph.primary_child(id)), &opts)?
         }

@@ -69,5 +69,5 @@ mod monitor;
 mod replies;
 
 pub use config::{MonitorOption, NbdAddress};
-pub use monitor::{Export, Monitor, NbdListener, NoListener};
+pub use monitor::{AioContext, Export, Monitor, NbdListener, NoListener};
 pub use replies::{block_error, job_event, options_from_json};

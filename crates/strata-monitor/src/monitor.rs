@@ -61,13 +61,24 @@ pub struct Export {
     pub name: String,
     /// The NBD export description.
     pub description: Option<String>,
-    /// The exported node's name.
-    pub node_name: String,
-    /// The exported node.
-    pub node: NodeId,
     /// Whether clients may write.
     pub writable: bool,
+    /// The AioContext its BlockBackend (and so its node) runs in.
+    pub context: AioContext,
+    /// `fixed-iothread`: nothing may move the node to another context.
+    pub fixed_iothread: bool,
     backend: RootId,
+}
+
+/// An AioContext, as QEMU's checks see it: which event loop a node and
+/// its BlockBackends run in. Strata runs everything on one thread; the
+/// context is the attribute that decides what QEMU allows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AioContext {
+    /// The main loop's (`qemu_get_aio_context`).
+    Main,
+    /// The AioContext of the `iothread` object with this id.
+    IoThread(String),
 }
 
 /// A [`CommandHandler`] over a [`BlockLayer`]: every command of
@@ -80,6 +91,8 @@ pub struct Monitor<F: Files, L: NbdListener = NoListener> {
     nbd_server: Option<NbdAddress>,
     /// Newest first, like QEMU's `block_exports` list.
     exports: Vec<Export>,
+    /// The ids of the `iothread` objects.
+    iothreads: std::collections::BTreeSet<String>,
     /// Events that are not job events (`BLOCK_EXPORT_DELETED`), with the
     /// virtual time they happened at.
     events: Vec<(u64, Event)>,
@@ -108,6 +121,7 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
             listener,
             nbd_server: None,
             exports: Vec::new(),
+            iothreads: std::collections::BTreeSet::new(),
             events: Vec::new(),
             origin: Timestamp {
                 seconds: 0,
@@ -133,8 +147,11 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
         let graph = core.graph().graph();
         let mut node = node;
         loop {
-            if let Some(DriverState::File { path }) = core.driver_state(node) {
-                return probe(path);
+            match core.driver_state(node) {
+                Some(DriverState::File { path }) => return probe(path),
+                // null_allocated_file_size.
+                Some(DriverState::Null { .. }) => return Some(0),
+                _ => {}
             }
             node = graph
                 .node(node)
@@ -215,7 +232,13 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
     /// simulated daemons apart.
     pub fn hash_server_state<H: std::hash::Hasher>(&self, state: &mut H) {
         use std::hash::Hash;
-        (&self.nbd_server, &self.exports, self.events.len()).hash(state);
+        (
+            &self.nbd_server,
+            &self.exports,
+            &self.iothreads,
+            self.events.len(),
+        )
+            .hash(state);
     }
 
     /// The NBD server's socket side.
@@ -253,6 +276,21 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
         Ok(())
     }
 
+    /// What qemu-storage-daemon does once its main loop ends (`quit`, a
+    /// termination signal): `job_cancel_sync_all` (the newest job cancelled
+    /// and run to its end, then the next), then `bdrv_close_all`'s
+    /// `blk_exp_close_all` (every export goes, with its
+    /// `BLOCK_EXPORT_DELETED`). The events wait in
+    /// [`Monitor::take_events`] (a command's reach its client ahead of the
+    /// answer).
+    pub fn shutdown(&mut self) -> Result<(), QmpError> {
+        self.layer.cancel_sync_all().map_err(block_error)?;
+        for export in std::mem::take(&mut self.exports) {
+            self.delete_export(export);
+        }
+        Ok(())
+    }
+
     /// `--export` / `block-export-add`, checked in `blk_exp_add`'s order.
     pub fn export_add(&mut self, options: &BlockExportOptions) -> Result<(), QmpError> {
         if !strata_jobs::id_wellformed(&options.id) {
@@ -275,6 +313,8 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
             .core()
             .lookup_bs(None, Some(&options.node_name))
             .map_err(block_error)?;
+        let fixed_iothread = options.fixed_iothread.unwrap_or(false);
+        let context = self.export_context(node, options.iothread.as_deref(), fixed_iothread)?;
         let read_only = self
             .layer
             .core()
@@ -288,7 +328,7 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
                 "Cannot export read-only node as writable",
             ));
         }
-        let (backend, node) = self
+        let (backend, _) = self
             .layer
             .add_export_backend(&options.node_name, Access::from_read_only(!writable))
             .map_err(block_error)?;
@@ -313,13 +353,74 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
                 id: options.id.clone(),
                 name,
                 description: options.description.clone(),
-                node_name: options.node_name.clone(),
-                node,
                 writable,
+                context,
+                fixed_iothread,
                 backend,
             },
         );
         Ok(())
+    }
+
+    /// The node an export's BlockBackend is attached to now: the exported
+    /// node, or whatever took its place (`blockdev-snapshot`, a job's
+    /// graph change), as `blk_bs(exp->blk)`.
+    pub fn export_node(&self, export: &Export) -> Option<NodeId> {
+        let graph = self.layer.core().graph().graph();
+        let edge = *graph.root(export.backend).ok()?.children().first()?;
+        Some(graph.edge(edge).ok()?.child())
+    }
+
+    /// The exports whose BlockBackend is on `node`.
+    fn exports_on(&self, node: NodeId) -> impl Iterator<Item = usize> + '_ {
+        (0..self.exports.len()).filter(move |&i| self.export_node(&self.exports[i]) == Some(node))
+    }
+
+    /// The context `node` runs in: its exports' (they all share one),
+    /// the main loop's without any.
+    fn node_context(&self, node: NodeId) -> AioContext {
+        self.exports_on(node)
+            .next()
+            .map_or(AioContext::Main, |i| self.exports[i].context.clone())
+    }
+
+    /// `blk_exp_add`'s `iothread`: the context the new export runs in.
+    /// Moving the node (`bdrv_try_change_aio_context`) fails while a
+    /// `fixed-iothread` export holds it elsewhere; the failure is the
+    /// export's only with `fixed-iothread` (ignored otherwise: the export
+    /// stays where the node is).
+    fn export_context(
+        &mut self,
+        node: NodeId,
+        iothread: Option<&str>,
+        fixed_iothread: bool,
+    ) -> Result<AioContext, QmpError> {
+        let current = self.node_context(node);
+        let Some(id) = iothread else {
+            return Ok(current);
+        };
+        if !self.iothreads.contains(id) {
+            return Err(QmpError::generic(format!("iothread \"{id}\" not found")));
+        }
+        let wanted = AioContext::IoThread(id.to_string());
+        if wanted == current {
+            return Ok(current);
+        }
+        let on_node: Vec<usize> = self.exports_on(node).collect();
+        let pinned = on_node.iter().any(|&i| self.exports[i].fixed_iothread);
+        match (pinned, fixed_iothread) {
+            // blk_root_can_set_aio_ctx of a BlockBackend that may not move.
+            (true, true) => Err(QmpError::generic(
+                "Cannot change iothread of active block backend",
+            )),
+            (true, false) => Ok(current),
+            (false, _) => {
+                for i in on_node {
+                    self.exports[i].context = wanted.clone();
+                }
+                Ok(wanted)
+            }
+        }
     }
 
     /// `block-export-del` (no client ever holds an export here longer than
@@ -345,12 +446,37 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
     }
 
     fn object_add(&mut self, object: &ObjectOptions) -> Result<(), QmpError> {
-        if object.qom_type != "throttle-group" {
+        let id = &object.id;
+        if self.iothreads.contains(id) {
             return Err(QmpError::generic(format!(
-                "strata-qsd does not model objects of type '{}'",
-                object.qom_type
+                "attempt to add duplicate property '{id}' to object (type 'container')"
             )));
         }
+        match object.qom_type.as_str() {
+            "throttle-group" => self.throttle_group_add(object),
+            "iothread" if self.layer.has_throttle_group(id) => Err(QmpError::generic(format!(
+                "attempt to add duplicate property '{id}' to object (type 'container')"
+            ))),
+            "iothread" => {
+                self.iothreads.insert(id.clone());
+                Ok(())
+            }
+            other => Err(QmpError::generic(format!(
+                "strata-qsd does not model objects of type '{other}'"
+            ))),
+        }
+    }
+
+    /// `object-del`: an iothread goes at once (QEMU's iothread has no
+    /// `can_be_deleted`), a throttle group once no node uses it.
+    fn object_del(&mut self, id: &str) -> Result<(), QmpError> {
+        if self.iothreads.remove(id) {
+            return Ok(());
+        }
+        self.layer.del_throttle_group(id).map_err(block_error)
+    }
+
+    fn throttle_group_add(&mut self, object: &ObjectOptions) -> Result<(), QmpError> {
         let mut limits = std::collections::BTreeMap::new();
         if let Some(Value::Object(given)) = object.props.get("limits") {
             for (key, value) in given {
@@ -509,15 +635,18 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
         let done = |r: strata_block::Result<()>| r.map(|()| json!({})).map_err(block_error);
         match command {
             // qemu-storage-daemon's `qmp_quit` only ends the main loop;
-            // `job_cancel_sync_all` follows, and its events reach the
-            // client before the answer (the monitor's output is flushed at
+            // the shutdown follows, and its events reach the client before
+            // the answer (the monitor's output is flushed at
             // `monitor_cleanup`). The daemon exits once the answer is out.
-            Command::Quit => done(layer.cancel_sync_all()),
+            Command::Quit => self.shutdown().map(|()| json!({})),
             Command::BlockdevAdd(options) => {
                 let opts = options_from_json(&options.options);
                 done(layer.blockdev_add(&opts).map(|_| ()))
             }
             Command::BlockdevDel { node_name } => done(layer.blockdev_del(&node_name)),
+            Command::BlockdevSnapshot { node, overlay } => {
+                done(layer.blockdev_snapshot(&node, &overlay))
+            }
             Command::BlockdevReopen { options } => {
                 let list: Vec<Options> = options
                     .iter()
@@ -526,7 +655,7 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
                 done(layer.blockdev_reopen(&list))
             }
             Command::ObjectAdd(object) => self.object_add(&object).map(|()| json!({})),
-            Command::ObjectDel { id } => done(layer.del_throttle_group(&id)),
+            Command::ObjectDel { id } => self.object_del(&id).map(|()| json!({})),
             Command::BlockStream(args) => self.block_stream(args).map(|()| json!({})),
             Command::BlockCommit(args) => self.block_commit(args).map(|()| json!({})),
             Command::BlockJobSetSpeed { device, speed } => done(layer.set_speed(&device, speed)),
@@ -564,10 +693,12 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
                 self.exports
                     .iter()
                     .map(|e| {
+                        let graph = self.layer.core().graph().graph();
+                        let node_name = self.export_node(e).map(|n| graph.name(n).to_string());
                         json!({
                             "id": e.id,
                             "type": "nbd",
-                            "node-name": e.node_name,
+                            "node-name": node_name.unwrap_or_default(),
                             "shutting-down": false,
                         })
                     })

@@ -202,7 +202,11 @@ pub(crate) fn image_info(info: &NamedNodeInfo, backing: Option<Value>) -> Value 
     let mut image = Map::new();
     image.insert("filename".into(), json!(info.file));
     image.insert("format".into(), json!(info.format));
-    image.insert("dirty-flag".into(), json!(false));
+    // bdrv_get_info fails for null-co (no .bdrv_co_get_info): no
+    // dirty-flag then.
+    if !matches!(info.driver.as_str(), "null-co" | "null-aio") {
+        image.insert("dirty-flag".into(), json!(false));
+    }
     // bdrv_getlength counts whole sectors: a file's odd tail rounds up.
     image.insert(
         "virtual-size".into(),

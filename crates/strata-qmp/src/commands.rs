@@ -461,6 +461,12 @@ pub struct BlockExportOptions {
     pub description: Option<String>,
     /// NBD: `allocation-depth`.
     pub allocation_depth: Option<bool>,
+    /// `iothread`: the iothread object whose AioContext the export moves
+    /// its node to.
+    pub iothread: Option<String>,
+    /// `fixed-iothread`: refuse (rather than ignore) a failed move, and
+    /// let nothing move the node away later.
+    pub fixed_iothread: Option<bool>,
 }
 
 /// A validated command with typed arguments.
@@ -479,6 +485,13 @@ pub enum Command {
     BlockdevReopen {
         /// New options for each node.
         options: Vec<BlockdevOptions>,
+    },
+    /// `blockdev-snapshot`.
+    BlockdevSnapshot {
+        /// The node that gets the overlay on top.
+        node: String,
+        /// The overlay (a node without backing).
+        overlay: String,
     },
     /// `object-add`.
     ObjectAdd(ObjectOptions),
@@ -622,6 +635,10 @@ impl Command {
                     .map_err(internal)?;
                 Command::BlockdevReopen { options }
             }
+            "blockdev-snapshot" => Command::BlockdevSnapshot {
+                node: req("node")?,
+                overlay: req("overlay")?,
+            },
             "object-add" => {
                 let mut props = v.as_object().cloned().unwrap_or_default();
                 let qom_type = props

@@ -152,6 +152,7 @@ const QUERY_COMMANDS_ORDER: &[&str] = &[
     "x-debug-query-block-graph",
     "query-named-block-nodes",
     "block-commit",
+    "blockdev-snapshot",
     "query-block-jobs",
     "query-jobs",
     "job-finalize",

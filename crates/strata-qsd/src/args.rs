@@ -225,7 +225,9 @@ QEMU storage daemon (Strata)
              [,driver specific parameters...]
                          configure a block backend
 
-  --chardev socket,id=<id>,path=<path>,server=on[,wait=on|off]
+  --chardev socket,id=<id>,path=<path>[,server=on|off][,wait=on|off]
+  --chardev socket,id=<id>,fd=<fd>[,server=on|off][,wait=on|off]
+  --chardev stdio,id=<id>
                          configure a character device backend
 
   --export [type=]nbd,id=<id>,node-name=<node-name>[,name=<export-name>]
@@ -240,7 +242,8 @@ QEMU storage daemon (Strata)
                          start an NBD server for exporting block nodes
 
   --object throttle-group,id=<id>[,limits.<limit>=<value>...]
-                         create a new object (throttle groups)
+  --object iothread,id=<id>
+                         create a new object (throttle groups, iothreads)
 
   --pidfile <path>       write process ID to a file after startup
 "

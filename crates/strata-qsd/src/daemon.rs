@@ -9,8 +9,9 @@
 //! until the next job timer otherwise — and serve what became ready.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,10 +23,12 @@ use strata_qmp::{
 };
 
 use crate::args::{program_name, Plan, Setup};
-use crate::chardev::{parse_chardev, ChardevSpec};
+use crate::chardev::{
+    parse_chardev, ChardevBackend, ChardevSpec, SocketAddress, SocketChardev, SocketRole,
+};
 use crate::exports::LayerExports;
 use crate::nbd::{self, Connection, NbdStream, Pump};
-use crate::sys::{poll, Interest, TerminationSignals};
+use crate::sys::{inherited_socket, poll, Interest, TerminationSignals};
 
 /// How long one turn may step jobs before serving sockets again.
 const STEP_SLICE: Duration = Duration::from_millis(10);
@@ -37,33 +40,126 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct SetupError(pub String);
 
-/// A `--chardev` socket, listening.
+/// A `--chardev`, until and after a monitor takes it.
 struct Chardev {
     spec: ChardevSpec,
-    listener: UnixListener,
-    /// The client `wait=on` waited for, until a monitor takes it.
-    waiting_client: Option<UnixStream>,
+    endpoint: Endpoint,
     monitor: Option<MonitorOption>,
+}
+
+/// What a chardev is connected to.
+enum Endpoint {
+    /// A listening socket (`server=on`); `waiting_client` is the client
+    /// `wait=on` waited for, until a monitor takes it.
+    Listening {
+        listener: UnixListener,
+        waiting_client: Option<UnixStream>,
+    },
+    /// One channel from the start (stdio, `server=off`, an inherited
+    /// connected `fd`), until a monitor takes it.
+    Connected(Option<Channel>),
+}
+
+/// Where a QMP client's bytes come from and go to.
+enum Channel {
+    /// A connected socket; EOF ends the client.
+    Socket(UnixStream),
+    /// `--chardev stdio`: duplicates of stdin and stdout, left blocking
+    /// (O_NONBLOCK would change the file descriptions the daemon shares
+    /// with whoever started it): stdin is read once poll says it has
+    /// bytes, and output is written whole.
+    Stdio { input: Option<File>, output: File },
+}
+
+impl Channel {
+    fn stdio() -> io::Result<Channel> {
+        Ok(Channel::Stdio {
+            input: Some(File::from(io::stdin().as_fd().try_clone_to_owned()?)),
+            output: File::from(io::stdout().as_fd().try_clone_to_owned()?),
+        })
+    }
+
+    /// The descriptor to poll for input, while input may come.
+    fn input_fd(&self) -> Option<RawFd> {
+        match self {
+            Channel::Socket(stream) => Some(stream.as_raw_fd()),
+            Channel::Stdio { input, .. } => input.as_ref().map(AsRawFd::as_raw_fd),
+        }
+    }
+
+    fn output_fd(&self) -> RawFd {
+        match self {
+            Channel::Socket(stream) => stream.as_raw_fd(),
+            Channel::Stdio { output, .. } => output.as_raw_fd(),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Channel::Socket(stream) => stream.read(buf),
+            Channel::Stdio {
+                input: Some(input), ..
+            } => input.read(buf),
+            Channel::Stdio { input: None, .. } => Ok(0),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Channel::Socket(stream) => stream.write(buf),
+            Channel::Stdio { output, .. } => output.write(buf),
+        }
+    }
+
+    /// What EOF on the input means: a socket client is gone; stdio stops
+    /// reading but keeps its output, as QEMU's char-fd removes only its
+    /// input watch (`fd_chr_read`) and the monitor keeps sending events.
+    fn input_ended(&mut self) -> ClientState {
+        match self {
+            Channel::Socket(_) => ClientState::Closed,
+            Channel::Stdio { input, .. } => {
+                *input = None;
+                ClientState::Open
+            }
+        }
+    }
+
+    /// Blocking writes with a deadline, for the last bytes at exit.
+    fn prepare_final_flush(&self, timeout: Duration) {
+        if let Channel::Socket(stream) = self {
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_write_timeout(Some(timeout));
+        }
+    }
+}
+
+/// Whether a client is still served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientState {
+    Open,
+    Closed,
 }
 
 /// One QMP client connection.
 struct Client {
-    stream: UnixStream,
+    channel: Channel,
     session: Session,
     out: Vec<u8>,
     closed: bool,
 }
 
 impl Client {
-    fn new(stream: UnixStream, monitor: &MonitorOption) -> io::Result<Client> {
-        stream.set_nonblocking(true)?;
+    fn new(channel: Channel, monitor: &MonitorOption) -> io::Result<Client> {
+        if let Channel::Socket(stream) = &channel {
+            stream.set_nonblocking(true)?;
+        }
         let mut session = Session::new(SessionConfig {
             pretty: monitor.pretty,
             ..SessionConfig::default()
         });
         let out = session.take_output();
         Ok(Client {
-            stream,
+            channel,
             session,
             out,
             closed: false,
@@ -75,10 +171,10 @@ impl Client {
         self.out.extend(self.session.take_output());
     }
 
-    /// Writes what the socket takes now; a failed socket is closed.
+    /// Writes what the channel takes now; a failed channel is closed.
     fn write_some(&mut self) {
         while !self.out.is_empty() && !self.closed {
-            match self.stream.write(&self.out) {
+            match self.channel.write(&self.out) {
                 Ok(0) => self.closed = true,
                 Ok(n) => {
                     self.out.drain(..n);
@@ -243,7 +339,7 @@ impl Daemon {
             Setup::Object(arg) => match parse_cli_option(CliOption::Object, arg)? {
                 CliValue::Object(object) => self.run(Command::ObjectAdd(object)),
                 CliValue::Help => {
-                    println!("List of user creatable objects:\n  throttle-group");
+                    println!("List of user creatable objects:\n  iothread\n  throttle-group");
                     std::process::exit(0);
                 }
                 other => unreachable!("--object parsed to {other:?}"),
@@ -277,35 +373,58 @@ impl Daemon {
         if self.chardevs.contains_key(&spec.id) {
             return Err("duplicate yank instance".to_string());
         }
-        // QEMU's unix_listen_saddr removes a stale socket file first.
-        let _ = std::fs::remove_file(&spec.path);
-        let listener = UnixListener::bind(&spec.path).map_err(|e| {
-            format!(
-                "Failed to bind socket to {}: {}",
-                spec.path,
-                os_error_text(&e)
-            )
-        })?;
-        let mut waiting_client = None;
-        if spec.wait {
-            eprintln!(
-                "{}: --chardev: info: QEMU waiting for connection on: disconnected:unix:{},server=on",
-                self.program, spec.path
-            );
-            let (stream, _) = listener.accept().map_err(|e| e.to_string())?;
-            waiting_client = Some(stream);
-        }
-        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let endpoint = match &spec.backend {
+            ChardevBackend::Stdio => {
+                // qemu_chr_open_stdio: stdio is one device's.
+                if self
+                    .chardevs
+                    .values()
+                    .any(|c| c.spec.backend == ChardevBackend::Stdio)
+                {
+                    return Err("cannot use stdio by multiple character devices".to_string());
+                }
+                Endpoint::Connected(Some(Channel::stdio().map_err(|e| e.to_string())?))
+            }
+            ChardevBackend::Socket(socket) => self.open_socket(socket)?,
+        };
         self.chardevs.insert(
             spec.id.clone(),
             Chardev {
                 spec,
-                listener,
-                waiting_client,
+                endpoint,
                 monitor: None,
             },
         );
         Ok(())
+    }
+
+    /// `qmp_chardev_open_socket`: listen (and maybe wait for the first
+    /// client), or connect now.
+    fn open_socket(&self, socket: &SocketChardev) -> Result<Endpoint, String> {
+        match socket.role {
+            SocketRole::Server { wait } => {
+                let listener = listen(&socket.address)?;
+                let mut waiting_client = None;
+                if wait {
+                    eprintln!(
+                        "{}: --chardev: info: QEMU waiting for connection on: disconnected:{},server=on",
+                        self.program,
+                        address_label(&socket.address)
+                    );
+                    let (stream, _) = listener.accept().map_err(|e| e.to_string())?;
+                    waiting_client = Some(stream);
+                }
+                listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+                Ok(Endpoint::Listening {
+                    listener,
+                    waiting_client,
+                })
+            }
+            SocketRole::Client => {
+                let stream = connect(&socket.address)?;
+                Ok(Endpoint::Connected(Some(Channel::Socket(stream))))
+            }
+        }
     }
 
     fn add_monitor(&mut self, monitor: MonitorOption) -> Result<(), String> {
@@ -319,8 +438,14 @@ impl Daemon {
         if !monitor.control {
             return Err("strata-qsd: only QMP monitors (mode=control) are supported".into());
         }
-        if let Some(stream) = chardev.waiting_client.take() {
-            let client = Client::new(stream, &monitor).map_err(|e| e.to_string())?;
+        let channel = match &mut chardev.endpoint {
+            Endpoint::Listening { waiting_client, .. } => {
+                waiting_client.take().map(Channel::Socket)
+            }
+            Endpoint::Connected(channel) => channel.take(),
+        };
+        if let Some(channel) = channel {
+            let client = Client::new(channel, &monitor).map_err(|e| e.to_string())?;
             self.clients.push(client);
         }
         chardev.monitor = Some(monitor);
@@ -362,6 +487,12 @@ impl Daemon {
                     Owner::Client(index) => {
                         if ready.readable || ready.closed {
                             quit |= self.read_client(index);
+                        }
+                        self.clients[index].write_some();
+                    }
+                    Owner::ClientOutput(index) => {
+                        if ready.closed {
+                            self.clients[index].closed = true;
                         }
                         self.clients[index].write_some();
                     }
@@ -450,9 +581,11 @@ impl Daemon {
         }];
         let mut owners = vec![Owner::Signals];
         for (id, chardev) in &self.chardevs {
-            if chardev.monitor.is_some() {
+            if let (Some(_), Endpoint::Listening { listener, .. }) =
+                (&chardev.monitor, &chardev.endpoint)
+            {
                 interests.push(Interest {
-                    fd: chardev.listener.as_raw_fd(),
+                    fd: listener.as_raw_fd(),
                     readable: true,
                     writable: false,
                 });
@@ -460,12 +593,25 @@ impl Daemon {
             }
         }
         for (index, client) in self.clients.iter().enumerate() {
-            interests.push(Interest {
-                fd: client.stream.as_raw_fd(),
-                readable: true,
-                writable: !client.out.is_empty(),
-            });
-            owners.push(Owner::Client(index));
+            let input = client.channel.input_fd();
+            let output = client.channel.output_fd();
+            let writable = !client.out.is_empty();
+            if let Some(fd) = input {
+                interests.push(Interest {
+                    fd,
+                    readable: true,
+                    writable: writable && fd == output,
+                });
+                owners.push(Owner::Client(index));
+            }
+            if writable && input != Some(output) {
+                interests.push(Interest {
+                    fd: output,
+                    readable: false,
+                    writable: true,
+                });
+                owners.push(Owner::ClientOutput(index));
+            }
         }
         if let Some(listener) = &self.monitor.listener().listener {
             interests.push(Interest {
@@ -490,14 +636,16 @@ impl Daemon {
         let Some(chardev) = self.chardevs.get(chardev_id) else {
             return;
         };
-        let Some(monitor) = chardev.monitor.clone() else {
+        let (Some(monitor), Endpoint::Listening { listener, .. }) =
+            (chardev.monitor.clone(), &chardev.endpoint)
+        else {
             return;
         };
         loop {
-            match chardev.listener.accept() {
-                Ok((stream, _)) => match Client::new(stream, &monitor) {
+            match listener.accept() {
+                Ok((stream, _)) => match Client::new(Channel::Socket(stream), &monitor) {
                     Ok(client) => self.clients.push(client),
-                    Err(e) => eprintln!("{}: {}: {e}", self.program, chardev.spec.path),
+                    Err(e) => eprintln!("{}: {}: {e}", self.program, chardev.spec.id),
                 },
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return,
@@ -509,9 +657,10 @@ impl Daemon {
     /// quit.
     fn read_client(&mut self, index: usize) -> bool {
         let mut buf = [0u8; 65536];
-        let n = match self.clients[index].stream.read(&mut buf) {
+        let client = &mut self.clients[index];
+        let n = match client.channel.read(&mut buf) {
             Ok(0) => {
-                self.clients[index].closed = true;
+                client.closed = client.channel.input_ended() == ClientState::Closed;
                 return false;
             }
             Ok(n) => n,
@@ -557,15 +706,20 @@ impl Daemon {
     /// their events and the answers go out, the exports and the socket and
     /// pid files go away.
     fn shutdown(mut self, code: i32) -> i32 {
-        self.cancel_jobs();
         let deadline = Instant::now() + FLUSH_TIMEOUT;
+        // After `quit` this finds nothing left to do; after a signal its
+        // events go to every client.
+        if let Err(e) = self.monitor.shutdown() {
+            eprintln!("{}: cancelling jobs: {e}", self.program);
+        }
+        let events = self.monitor.take_events();
+        self.broadcast(events);
         for client in &mut self.clients {
-            let _ = client.stream.set_nonblocking(false);
-            let _ = client.stream.set_write_timeout(Some(
+            client.channel.prepare_final_flush(
                 deadline
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(1)),
-            ));
+            );
             client.write_some();
         }
         self.nbd_connections.clear();
@@ -577,18 +731,15 @@ impl Daemon {
         code
     }
 
-    /// `job_cancel_sync_all` on a signal; its events go to every client.
-    fn cancel_jobs(&mut self) {
-        if let Err(e) = self.monitor.layer_mut().cancel_sync_all() {
-            eprintln!("{}: cancelling jobs: {e}", self.program);
-        }
-        let events = self.monitor.take_events();
-        self.broadcast(events);
-    }
-
     fn remove_files(&mut self) {
         for chardev in self.chardevs.values() {
-            let _ = std::fs::remove_file(&chardev.spec.path);
+            if let (ChardevBackend::Socket(socket), Endpoint::Listening { .. }) =
+                (&chardev.spec.backend, &chardev.endpoint)
+            {
+                if let SocketAddress::Path(path) = &socket.address {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
         }
         if let Some(pidfile) = &self.pidfile {
             let _ = std::fs::remove_file(pidfile);
@@ -601,8 +752,41 @@ enum Owner {
     Signals,
     Listener(String),
     Client(usize),
+    /// A client's output, when it is not its input's descriptor (stdio).
+    ClientOutput(usize),
     NbdListener,
     Nbd(usize),
+}
+
+/// A listening socket at `address`: a path (a stale socket file goes
+/// first, as in `unix_listen_saddr`) or an inherited descriptor.
+fn listen(address: &SocketAddress) -> Result<UnixListener, String> {
+    match address {
+        SocketAddress::Path(path) => {
+            let _ = std::fs::remove_file(path);
+            UnixListener::bind(path)
+                .map_err(|e| format!("Failed to bind socket to {path}: {}", os_error_text(&e)))
+        }
+        SocketAddress::Fd(fd) => inherited_socket(*fd).map(UnixListener::from),
+    }
+}
+
+/// A connected socket at `address`: connect to a path (`unix_connect_saddr`)
+/// or take an inherited descriptor.
+fn connect(address: &SocketAddress) -> Result<UnixStream, String> {
+    match address {
+        SocketAddress::Path(path) => UnixStream::connect(path)
+            .map_err(|e| format!("Failed to connect to '{path}': {}", os_error_text(&e))),
+        SocketAddress::Fd(fd) => inherited_socket(*fd).map(UnixStream::from),
+    }
+}
+
+/// How `qemu_chr_socket_address`'s label names an address.
+fn address_label(address: &SocketAddress) -> String {
+    match address {
+        SocketAddress::Path(path) => format!("unix:{path}"),
+        SocketAddress::Fd(fd) => format!("fd:{fd}"),
+    }
 }
 
 fn wall_clock() -> Timestamp {

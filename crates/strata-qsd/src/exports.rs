@@ -29,7 +29,7 @@ impl<'a, F: Files, L: NbdListener> LayerExports<'a, F, L> {
         self.handler
             .exports()
             .get(self.selected)
-            .map(|e| e.node)
+            .and_then(|e| self.handler.export_node(e))
             .ok_or_else(|| io::Error::from_raw_os_error(5))
     }
 }

@@ -65,6 +65,24 @@ pub fn poll(interests: &[Interest], timeout_ms: Option<i32>) -> io::Result<Vec<R
         .collect())
 }
 
+/// Takes over descriptor `fd`, inherited from whoever started the daemon,
+/// if it is a socket (`socket_get_fd`'s check); QEMU's text otherwise.
+pub fn inherited_socket(fd: RawFd) -> Result<OwnedFd, String> {
+    // SAFETY: fstat only writes into the zeroed stat buffer; a closed or
+    // invalid descriptor (negative ones included) makes it fail, and
+    // nothing is taken then.
+    let is_socket = unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut stat) == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK
+    };
+    if !is_socket {
+        return Err(format!("File descriptor '{fd}' is not a socket"));
+    }
+    // SAFETY: the descriptor is open (fstat succeeded) and the command line
+    // handed it to the daemon: nothing else in the process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// SIGTERM, SIGINT and SIGHUP, blocked and readable from a descriptor.
 #[derive(Debug)]
 pub struct TerminationSignals {

@@ -4,6 +4,8 @@
 //! everyone, quit and SIGTERM).  The byte-level QMP texts are
 //! `tests/it/qmp`'s business; here it is the serving that is checked.
 
+mod chardevs_and_iothreads;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::thread::JoinHandleExt;
@@ -92,7 +94,11 @@ struct Client {
 
 impl Client {
     fn connect(socket: &Path) -> Client {
-        let stream = UnixStream::connect(socket).unwrap();
+        Client::greeted(UnixStream::connect(socket).unwrap())
+    }
+
+    /// A client on a connected `stream`, once the greeting came.
+    fn greeted(stream: UnixStream) -> Client {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
@@ -108,12 +114,15 @@ impl Client {
     }
 
     fn negotiated(socket: &Path) -> Client {
-        let mut client = Client::connect(socket);
+        Client::connect(socket).negotiate()
+    }
+
+    fn negotiate(mut self) -> Client {
         assert_eq!(
-            client.execute(r#"{"execute": "qmp_capabilities"}"#),
+            self.execute(r#"{"execute": "qmp_capabilities"}"#),
             r#"{"return": {}}"#
         );
-        client
+        self
     }
 
     fn line(&mut self) -> String {
