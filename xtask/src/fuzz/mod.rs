@@ -57,6 +57,19 @@ struct FuzzCli {
     /// The known differences (default `xtask/fuzz-known.txt`).
     #[arg(long)]
     known: Option<PathBuf>,
+    /// `reuse`: keep QEMU's recordings of an earlier run of the same batch
+    /// and run only the Strata sides again (after a rule was changed).
+    #[arg(long, value_enum, default_value_t = QemuRuns::Fresh)]
+    qemu: QemuRuns,
+}
+
+/// Whether QEMU's recordings are made again.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum QemuRuns {
+    /// Run qemu-storage-daemon `--runs` times.
+    Fresh,
+    /// Keep the batch directory's `qsd-*` recordings.
+    Reuse,
 }
 
 /// Which differences the reducer shrinks.
@@ -132,13 +145,18 @@ fn fuzz(cli: &FuzzCli) -> Result<bool, String> {
     crate::conformance::build_strata_qsd(&root)?;
     let keep = root.join(&cli.keep);
     let batch = keep.join(format!("seed-{}", cli.seed));
-    fresh_dir(&batch)?;
+    if cli.qemu == QemuRuns::Fresh {
+        fresh_dir(&batch)?;
+    }
     let scenarios = write_scenarios(cli, &batch.join("scenarios"))?;
     let files: Vec<PathBuf> = scenarios
         .iter()
         .map(|(_, _, path, _)| path.clone())
         .collect();
     for run in 1..=cli.runs {
+        if cli.qemu == QemuRuns::Reuse {
+            break;
+        }
         eprintln!("== qemu-storage-daemon, run {run} of {}", cli.runs);
         harness.record(
             &[(Daemon::Qemu, batch.join(format!("qsd-{run}")))],
@@ -147,6 +165,7 @@ fn fuzz(cli: &FuzzCli) -> Result<bool, String> {
         )?;
     }
     eprintln!("== strata-qsd");
+    fresh_dir(&batch.join("strata"))?;
     harness.record(&[(Daemon::Strata, batch.join("strata"))], &files, cli.jobs)?;
     eprintln!("== simulator");
     let simulated: Vec<Result<Observation, String>> = scenarios
@@ -166,13 +185,12 @@ fn fuzz(cli: &FuzzCli) -> Result<bool, String> {
             }
         })
         .collect();
+    let known_list = cli.known.clone();
+    let known = read_known(&known_list.unwrap_or(root.join("xtask/fuzz-known.txt")))?;
+    print_figures(cli, &entries, started);
     let reduced = reduce_differences(cli, &harness, &keep, &entries)?;
-    let known = read_known(
-        &cli.known
-            .clone()
-            .unwrap_or(root.join("xtask/fuzz-known.txt")),
-    )?;
-    Ok(print_summary(cli, &entries, &reduced, &known, started))
+    print_kinds(&entries, &reduced);
+    Ok(check_known(cli, &entries, &known))
 }
 
 fn fresh_dir(dir: &Path) -> Result<(), String> {
@@ -446,14 +464,8 @@ fn read_known(path: &Path) -> Result<BTreeMap<(u64, u64), String>, String> {
     Ok(known)
 }
 
-/// Prints the batch's figures; whether every difference is known.
-fn print_summary(
-    cli: &FuzzCli,
-    entries: &[Entry],
-    reduced: &Reduced,
-    known: &BTreeMap<(u64, u64), String>,
-    started: Instant,
-) -> bool {
+/// Prints every scenario's outcome and the batch's figures.
+fn print_figures(cli: &FuzzCli, entries: &[Entry], started: Instant) {
     let count = |f: &dyn Fn(&Outcome) -> bool| entries.iter().filter(|e| f(&e.outcome)).count();
     let crashed = count(&|o| matches!(o, Outcome::QemuCrashed(_)));
     let invalid = count(&|o| matches!(o, Outcome::Invalid(_)));
@@ -511,8 +523,6 @@ fn print_summary(
         "  simulator: {sim_same} identical, {} differ, {sim_failed} failed",
         valid - sim_same - sim_failed
     );
-    print_kinds(entries, reduced);
-    check_known(cli, entries, known)
 }
 
 fn print_kinds(entries: &[Entry], reduced: &Reduced) {
