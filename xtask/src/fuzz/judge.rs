@@ -31,7 +31,7 @@ pub enum QemuOutcome {
     Invalid(String),
     /// The first run, with the paths that differed between runs declared
     /// volatile.
-    Valid(Observation),
+    Valid(Box<Observation>),
 }
 
 /// QEMU's outcome from its runs of one scenario.
@@ -65,7 +65,7 @@ pub fn qemu_outcome(runs: &[Observation]) -> QemuOutcome {
     }
     let mut first = runs.first().cloned().unwrap_or_default();
     first.volatile.extend(volatile_paths(runs));
-    QemuOutcome::Valid(first)
+    QemuOutcome::Valid(Box::new(first))
 }
 
 /// Every path in which a later run differs from the first (the scenario's

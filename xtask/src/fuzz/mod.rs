@@ -236,7 +236,7 @@ fn judge_scenario(
         Err(e) => return Outcome::Invalid(format!("no observation: {e}")),
         Ok(QemuOutcome::Crashed(why)) => return Outcome::QemuCrashed(why),
         Ok(QemuOutcome::Invalid(why)) => return Outcome::Invalid(why),
-        Ok(QemuOutcome::Valid(q)) => q,
+        Ok(QemuOutcome::Valid(q)) => *q,
     };
     let daemon = read_observation(&batch.join("strata"), name).unwrap_or_else(|e| Observation {
         scenario: name.to_string(),
@@ -396,6 +396,7 @@ impl Oracle<'_> {
         let QemuOutcome::Valid(qemu) = qemu_outcome(&runs) else {
             return None;
         };
+        let qemu = *qemu;
         let strata = match self.side {
             Side::Daemon => read_observation(&dir.join("strata"), &name).ok()?,
             Side::Simulator => simulate(scenario).ok()?,

@@ -35,17 +35,17 @@ const OPTIONAL_ARGUMENTS: [&str; 18] = [
 /// Image keys a candidate may lose.
 const OPTIONAL_IMAGE_KEYS: [&str; 5] = ["options", "cluster_size", "content", "writes", "size"];
 
-/// One simplification of a scenario.
+/// One simplification of a scenario: something removed.
 #[derive(Clone, Debug, PartialEq)]
-enum Edit {
+enum Removal {
     /// Remove `len` steps from `start`.
-    DropSteps { start: usize, len: usize },
+    Steps { start: usize, len: usize },
     /// Remove one write of an image.
-    DropWrite { image: usize, write: usize },
+    Write { image: usize, write: usize },
     /// Remove a key of an image.
-    DropImageKey { image: usize, key: &'static str },
+    ImageKey { image: usize, key: &'static str },
     /// Remove an argument of an `execute` step.
-    DropArgument { step: usize, key: &'static str },
+    Argument { step: usize, key: &'static str },
 }
 
 /// A reduction in progress: the smallest scenario that still shows the
@@ -58,12 +58,12 @@ struct Reduction<'a, E> {
 }
 
 impl<E> Reduction<'_, E> {
-    /// Applies `edit` if the result still shows the difference.
-    fn attempt(&mut self, edit: &Edit) -> bool {
+    /// Applies `removal` if the result still shows the difference.
+    fn attempt(&mut self, removal: &Removal) -> bool {
         if self.tries_left == 0 {
             return false;
         }
-        let Some(candidate) = apply(&self.current, edit) else {
+        let Some(candidate) = apply(&self.current, removal) else {
             return false;
         };
         self.tries_left -= 1;
@@ -89,7 +89,7 @@ impl<E> Reduction<'_, E> {
             let mut start = 0;
             while start < self.steps() && self.tries_left > 0 {
                 let len = chunk.min(self.steps() - start);
-                if self.attempt(&Edit::DropSteps { start, len }) {
+                if self.attempt(&Removal::Steps { start, len }) {
                     changed = true;
                 } else {
                     start += len;
@@ -102,16 +102,16 @@ impl<E> Reduction<'_, E> {
         }
     }
 
-    /// Tries every other simplification once, last first (an edit that
+    /// Tries every other simplification once, last first (an removal that
     /// succeeds moves only what comes after it).
     fn simplify(&mut self) -> bool {
         let mut changed = false;
         let mut position = simplifications(&self.current).len();
         while position > 0 && self.tries_left > 0 {
             position -= 1;
-            let edits = simplifications(&self.current);
-            if let Some(edit) = edits.get(position) {
-                changed |= self.attempt(edit);
+            let removals = simplifications(&self.current);
+            if let Some(removal) = removals.get(position) {
+                changed |= self.attempt(removal);
             }
         }
         changed
@@ -146,8 +146,8 @@ pub fn reduce<E>(
 }
 
 /// Every single-element simplification of `scenario`, in scenario order.
-fn simplifications(scenario: &Value) -> Vec<Edit> {
-    let mut edits = Vec::new();
+fn simplifications(scenario: &Value) -> Vec<Removal> {
+    let mut removals = Vec::new();
     for (image, spec) in scenario["images"]
         .as_array()
         .into_iter()
@@ -156,11 +156,11 @@ fn simplifications(scenario: &Value) -> Vec<Edit> {
     {
         for key in OPTIONAL_IMAGE_KEYS {
             if spec.get(key).is_some() {
-                edits.push(Edit::DropImageKey { image, key });
+                removals.push(Removal::ImageKey { image, key });
             }
         }
         for write in 0..spec["writes"].as_array().map_or(0, Vec::len) {
-            edits.push(Edit::DropWrite { image, write });
+            removals.push(Removal::Write { image, write });
         }
     }
     for (step, spec) in scenario["steps"]
@@ -171,35 +171,35 @@ fn simplifications(scenario: &Value) -> Vec<Edit> {
     {
         for key in OPTIONAL_ARGUMENTS {
             if spec["arguments"].get(key).is_some() {
-                edits.push(Edit::DropArgument { step, key });
+                removals.push(Removal::Argument { step, key });
             }
         }
     }
-    edits
+    removals
 }
 
-/// `scenario` with `edit` applied; `None` when it does not apply.
-fn apply(scenario: &Value, edit: &Edit) -> Option<Value> {
+/// `scenario` with `removal` applied; `None` when it does not apply.
+fn apply(scenario: &Value, removal: &Removal) -> Option<Value> {
     let mut out = scenario.clone();
-    match *edit {
-        Edit::DropSteps { start, len } => {
+    match *removal {
+        Removal::Steps { start, len } => {
             let steps = out["steps"].as_array_mut()?;
             if start + len > steps.len() || len == 0 {
                 return None;
             }
             steps.drain(start..start + len);
         }
-        Edit::DropWrite { image, write } => {
+        Removal::Write { image, write } => {
             let writes = out["images"][image]["writes"].as_array_mut()?;
             if write >= writes.len() {
                 return None;
             }
             writes.remove(write);
         }
-        Edit::DropImageKey { image, key } => {
+        Removal::ImageKey { image, key } => {
             out["images"][image].as_object_mut()?.remove(key)?;
         }
-        Edit::DropArgument { step, key } => {
+        Removal::Argument { step, key } => {
             out["steps"][step]["arguments"]
                 .as_object_mut()?
                 .remove(key)?;
