@@ -2,7 +2,7 @@
 //! strata-qsd, and the simulator run in-process on the same scenario.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use strata_sim::scenario::{Observation, Scenario};
 use strata_sim::{Canonical, RunOptions};
@@ -103,6 +103,48 @@ pub fn read_observation(dir: &Path, name: &str) -> Result<Observation, String> {
     let path = dir.join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     Observation::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Exit code of `cargo xtask fuzz --simulate FILE` when the simulator
+/// failed (its message on stdout).
+pub const SIMULATOR_FAILED: i32 = 3;
+
+/// `cargo xtask fuzz --simulate FILE`: the simulator's observation of one
+/// scenario file as JSON on stdout, or its failure.
+pub fn simulate_file(path: &Path) -> ExitCode {
+    let outcome = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+        .and_then(|scenario| simulate(&scenario));
+    match outcome {
+        Ok(observation) => {
+            println!("{}", observation.to_json());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::from(SIMULATOR_FAILED as u8)
+        }
+    }
+}
+
+/// The simulator's observation of a scenario file, simulated in a child
+/// process: a stack overflow aborts a process, and must not end the batch.
+pub fn simulate_isolated(path: &Path) -> Result<Observation, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let output = Command::new(exe)
+        .arg("fuzz")
+        .arg("--simulate")
+        .arg(path)
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("simulator process: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match output.status.code() {
+        Some(0) => Observation::from_json(&stdout).map_err(|e| format!("simulator output: {e}")),
+        Some(SIMULATOR_FAILED) => Err(stdout.trim().to_string()),
+        _ => Err(format!("simulator process died: {}", output.status)),
+    }
 }
 
 /// The simulator's observation of a scenario (canonical schedule, the

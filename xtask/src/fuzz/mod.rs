@@ -16,7 +16,7 @@ mod reduce;
 mod tests;
 
 use clap::{Parser, ValueEnum};
-use harness::{read_observation, simulate, Daemon, Harness};
+use harness::{read_observation, simulate_isolated, Daemon, Harness};
 use judge::{differences, kind, qemu_outcome, QemuOutcome, Side};
 use rayon::prelude::*;
 use serde_json::Value;
@@ -57,6 +57,11 @@ struct FuzzCli {
     /// The known differences (default `xtask/fuzz-known.txt`).
     #[arg(long)]
     known: Option<PathBuf>,
+    /// Simulate one scenario file and print the observation (how the
+    /// batch runs the simulator: in a child process, which a stack
+    /// overflow may abort).
+    #[arg(long, hide = true)]
+    simulate: Option<PathBuf>,
     /// `reuse`: keep QEMU's recordings of an earlier run of the same batch
     /// and run only the Strata sides again (after a rule was changed).
     #[arg(long, value_enum, default_value_t = QemuRuns::Fresh)]
@@ -119,6 +124,9 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = &cli.simulate {
+        return harness::simulate_file(path);
+    }
     match fuzz(&cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -170,7 +178,7 @@ fn fuzz(cli: &FuzzCli) -> Result<bool, String> {
     eprintln!("== simulator");
     let simulated: Vec<Result<Observation, String>> = scenarios
         .par_iter()
-        .map(|(_, _, _, s)| simulate(s))
+        .map(|(_, _, path, _)| simulate_isolated(path))
         .collect();
     let entries: Vec<Entry> = scenarios
         .into_iter()
@@ -388,7 +396,9 @@ impl Oracle<'_> {
         if self.side == Side::Daemon {
             recordings.push((Daemon::Strata, dir.join("strata")));
         }
-        self.harness.record(&recordings, &[file], 1).ok()?;
+        self.harness
+            .record(&recordings, std::slice::from_ref(&file), 1)
+            .ok()?;
         let runs = [
             read_observation(&dir.join("qsd-1"), &name).ok()?,
             read_observation(&dir.join("qsd-2"), &name).ok()?,
@@ -399,7 +409,7 @@ impl Oracle<'_> {
         let qemu = *qemu;
         let strata = match self.side {
             Side::Daemon => read_observation(&dir.join("strata"), &name).ok()?,
-            Side::Simulator => simulate(scenario).ok()?,
+            Side::Simulator => simulate_isolated(&file).ok()?,
         };
         let _ = std::fs::remove_dir_all(&dir);
         let diffs = differences(&qemu, &strata);
