@@ -10,8 +10,10 @@
 use serde_json::Value;
 
 /// Arguments a candidate may lose: the ones that choose what a command
-/// does rather than what it acts on.
-const OPTIONAL_ARGUMENTS: [&str; 18] = [
+/// does rather than what it acts on. Not `speed`: a job that loses its
+/// throttle races the commands after it, and a reduced scenario would
+/// show a timing lottery rather than a rule.
+const OPTIONAL_ARGUMENTS: [&str; 17] = [
     "base",
     "base-node",
     "bottom",
@@ -20,7 +22,6 @@ const OPTIONAL_ARGUMENTS: [&str; 18] = [
     "backing-file",
     "backing-mask-protocol",
     "filter-node-name",
-    "speed",
     "on-error",
     "auto-finalize",
     "auto-dismiss",
@@ -225,7 +226,7 @@ mod tests {
             "steps": [
                 {"execute": "blockdev-add", "arguments": {"driver": "qcow2", "node-name": "n0"}},
                 {"execute": "query-jobs"},
-                {"execute": "block-commit", "arguments": {"device": "n0", "base-node": "x", "speed": 1024}},
+                {"execute": "block-commit", "arguments": {"device": "n0", "base-node": "x", "on-error": "stop"}},
                 {"graph": true},
                 {"settle": true},
             ]
