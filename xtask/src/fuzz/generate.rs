@@ -353,7 +353,7 @@ impl Gen {
     fn insert_filter_below(&mut self, i: usize) {
         let lower = self.layers[i - 1].node.clone();
         let name = self.fresh("f");
-        let options = self.filter_options(&name, &lower);
+        let options = self.filter_options(&name, &lower, Intent::Valid);
         self.must("blockdev-add", options);
         self.layers[i].below = Some(name.clone());
         self.opened.push(name.clone());
@@ -362,7 +362,7 @@ impl Gen {
 
     /// A filter node `name` over `child`: throttle, copy-on-read (with or
     /// without `bottom`), blkdebug or raw.
-    fn filter_options(&mut self, name: &str, child: &str) -> Value {
+    fn filter_options(&mut self, name: &str, child: &str, intent: Intent) -> Value {
         match self.rng.random_range(0..4) {
             0 => {
                 self.ensure_throttle_group();
@@ -371,7 +371,7 @@ impl Gen {
             1 => {
                 let mut o = json!({"driver": "copy-on-read", "node-name": name, "file": child});
                 if self.chance(0.4) {
-                    o["bottom"] = json!(self.opened_node());
+                    o["bottom"] = json!(self.opened_node(intent));
                 }
                 o
             }
@@ -419,9 +419,11 @@ impl Gen {
     }
 
     /// A node already added (while the chain is being opened, only those
-    /// below), or one that does not exist.
-    fn opened_node(&mut self) -> String {
-        if self.opened.is_empty() || self.chance(0.08) {
+    /// below), or, when the command may fail, sometimes one that does not
+    /// exist.
+    fn opened_node(&mut self, intent: Intent) -> String {
+        let wrong = self.chance(0.08);
+        if self.opened.is_empty() || (wrong && intent == Intent::MayFail) {
             return "nope".into();
         }
         self.pick(&self.opened.clone()).clone()
@@ -719,7 +721,7 @@ impl Gen {
             self.any_node()
         };
         let name = self.fresh("f");
-        let options = self.filter_options(&name, &child);
+        let options = self.filter_options(&name, &child, Intent::MayFail);
         self.any("blockdev-add", options);
         self.opened.push(name.clone());
         self.filters.push(name);
@@ -802,6 +804,14 @@ impl Gen {
             "steps": self.steps,
         })
     }
+}
+
+/// Whether a command is built to succeed (the opening, which expects
+/// success) or may name things that do not exist.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    Valid,
+    MayFail,
 }
 
 /// Where a node's options go.
