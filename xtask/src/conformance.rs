@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 /// The command line of strata-qsd as the harness starts it.
-fn strata_template(binary: &Path) -> String {
+pub(crate) fn strata_template(binary: &Path) -> String {
     format!(
         "{} --chardev socket,path={{sock}},server=on,wait=off,id=m0 \
          --monitor chardev=m0 --pidfile {{pidfile}}",
@@ -115,7 +115,7 @@ fn diff(max_wait: Option<&str>, inputs: Vec<PathBuf>) -> Result<ExitCode, String
     })
 }
 
-fn build_strata_qsd(root: &Path) -> Result<(), String> {
+pub(crate) fn build_strata_qsd(root: &Path) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root)

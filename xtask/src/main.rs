@@ -4,6 +4,7 @@
 mod bench_daemon;
 mod bench_formats;
 mod conformance;
+mod fuzz;
 mod sim;
 mod sim_bench;
 mod sim_covers;
@@ -41,6 +42,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Differential testing on generated scenarios: QEMU (several runs),
+    /// strata-qsd and the simulator; reduces every kind of difference.
+    Fuzz {
+        /// `--seed S --count N [--jobs K] [--keep DIR] ...` (see `--help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run a benchmark: `formats` (Strata's qcow2 against qemu-img on a
     /// 1 GiB chain; options: `--runs N`), `daemon` (strata-qsd against
     /// qemu-storage-daemon: stream and commit on a 1 GiB chain), `sim`.
@@ -60,6 +68,7 @@ fn main() -> ExitCode {
             Some("record") => sim_record::main(&args),
             _ => conformance::main(&args),
         },
+        Command::Fuzz { args } => fuzz::main(&args),
         Command::Bench { what, args } => {
             match what.as_str() {
                 "formats" => bench_formats::run(&args),

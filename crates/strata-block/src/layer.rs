@@ -7,7 +7,7 @@ use crate::files::Files;
 use crate::jobs::{BlockJob, CommitArgs, Launch, StreamArgs};
 use crate::main_loop::{visible, MainLoop, MonitorTurn, Runnable, Wakeup};
 use std::collections::BTreeMap;
-use strata_jobs::{Cancel, JobEvent, Jobs, Lookup, Wait};
+use strata_jobs::{Cancel, JobEvent, JobStatus, Jobs, Lookup, Wait};
 
 /// An event with the virtual time it was emitted at.
 #[derive(Clone, PartialEq, Debug)]
@@ -212,9 +212,16 @@ impl<F: Files> BlockLayer<F> {
     /// The other jobs do not move meanwhile (`bdrv_drain_all_begin` paused
     /// them), so only the cancelled job steps, its sleeps passing at once.
     pub fn cancel_sync_all(&mut self) -> Result<()> {
-        while let Some(head) = self.jobs.iter().last().map(|j| j.id().to_string()) {
-            self.cancel(Cancel::Job, &head)?;
-            self.finish_sync(&head)?;
+        while let Some(head) = self.jobs.iter().last() {
+            let (id, concluded) = (head.id().to_string(), head.status() == JobStatus::Concluded);
+            if concluded {
+                // `job_cancel_locked` (no verb check on this path) dismisses
+                // a concluded job.
+                self.dismiss(Lookup::Job, &id)?;
+            } else {
+                self.cancel(Cancel::Job, &id)?;
+                self.finish_sync(&id)?;
+            }
         }
         Ok(())
     }

@@ -93,8 +93,9 @@ pub struct Monitor<F: Files, L: NbdListener = NoListener> {
     exports: Vec<Export>,
     /// The ids of the `iothread` objects.
     iothreads: std::collections::BTreeSet<String>,
-    /// Events that are not job events (`BLOCK_EXPORT_DELETED`), with the
-    /// virtual time they happened at.
+    /// Events waiting for the clients, in the order they were raised, with
+    /// the virtual time they happened at: the monitor's own
+    /// (`BLOCK_EXPORT_DELETED`) and the job events raised before them.
     events: Vec<(u64, Event)>,
     /// The wall-clock time of virtual time 0.
     origin: Timestamp,
@@ -206,19 +207,28 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
     /// steps), job events and export events in the order they happened,
     /// each with its timestamp: for every negotiated client.
     pub fn take_events(&mut self) -> Vec<(Event, Timestamp)> {
-        let mut events: Vec<(u64, Event)> = self
-            .layer
-            .take_events()
-            .into_iter()
-            .map(|e| (e.time_ns, job_event(&e.event)))
-            .collect();
-        events.append(&mut self.events);
-        // Stable: equal times keep job events first, each list in order.
-        events.sort_by_key(|(time, _)| *time);
-        events
+        // Everything in `events` was raised before what the layer still
+        // holds (see `push_event`): the two in that order are in order.
+        self.absorb_layer_events();
+        std::mem::take(&mut self.events)
             .into_iter()
             .map(|(time, event)| (event, self.timestamp(time)))
             .collect()
+    }
+
+    /// Moves the layer's job events, in the order they were raised, into
+    /// the monitor's own queue.
+    fn absorb_layer_events(&mut self) {
+        let jobs = self.layer.take_events().into_iter();
+        self.events
+            .extend(jobs.map(|e| (e.time_ns, job_event(&e.event))));
+    }
+
+    /// Queues an event of the monitor's own after every job event raised
+    /// before it.
+    fn push_event(&mut self, event: Event) {
+        self.absorb_layer_events();
+        self.events.push((self.layer.now_ns(), event));
     }
 
     /// The events the last commands raised, for the clients that did not
@@ -276,19 +286,18 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
         Ok(())
     }
 
-    /// What qemu-storage-daemon does once its main loop ends (`quit`, a
-    /// termination signal): `job_cancel_sync_all` (the newest job cancelled
-    /// and run to its end, then the next), then `bdrv_close_all`'s
-    /// `blk_exp_close_all` (every export goes, with its
-    /// `BLOCK_EXPORT_DELETED`). The events wait in
-    /// [`Monitor::take_events`] (a command's reach its client ahead of the
-    /// answer).
+    /// What qemu-storage-daemon 10.0.2 does once its main loop ends
+    /// (`quit`, a termination signal): every export goes first, with its
+    /// `BLOCK_EXPORT_DELETED` (`blk_exp_close_all`), then
+    /// `job_cancel_sync_all` (the newest job cancelled and run to its end,
+    /// then the next) — the order of the events it sends, found by
+    /// `cargo xtask fuzz`. The events wait in [`Monitor::take_events`] (a
+    /// command's reach its client ahead of the answer).
     pub fn shutdown(&mut self) -> Result<(), QmpError> {
-        self.layer.cancel_sync_all().map_err(block_error)?;
         for export in std::mem::take(&mut self.exports) {
             self.delete_export(export);
         }
-        Ok(())
+        self.layer.cancel_sync_all().map_err(block_error)
     }
 
     /// `--export` / `block-export-add`, checked in `blk_exp_add`'s order.
@@ -438,11 +447,10 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
 
     fn delete_export(&mut self, export: Export) {
         self.layer.remove_export_backend(export.backend);
-        let event = Event {
+        self.push_event(Event {
             name: "BLOCK_EXPORT_DELETED".into(),
             data: Some(json!({ "id": export.id })),
-        };
-        self.events.push((self.layer.now_ns(), event));
+        });
     }
 
     fn object_add(&mut self, object: &ObjectOptions) -> Result<(), QmpError> {
