@@ -234,7 +234,10 @@ impl std::fmt::Display for Change {
         match self {
             Change::Added(v) => write!(f, "+ {v}"),
             Change::Removed(v) => write!(f, "- {v}"),
-            Change::Linked(l) => write!(f, "+ {}  [{}]", l.describe(), perms(l)),
+            Change::Linked(l) => {
+                let frozen = if l.frozen { " frozen" } else { "" };
+                write!(f, "+ {}  [{}]{frozen}", l.describe(), perms(l))
+            }
             Change::Unlinked(l) => write!(f, "- {}", l.describe()),
             Change::Permissions(a, b) => {
                 write!(f, "~ {}  [{}] -> [{}]", a.describe(), perms(a), perms(b))

@@ -221,3 +221,87 @@ pub fn dot_to_svg(dot: &str) -> Result<String, Box<dyn std::error::Error>> {
     let start = text.find("<svg").ok_or("dot printed no <svg>")?;
     Ok(text[start..].to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vertex(key: &str, driver: &str) -> GraphVertex {
+        GraphVertex {
+            key: key.into(),
+            kind: VertexKind::Node,
+            name: key.into(),
+            driver: Some(driver.into()),
+            filename: None,
+            implicit: false,
+            read_only: false,
+            backing_file: None,
+        }
+    }
+
+    fn link(parent: &str, child: &str, perm: &[&str], frozen: bool) -> GraphLink {
+        GraphLink {
+            parent: parent.into(),
+            role: "backing".into(),
+            child: child.into(),
+            perm: perm.iter().map(|p| p.to_string()).collect(),
+            shared: vec![],
+            frozen,
+        }
+    }
+
+    fn state(vertices: Vec<GraphVertex>, edges: Vec<GraphLink>) -> StepState {
+        StepState {
+            vertices,
+            edges,
+            ..StepState::default()
+        }
+    }
+
+    fn line_of<'a>(dot: &'a str, start: &str) -> &'a str {
+        dot.lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start} in\n{dot}"))
+    }
+
+    #[test]
+    fn changes_since_the_previous_step_are_marked() {
+        let before = state(
+            vec![
+                vertex("top", "qcow2"),
+                vertex("mid", "qcow2"),
+                vertex("base", "raw"),
+            ],
+            vec![
+                link("top", "mid", &[], false),
+                link("mid", "base", &[], false),
+            ],
+        );
+        let now = state(
+            vec![
+                vertex("top", "qcow2"),
+                vertex("base", "raw"),
+                vertex("cor", "copy-on-read"),
+            ],
+            vec![
+                link("top", "base", &[], false),
+                link("cor", "top", &["consistent-read"], true),
+            ],
+        );
+        let dot = step_dot(Some(&before), &now);
+        assert!(line_of(&dot, "\"cor\" [").contains("added"), "{dot}");
+        assert!(line_of(&dot, "\"cor\" [").contains("cor [copy-on-read]"));
+        assert!(line_of(&dot, "\"mid\" [").contains("removed"), "{dot}");
+        assert!(line_of(&dot, "\"top\" [").contains("same"), "{dot}");
+        assert!(line_of(&dot, "\"top\" -> \"mid\"").contains("removed"));
+        let frozen = line_of(&dot, "\"cor\" -> \"top\"");
+        assert!(
+            frozen.contains("added frozen") && frozen.contains("_r__"),
+            "{frozen}"
+        );
+        let first = step_dot(None, &now);
+        let marks = first.lines().filter(|l| !l.contains("legend"));
+        assert!(marks.clone().all(|l| !l.contains("added")), "{first}");
+        assert!(marks.clone().any(|l| l.contains("same")), "{first}");
+    }
+}
