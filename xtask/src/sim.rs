@@ -552,29 +552,11 @@ fn render(cat: &Catalog, name: &str, svg: bool) -> Res {
         print!("{dot}");
         return Ok(true);
     }
-    ensure_dot()?;
+    viewer::ensure_dot()?;
     let dir = strata_sim::sim_dir().join("../target/sim");
     std::fs::create_dir_all(&dir)?;
     let out = dir.join(format!("{name}.svg"));
     std::fs::write(&out, viewer::dot_to_svg(&dot)?)?;
     println!("{}", out.display());
     Ok(true)
-}
-
-/// graphviz's `dot`, installed with apt-get when missing.
-pub(crate) fn ensure_dot() -> Result<(), Box<dyn std::error::Error>> {
-    let have = std::process::Command::new("dot").arg("-V").output().is_ok();
-    if have {
-        return Ok(());
-    }
-    eprintln!("graphviz is missing: apt-get install -y graphviz");
-    let ok = std::process::Command::new("apt-get")
-        .args(["install", "-y", "graphviz"])
-        .status()?
-        .success();
-    if ok {
-        Ok(())
-    } else {
-        Err("apt-get install graphviz failed".into())
-    }
 }

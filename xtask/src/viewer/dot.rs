@@ -200,6 +200,24 @@ impl SvgCache {
     }
 }
 
+/// graphviz's `dot`, installed with apt-get when missing.
+pub fn ensure_dot() -> Result<(), Box<dyn std::error::Error>> {
+    let have = std::process::Command::new("dot").arg("-V").output().is_ok();
+    if have {
+        return Ok(());
+    }
+    eprintln!("graphviz is missing: apt-get install -y graphviz");
+    let ok = std::process::Command::new("apt-get")
+        .args(["install", "-y", "graphviz"])
+        .status()?
+        .success();
+    if ok {
+        Ok(())
+    } else {
+        Err("apt-get install graphviz failed".into())
+    }
+}
+
 /// `dot -Tsvg`, without the XML prolog (the SVG goes inline into HTML).
 pub fn dot_to_svg(dot: &str) -> Result<String, Box<dyn std::error::Error>> {
     let mut child = Command::new("dot")

@@ -9,7 +9,7 @@ mod dot;
 mod html;
 mod text;
 
-pub use dot::{dot_to_svg, step_dot};
+pub use dot::{dot_to_svg, ensure_dot, step_dot};
 pub use html::{escape, page, table_html, timeline_page, Cell, Table};
 pub use text::timeline as text_timeline;
 
@@ -20,7 +20,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// Writes `trace`'s timeline page to `path`.
 pub fn write_timeline(path: &Path, title: &str, subtitle: &str, trace: &Trace) -> Res<()> {
-    crate::sim::ensure_dot()?;
+    ensure_dot()?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -75,7 +75,7 @@ pub fn write_exploration(
     subtitle: &str,
     outcomes: &[OutcomeReport],
 ) -> Res<PathBuf> {
-    crate::sim::ensure_dot()?;
+    ensure_dot()?;
     std::fs::create_dir_all(dir)?;
     let mut table = Table {
         columns: [
