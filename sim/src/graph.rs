@@ -252,7 +252,7 @@ fn offer(cand: &mut BTreeMap<u64, String>, id: u64, name: String) {
 
 /// The permission letters of `render_block_graph.py`: `w r u s` for
 /// write, consistent-read, write-unchanged, resize; `_` when absent.
-fn perm_mask(perms: &[String]) -> String {
+pub fn perm_mask(perms: &[String]) -> String {
     [
         ("write", 'w'),
         ("consistent-read", 'r'),

@@ -50,6 +50,7 @@ mod images;
 mod run;
 pub mod scenario;
 mod sched;
+mod trace;
 mod world;
 
 pub use catalog::{qemu_observation, scenario, scenarios, sim_dir, Catalog};
@@ -57,8 +58,12 @@ pub use compare::{block_job_order, compare, fold_transients, outcome_key, Compar
 pub use daemon_loop::run_like_daemon;
 pub use error::{Error, Result};
 pub use explore::{explore, Exploration, ExploreOptions, Outcome, Progress};
-pub use graph::{normalised_graph, to_dot};
+pub use graph::{normalised_graph, perm_mask, to_dot};
 pub use images::{create_images, forget_memos, inspect_image};
 pub use run::{check_determinism, replay_command, run, Failure, Run, RunOptions};
 pub use sched::{Canonical, Pct, Random, Replay, Schedule, Scheduler, SchedulerSpec};
+pub use trace::{
+    changes_between, run_traced, Action, Change, GraphLink, GraphVertex, JobState, StepState,
+    Trace, TraceStep, TracedRun, VertexKind,
+};
 pub use world::{Task, World};

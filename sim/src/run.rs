@@ -50,9 +50,29 @@ pub fn run(
     scheduler: &mut dyn Scheduler,
     options: RunOptions,
 ) -> std::result::Result<Run, Failure> {
+    drive(scenario, scheduler, options, &mut |_, _| {})
+}
+
+/// What a run shows its observer: the world before the first step
+/// (`None`), then after each step the task that ran and when.
+pub(crate) type Observer<'a> = dyn FnMut(&World, Option<(&Task, u64)>) + 'a;
+
+/// Runs `scenario` to the end, showing `observe` every state.
+pub(crate) fn drive(
+    scenario: &Arc<Scenario>,
+    scheduler: &mut dyn Scheduler,
+    options: RunOptions,
+    observe: &mut Observer<'_>,
+) -> std::result::Result<Run, Failure> {
     let mut schedule = Schedule::default();
     let mut trace = Vec::new();
-    let result = drive(scenario, scheduler, options, &mut schedule, &mut trace);
+    let result = drive_world(
+        scenario,
+        scheduler,
+        options,
+        (&mut schedule, &mut trace),
+        observe,
+    );
     match result {
         Ok(observation) => Ok(Run {
             observation,
@@ -63,14 +83,15 @@ pub fn run(
     }
 }
 
-fn drive(
+fn drive_world(
     scenario: &Arc<Scenario>,
     scheduler: &mut dyn Scheduler,
     options: RunOptions,
-    schedule: &mut Schedule,
-    trace: &mut Vec<(Task, u64)>,
+    (schedule, trace): (&mut Schedule, &mut Vec<(Task, u64)>),
+    observe: &mut Observer<'_>,
 ) -> Result<Observation> {
     let mut world = World::new(scenario.clone())?;
+    observe(&world, None);
     loop {
         if let Some(obs) = world.finished() {
             return Ok(obs.clone());
@@ -90,8 +111,10 @@ fn drive(
             0
         };
         let task = &runnable[choice];
-        trace.push((task.clone(), world.now_ns()));
+        let now = world.now_ns();
+        trace.push((task.clone(), now));
         world.step(task).map_err(|e| at_step(e, trace.len()))?;
+        observe(&world, Some((task, now)));
         if options.check_invariants {
             world.check_invariants().map_err(|what| Error::Invariant {
                 step: trace.len(),

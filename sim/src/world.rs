@@ -143,6 +143,16 @@ impl World {
         self.layer().now_ns()
     }
 
+    /// The client's finished steps, as the harness records them.
+    pub fn records(&self) -> &[StepRecord] {
+        &self.records
+    }
+
+    /// Every event so far, in order.
+    pub fn events(&self) -> &[EventData] {
+        &self.events
+    }
+
     /// The observation, once the client has finished.
     pub fn finished(&self) -> Option<&Observation> {
         self.finished.as_ref()
@@ -397,7 +407,7 @@ impl World {
 
     /// The frozen node-to-node links, by node names: `(parent, child
     /// name, child)`.
-    fn frozen_links(&self) -> Vec<(String, String, String)> {
+    pub(crate) fn frozen_links(&self) -> Vec<(String, String, String)> {
         let g = self.layer().core().graph().graph();
         let mut links = Vec::new();
         for node in g.nodes() {

@@ -9,6 +9,7 @@ mod sim;
 mod sim_bench;
 mod sim_covers;
 mod sim_record;
+mod viewer;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -49,6 +50,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Open generated timeline reports in headless Chromium and check the
+    /// rendered page against the simulator's trace (needs `chromium`).
+    ViewerTest,
     /// Run a benchmark: `formats` (Strata's qcow2 against qemu-img on a
     /// 1 GiB chain; options: `--runs N`), `daemon` (strata-qsd against
     /// qemu-storage-daemon: stream and commit on a 1 GiB chain), `sim`.
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
             _ => conformance::main(&args),
         },
         Command::Fuzz { args } => fuzz::main(&args),
+        Command::ViewerTest => viewer::browser_test::main(),
         Command::Bench { what, args } => {
             match what.as_str() {
                 "formats" => bench_formats::run(&args),

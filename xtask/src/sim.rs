@@ -1,16 +1,18 @@
 //! `cargo xtask sim`: run, explore, replay and render the simulator's
 //! scenarios.
 
+use crate::viewer;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_sim::scenario::{Observation, Scenario};
 use strata_sim::{
-    compare, explore, run, to_dot, Catalog, CompareOptions, ExploreOptions, Progress, Replay,
-    RunOptions, Schedule, SchedulerSpec,
+    compare, explore, run, run_traced, to_dot, Catalog, CompareOptions, ExploreOptions, Progress,
+    Replay, RunOptions, Schedule, SchedulerSpec, TracedRun,
 };
 
 #[derive(Parser)]
@@ -45,6 +47,8 @@ enum SimCommand {
         /// Print every difference, not only the first few.
         #[arg(short, long)]
         verbose: bool,
+        #[command(flatten)]
+        outputs: TraceOutputs,
     },
     /// Explore every schedule of a scenario (within a preemption bound).
     Explore {
@@ -56,6 +60,10 @@ enum SimCommand {
         /// Worker threads (the result does not depend on it).
         #[arg(long)]
         threads: Option<usize>,
+        /// Write the outcome list (`DIR/index.html`, each outcome's final
+        /// graph) and each outcome's timeline (`DIR/outcome-N.html`).
+        #[arg(long, value_name = "DIR")]
+        html: Option<PathBuf>,
     },
     /// Replay one schedule of a scenario.
     Replay {
@@ -63,6 +71,11 @@ enum SimCommand {
         name: String,
         /// The schedule (`s:...`), as printed by run or explore.
         schedule: String,
+        /// Print every step's events and what it changed in the graph.
+        #[arg(short, long)]
+        verbose: bool,
+        #[command(flatten)]
+        outputs: TraceOutputs,
     },
     /// Print a scenario's observation (canonical schedule) as JSON.
     Show {
@@ -87,6 +100,49 @@ enum SimCommand {
         #[arg(long)]
         svg: bool,
     },
+}
+
+/// The step-by-step reports of one run.
+#[derive(clap::Args, Default)]
+struct TraceOutputs {
+    /// Write the timeline with the block graph at every step as one
+    /// self-contained HTML file.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Write the graph at every step in `x-debug-query-block-graph`'s JSON
+    /// shape.
+    #[arg(long, value_name = "FILE")]
+    graph_json: Option<PathBuf>,
+}
+
+impl TraceOutputs {
+    fn wanted(&self) -> bool {
+        self.html.is_some() || self.graph_json.is_some()
+    }
+
+    /// Writes the reports of `traced`, a run of `name`.
+    fn write(
+        &self,
+        cat: &Catalog,
+        name: &str,
+        traced: &TracedRun,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        if let Some(path) = &self.html {
+            let replay = cat.replay_command(name, &traced.run.schedule);
+            let subtitle = format!(
+                "{} steps; replay: <code>{}</code>",
+                traced.trace.steps.len(),
+                viewer::escape(&replay)
+            );
+            viewer::write_timeline(path, name, &subtitle, &traced.trace)?;
+            println!("timeline: {}", path.display());
+        }
+        if let Some(path) = &self.graph_json {
+            std::fs::write(path, viewer::graph_json(&traced.trace))?;
+            println!("graph at every step: {}", path.display());
+        }
+        Ok(())
+    }
 }
 
 /// Entry point of `cargo xtask sim ARGS`.
@@ -127,13 +183,20 @@ pub fn main(args: &[String]) -> ExitCode {
             scheduler,
             seed,
             verbose,
-        }) => run_some(cat, &names, all, &scheduler, seed, verbose),
+            outputs,
+        }) => run_some(cat, &names, all, (&scheduler, seed), verbose, &outputs),
         Some(SimCommand::Explore {
             name,
             bound,
             threads,
-        }) => explore_one(cat, &name, bound, threads),
-        Some(SimCommand::Replay { name, schedule }) => replay(cat, &name, &schedule),
+            html,
+        }) => explore_one(cat, &name, bound, threads, html.as_deref()),
+        Some(SimCommand::Replay {
+            name,
+            schedule,
+            verbose,
+            outputs,
+        }) => replay(cat, &name, &schedule, verbose, &outputs),
         Some(SimCommand::Show { name }) => show(cat, &name),
         Some(SimCommand::Render { name, svg }) => render(cat, &name, svg),
         Some(SimCommand::Covers { dirs, bound }) => crate::sim_covers::covers(cat, &dirs, bound),
@@ -250,14 +313,29 @@ fn run_some(
     cat: &Catalog,
     names: &[String],
     all: bool,
-    scheduler: &str,
-    seed: u64,
+    (scheduler, seed): (&str, u64),
     verbose: bool,
+    outputs: &TraceOutputs,
 ) -> Res {
     let spec = SchedulerSpec::parse(scheduler, seed)?;
     println!("scheduler: {spec}");
+    let scenarios = selected(cat, names, all)?;
+    if outputs.wanted() {
+        let [s] = &scenarios[..] else {
+            return Err("--html and --graph-json report one scenario: name exactly one".into());
+        };
+        match run_traced(s, spec.build().as_mut(), RunOptions::default()) {
+            Ok(traced) => outputs.write(cat, &s.name, &traced)?,
+            Err(f) => println!(
+                "{}: {}  [{}]",
+                s.name,
+                f.error,
+                cat.replay_command(&s.name, &f.schedule)
+            ),
+        }
+    }
     let mut rows = Vec::new();
-    for s in selected(cat, names, all)? {
+    for s in scenarios {
         rows.push((s.name.clone(), judge(cat, &s, &spec)?));
     }
     print_table(&rows, verbose);
@@ -302,7 +380,13 @@ fn run_all(catalogs: &[Catalog]) -> Res {
     Ok(all_ok)
 }
 
-fn explore_one(cat: &Catalog, name: &str, bound: usize, threads: Option<usize>) -> Res {
+fn explore_one(
+    cat: &Catalog,
+    name: &str,
+    bound: usize,
+    threads: Option<usize>,
+    html: Option<&Path>,
+) -> Res {
     let s = cat.scenario(name)?;
     if let Some(n) = threads {
         rayon::ThreadPoolBuilder::new()
@@ -347,6 +431,7 @@ fn explore_one(cat: &Catalog, name: &str, bound: usize, threads: Option<usize>) 
     );
     let qemu = cat.qemu_observation(name)?;
     let first = found.outcomes.first().map(|o| o.observation.clone());
+    let mut reports = Vec::new();
     for (i, o) in found.outcomes.iter().enumerate() {
         let vs_qemu = match &qemu {
             Some(q) if compare(q, &o.observation, CompareOptions::default()).is_empty() => {
@@ -355,34 +440,63 @@ fn explore_one(cat: &Catalog, name: &str, bound: usize, threads: Option<usize>) 
             Some(_) => "NOT what QEMU showed",
             None => "no QEMU recording",
         };
+        let replay = cat.replay_command(name, &o.example);
         println!(
-            "  outcome {}: {} schedule(s), {vs_qemu}; {}",
+            "  outcome {}: {} schedule(s), {vs_qemu}; {replay}",
             i + 1,
             o.schedules,
-            cat.replay_command(name, &o.example)
         );
-        if let (Some(first), true) = (&first, i > 0) {
-            let strict = CompareOptions::WITH_VOLATILE;
-            for d in compare(first, &o.observation, strict) {
-                println!("      differs from outcome 1: {d}");
-            }
+        let differences = match (&first, i > 0) {
+            (Some(first), true) => compare(first, &o.observation, CompareOptions::WITH_VOLATILE),
+            _ => Vec::new(),
+        };
+        for d in &differences {
+            println!("      differs from outcome 1: {d}");
+        }
+        if html.is_some() {
+            let traced = run_traced(&s, &mut Replay::new(&o.example), RunOptions::default())
+                .map_err(|f| format!("{}  [{}]", f.error, cat.replay_command(name, &f.schedule)))?;
+            reports.push(viewer::OutcomeReport {
+                schedules: o.schedules,
+                vs_qemu: vs_qemu.to_string(),
+                differs_from_qemu: vs_qemu == "NOT what QEMU showed",
+                differences,
+                replay,
+                trace: traced.trace,
+            });
         }
     }
     for (schedule, e) in &found.failures {
         println!("  FAILED: {e}  [{}]", cat.replay_command(name, schedule));
     }
+    if let Some(dir) = html {
+        let subtitle = format!(
+            "preemption bound {bound}: {} states, {} schedules, {} distinct outcome(s), {} failure(s)",
+            found.states,
+            found.schedules,
+            found.outcomes.len(),
+            found.failures.len()
+        );
+        let index = viewer::write_exploration(dir, name, &subtitle, &reports)?;
+        println!("outcomes: {}", index.display());
+    }
     Ok(found.failures.is_empty())
 }
 
-fn replay(cat: &Catalog, name: &str, schedule: &str) -> Res {
+fn replay(cat: &Catalog, name: &str, schedule: &str, verbose: bool, outputs: &TraceOutputs) -> Res {
     let s = cat.scenario(name)?;
     let schedule = Schedule::parse(schedule)?;
-    match run(&s, &mut Replay::new(&schedule), RunOptions::default()) {
-        Ok(done) => {
-            for (i, (task, t)) in done.trace.iter().enumerate() {
-                println!("{i:6} {:>12.6}s  {task}", *t as f64 / 1e9);
+    match run_traced(&s, &mut Replay::new(&schedule), RunOptions::default()) {
+        Ok(traced) => {
+            if verbose {
+                print!("{}", viewer::text_timeline(&traced.trace));
+            } else {
+                for (i, (task, t)) in traced.run.trace.iter().enumerate() {
+                    println!("{i:6} {:>12.6}s  {task}", *t as f64 / 1e9);
+                }
             }
-            report_against_qemu(cat, name, &done.observation)
+            outputs.write(cat, name, &traced)?;
+            report_against_qemu(cat, name, &traced.run.observation)
         }
         Err(f) => {
             println!(
@@ -438,40 +552,11 @@ fn render(cat: &Catalog, name: &str, svg: bool) -> Res {
         print!("{dot}");
         return Ok(true);
     }
-    ensure_dot()?;
+    viewer::ensure_dot()?;
     let dir = strata_sim::sim_dir().join("../target/sim");
     std::fs::create_dir_all(&dir)?;
     let out = dir.join(format!("{name}.svg"));
-    let mut child = std::process::Command::new("dot")
-        .args(["-Tsvg", "-o"])
-        .arg(&out)
-        .stdin(std::process::Stdio::piped())
-        .spawn()?;
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .ok_or("no stdin")?
-        .write_all(dot.as_bytes())?;
-    let status = child.wait()?;
+    std::fs::write(&out, viewer::dot_to_svg(&dot)?)?;
     println!("{}", out.display());
-    Ok(status.success())
-}
-
-/// graphviz's `dot`, installed with apt-get when missing.
-fn ensure_dot() -> Result<(), Box<dyn std::error::Error>> {
-    let have = std::process::Command::new("dot").arg("-V").output().is_ok();
-    if have {
-        return Ok(());
-    }
-    eprintln!("graphviz is missing: apt-get install -y graphviz");
-    let ok = std::process::Command::new("apt-get")
-        .args(["install", "-y", "graphviz"])
-        .status()?
-        .success();
-    if ok {
-        Ok(())
-    } else {
-        Err("apt-get install graphviz failed".into())
-    }
+    Ok(true)
 }

@@ -70,4 +70,4 @@ mod replies;
 
 pub use config::{MonitorOption, NbdAddress};
 pub use monitor::{AioContext, Export, Monitor, NbdListener, NoListener};
-pub use replies::{block_error, job_event, options_from_json};
+pub use replies::{block_error, block_graph, job_event, options_from_json};

@@ -175,7 +175,7 @@ pub fn block_error(err: strata_block::Error) -> QmpError {
 
 /// `XDbgBlockGraph`; permission lists in QEMU's order (it prepends, so the
 /// highest bit comes first).
-pub(crate) fn block_graph(graph: &XdbgGraph) -> Value {
+pub fn block_graph(graph: &XdbgGraph) -> Value {
     let perms = |p: Perm| {
         let mut names = p.qapi_names();
         names.reverse();

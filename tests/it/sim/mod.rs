@@ -8,6 +8,7 @@ mod inspect;
 mod schedules;
 mod snapshots;
 mod state_keys;
+mod trace;
 
 use std::sync::Arc;
 use strata_sim::scenario::{Observation, Scenario};
