@@ -580,13 +580,14 @@ impl Graph {
     /// `child` or lies below it: "Making '<child>' a <link> child of
     /// '<parent>' would create a cycle".
     pub fn check_no_cycle(&self, parent: NodeId, child: NodeId, link: &str) -> Result<()> {
+        let parent_name = &self.node(parent)?.name;
         if !self.has_descendant(child, parent) {
             return Ok(());
         }
         Err(Error::new(ErrorKind::Cycle {
             child: self.name(child).to_string(),
             link: link.to_string(),
-            parent: self.node(parent)?.name.clone(),
+            parent: parent_name.clone(),
         }))
     }
 
