@@ -124,6 +124,9 @@ impl<F: Files> BlockLayer<F> {
                 OptValue::Str(r) => Some(core.lookup_bs(None, Some(r))?),
                 _ => return Err(Error::generic("Cannot change the option 'backing'")),
             };
+            if let Some(new) = new {
+                Self::refuse_cycle(core, node, new, ChildSlot::Backing)?;
+            }
             let g = core.bg.graph();
             let current = g.cow_node(node).or_else(|| g.filter_node(node));
             let unchanged = match (current, new) {
@@ -154,12 +157,25 @@ impl<F: Files> BlockLayer<F> {
         Ok(())
     }
 
+    /// `bdrv_reopen_parse_file_or_backing` checks first that the new child
+    /// does not have `node` below it (before whether anything changes, or
+    /// whether the old link is frozen).
+    fn refuse_cycle(
+        core: &BlockCore<F>,
+        node: NodeId,
+        child: NodeId,
+        slot: ChildSlot,
+    ) -> Result<()> {
+        Ok(core.bg.graph().check_no_cycle(node, child, slot.name())?)
+    }
+
     /// `bdrv_reopen_parse_file_or_backing` for `file` given as a node name
     /// (an inline `file` reopens the current child): the same node (or the
     /// one under the current child's implicit filters) changes nothing;
     /// another becomes the `file` child, refused if it would make a cycle.
     fn reopen_file_reference(core: &mut BlockCore<F>, node: NodeId, reference: &str) -> Result<()> {
         let new = core.lookup_bs(None, Some(reference))?;
+        Self::refuse_cycle(core, node, new, ChildSlot::File)?;
         let g = core.bg.graph();
         let current = g
             .node(node)?

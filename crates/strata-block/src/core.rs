@@ -177,11 +177,57 @@ impl<F: Files> BlockCore<F> {
     }
 
     /// Drops one reference on `node` (`bdrv_unref`), forgetting whatever
-    /// the graph deletes.
+    /// the graph deletes. A copy-on-read filter with `bottom` that this
+    /// closes first unfreezes the chain it froze down to `bottom` and then
+    /// drops its reference on `bottom` (`cor_close`).
     pub(crate) fn unref(&mut self, node: NodeId) -> Result<()> {
-        let deleted = self.with_hooks(|bg, hooks| bg.unref_node(hooks, node))?;
+        let closing = self.cor_bottoms_closed_by_unref(node);
+        for &(cor, bottom) in &closing {
+            self.bg.unfreeze_chain(cor, Some(bottom))?;
+        }
+        let deleted = match self.with_hooks(|bg, hooks| bg.unref_node(hooks, node)) {
+            Ok(deleted) => deleted,
+            Err(err) => {
+                for &(cor, bottom) in &closing {
+                    self.bg.freeze_chain(cor, Some(bottom))?;
+                }
+                return Err(err);
+            }
+        };
         self.forget_deleted(&deleted);
+        for (_, bottom) in closing {
+            self.unref(bottom)?;
+        }
         Ok(())
+    }
+
+    /// The copy-on-read filters with a `bottom` that dropping one
+    /// reference on `node` would close, each with its bottom.
+    fn cor_bottoms_closed_by_unref(&self, node: NodeId) -> Vec<(NodeId, NodeId)> {
+        let g = self.bg.graph();
+        let mut dropped: BTreeMap<NodeId, u32> = BTreeMap::new();
+        let mut closed = Vec::new();
+        let mut pending = vec![node];
+        while let Some(n) = pending.pop() {
+            let Ok(info) = g.node(n) else { continue };
+            let drops = dropped.entry(n).or_insert(0);
+            *drops += 1;
+            if *drops < info.refcnt() {
+                continue;
+            }
+            if let Some(DriverState::CopyOnRead {
+                bottom: Some(bottom),
+            }) = self.state.get(&n)
+            {
+                closed.push((n, *bottom));
+            }
+            pending.extend(
+                info.children()
+                    .iter()
+                    .filter_map(|&e| g.edge(e).ok().map(|e| e.child())),
+            );
+        }
+        closed
     }
 }
 

@@ -13,7 +13,7 @@ use crate::state::DriverState;
 use std::cell::RefCell;
 use std::io;
 use strata_filters::Driver;
-use strata_formats::{BackingRead, ExtentKind, Image, Storage, ZeroWrite};
+use strata_formats::{BackingRead, DebugEvent, ExtentKind, Image, Storage, ZeroWrite};
 use strata_graph::NodeId;
 
 /// QEMU's bounce-buffer limit for one copy-on-read write.
@@ -144,7 +144,6 @@ impl<F: Files> BlockCore<F> {
                 })
             }
             Some(Driver::Blkdebug) => {
-                self.blkdebug_event(node, "read_aio");
                 self.blkdebug_check(node, offset, buf.len() as u64)?;
                 let child = self.forward_child(node).ok_or_else(eio)?;
                 self.read(child, offset, buf)
@@ -185,7 +184,6 @@ impl<F: Files> BlockCore<F> {
                 })
             }
             Some(Driver::Blkdebug) => {
-                self.blkdebug_event(node, "write_aio");
                 self.blkdebug_check(node, offset, data.len() as u64)?;
                 let child = self.forward_child(node).ok_or_else(eio)?;
                 self.write(child, offset, data)
@@ -230,6 +228,11 @@ impl<F: Files> BlockCore<F> {
                 self.write(node, offset, &zeroes)
             }
             Some(Driver::NullCo | Driver::NullAio) => Ok(()),
+            Some(Driver::Blkdebug) => {
+                self.blkdebug_check(node, offset, len)?;
+                let child = self.forward_child(node).ok_or_else(eio)?;
+                self.write_zeroes(child, offset, len)
+            }
             Some(Driver::MirrorTop) => {
                 let child = self.forward_child(node).ok_or_else(eio)?;
                 self.write_zeroes(child, offset, len)?;
@@ -386,6 +389,7 @@ impl<F: Files> BlockCore<F> {
             if !allocated {
                 let mut buf = vec![0u8; run as usize];
                 self.read(node, pos, &mut buf)?;
+                self.blkdebug_event(node, "cor_write");
                 if buf.iter().all(|&b| b == 0) {
                     self.write_zeroes(node, pos, run)?;
                 } else {
@@ -572,8 +576,10 @@ impl<F: Files> BlockCore<F> {
     }
 
     /// `blkdebug_debug_event`: rules for the current state fire; the
-    /// first inject rule of an event resets the active list.
-    fn blkdebug_event(&mut self, node: NodeId, event: &str) {
+    /// first inject rule of an event resets the active list. Nodes of
+    /// other drivers ignore events (`bdrv_co_debug_event` does not pass
+    /// them down).
+    pub(crate) fn blkdebug_event(&mut self, node: NodeId, event: &str) {
         let Some(DriverState::Blkdebug {
             inject,
             set_state,
@@ -610,6 +616,7 @@ impl<F: Files> BlockCore<F> {
         let Some(DriverState::Blkdebug { inject, .. }) = self.state.get_mut(&node) else {
             return Ok(());
         };
+        // An armed rule with errno 0 matches and lets the request through.
         let hit = inject.iter().position(|rule| {
             rule.armed
                 && rule.sector.is_none_or(|sector| {
@@ -619,6 +626,7 @@ impl<F: Files> BlockCore<F> {
         });
         match hit {
             None => Ok(()),
+            Some(i) if inject[i].errno == 0 => Ok(()),
             Some(i) => {
                 let errno = inject[i].errno;
                 if inject[i].once {
@@ -670,6 +678,11 @@ struct ChildIo<'a, 'c, F: Files> {
 }
 
 impl<F: Files> Storage for ChildIo<'_, '_, F> {
+    fn debug_event(&mut self, event: DebugEvent) {
+        self.core
+            .borrow_mut()
+            .blkdebug_event(self.node, event.name());
+    }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.core.borrow_mut().read(self.node, offset, buf)
     }

@@ -389,6 +389,8 @@ impl<F: Files> BlockCore<F> {
             self.unref(node)?;
             return Err(err);
         }
+        // blkdebug_open ends with the `none` event: its rules arm at once.
+        self.blkdebug_event(node, "none");
         Ok(node)
     }
 

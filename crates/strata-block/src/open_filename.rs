@@ -54,9 +54,12 @@ impl<F: Files> BlockCore<F> {
         explicit: Options,
         inherited_read_only: bool,
     ) -> Result<NodeId> {
-        let opts = match filename.strip_prefix("json:") {
-            Some(json) => self.with_probed_driver(join(explicit, parse_json_filename(json)?))?,
-            None => self.plain_filename_options(filename, explicit)?,
+        let opts = if let Some(json) = filename.strip_prefix("json:") {
+            self.with_probed_driver(join(explicit, parse_json_filename(json)?))?
+        } else if let Some(legacy) = filename.strip_prefix("blkdebug:") {
+            self.blkdebug_filename_options(legacy, explicit)?
+        } else {
+            self.plain_filename_options(filename, explicit)?
         };
         self.open_node(&opts, inherited_read_only)
     }
@@ -93,6 +96,33 @@ impl<F: Files> BlockCore<F> {
             .with("driver", text("file"))
             .with("filename", text(path));
         explicit.put("file", OptValue::Dict(file));
+        Ok(explicit)
+    }
+
+    /// `blkdebug:<config>:<image>` (`blkdebug_parse_filename`, the name a
+    /// format over a rule-less blkdebug node gets): a format node (given or
+    /// probed from the image) over a blkdebug node over the image file.
+    fn blkdebug_filename_options(
+        &mut self,
+        legacy: &str,
+        mut explicit: Options,
+    ) -> Result<Options> {
+        let (config, image) = legacy
+            .split_once(':')
+            .ok_or_else(|| Error::generic("blkdebug requires both config file and image path"))?;
+        let mut blkdebug = Options::new().with("driver", text("blkdebug"));
+        if !config.is_empty() {
+            blkdebug.put("config", text(config));
+        }
+        let file = Options::new()
+            .with("driver", text("file"))
+            .with("filename", text(image));
+        blkdebug.put("image", OptValue::Dict(file));
+        if explicit.get_str("driver").is_none() {
+            let format = self.probe_format(image)?;
+            explicit.put("driver", text(format.name()));
+        }
+        explicit.put("file", OptValue::Dict(blkdebug));
         Ok(explicit)
     }
 

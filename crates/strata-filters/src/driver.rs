@@ -80,8 +80,15 @@ impl Driver {
                 supports_backing: true,
                 ..DriverTraits::default()
             },
-            Driver::Throttle | Driver::CopyOnRead | Driver::Blkdebug => DriverTraits {
+            Driver::Throttle | Driver::CopyOnRead => DriverTraits {
                 is_filter: true,
+                ..DriverTraits::default()
+            },
+            // blkdebug has a protocol name too (`blkdebug:config:image`), so
+            // a format over it is named after its `blkdebug::image`.
+            Driver::Blkdebug => DriverTraits {
+                is_filter: true,
+                is_protocol: true,
                 ..DriverTraits::default()
             },
             Driver::CommitTop | Driver::MirrorTop => DriverTraits {

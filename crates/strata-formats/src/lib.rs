@@ -160,4 +160,4 @@ pub use qcow2::{
     CheckReport, Compat, CreateOptions, FeatureName, Header, HeaderExtension, Qcow2, ZeroWrite,
 };
 pub use raw::Raw;
-pub use storage::{Access, BackingRead, ContentHash, FileStorage, MemStorage, Storage};
+pub use storage::{Access, BackingRead, ContentHash, DebugEvent, FileStorage, MemStorage, Storage};

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::extent::{Extent, ExtentKind};
-use crate::storage::{Access, Storage};
+use crate::storage::{Access, DebugEvent, Storage};
 
 /// A raw image: its virtual size is its storage's length.
 ///
@@ -31,6 +31,7 @@ impl Raw {
     /// Reads `buf.len()` bytes at `offset`.
     pub fn read(&mut self, storage: &mut dyn Storage, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len() as u64)?;
+        storage.debug_event(DebugEvent::ReadAio);
         Ok(storage.read_at(offset, buf)?)
     }
 
@@ -38,6 +39,7 @@ impl Raw {
     pub fn write(&mut self, storage: &mut dyn Storage, offset: u64, data: &[u8]) -> Result<()> {
         self.check_writable()?;
         self.check_range(offset, data.len() as u64)?;
+        storage.debug_event(DebugEvent::WriteAio);
         Ok(storage.write_at(offset, data)?)
     }
 

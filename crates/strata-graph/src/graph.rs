@@ -490,14 +490,7 @@ impl Graph {
     ) -> Result<EdgeId> {
         self.node(child)?;
         if let Parent::Node(parent_id) = parent {
-            let parent_node = self.node(parent_id)?;
-            if self.has_descendant(child, parent_id) {
-                return Err(Error::new(ErrorKind::Cycle {
-                    child: self.name(child).to_string(),
-                    link: name.to_string(),
-                    parent: parent_node.name.clone(),
-                }));
-            }
+            self.check_no_cycle(parent_id, child, name)?;
         } else if let Parent::Root(root) = parent {
             self.root(root)?;
         }
@@ -581,6 +574,21 @@ impl Graph {
             .ok_or(Error::new(ErrorKind::StaleId))?
             .frozen = frozen;
         Ok(())
+    }
+
+    /// Refuses to make `child` a `link` child of `parent` when `parent` is
+    /// `child` or lies below it: "Making '<child>' a <link> child of
+    /// '<parent>' would create a cycle".
+    pub fn check_no_cycle(&self, parent: NodeId, child: NodeId, link: &str) -> Result<()> {
+        let parent_name = &self.node(parent)?.name;
+        if !self.has_descendant(child, parent) {
+            return Ok(());
+        }
+        Err(Error::new(ErrorKind::Cycle {
+            child: self.name(child).to_string(),
+            link: link.to_string(),
+            parent: parent_name.clone(),
+        }))
     }
 
     /// Whether `descendant` is `ancestor` or reachable below it

@@ -439,3 +439,46 @@ fn with_backing(
     storage.flush().unwrap();
     storage
 }
+
+/// qcow2 over a blkdebug protocol node with a once-only `inject-error` on
+/// `read_aio` (as `x-blkdebug-inject-on-event` recorded QEMU): opening
+/// reads the header and tables without any event, so it succeeds; the
+/// first read of guest data announces `read_aio` to the file child and
+/// fails with the rule's errno; the rule is gone after that.
+#[test]
+fn blkdebug_rules_arm_on_the_formats_data_events_only() {
+    let files = make_files(&[Img::qcow2("disk.img", 1024 * K).write(7, 0, 64 * K)]);
+    let rule = strata_graph::Options::new()
+        .with("event", s("read_aio"))
+        .with("errno", OptValue::Int(28))
+        .with("once", OptValue::Bool(true));
+    let dbg = strata_graph::Options::new()
+        .with("driver", s("blkdebug"))
+        .with("inject-error", OptValue::List(vec![OptValue::Dict(rule)]))
+        .with(
+            "image",
+            OptValue::Dict(
+                strata_graph::Options::new()
+                    .with("driver", s("file"))
+                    .with("filename", s("disk.img")),
+            ),
+        );
+    let opts = strata_graph::Options::new()
+        .with("driver", s("qcow2"))
+        .with("node-name", s("disk"))
+        .with("file", OptValue::Dict(dbg));
+    let mut layer = BlockLayer::new(files, 7);
+    let disk = layer.blockdev_add(&opts).expect("the open fires no event");
+    let mut buf = vec![0u8; 4096];
+    let core = layer.core_mut();
+    let unallocated = core.read(disk, 512 * K, &mut buf);
+    assert!(
+        unallocated.is_ok(),
+        "no data read, no event: {unallocated:?}"
+    );
+    let err = core.read(disk, 0, &mut buf).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(28));
+    core.read(disk, 0, &mut buf)
+        .expect("the once-only rule is gone");
+    assert_eq!(buf, vec![7u8; 4096]);
+}

@@ -72,16 +72,28 @@ fn block_layer_keys_tell_apart_layers_that_differ_in_one_thing() {
     assert!(unseen.is_empty(), "keys equal despite {unseen:?}");
 }
 
-/// A blkdebug node `dbg` over a raw image, with these `set-state` rules.
+/// A raw format node `fmt` whose file is a blkdebug node with these
+/// `set-state` rules over the image: the format announces its reads to
+/// its file (`BLKDBG_EVENT(bs->file, BLKDBG_READ_AIO)`).
 fn blkdebug_layer(set_state: Vec<OptValue>) -> BlockLayer<MemFiles> {
     let files = make_files(&[Img::raw("disk.img", 1 << 20)]);
     let mut layer = BlockLayer::new(files, 1);
-    let opts = Options::new()
+    let dbg = Options::new()
         .with("driver", s("blkdebug"))
-        .with("node-name", s("dbg"))
         .with("set-state", OptValue::List(set_state))
-        .with("image", OptValue::Dict(image_opts("raw", "disk.img")));
-    layer.blockdev_add(&opts).expect("blkdebug");
+        .with(
+            "image",
+            OptValue::Dict(
+                Options::new()
+                    .with("driver", s("file"))
+                    .with("filename", s("disk.img")),
+            ),
+        );
+    let opts = Options::new()
+        .with("driver", s("raw"))
+        .with("node-name", s("fmt"))
+        .with("file", OptValue::Dict(dbg));
+    layer.blockdev_add(&opts).expect("raw over blkdebug");
     layer
 }
 
@@ -96,7 +108,7 @@ fn state_2_on_read() -> OptValue {
 }
 
 fn key_after_a_read(mut layer: BlockLayer<MemFiles>) -> u64 {
-    let node = layer.core().find_node("dbg").expect("dbg");
+    let node = layer.core().find_node("fmt").expect("fmt");
     layer.core_mut().read(node, 0, &mut [0; 512]).expect("read");
     layer.state_key()
 }

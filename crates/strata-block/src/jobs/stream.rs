@@ -231,7 +231,7 @@ impl<F: Files> BlockCore<F> {
                     if bs_read_only {
                         self.reopen_read_only(bs, true)?;
                     }
-                    return Err(err.prepend("Could not create node: "));
+                    return Err(err);
                 }
             };
         let job_root = self.bg.add_root(RootKind::Job {
@@ -305,7 +305,10 @@ impl<F: Files> BlockCore<F> {
         Ok(())
     }
 
-    /// `bdrv_insert_node` of a copy-on-read filter with `bottom` above `bs`.
+    /// `bdrv_insert_node` of a copy-on-read filter with `bottom` above `bs`:
+    /// its errors say which half failed, opening the filter ("Could not
+    /// create node: ") or moving `bs`'s parents to it ("Could not replace
+    /// node: ").
     fn insert_cor_filter(
         &mut self,
         bs: NodeId,
@@ -325,18 +328,24 @@ impl<F: Files> BlockCore<F> {
         if let Some(name) = name {
             spec = spec.name(name);
         }
-        let cor = self.bg.add_node(spec)?;
+        let cor = self
+            .bg
+            .add_node(spec)
+            .map_err(|err| Error::from(err).prepend("Could not create node: "))?;
         self.state
             .insert(cor, DriverState::CopyOnRead { bottom: None });
         let attached = self.with_hooks(|bg, hooks| {
             bg.attach_child(hooks, cor, bs, "file", Role::FILTERED_PRIMARY)
         });
         let bottom_name = self.bg.graph().name(bottom).to_string();
-        let configured = attached.and_then(|_| self.configure_bottom(cor, Some(&bottom_name)));
+        let configured = attached
+            .and_then(|_| self.configure_bottom(cor, Some(&bottom_name)))
+            .map_err(|err| err.prepend("Could not create node: "));
         let replaced = configured.and_then(|_| {
             self.with_hooks(|bg, hooks| {
                 bg.replace_node(hooks, bs, cor, ReplaceOptions::REPLACE_NODE)
             })
+            .map_err(|err| err.prepend("Could not replace node: "))
         });
         if let Err(err) = replaced {
             self.drop_cor_filter(cor)?;

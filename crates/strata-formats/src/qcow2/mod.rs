@@ -22,7 +22,7 @@ pub use write::ZeroWrite;
 
 use crate::error::{Error, Result};
 use crate::extent::{Extent, ExtentKind};
-use crate::storage::{reborrow, Access, BackingRead, Storage};
+use crate::storage::{reborrow, Access, BackingRead, DebugEvent, Storage};
 use cache::TableCache;
 use header::incompat;
 use std::collections::BTreeSet;
@@ -354,13 +354,20 @@ impl Qcow2 {
             let (mapping, n) = self.lookup(storage, pos, (buf.len() - done) as u64)?;
             let dst = &mut buf[done..done + n as usize];
             match mapping {
-                Mapping::Data(host) => storage.read_at(host, dst)?,
+                Mapping::Data(host) => {
+                    storage.debug_event(DebugEvent::ReadAio);
+                    storage.read_at(host, dst)?
+                }
                 Mapping::Zero => dst.fill(0),
                 Mapping::Unallocated => match reborrow(&mut backing) {
-                    Some(b) => b.read_backing(pos, dst)?,
+                    Some(b) => {
+                        storage.debug_event(DebugEvent::ReadBackingAio);
+                        b.read_backing(pos, dst)?
+                    }
                     None => dst.fill(0),
                 },
                 Mapping::Compressed(entry) => {
+                    storage.debug_event(DebugEvent::ReadCompressed);
                     let bytes = self.decompress(storage, entry)?;
                     let within = (pos % self.cluster_size()) as usize;
                     dst.copy_from_slice(&bytes[within..within + dst.len()]);

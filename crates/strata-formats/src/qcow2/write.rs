@@ -4,7 +4,7 @@
 use super::header::{MAX_BACKING_FORMAT, MAX_BACKING_NAME};
 use super::{Cluster, Qcow2, COMPRESSED, COPIED, OFFSET_MASK, ZERO};
 use crate::error::{Error, Result};
-use crate::storage::{reborrow, BackingRead, Storage};
+use crate::storage::{reborrow, BackingRead, DebugEvent, Storage};
 use std::sync::Arc;
 
 /// What [`Qcow2::write_zeroes`] may do with the host clusters behind the
@@ -17,6 +17,19 @@ pub enum ZeroWrite {
     /// Keep them allocated, marked zero (the flag clear, as the jobs'
     /// zero writes are).
     KeepAllocated,
+}
+
+/// Where a write into newly allocated clusters goes.
+#[derive(Clone, Copy)]
+struct NewClusters<'a> {
+    /// Host offset of the first new cluster.
+    host: u64,
+    /// Guest offset of the first cluster written.
+    guest_cluster: u64,
+    /// Where the data starts in the first cluster.
+    within: u64,
+    /// The clusters' old L2 entries.
+    old: &'a [u64],
 }
 
 impl Qcow2 {
@@ -383,6 +396,7 @@ impl Qcow2 {
             self.classify(entries[0])?;
             let len = limit.min(run * cs - within);
             self.check_no_overlap(host + within, len)?;
+            storage.debug_event(DebugEvent::WriteAio);
             storage.write_at(host + within, &data[..len as usize])?;
             return Ok(len as usize);
         }
@@ -394,35 +408,16 @@ impl Qcow2 {
         let (host, got) = self.alloc_clusters(storage, want)?;
         self.check_no_overlap(host, got * cs)?;
         let len = limit.min(got * cs - within);
-        let guest_cluster = pos - within;
-        let mut backing = backing;
-        // Head: what the guest saw before `pos` in the first cluster.
-        if within > 0 {
-            let mut head = vec![0u8; within as usize];
-            self.read_old(
-                storage,
-                old[0],
-                guest_cluster,
-                &mut head,
-                reborrow(&mut backing),
-            )?;
-            storage.write_at(host, &head)?;
-        }
-        storage.write_at(host + within, &data[..len as usize])?;
-        // Tail: what the guest saw after the write in the last cluster.
-        let end = within + len;
-        if !end.is_multiple_of(cs) {
-            let last = (end / cs) as usize;
-            let mut tail = vec![0u8; (cs - end % cs) as usize];
-            let tail_guest = guest_cluster + end;
-            self.read_old(
-                storage,
-                old[last],
-                tail_guest,
-                &mut tail,
-                reborrow(&mut backing),
-            )?;
-            storage.write_at(host + end, &tail)?;
+        let fill = NewClusters {
+            host,
+            guest_cluster: pos - within,
+            within,
+            old: &old,
+        };
+        if let Err(err) = self.fill_new_clusters(storage, &fill, &data[..len as usize], backing) {
+            // qcow2_alloc_cluster_abort: the clusters go back unused.
+            self.free_range(storage, host, got * cs)?;
+            return Err(err);
         }
         let new: Vec<u64> = (0..got).map(|i| (host + i * cs) | COPIED).collect();
         self.barrier(storage)?;
@@ -437,6 +432,97 @@ impl Qcow2 {
         Ok(len as usize)
     }
 
+    /// Writes `data` into newly allocated clusters with what the guest saw
+    /// around it before (the head and tail of the first and last cluster).
+    fn fill_new_clusters(
+        &mut self,
+        storage: &mut dyn Storage,
+        fill: &NewClusters<'_>,
+        data: &[u8],
+        backing: Option<&mut dyn BackingRead>,
+    ) -> Result<()> {
+        let cs = self.cluster_size();
+        let NewClusters {
+            host,
+            guest_cluster,
+            within,
+            old,
+        } = *fill;
+        let len = data.len() as u64;
+        let mut backing = backing;
+        let end = within + len;
+        let last = ((end - 1) / cs) as usize;
+        // QEMU copies the old contents around the write (`perform_cow`,
+        // announced as COW I/O) unless they read as zero by metadata: then
+        // it zeroes the new clusters and writes only the data
+        // (`handle_alloc_space`).
+        let head_zero = within == 0
+            || self.reads_as_zero(old[0], guest_cluster, within, reborrow(&mut backing))?;
+        let tail_zero = end.is_multiple_of(cs)
+            || self.reads_as_zero(
+                old[last],
+                guest_cluster + end,
+                cs - end % cs,
+                reborrow(&mut backing),
+            )?;
+        let copies_old = !(head_zero && tail_zero);
+        if copies_old {
+            storage.debug_event(DebugEvent::CowRead);
+        }
+        // Head: what the guest saw before `pos` in the first cluster.
+        if within > 0 {
+            let mut head = vec![0u8; within as usize];
+            self.read_old(
+                storage,
+                old[0],
+                guest_cluster,
+                &mut head,
+                reborrow(&mut backing),
+            )?;
+            if copies_old {
+                storage.debug_event(DebugEvent::CowWrite);
+            }
+            storage.write_at(host, &head)?;
+        }
+        if !copies_old {
+            storage.debug_event(DebugEvent::WriteAio);
+        }
+        storage.write_at(host + within, data)?;
+        // Tail: what the guest saw after the write in the last cluster.
+        if !end.is_multiple_of(cs) {
+            let mut tail = vec![0u8; (cs - end % cs) as usize];
+            let tail_guest = guest_cluster + end;
+            self.read_old(
+                storage,
+                old[last],
+                tail_guest,
+                &mut tail,
+                reborrow(&mut backing),
+            )?;
+            storage.write_at(host + end, &tail)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `len` bytes at `guest` read as zero by metadata alone
+    /// (`bdrv_co_is_zero_fast`), given the cluster's old L2 entry.
+    fn reads_as_zero(
+        &mut self,
+        entry: u64,
+        guest: u64,
+        len: u64,
+        backing: Option<&mut dyn BackingRead>,
+    ) -> Result<bool> {
+        Ok(match self.classify(entry)? {
+            Cluster::ZeroPlain | Cluster::ZeroAlloc(_) => true,
+            Cluster::Unallocated => match backing {
+                Some(b) => b.backing_is_zero(guest, len)?,
+                None => true,
+            },
+            Cluster::Normal(_) | Cluster::Compressed { .. } => false,
+        })
+    }
+
     /// What the guest read at `guest` before a write, given the cluster's
     /// old L2 entry.
     fn read_old(
@@ -449,9 +535,15 @@ impl Qcow2 {
     ) -> Result<()> {
         let within = guest % self.cluster_size();
         match self.classify(entry)? {
-            Cluster::Normal(host) => storage.read_at(host + within, buf)?,
+            Cluster::Normal(host) => {
+                storage.debug_event(DebugEvent::ReadAio);
+                storage.read_at(host + within, buf)?
+            }
             Cluster::Unallocated => match backing {
-                Some(b) => b.read_backing(guest, buf)?,
+                Some(b) => {
+                    storage.debug_event(DebugEvent::ReadBackingAio);
+                    b.read_backing(guest, buf)?
+                }
                 None => buf.fill(0),
             },
             Cluster::ZeroPlain | Cluster::ZeroAlloc(_) => buf.fill(0),

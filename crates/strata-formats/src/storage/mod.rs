@@ -61,6 +61,44 @@ pub trait Storage {
     fn set_len(&mut self, len: u64) -> io::Result<()>;
     /// Makes every completed write durable.
     fn flush(&mut self) -> io::Result<()>;
+    /// The format is about to do the I/O `event` names on this store
+    /// (QEMU's `BLKDBG_EVENT(bs->file, ...)`): a blkdebug node below arms
+    /// its rules on it. Plain stores ignore it.
+    fn debug_event(&mut self, event: DebugEvent) {
+        let _ = event;
+    }
+}
+
+/// The points of a format's I/O that QEMU announces to its `file` child
+/// (`BlkdebugEvent`), the ones Strata's formats reach.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum DebugEvent {
+    /// A read of guest data from the image's own clusters.
+    ReadAio,
+    /// A read of guest data the layer leaves to its backing file.
+    ReadBackingAio,
+    /// A read of a compressed cluster.
+    ReadCompressed,
+    /// A write of guest data.
+    WriteAio,
+    /// The read of what a partly written new cluster keeps.
+    CowRead,
+    /// The write of a new cluster together with what it keeps.
+    CowWrite,
+}
+
+impl DebugEvent {
+    /// QEMU's name of the event (`BlkdebugEvent`), as blkdebug rules say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DebugEvent::ReadAio => "read_aio",
+            DebugEvent::ReadBackingAio => "read_backing_aio",
+            DebugEvent::ReadCompressed => "read_compressed",
+            DebugEvent::WriteAio => "write_aio",
+            DebugEvent::CowRead => "cow_read",
+            DebugEvent::CowWrite => "cow_write",
+        }
+    }
 }
 
 impl<S: Storage + ?Sized> Storage for &mut S {
@@ -79,6 +117,9 @@ impl<S: Storage + ?Sized> Storage for &mut S {
     fn flush(&mut self) -> io::Result<()> {
         (**self).flush()
     }
+    fn debug_event(&mut self, event: DebugEvent) {
+        (**self).debug_event(event)
+    }
 }
 
 impl<S: Storage + ?Sized> Storage for Box<S> {
@@ -96,6 +137,9 @@ impl<S: Storage + ?Sized> Storage for Box<S> {
     }
     fn flush(&mut self) -> io::Result<()> {
         (**self).flush()
+    }
+    fn debug_event(&mut self, event: DebugEvent) {
+        (**self).debug_event(event)
     }
 }
 
