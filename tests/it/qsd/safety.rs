@@ -344,6 +344,10 @@ fn refusals_match_qemu() {
         (server(r#", "tls-creds": "t1""#), error("Object with id 't1' is not TLS credentials")),
         // A refused TLS server left nothing running.
         (server(""), OK.into()),
+        (
+            r#"{"execute": "query-block"}"#.into(),
+            r#"{"return": []}"#.into(),
+        ),
         (file(false), error(&format!("Could not open '{dir}': Is a directory"))),
         (file(true), error(&format!("'file' driver requires '{dir}' to be a regular file"))),
     ];
