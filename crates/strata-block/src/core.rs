@@ -3,11 +3,12 @@
 
 use crate::error::{Error, Result};
 use crate::files::Files;
+use crate::locking::LockingHooks;
 use crate::state::DriverState;
 use std::collections::BTreeMap;
 use strata_filters::{refresh_filename, BackingFileInfo, DriverPerms, MirrorTopState};
 use strata_graph::NodeId;
-use strata_perm::BlockGraph;
+use strata_perm::{cumulative_perms, BlockGraph};
 
 /// A throttle group object (`object-add qom-type=throttle-group`).
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Default)]
@@ -36,6 +37,10 @@ pub struct BlockCore<F: Files> {
     /// Active commits' `mirror_top` nodes and the base each one copies
     /// guest writes into.
     pub(crate) mirror_targets: BTreeMap<NodeId, NodeId>,
+    /// The files whose backing files are being opened, outermost first:
+    /// a backing chain that comes back to one of them is a cycle
+    /// (`open_backing`). Empty between operations.
+    pub(crate) opening_backing: Vec<String>,
 }
 
 impl<F: Files> BlockCore<F> {
@@ -49,6 +54,7 @@ impl<F: Files> BlockCore<F> {
             now_ns: 0,
             io_wait_until: 0,
             mirror_targets: BTreeMap::new(),
+            opening_backing: Vec::new(),
         }
     }
 
@@ -83,13 +89,35 @@ impl<F: Files> BlockCore<F> {
         change: impl FnOnce(&mut BlockGraph, &dyn strata_perm::PermHooks) -> strata_perm::Result<T>,
     ) -> Result<T> {
         let state = &self.state;
-        let hooks = DriverPerms::new(|node| match state.get(&node) {
+        let drivers = DriverPerms::new(|node| match state.get(&node) {
             Some(DriverState::MirrorTop(s)) => *s,
             _ => MirrorTopState::default(),
         });
+        let hooks = LockingHooks {
+            drivers: &drivers,
+            locks: self.files.image_locks(),
+        };
         let result = change(&mut self.bg, &hooks).map_err(Error::from);
         self.forget_vanished();
+        self.apply_image_locks();
         result
+    }
+
+    /// `raw_set_perm` after every graph change: each locking file node
+    /// holds the lock bytes of its new permissions (a node that is gone
+    /// closes its description, which drops its locks).
+    fn apply_image_locks(&mut self) {
+        let graph = self.bg.graph();
+        let Some(locks) = self.files.image_locks_mut() else {
+            return;
+        };
+        locks.retain(|node| graph.contains_node(node));
+        for node in locks.nodes() {
+            let (perm, shared) = cumulative_perms(graph, node);
+            // As `raw_set_perm`, which cannot fail: a byte the kernel
+            // refuses stays as it was.
+            let _ = locks.apply(node, perm, shared);
+        }
     }
 
     /// Any graph change may delete nodes (their last reference went with a

@@ -1,6 +1,7 @@
 //! Where image files live: the host's file system (for strata-qsd and
 //! users) or a map of in-memory files (for the simulator).
 
+use crate::locking::ImageLocks;
 use std::collections::BTreeMap;
 use std::io;
 use strata_formats::{Access, FileStorage, MemStorage, Storage};
@@ -18,6 +19,28 @@ pub trait Files {
 
     /// The store of an opened path.
     fn storage(&mut self, path: &str) -> io::Result<&mut Self::Storage>;
+
+    /// One name for every path that reaches the same file (`a.img`,
+    /// `./a.img`, `/dir/a.img`), to recognise a backing chain that comes
+    /// back to a file.
+    fn canonical_name(&self, path: &str) -> String;
+
+    /// Whether an opened `path` is a regular file (the `file` driver
+    /// refuses directories and devices, which open(2) may accept).
+    fn is_regular_file(&self, _path: &str) -> bool {
+        true
+    }
+
+    /// The host's image locks (file-posix's lock bytes); none for files
+    /// only this process sees.
+    fn image_locks(&self) -> Option<&ImageLocks> {
+        None
+    }
+
+    /// The host's image locks, to change.
+    fn image_locks_mut(&mut self) -> Option<&mut ImageLocks> {
+        None
+    }
 }
 
 /// Image files in memory: cheap to clone (stores share their chunks) and to
@@ -105,6 +128,11 @@ impl Files for MemFiles {
         }
     }
 
+    fn canonical_name(&self, path: &str) -> String {
+        let name = self.name(path);
+        name.strip_prefix("./").unwrap_or(name).to_string()
+    }
+
     fn storage(&mut self, path: &str) -> io::Result<&mut MemStorage> {
         let name = self.name(path).to_string();
         self.files
@@ -118,6 +146,7 @@ impl Files for MemFiles {
 #[derive(Debug, Default)]
 pub struct HostFiles {
     open: BTreeMap<String, FileStorage>,
+    locks: ImageLocks,
 }
 
 impl HostFiles {
@@ -146,6 +175,24 @@ impl Files for HostFiles {
             self.open.insert(path.to_string(), storage);
         }
         Ok(())
+    }
+
+    fn canonical_name(&self, path: &str) -> String {
+        std::fs::canonicalize(path)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| path.to_string())
+    }
+
+    fn is_regular_file(&self, path: &str) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file())
+    }
+
+    fn image_locks(&self) -> Option<&ImageLocks> {
+        Some(&self.locks)
+    }
+
+    fn image_locks_mut(&mut self) -> Option<&mut ImageLocks> {
+        Some(&mut self.locks)
     }
 
     fn storage(&mut self, path: &str) -> io::Result<&mut FileStorage> {

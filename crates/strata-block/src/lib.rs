@@ -123,6 +123,7 @@ mod invariants;
 mod io;
 mod jobs;
 mod layer;
+mod locking;
 mod main_loop;
 mod open;
 mod open_filename;
@@ -139,6 +140,7 @@ pub use jobs::{
     COMMIT_BUFFER_SIZE, MIRROR_MAX_IO_BYTES, STREAM_CHUNK,
 };
 pub use layer::{BlockLayer, TimedEvent};
+pub use locking::{ImageLocks, LockingMode};
 pub use main_loop::{MainLoop, MonitorTurn, Runnable, Wakeup};
 pub use open_filename::BackingChain;
 pub use query::{NamedNodeInfo, XdbgEdge, XdbgGraph, XdbgNode, XdbgNodeType};

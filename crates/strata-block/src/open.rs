@@ -8,12 +8,17 @@
 use crate::core::BlockCore;
 use crate::error::{strerror, Error, Result};
 use crate::files::Files;
+use crate::locking::LockingMode;
 use crate::open_filename::could_not_open;
 use crate::state::{DriverState, InjectError, SetState};
 use strata_filters::Driver;
 use strata_formats::{Access, Format, Image};
 use strata_graph::{NodeId, NodeSpec, OptValue, Options, Role};
 use strata_perm::ChildSlot;
+
+/// The most backing files opened below one image from headers: deeper
+/// chains are refused rather than recursed into (QEMU has no bound).
+pub const MAX_BACKING_DEPTH: usize = 1000;
 
 impl<F: Files> BlockCore<F> {
     /// `blockdev-add`: opens the node tree described by `opts` and hands
@@ -85,7 +90,28 @@ impl<F: Files> BlockCore<F> {
         self.files
             .open(&path, Access::from_read_only(read_only))
             .map_err(|e| could_not_open(&path, &e))?;
-        self.new_node(Driver::File, opts, read_only, DriverState::File { path })
+        if !self.files.is_regular_file(&path) {
+            return Err(Error::generic(format!(
+                "'file' driver requires '{path}' to be a regular file"
+            )));
+        }
+        let node = self.new_node(
+            Driver::File,
+            opts,
+            read_only,
+            DriverState::File { path: path.clone() },
+        )?;
+        if LockingMode::of(opts).locks() {
+            let added = match self.files.image_locks_mut() {
+                Some(locks) => locks.add(node, &path),
+                None => Ok(()),
+            };
+            if let Err(err) = added {
+                self.unref(node)?;
+                return Err(could_not_open(&path, &err));
+            }
+        }
+        Ok(node)
     }
 
     /// `null_file_open`: `size` defaults to 1 GiB; `latency-ns` only
@@ -255,12 +281,9 @@ impl<F: Files> BlockCore<F> {
             None if header_file.is_empty() => return Ok(()),
             None => {
                 let filename = self.full_backing_filename(node, &header_file);
-                let mut explicit = Options::new();
-                if let Some(format) = header_format {
-                    explicit.put("driver", OptValue::Str(format));
-                }
+                let own_file = self.check_backing_recursion(node)?;
                 let backing = self
-                    .open_filename(&filename, explicit, true)
+                    .open_header_backing(own_file, &filename, header_format)
                     .map_err(|e| e.prepend("Could not open backing file: "))?;
                 self.refresh_filename(backing)?;
                 let filename = self.bg.graph().node(backing)?.filename.clone();
@@ -278,6 +301,52 @@ impl<F: Files> BlockCore<F> {
         });
         self.unref(backing)?;
         attached
+    }
+
+    /// The backing file a header names, opened by filename (its format
+    /// probed when the header records none). QEMU recurses without bound
+    /// here: a chain that comes back to a file it is opening from grows
+    /// until memory runs out (read-only) or stops at its own image lock
+    /// (read-write). Strata refuses, with qemu-img's text for the loop, as
+    /// soon as a node whose backing is to be opened sits on a file already
+    /// being opened from, and refuses chains deeper than
+    /// [`MAX_BACKING_DEPTH`].
+    fn open_header_backing(
+        &mut self,
+        own_file: String,
+        filename: &str,
+        format: Option<String>,
+    ) -> Result<NodeId> {
+        let mut explicit = Options::new();
+        if let Some(format) = format {
+            explicit.put("driver", OptValue::Str(format));
+        }
+        self.opening_backing.push(own_file);
+        let opened = self.open_filename(filename, explicit, true);
+        self.opening_backing.pop();
+        opened
+    }
+
+    /// Refuses to open the backing file of `node` if `node`'s own file is
+    /// one a backing file is being opened from, or the chain is too deep;
+    /// `node`'s file's canonical name otherwise.
+    fn check_backing_recursion(&self, node: NodeId) -> Result<String> {
+        let own_file = self
+            .protocol_path(node)
+            .map(|path| self.files.canonical_name(&path))
+            .unwrap_or_default();
+        if self.opening_backing.contains(&own_file) {
+            let path = self.protocol_path(node).unwrap_or_default();
+            return Err(Error::generic(format!(
+                "Backing file '{path}' creates an infinite loop."
+            )));
+        }
+        if self.opening_backing.len() >= MAX_BACKING_DEPTH {
+            return Err(Error::generic(format!(
+                "Backing chain deeper than {MAX_BACKING_DEPTH} images"
+            )));
+        }
+        Ok(own_file)
     }
 
     /// The path of the file node below `node`'s primary children.

@@ -599,6 +599,8 @@ pub enum Command {
     },
     /// `query-block-exports`.
     QueryBlockExports,
+    /// `query-block`: the named BlockBackends and those with a device.
+    QueryBlock,
 }
 
 impl Command {
@@ -698,6 +700,7 @@ impl Command {
                 mode: field("mode"),
             },
             "query-block-exports" => Command::QueryBlockExports,
+            "query-block" => Command::QueryBlock,
             other => return Err(internal(format!("no typed form for {other}"))),
         }))
     }

@@ -154,6 +154,7 @@ const QUERY_COMMANDS_ORDER: &[&str] = &[
     "block-commit",
     "blockdev-snapshot",
     "query-block-jobs",
+    "query-block",
     "query-jobs",
     "job-finalize",
     "job-dismiss",

@@ -28,7 +28,8 @@ use crate::chardev::{
 };
 use crate::exports::LayerExports;
 use crate::nbd::{self, Connection, NbdStream, Pump};
-use crate::sys::{inherited_socket, poll, Interest, TerminationSignals};
+use crate::pidfile::PidFile;
+use crate::sys::{inherited_socket, os_error_text, poll, Interest, TerminationSignals};
 
 /// How long one turn may step jobs before serving sockets again.
 const STEP_SLICE: Duration = Duration::from_millis(10);
@@ -266,7 +267,7 @@ pub struct Daemon {
     clients: Vec<Client>,
     signals: TerminationSignals,
     start: Instant,
-    pidfile: Option<String>,
+    pidfile: Option<PidFile>,
 }
 
 impl Daemon {
@@ -298,15 +299,14 @@ impl Daemon {
             }
         }
         if let Some(path) = &plan.pidfile {
-            std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| {
+            let pidfile = PidFile::write(path).map_err(|e| {
                 daemon.remove_files();
                 SetupError(format!(
-                    "{}: cannot create PID file: Could not create '{path}': {}",
-                    daemon.program,
-                    os_error_text(&e)
+                    "{}: cannot create PID file: {}",
+                    daemon.program, e.0
                 ))
             })?;
-            daemon.pidfile = Some(path.clone());
+            daemon.pidfile = Some(pidfile);
         }
         Ok(daemon)
     }
@@ -347,7 +347,10 @@ impl Daemon {
             Setup::NbdServer(arg) => match parse_cli_option(CliOption::NbdServer, arg)? {
                 CliValue::NbdServer(value) => {
                     let addr = NbdAddress::from_nbd_server_option(&value).map_err(|e| e.desc)?;
-                    self.monitor.nbd_server_start(addr).map_err(|e| e.desc)
+                    let tls_creds = value.get("tls-creds").and_then(|v| v.as_str());
+                    self.monitor
+                        .nbd_server_start(addr, tls_creds)
+                        .map_err(|e| e.desc)
                 }
                 other => unreachable!("--nbd-server parsed to {other:?}"),
             },
@@ -742,7 +745,7 @@ impl Daemon {
             }
         }
         if let Some(pidfile) = &self.pidfile {
-            let _ = std::fs::remove_file(pidfile);
+            pidfile.remove();
         }
     }
 }
@@ -811,13 +814,4 @@ fn seed() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     since_epoch.as_nanos() as u64 ^ u64::from(std::process::id())
-}
-
-/// `strerror` of an I/O error, without Rust's " (os error N)".
-fn os_error_text(err: &io::Error) -> String {
-    let text = err.to_string();
-    match text.find(" (os error") {
-        Some(cut) => text[..cut].to_string(),
-        None => text,
-    }
 }

@@ -78,4 +78,5 @@ pub mod chardev;
 pub mod daemon;
 pub mod exports;
 pub mod nbd;
+pub mod pidfile;
 pub mod sys;

@@ -137,3 +137,12 @@ impl AsRawFd for TerminationSignals {
         self.fd.as_raw_fd()
     }
 }
+
+/// An OS error as QEMU prints it: `strerror`'s text alone.
+pub fn os_error_text(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    match text.find(" (os error") {
+        Some(cut) => text[..cut].to_string(),
+        None => text,
+    }
+}

@@ -8,6 +8,7 @@
 //! Every interop case runs on both storages: [`FileStorage`] on the file
 //! itself and [`MemStorage`] holding a copy of its bytes.
 
+mod enospc;
 mod props;
 mod read;
 mod write;

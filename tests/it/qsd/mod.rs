@@ -5,6 +5,7 @@
 //! `tests/it/qmp`'s business; here it is the serving that is checked.
 
 mod chardevs_and_iothreads;
+mod safety;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

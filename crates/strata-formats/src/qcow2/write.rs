@@ -406,6 +406,55 @@ impl Qcow2 {
             self.classify(e)?;
         }
         let (host, got) = self.alloc_clusters(storage, want)?;
+        let fresh = FreshClusters {
+            host,
+            got,
+            l2,
+            l2_index,
+        };
+        let filled =
+            self.fill_fresh_clusters(storage, &fresh, pos, &data[..limit as usize], &old, backing);
+        let len = match filled {
+            Ok(len) => len,
+            Err(err) => {
+                // `qcow2_alloc_cluster_abort`: clusters no L2 entry
+                // points at go back (if that fails too, they leak, as in
+                // QEMU).
+                let _ = self.free_range(storage, host, got * cs);
+                return Err(err);
+            }
+        };
+        let old = &old[..got as usize];
+        if old.iter().any(|&e| owns_clusters(e)) {
+            self.barrier(storage)?;
+        }
+        for &e in old {
+            self.release(storage, e)?;
+        }
+        Ok(len)
+    }
+
+    /// Copy-on-write into newly allocated clusters: the old head, the data,
+    /// the old tail, then the L2 entries that make them the guest's.
+    /// Returns the bytes of `data` written.
+    fn fill_fresh_clusters(
+        &mut self,
+        storage: &mut dyn Storage,
+        fresh: &FreshClusters,
+        pos: u64,
+        data: &[u8],
+        old: &[u64],
+        backing: Option<&mut dyn BackingRead>,
+    ) -> Result<usize> {
+        let cs = self.cluster_size();
+        let within = pos % cs;
+        let limit = data.len() as u64;
+        let FreshClusters {
+            host,
+            got,
+            l2,
+            l2_index,
+        } = *fresh;
         self.check_no_overlap(host, got * cs)?;
         let len = limit.min(got * cs - within);
         let fill = NewClusters {
@@ -422,13 +471,6 @@ impl Qcow2 {
         let new: Vec<u64> = (0..got).map(|i| (host + i * cs) | COPIED).collect();
         self.barrier(storage)?;
         self.set_l2_entries(storage, l2, l2_index, &new)?;
-        let old = &old[..got as usize];
-        if old.iter().any(|&e| owns_clusters(e)) {
-            self.barrier(storage)?;
-        }
-        for &e in old {
-            self.release(storage, e)?;
-        }
         Ok(len as usize)
     }
 
@@ -608,4 +650,14 @@ fn truncate_to_boundary(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// Clusters just allocated for a write, and the L2 entries that will point
+/// at them.
+#[derive(Clone, Copy)]
+struct FreshClusters {
+    host: u64,
+    got: u64,
+    l2: u64,
+    l2_index: usize,
 }

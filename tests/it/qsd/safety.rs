@@ -1,0 +1,375 @@
+//! Nothing lost, no one let in (issue 14): backing cycles, backing format
+//! probing, image locks seen by QEMU and from QEMU, the pidfile, TLS
+//! credentials and the smaller refusals, each against QEMU 10.0.2's text
+//! (qemu-storage-daemon, qemu-io) for the same input.
+
+use super::{Client, Running};
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::process::{Child, Command, Stdio};
+
+use strata_qsd::args::{parse, Invocation};
+use strata_qsd::daemon::Daemon;
+
+fn run_ok(command: &mut Command) {
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{command:?}: {out:?}");
+}
+
+fn qcow2(path: &str) {
+    run_ok(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", path, "1M"]));
+}
+
+/// Makes `image`'s header name `backing` (format `qcow2`), unchecked.
+fn name_backing(image: &str, backing: &str) {
+    run_ok(Command::new("qemu-img").args(["rebase", "-u", "-b", backing, "-F", "qcow2", image]));
+}
+
+fn blockdev_add(path: &str, read_only: bool, locking: Option<&str>) -> String {
+    let locking = locking.map_or(String::new(), |l| format!(r#", "locking": "{l}""#));
+    format!(
+        r#"{{"execute": "blockdev-add", "arguments": {{"node-name": "n", "driver": "qcow2", "read-only": {read_only}, "file": {{"driver": "file", "filename": "{path}"{locking}}}}}}}"#
+    )
+}
+
+fn error(desc: &str) -> String {
+    format!(r#"{{"error": {{"class": "GenericError", "desc": "{desc}"}}}}"#)
+}
+
+const OK: &str = r#"{"return": {}}"#;
+
+/// QEMU 10.0.2, the same chains through qemu-storage-daemon's blockdev-add:
+/// read-write stops at the image's own lock (below); read-only recurses
+/// until memory runs out (the daemon never answers). Strata answers with
+/// qemu-img's text for the loop, the prefixes as deep as the chain.
+#[test]
+fn backing_cycles_are_errors_never_recursion() {
+    let daemon = Running::start(&[]);
+    let (a, b, c) = (
+        daemon.path("a.qcow2"),
+        daemon.path("b.qcow2"),
+        daemon.path("c.qcow2"),
+    );
+    for image in [&a, &b, &c] {
+        qcow2(image);
+    }
+    name_backing(&a, &a);
+    name_backing(&b, &c);
+    name_backing(&c, &b);
+    let mut client = Client::negotiated(&daemon.socket);
+    let once = "Could not open backing file: ";
+    let cases = [
+        (
+            &a,
+            false,
+            format!(r#"{once}Failed to get shared \"write\" lock"#),
+        ),
+        (
+            &b,
+            false,
+            format!(r#"{once}{once}Failed to get shared \"write\" lock"#),
+        ),
+        (
+            &a,
+            true,
+            format!("{once}Backing file '{a}' creates an infinite loop."),
+        ),
+        (
+            &b,
+            true,
+            format!("{once}{once}Backing file '{b}' creates an infinite loop."),
+        ),
+    ];
+    for (image, read_only, desc) in cases {
+        assert_eq!(
+            client.execute(&blockdev_add(image, read_only, None)),
+            error(&desc),
+            "{image} read-only={read_only}"
+        );
+    }
+    // Nothing stayed open: the image opens read-write elsewhere.
+    run_ok(Command::new("qemu-img").args(["rebase", "-u", "-b", "", &a]));
+}
+
+/// A header that names a backing file without its format: QEMU probes it
+/// (`bdrv_open` without a driver), so the guest sees the backing file's
+/// data, not its qcow2 header. qemu-img 10 refuses to write such a header,
+/// so the test writes the fields itself.
+#[test]
+fn a_backing_file_without_recorded_format_is_probed() {
+    let daemon = Running::start(&[]);
+    let (base, top) = (daemon.path("base.img"), daemon.path("top.img"));
+    qcow2(&base);
+    run_ok(Command::new("qemu-io").args(["-f", "qcow2", "-c", "write -P 0x11 0 64k", &base]));
+    qcow2(&top);
+    let file = std::fs::OpenOptions::new().write(true).open(&top).unwrap();
+    let name = base.as_bytes();
+    let mut fields = 32768u64.to_be_bytes().to_vec();
+    fields.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    file.write_all_at(&fields, 8).unwrap();
+    file.write_all_at(name, 32768).unwrap();
+    drop(file);
+
+    let mut client = Client::negotiated(&daemon.socket);
+    assert_eq!(client.execute(&blockdev_add(&top, false, None)), OK);
+    let nbd = daemon.path("nbd.sock");
+    let start = format!(
+        r#"{{"execute": "nbd-server-start", "arguments": {{"addr": {{"type": "unix", "data": {{"path": "{nbd}"}}}}}}}}"#
+    );
+    assert_eq!(client.execute(&start), OK);
+    assert_eq!(
+        client.execute(r#"{"execute": "block-export-add", "arguments": {"type": "nbd", "id": "e0", "node-name": "n"}}"#),
+        OK
+    );
+    let uri = format!("nbd+unix:///n?socket={nbd}");
+    let io = Command::new("qemu-io")
+        .args(["-r", "-f", "raw", "-c", "read -P 0x11 0 64k", &uri])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&io.stdout);
+    assert!(
+        io.status.success()
+            && stdout.starts_with("read 65536/65536")
+            && !stdout.contains("Pattern verification failed"),
+        "{io:?}"
+    );
+}
+
+fn qemu_io(args: &[&str]) -> (bool, String) {
+    let out = Command::new("qemu-io").args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Strata holds an image: QEMU's tools see its lock bytes, with QEMU's
+/// texts; `-U` reads; once the node goes, the locks go with it.
+#[test]
+fn qemu_sees_strata_image_locks() {
+    let daemon = Running::start(&[]);
+    let image = daemon.path("t.qcow2");
+    qcow2(&image);
+    let mut client = Client::negotiated(&daemon.socket);
+    assert_eq!(client.execute(&blockdev_add(&image, false, None)), OK);
+    let hint = format!("Is another process using the image [{image}]?\n");
+    let refused =
+        |how: &str| format!("qemu-io: can't open device {image}: Failed to get {how}lock\n{hint}");
+    assert_eq!(
+        qemu_io(&["-c", "read 0 512", &image]),
+        (false, refused("\"write\" "))
+    );
+    assert_eq!(
+        qemu_io(&["-r", "-c", "read 0 512", &image]),
+        (false, refused("shared \"write\" "))
+    );
+    assert!(qemu_io(&["-U", "-r", "-c", "read 0 512", &image]).0);
+    assert_eq!(
+        client.execute(r#"{"execute": "blockdev-del", "arguments": {"node-name": "n"}}"#),
+        OK
+    );
+    assert_eq!(
+        qemu_io(&["-c", "write 0 512", &image]),
+        (true, String::new())
+    );
+    // locking=off takes no lock bytes.
+    assert_eq!(
+        client.execute(&blockdev_add(&image, false, Some("off"))),
+        OK
+    );
+    assert_eq!(
+        qemu_io(&["-c", "write 0 512", &image]),
+        (true, String::new())
+    );
+}
+
+/// qemu-storage-daemon holds an image read-write: Strata is refused with
+/// QEMU's texts, read-write and read-only; `locking=off` opens it.
+#[test]
+fn strata_sees_qemu_image_locks() {
+    let daemon = Running::start(&[]);
+    let image = daemon.path("t.qcow2");
+    qcow2(&image);
+    let mut qsd = QemuDaemon::holding(&image);
+    let mut client = Client::negotiated(&daemon.socket);
+    assert_eq!(
+        client.execute(&blockdev_add(&image, false, None)),
+        error(r#"Failed to get \"write\" lock"#)
+    );
+    assert_eq!(
+        client.execute(&blockdev_add(&image, true, None)),
+        error(r#"Failed to get shared \"write\" lock"#)
+    );
+    assert_eq!(client.execute(&blockdev_add(&image, true, Some("off"))), OK);
+    qsd.quit();
+}
+
+/// qemu-storage-daemon with `image` opened read-write, on stdio.
+struct QemuDaemon {
+    child: Child,
+}
+
+impl QemuDaemon {
+    fn holding(image: &str) -> QemuDaemon {
+        let blockdev = format!("driver=qcow2,node-name=q,file.driver=file,file.filename={image}");
+        let mut child = Command::new("qemu-storage-daemon")
+            .args([
+                "--blockdev",
+                &blockdev,
+                "--chardev",
+                "stdio,id=m",
+                "--monitor",
+                "m",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The greeting comes once the options (the blockdev) are done.
+        let mut byte = [0u8];
+        let stdout = child.stdout.as_mut().unwrap();
+        while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {}
+        QemuDaemon { child }
+    }
+
+    fn quit(&mut self) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin
+            .write_all(b"{\"execute\": \"qmp_capabilities\"}\n{\"execute\": \"quit\"}\n")
+            .unwrap();
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+impl Drop for QemuDaemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn start_with_pidfile(pidfile: &str) -> Result<Daemon, String> {
+    let args: Vec<String> = vec!["--pidfile".into(), pidfile.into()];
+    let Ok(Invocation::Run(plan)) = parse("strata-qsd", &args) else {
+        panic!("{args:?}")
+    };
+    Daemon::start("strata-qsd", plan).map_err(|e| e.0)
+}
+
+/// QEMU 10.0.2: the pidfile is 0600 and locked (a second daemon:
+/// `cannot create PID file: Cannot lock pid file: Resource temporarily
+/// unavailable`); it writes through a symbolic link and deletes the link's
+/// target at exit. Strata refuses the link (`O_NOFOLLOW`'s errno) and
+/// removes only the file it locked.
+#[test]
+fn the_pidfile_is_private_locked_and_only_ever_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("qsd.pid").display().to_string();
+    let with_pidfile = ["--pidfile".to_string(), pidfile.clone()];
+    let first = Running::start(&with_pidfile);
+    let meta = std::fs::metadata(&pidfile).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap(),
+        format!("{}\n", std::process::id())
+    );
+    assert_eq!(
+        start_with_pidfile(&pidfile).err().as_deref(),
+        Some("strata-qsd: cannot create PID file: Cannot lock pid file: Resource temporarily unavailable")
+    );
+    assert!(
+        std::fs::metadata(&pidfile).is_ok(),
+        "the refused daemon leaves it"
+    );
+    // Someone removes the first daemon's pidfile and a second starts: the
+    // first's exit leaves the second's alone.
+    std::fs::remove_file(&pidfile).unwrap();
+    let second = Running::start(&with_pidfile);
+    let second_inode = std::fs::metadata(&pidfile).unwrap().ino();
+    quit(first);
+    assert_eq!(std::fs::metadata(&pidfile).unwrap().ino(), second_inode);
+    quit(second);
+    assert!(
+        std::fs::metadata(&pidfile).is_err(),
+        "the second removed its own"
+    );
+
+    let target = dir.path().join("target");
+    std::fs::write(&target, "precious\n").unwrap();
+    let link = dir.path().join("link.pid").display().to_string();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    assert_eq!(
+        start_with_pidfile(&link).err(),
+        Some(format!("strata-qsd: cannot create PID file: Could not create '{link}': Too many levels of symbolic links"))
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+}
+
+fn quit(daemon: Running) {
+    let mut client = Client::negotiated(&daemon.socket);
+    assert_eq!(client.execute(r#"{"execute": "quit"}"#), OK);
+    assert_eq!(daemon.join(), 0);
+}
+
+/// qemu-storage-daemon 10.0.2's answers, command by command.
+#[test]
+fn refusals_match_qemu() {
+    let daemon = Running::start(&[]);
+    let dir = daemon.path("d");
+    std::fs::create_dir(&dir).unwrap();
+    let nbd = daemon.path("nbd.sock");
+    let server = |tls: &str| {
+        format!(
+            r#"{{"execute": "nbd-server-start", "arguments": {{"addr": {{"type": "unix", "data": {{"path": "{nbd}"}}}}{tls}}}}}"#
+        )
+    };
+    let file = |read_only: bool| {
+        format!(
+            r#"{{"execute": "blockdev-add", "arguments": {{"node-name": "f", "driver": "file", "read-only": {read_only}, "filename": "{dir}"}}}}"#
+        )
+    };
+    let cases = [
+        (r#"{"execute": "nbd-server-stop"}"#.to_string(), error("NBD server not running")),
+        (
+            r#"{"execute": "object-add", "arguments": {"qom-type": "throttle-group", "id": "1bad"}}"#.into(),
+            error("Parameter 'id' expects an identifier"),
+        ),
+        (server(r#", "tls-creds": "nope""#), error("No TLS credentials with id 'nope'")),
+        (
+            r#"{"execute": "object-add", "arguments": {"qom-type": "throttle-group", "id": "t1"}}"#.into(),
+            OK.into(),
+        ),
+        (server(r#", "tls-creds": "t1""#), error("Object with id 't1' is not TLS credentials")),
+        // A refused TLS server left nothing running.
+        (server(""), OK.into()),
+        (
+            r#"{"execute": "query-block"}"#.into(),
+            r#"{"return": []}"#.into(),
+        ),
+        (file(false), error(&format!("Could not open '{dir}': Is a directory"))),
+        (file(true), error(&format!("'file' driver requires '{dir}' to be a regular file"))),
+    ];
+    let mut client = Client::negotiated(&daemon.socket);
+    for (request, want) in cases {
+        assert_eq!(client.execute(&request), want, "{request}");
+    }
+}
+
+#[test]
+fn nbd_server_option_with_tls_creds_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("n.sock").display().to_string();
+    let option = format!("addr.type=unix,addr.path={socket},tls-creds=x");
+    let args: Vec<String> = vec!["--nbd-server".into(), option.clone()];
+    let Ok(Invocation::Run(plan)) = parse("strata-qsd", &args) else {
+        panic!("{args:?}")
+    };
+    assert_eq!(
+        Daemon::start("strata-qsd", plan).err().map(|e| e.0),
+        Some(format!(
+            "strata-qsd: --nbd-server {option}: No TLS credentials with id 'x'"
+        ))
+    );
+}
