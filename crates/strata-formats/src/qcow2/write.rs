@@ -461,13 +461,10 @@ impl Qcow2 {
             host,
             guest_cluster: pos - within,
             within,
-            old: &old,
+            old,
         };
-        if let Err(err) = self.fill_new_clusters(storage, &fill, &data[..len as usize], backing) {
-            // qcow2_alloc_cluster_abort: the clusters go back unused.
-            self.free_range(storage, host, got * cs)?;
-            return Err(err);
-        }
+        // On failure the caller gives the clusters back (`write_step`).
+        self.fill_new_clusters(storage, &fill, &data[..len as usize], backing)?;
         let new: Vec<u64> = (0..got).map(|i| (host + i * cs) | COPIED).collect();
         self.barrier(storage)?;
         self.set_l2_entries(storage, l2, l2_index, &new)?;
