@@ -61,6 +61,40 @@ pub trait Storage {
     fn set_len(&mut self, len: u64) -> io::Result<()>;
     /// Makes every completed write durable.
     fn flush(&mut self) -> io::Result<()>;
+
+    /// Makes `len` bytes at `offset` read as zeroes the way QEMU's
+    /// file-posix does on Linux (`fallocate(FALLOC_FL_ZERO_RANGE)`,
+    /// extending the store if needed): the file system blocks inside the
+    /// range stop holding data (`SEEK_DATA` skips them), the partly covered
+    /// ones keep what they were. The default writes zero bytes.
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        write_zero_bytes(self, offset, len)
+    }
+
+    /// `SEEK_DATA`/`SEEK_HOLE` at `offset`, as file-posix's block status
+    /// asks: whether `offset` holds data (rather than a hole), and for how
+    /// many of the next `len` bytes that holds. The default knows no holes.
+    fn data_status(&mut self, offset: u64, len: u64) -> io::Result<(bool, u64)> {
+        let _ = offset;
+        Ok((true, len))
+    }
+}
+
+/// Writes `len` zero bytes at `offset`, 1 MiB at a time.
+pub(crate) fn write_zero_bytes<S: Storage + ?Sized>(
+    storage: &mut S,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    const ZERO_BUF: u64 = 1 << 20;
+    let zeroes = vec![0u8; len.min(ZERO_BUF) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(ZERO_BUF);
+        storage.write_at(offset + done, &zeroes[..n as usize])?;
+        done += n;
+    }
+    Ok(())
 }
 
 impl<S: Storage + ?Sized> Storage for &mut S {
@@ -79,6 +113,12 @@ impl<S: Storage + ?Sized> Storage for &mut S {
     fn flush(&mut self) -> io::Result<()> {
         (**self).flush()
     }
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        (**self).write_zeroes(offset, len)
+    }
+    fn data_status(&mut self, offset: u64, len: u64) -> io::Result<(bool, u64)> {
+        (**self).data_status(offset, len)
+    }
 }
 
 impl<S: Storage + ?Sized> Storage for Box<S> {
@@ -96,6 +136,12 @@ impl<S: Storage + ?Sized> Storage for Box<S> {
     }
     fn flush(&mut self) -> io::Result<()> {
         (**self).flush()
+    }
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        (**self).write_zeroes(offset, len)
+    }
+    fn data_status(&mut self, offset: u64, len: u64) -> io::Result<(bool, u64)> {
+        (**self).data_status(offset, len)
     }
 }
 
