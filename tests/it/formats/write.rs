@@ -289,7 +289,11 @@ fn v2_zero_writes_without_backing_discard_like_qemu_io() {
 /// A raw image's file holds data in 4 KiB blocks (ext4), as file-posix
 /// reports them: `qemu-img create` writes the first block, a write (zeroes
 /// too) allocates the blocks it touches, `write -z` (`FALLOC_FL_ZERO_RANGE`)
-/// makes the blocks it covers whole holes again.
+/// makes the blocks it covers whole holes again. (Not modelled: ext4 keeps
+/// a zeroed block that was already on disk as data while the file has
+/// dirty pages, so qemu-io's `write -z 0 4k` after other writes of the
+/// same run leaves qemu-img create's first block data; the model, and
+/// strata-qsd, which syncs before zeroing, make it a hole.)
 #[test]
 fn raw_files_hold_data_where_qemu_io_leaves_it() {
     let scratch = Scratch::new("raw-holes");
@@ -304,7 +308,6 @@ fn raw_files_hold_data_where_qemu_io_leaves_it() {
         "write -z 600k 4k",
         "write -P 1 700k 8k",
         "write -z 701k 4k",
-        "write -z 0 4k",
         "write -z 500k 1k",
     ];
     let mut args = vec!["-f", "raw"];
@@ -327,8 +330,6 @@ fn raw_files_hold_data_where_qemu_io_leaves_it() {
             .unwrap();
         raw.write(st, 700 * k, &[1; 8192], None).unwrap();
         raw.write_zeroes(st, 701 * k, 4 * k, ZeroWrite::KeepAllocated, None)
-            .unwrap();
-        raw.write_zeroes(st, 0, 4 * k, ZeroWrite::KeepAllocated, None)
             .unwrap();
         raw.write_zeroes(st, 500 * k, k, ZeroWrite::KeepAllocated, None)
             .unwrap();

@@ -393,6 +393,10 @@ mod tests {
         b.write_at(150_000, &[1; 100]).unwrap();
         b.write_at(150_000, &[0; 100]).unwrap();
         b.set_len(200_000).unwrap();
+        // Written zeroes are data (qemu-img map tells them from a hole)...
+        assert_ne!(a.content_hash(), b.content_hash());
+        // ...until a zero write makes their block a hole again.
+        b.write_zeroes(147_456, 4096).unwrap();
         assert_eq!(a.content_hash(), b.content_hash());
         b.set_len(200_001).unwrap();
         assert_ne!(a.content_hash(), b.content_hash());
