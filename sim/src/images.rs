@@ -445,8 +445,7 @@ impl GuestReader {
     /// Keys of the guest content's prefixes, one per 64 KiB block, the
     /// last one a key of the whole content however the chain stores it:
     /// XXH3-128 over each block's length and digest, all-zero blocks
-    /// digesting to zero. Blocks the chain maps to nothing or to zero
-    /// clusters are not read at all.
+    /// digesting to zero. Blocks the chain maps to zeroes are not read.
     fn prefix_keys(&mut self) -> std::result::Result<Vec<u128>, GuestError> {
         let core = self.layer.core_mut();
         let len = core.length(self.node).map_err(|e| read_error(0, &e))?;
@@ -459,7 +458,10 @@ impl GuestReader {
             let (kind, run) = core
                 .block_status_above(self.node, offset, n)
                 .map_err(|e| read_error(offset, &e))?;
-            let reads_zero = matches!(kind, ExtentKind::Zero | ExtentKind::Unallocated);
+            // Unallocated down the whole chain is not always zeroes: a raw
+            // node over a qcow2 node reports its file's unallocated ranges,
+            // which that node reads from its own backing file.
+            let reads_zero = kind == ExtentKind::Zero;
             let digest = if reads_zero && run >= n {
                 0
             } else {

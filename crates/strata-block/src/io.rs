@@ -309,7 +309,9 @@ impl<F: Files> BlockCore<F> {
 
     /// `bdrv_block_status_above(top, NULL)`: what the first layer down the
     /// chain that maps `offset` holds there (`Unallocated` when no layer
-    /// does: the range reads as zeroes), and for how many bytes.
+    /// does: the range reads as zeroes, unless the bottom is a raw node
+    /// over a format node with a backing file of its own), and for how
+    /// many bytes.
     pub fn block_status_above(
         &mut self,
         top: NodeId,
