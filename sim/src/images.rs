@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use strata_block::{strerror, BackingChain, BlockCore, BlockLayer, DriverState, MemFiles};
-use strata_formats::{Access, Compat, CreateOptions, ExtentKind, Image, MemStorage, Qcow2};
+use strata_formats::{
+    Access, Compat, CreateOptions, ExtentKind, Image, MemStorage, Qcow2, Storage,
+};
 use strata_graph::{NodeId, OptValue, Options};
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
@@ -166,13 +168,23 @@ fn not_modelled(img: &ImageSpec, key: &str, value: &str) -> Error {
     ))
 }
 
+/// A raw image as the harness makes it: every sector written (its
+/// `sector-numbers` content), or by `qemu-img create`, which leaves a
+/// sparse file whose first block file-posix's `allocate_first_block` wrote.
 fn raw_bytes(img: &ImageSpec, size: u64) -> MemStorage {
+    if !img.sector_numbers {
+        let mut storage = MemStorage::new();
+        let first_block = vec![0u8; size.min(4096) as usize];
+        storage
+            .set_len(size)
+            .and_then(|()| storage.write_at(0, &first_block))
+            .expect("a memory store takes any image size the harness makes");
+        return storage;
+    }
     let mut bytes = vec![0u8; size as usize];
-    if img.sector_numbers {
-        for (i, sector) in bytes.chunks_mut(512).enumerate() {
-            sector[..4].copy_from_slice(&(i as u32).to_be_bytes());
-            sector[508..].copy_from_slice(&(i as u32).to_be_bytes());
-        }
+    for (i, sector) in bytes.chunks_mut(512).enumerate() {
+        sector[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        sector[508..].copy_from_slice(&(i as u32).to_be_bytes());
     }
     MemStorage::from_bytes(&bytes)
 }
@@ -300,32 +312,13 @@ fn info_uncached(storage: &MemStorage, img: &ImageSpec) -> ImageRecord {
         return rec;
     };
     rec.virtual_size = Some(size);
-    rec.allocated = Some(if img.sector_numbers {
-        // The harness wrote every sector of the file itself.
-        vec![[0, size]]
-    } else if img.format == "raw" {
-        raw_data_blocks(storage)
-    } else {
-        depth0_data(core, node, size)
-    });
+    rec.allocated = Some(depth0_data(core, node, size));
     rec
 }
 
-/// `qemu-img map` of a raw image at depth 0: the file's data, that is its
-/// non-zero 4 KiB blocks (what a sparse file on a real file system reports
-/// after qemu-img create and qemu-io writes).
-fn raw_data_blocks(storage: &MemStorage) -> Vec<[u64; 2]> {
-    let mut ranges = Vec::new();
-    for (i, block) in storage.to_vec().chunks(4096).enumerate() {
-        if block.iter().any(|b| *b != 0) {
-            push_merged(&mut ranges, i as u64 * 4096, block.len() as u64);
-        }
-    }
-    ranges
-}
-
 /// `qemu-img map` entries of depth 0 with data, merged: the node's own
-/// block status (strata-block's `block_status`).
+/// block status (strata-block's `block_status`; for raw, where its file
+/// holds data rather than holes).
 fn depth0_data(core: &mut BlockCore<MemFiles>, node: NodeId, size: u64) -> Vec<[u64; 2]> {
     let mut ranges = Vec::new();
     let mut offset = 0;
@@ -452,8 +445,7 @@ impl GuestReader {
     /// Keys of the guest content's prefixes, one per 64 KiB block, the
     /// last one a key of the whole content however the chain stores it:
     /// XXH3-128 over each block's length and digest, all-zero blocks
-    /// digesting to zero. Blocks the chain maps to nothing or to zero
-    /// clusters are not read at all.
+    /// digesting to zero. Blocks the chain maps to zeroes are not read.
     fn prefix_keys(&mut self) -> std::result::Result<Vec<u128>, GuestError> {
         let core = self.layer.core_mut();
         let len = core.length(self.node).map_err(|e| read_error(0, &e))?;
@@ -466,7 +458,10 @@ impl GuestReader {
             let (kind, run) = core
                 .block_status_above(self.node, offset, n)
                 .map_err(|e| read_error(offset, &e))?;
-            let reads_zero = matches!(kind, ExtentKind::Zero | ExtentKind::Unallocated);
+            // Unallocated down the whole chain is not always zeroes: a raw
+            // node over a qcow2 node reports its file's unallocated ranges,
+            // which that node reads from its own backing file.
+            let reads_zero = kind == ExtentKind::Zero;
             let digest = if reads_zero && run >= n {
                 0
             } else {

@@ -224,8 +224,8 @@ impl<F: Files> BlockCore<F> {
                 })
             }
             Some(Driver::File) => {
-                let zeroes = vec![0u8; len as usize];
-                self.write(node, offset, &zeroes)
+                let path = self.path_of(node)?;
+                self.files.storage(&path)?.write_zeroes(offset, len)
             }
             Some(Driver::NullCo | Driver::NullAio) => Ok(()),
             Some(Driver::Blkdebug) => {
@@ -265,8 +265,10 @@ impl<F: Files> BlockCore<F> {
     }
 
     /// What one layer holds at `offset` (`bdrv_co_block_status` of that
-    /// node alone): a format's mapping, data for protocol nodes, and the
-    /// filtered child's answer for filters.
+    /// node alone, as `qemu-img map` and mirror ask: `want_zero`): a
+    /// qcow2 mapping; for a file, data or (in a hole) zeroes; and the
+    /// filtered child's answer for filters and raw (`BDRV_BLOCK_RAW`: what
+    /// its file says, unallocated included).
     pub fn block_status(
         &mut self,
         node: NodeId,
@@ -274,7 +276,17 @@ impl<F: Files> BlockCore<F> {
         len: u64,
     ) -> io::Result<(ExtentKind, u64)> {
         match self.driver_of(node) {
-            Some(Driver::Qcow2 | Driver::Raw) => {
+            Some(Driver::File) => {
+                let path = self.path_of(node)?;
+                let (data, n) = self.files.storage(&path)?.data_status(offset, len)?;
+                let kind = if data {
+                    ExtentKind::Data
+                } else {
+                    ExtentKind::Zero
+                };
+                Ok((kind, n.max(1).min(len)))
+            }
+            Some(Driver::Qcow2) => {
                 let (kind, n) = self.with_image(node, |image, storage, _| {
                     image
                         .block_status(storage, offset, len)
@@ -283,7 +295,7 @@ impl<F: Files> BlockCore<F> {
                 })?;
                 Ok((kind, n))
             }
-            Some(Driver::File) | Some(Driver::Quorum) => Ok((ExtentKind::Data, len)),
+            Some(Driver::Quorum) => Ok((ExtentKind::Data, len)),
             // null_co_block_status: allocated data, zero with read-zeroes.
             Some(Driver::NullCo | Driver::NullAio) => match self.state.get(&node) {
                 Some(DriverState::Null {
@@ -300,7 +312,9 @@ impl<F: Files> BlockCore<F> {
 
     /// `bdrv_block_status_above(top, NULL)`: what the first layer down the
     /// chain that maps `offset` holds there (`Unallocated` when no layer
-    /// does: the range reads as zeroes), and for how many bytes.
+    /// does: the range reads as zeroes, unless the bottom is a raw node
+    /// over a format node with a backing file of its own), and for how
+    /// many bytes.
     pub fn block_status_above(
         &mut self,
         top: NodeId,
@@ -439,9 +453,9 @@ impl<F: Files> BlockCore<F> {
         Ok(())
     }
 
-    /// Copies `[offset, offset + len)` of `from` into `to`, all-zero data
-    /// as a zero write (what commit and mirror do per chunk); the error
-    /// says which side failed.
+    /// Copies `[offset, offset + len)` of `from` into `to` with a plain
+    /// read and write (`commit_run`'s copy, a mirror's `COPY`): zeroes
+    /// are written as data. The error says which side failed.
     pub(crate) fn copy_range(
         &mut self,
         from: NodeId,
@@ -452,12 +466,8 @@ impl<F: Files> BlockCore<F> {
         let mut buf = vec![0u8; len as usize];
         self.read(from, offset, &mut buf)
             .map_err(|e| (strata_jobs::IoOperation::Read, e))?;
-        let written = if buf.iter().all(|&b| b == 0) {
-            self.write_zeroes(to, offset, len)
-        } else {
-            self.write(to, offset, &buf)
-        };
-        written.map_err(|e| (strata_jobs::IoOperation::Write, e))
+        self.write(to, offset, &buf)
+            .map_err(|e| (strata_jobs::IoOperation::Write, e))
     }
 
     /// `bdrv_change_backing_file`: rewrites the image header and, like
@@ -480,6 +490,15 @@ impl<F: Files> BlockCore<F> {
             *auto_backing_file = file.unwrap_or_default().to_string();
         }
         Ok(())
+    }
+
+    /// A format node's cluster size (`bdrv_get_info`), `None` for raw and
+    /// every other driver.
+    pub(crate) fn cluster_size_of(&self, node: NodeId) -> Option<u64> {
+        match self.state.get(&node) {
+            Some(DriverState::Format { image, .. }) => image.cluster_size(),
+            _ => None,
+        }
     }
 
     fn cluster_size(&self, node: NodeId) -> u64 {
@@ -719,6 +738,16 @@ impl<F: Files> Storage for ChildIo<'_, '_, F> {
             }
             _ => Ok(()),
         }
+    }
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        self.core.borrow_mut().write_zeroes(self.node, offset, len)
+    }
+    fn data_status(&mut self, offset: u64, len: u64) -> io::Result<(bool, u64)> {
+        let (kind, n) = self
+            .core
+            .borrow_mut()
+            .block_status(self.node, offset, len)?;
+        Ok((kind != ExtentKind::Zero, n))
     }
 }
 

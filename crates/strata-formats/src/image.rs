@@ -124,7 +124,7 @@ impl Image {
         }
     }
 
-    /// See [`Qcow2::block_status`]; raw is all data.
+    /// See [`Qcow2::block_status`] and [`Raw::block_status`].
     pub fn block_status(
         &mut self,
         storage: &mut dyn Storage,
@@ -133,7 +133,7 @@ impl Image {
     ) -> Result<Extent> {
         match self {
             Image::Qcow2(q) => q.block_status(storage, offset, max_len),
-            Image::Raw(r) => r.block_status(offset, max_len),
+            Image::Raw(r) => r.block_status(storage, offset, max_len),
         }
     }
 

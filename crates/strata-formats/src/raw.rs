@@ -7,7 +7,8 @@ use crate::storage::{Access, DebugEvent, Storage};
 /// A raw image: its virtual size is its storage's length.
 ///
 /// Raw has no metadata, no backing file and no allocation information of
-/// its own: every byte is [`ExtentKind::Data`].
+/// its own: every byte is allocated, as data or (in a hole of its file)
+/// as zeroes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Raw {
     size: u64,
@@ -43,18 +44,12 @@ impl Raw {
         Ok(storage.write_at(offset, data)?)
     }
 
-    /// Writes `len` zero bytes at `offset` (in bounded pieces).
+    /// Makes `len` bytes at `offset` read as zeroes: `raw_co_pwrite_zeroes`
+    /// passes the request to its file ([`Storage::write_zeroes`]).
     pub fn write_zeroes(&mut self, storage: &mut dyn Storage, offset: u64, len: u64) -> Result<()> {
         self.check_writable()?;
         self.check_range(offset, len)?;
-        let zeroes = vec![0u8; len.min(ZERO_BUF) as usize];
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(ZERO_BUF);
-            storage.write_at(offset + done, &zeroes[..n as usize])?;
-            done += n;
-        }
-        Ok(())
+        Ok(storage.write_zeroes(offset, len)?)
     }
 
     /// Grows the image to `size` bytes (`raw_co_truncate` passing the size
@@ -72,13 +67,26 @@ impl Raw {
         Ok(())
     }
 
-    /// Everything in a raw image is data.
-    pub fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
+    /// Raw has no allocation information of its own: its file's holes read
+    /// as [`ExtentKind::Zero`], the rest is [`ExtentKind::Data`]
+    /// (`raw_co_block_status` passes the question to the file, whose
+    /// `SEEK_DATA`/`SEEK_HOLE` answer it: [`Storage::data_status`]).
+    pub fn block_status(
+        &self,
+        storage: &mut dyn Storage,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Extent> {
         self.check_range(offset, max_len)?;
+        let (data, len) = storage.data_status(offset, max_len)?;
         Ok(Extent {
             offset,
-            len: max_len,
-            kind: ExtentKind::Data,
+            len: len.min(max_len),
+            kind: if data {
+                ExtentKind::Data
+            } else {
+                ExtentKind::Zero
+            },
         })
     }
 
@@ -105,9 +113,6 @@ impl Raw {
         }
     }
 }
-
-/// Largest zero buffer written at once.
-const ZERO_BUF: u64 = 1 << 20;
 
 #[cfg(test)]
 mod tests {

@@ -66,8 +66,11 @@ impl Qcow2 {
     /// on a v3 image, whole clusters become zero clusters (their host
     /// clusters freed with [`ZeroWrite::MayUnmap`], kept otherwise), and so does a
     /// partly covered cluster whose other bytes already read as zero by
-    /// metadata (see [`BackingRead::backing_is_zero`]). Everything else —
-    /// and every cluster of a v2 image — gets zero bytes written.
+    /// metadata (see [`BackingRead::backing_is_zero`]). A v2 image has no
+    /// zero flag: without a backing file those clusters are discarded
+    /// (unallocated) instead, as `qcow2_subcluster_zeroize` does; with one,
+    /// every cluster gets zero bytes written. Everything else gets zero
+    /// bytes written too.
     pub fn write_zeroes(
         &mut self,
         storage: &mut dyn Storage,
@@ -78,7 +81,9 @@ impl Qcow2 {
     ) -> Result<()> {
         self.check_writable()?;
         self.check_range(offset, len)?;
-        if self.header.version < 3 {
+        if self.header.version < 3 && backing.is_some() {
+            // qcow2_subcluster_zeroize: v2 has no zero flag (-ENOTSUP),
+            // and the block layer falls back to writing zero bytes.
             return self.write_zero_bytes(storage, offset, len, backing);
         }
         let cs = self.cluster_size();
@@ -611,15 +616,23 @@ impl Qcow2 {
         let old: Vec<u64> = self.l2_table(storage, l2)?[l2_index..l2_index + n].to_vec();
         let mut new = Vec::with_capacity(n);
         let mut released = Vec::new();
+        // Without a zero flag (v2, and only without a backing file: see
+        // `write_zeroes`) QEMU discards instead: the cluster becomes
+        // unallocated, which reads as zeroes.
+        let discard = self.header.version < 3;
         for &e in &old {
             let kind = self.classify(e)?;
             let allocated = matches!(kind, Cluster::Normal(_) | Cluster::ZeroAlloc(_));
             let unmap = matches!(kind, Cluster::Compressed { .. })
-                || (zero_write == ZeroWrite::MayUnmap && allocated);
+                || ((zero_write == ZeroWrite::MayUnmap || discard) && allocated);
             if unmap {
                 released.push(e);
             }
-            new.push((if unmap { 0 } else { e }) | ZERO);
+            new.push(match (discard, unmap) {
+                (true, _) => 0,
+                (false, true) => ZERO,
+                (false, false) => e | ZERO,
+            });
         }
         if new != old {
             self.set_l2_entries(storage, l2, l2_index, &new)?;

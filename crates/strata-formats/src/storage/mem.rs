@@ -4,10 +4,14 @@ use super::Storage;
 use std::fmt;
 use std::io;
 use std::sync::{Arc, OnceLock};
-use xxhash_rust::xxh3::{xxh3_128, Xxh3};
+use xxhash_rust::xxh3::Xxh3;
 
 /// Bytes per copy-on-write chunk.
 const CHUNK: usize = 64 * 1024;
+
+/// The modelled host file system's block size (ext4's 4 KiB): what a hole
+/// is made of, as `SEEK_DATA`/`SEEK_HOLE` report them.
+const FS_BLOCK: usize = 4096;
 
 /// A chunk's or a store's digest: XXH3-128, not a cryptographic hash. The
 /// digests only tell a simulator's states and memo keys apart (nothing
@@ -15,10 +19,13 @@ const CHUNK: usize = 64 * 1024;
 /// spends when it is slow: XXH3 is an order of magnitude faster than SHA-256.
 type Digest = [u8; 16];
 
-/// One chunk of bytes and, once asked for, its digest.
+/// One chunk of bytes, which of its file system blocks hold data (bit `i`:
+/// block `i`; a block without data reads as zeroes) and, once asked for,
+/// its digest.
 #[derive(Default)]
 struct Chunk {
     data: Vec<u8>,
+    allocated: u16,
     digest: OnceLock<Digest>,
 }
 
@@ -27,23 +34,48 @@ impl Clone for Chunk {
     fn clone(&self) -> Chunk {
         Chunk {
             data: self.data.clone(),
+            allocated: self.allocated,
             digest: OnceLock::new(),
         }
     }
 }
 
 impl Chunk {
-    /// The chunk's digest; all-zero chunks share the all-zero digest so that
-    /// a written-then-zeroed chunk hashes like a never-written one.
+    /// The chunk's digest, of its bytes and of where it holds data (a
+    /// hole and a block of written zeroes differ to `qemu-img map`); a
+    /// chunk without data shares the all-zero digest with a missing one.
     fn digest(&self) -> Digest {
         *self.digest.get_or_init(|| {
-            if self.data.iter().all(|&b| b == 0) {
+            if self.allocated == 0 {
                 [0; 16]
             } else {
-                xxh3_128(&self.data).to_le_bytes()
+                let mut h = Xxh3::new();
+                h.update(&self.data);
+                h.update(&self.allocated.to_le_bytes());
+                h.digest128().to_le_bytes()
             }
         })
     }
+
+    fn holds_data(&self, block: usize) -> bool {
+        self.allocated & (1 << block) != 0
+    }
+}
+
+/// The bits of the file system blocks of a chunk that `within..end` (bytes
+/// of the chunk) touches at all (`Touched`) or covers whole (`Covered`).
+fn block_bits(within: usize, end: usize, blocks: BlockCover) -> u16 {
+    let (first, last) = match blocks {
+        BlockCover::Touched => (within / FS_BLOCK, end.div_ceil(FS_BLOCK)),
+        BlockCover::Covered => (within.div_ceil(FS_BLOCK), end / FS_BLOCK),
+    };
+    (first..last).fold(0, |bits, b| bits | (1 << b))
+}
+
+#[derive(Clone, Copy)]
+enum BlockCover {
+    Touched,
+    Covered,
 }
 
 /// The bytes of a store at one moment: shared chunks plus a length.
@@ -95,9 +127,59 @@ impl Contents {
             let chunk = Arc::make_mut(slot);
             chunk.digest = OnceLock::new();
             chunk.data[within..within + n].copy_from_slice(&buf[done..done + n]);
+            chunk.allocated |= block_bits(within, within + n, BlockCover::Touched);
             done += n;
         }
         self.len = self.len.max(offset + buf.len() as u64);
+    }
+
+    /// `FALLOC_FL_ZERO_RANGE` as ext4 does it: the blocks inside the range
+    /// become holes, the bytes of partly covered blocks zeroes (a block
+    /// keeps whether it holds data); the store grows to the range's end.
+    fn zero_range(&mut self, offset: u64, len: u64) {
+        let chunks = Arc::make_mut(&mut self.chunks);
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end {
+            let idx = (pos / CHUNK as u64) as usize;
+            let within = (pos % CHUNK as u64) as usize;
+            let n = (CHUNK as u64 - within as u64).min(end - pos) as usize;
+            if let Some(slot) = chunks.get_mut(idx) {
+                if let Some(arc) = slot {
+                    let chunk = Arc::make_mut(arc);
+                    chunk.digest = OnceLock::new();
+                    chunk.data[within..within + n].fill(0);
+                    chunk.allocated &= !block_bits(within, within + n, BlockCover::Covered);
+                    if chunk.allocated == 0 {
+                        *slot = None;
+                    }
+                }
+            }
+            pos += n as u64;
+        }
+        self.len = self.len.max(end);
+    }
+
+    /// Whether the file system block at `offset` holds data.
+    fn holds_data(&self, offset: u64) -> bool {
+        let idx = (offset / CHUNK as u64) as usize;
+        let block = (offset % CHUNK as u64) as usize / FS_BLOCK;
+        self.chunks
+            .get(idx)
+            .and_then(Option::as_ref)
+            .is_some_and(|chunk| chunk.holds_data(block))
+    }
+
+    /// `SEEK_DATA`/`SEEK_HOLE` from `offset`: whether it is in data, and
+    /// how far (at most `len` bytes, and not past the end) that holds.
+    fn data_status(&self, offset: u64, len: u64) -> (bool, u64) {
+        let data = self.holds_data(offset);
+        let limit = offset.saturating_add(len).min(self.len.max(offset));
+        let mut pos = (offset / FS_BLOCK as u64 + 1) * FS_BLOCK as u64;
+        while pos < limit && self.holds_data(pos) == data {
+            pos += FS_BLOCK as u64;
+        }
+        (data, pos.min(limit) - offset)
     }
 
     fn set_len(&mut self, len: u64) {
@@ -111,6 +193,7 @@ impl Contents {
                     let chunk = Arc::make_mut(last);
                     chunk.digest = OnceLock::new();
                     chunk.data[within..].fill(0);
+                    chunk.allocated &= !block_bits(within, CHUNK, BlockCover::Covered);
                 }
             }
         }
@@ -239,12 +322,19 @@ impl Storage for MemStorage {
     }
 
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        offset
-            .checked_add(buf.len() as u64)
-            .filter(|end| *end <= MAX_LEN)
-            .ok_or_else(|| io::Error::from_raw_os_error(crate::error::errno::EFBIG))?;
+        check_end(offset, buf.len() as u64)?;
         self.current.write(offset, buf);
         Ok(())
+    }
+
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        check_end(offset, len)?;
+        self.current.zero_range(offset, len);
+        Ok(())
+    }
+
+    fn data_status(&mut self, offset: u64, len: u64) -> io::Result<(bool, u64)> {
+        Ok(self.current.data_status(offset, len))
     }
 
     fn len(&mut self) -> io::Result<u64> {
@@ -268,6 +358,14 @@ impl Storage for MemStorage {
 /// The largest store: 1 TiB, so that a bogus offset fails instead of
 /// allocating a chunk table for it.
 const MAX_LEN: u64 = 1 << 40;
+
+fn check_end(offset: u64, len: u64) -> io::Result<()> {
+    offset
+        .checked_add(len)
+        .filter(|end| *end <= MAX_LEN)
+        .map(|_| ())
+        .ok_or_else(|| io::Error::from_raw_os_error(crate::error::errno::EFBIG))
+}
 
 #[cfg(test)]
 mod tests {
@@ -295,6 +393,10 @@ mod tests {
         b.write_at(150_000, &[1; 100]).unwrap();
         b.write_at(150_000, &[0; 100]).unwrap();
         b.set_len(200_000).unwrap();
+        // Written zeroes are data (qemu-img map tells them from a hole)...
+        assert_ne!(a.content_hash(), b.content_hash());
+        // ...until a zero write makes their block a hole again.
+        b.write_zeroes(147_456, 4096).unwrap();
         assert_eq!(a.content_hash(), b.content_hash());
         b.set_len(200_001).unwrap();
         assert_ne!(a.content_hash(), b.content_hash());

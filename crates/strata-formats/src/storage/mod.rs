@@ -67,6 +67,23 @@ pub trait Storage {
     fn debug_event(&mut self, event: DebugEvent) {
         let _ = event;
     }
+
+    /// Makes `len` bytes at `offset` read as zeroes the way QEMU's
+    /// file-posix does on Linux (`fallocate(FALLOC_FL_ZERO_RANGE)`,
+    /// extending the store if needed): the file system blocks inside the
+    /// range stop holding data (`SEEK_DATA` skips them), the partly covered
+    /// ones keep what they were. The default writes zero bytes.
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        write_zero_bytes(self, offset, len)
+    }
+
+    /// `SEEK_DATA`/`SEEK_HOLE` at `offset`, as file-posix's block status
+    /// asks: whether `offset` holds data (rather than a hole), and for how
+    /// many of the next `len` bytes that holds. The default knows no holes.
+    fn data_status(&mut self, offset: u64, len: u64) -> io::Result<(bool, u64)> {
+        let _ = offset;
+        Ok((true, len))
+    }
 }
 
 /// The points of a format's I/O that QEMU announces to its `file` child
@@ -101,6 +118,23 @@ impl DebugEvent {
     }
 }
 
+/// Writes `len` zero bytes at `offset`, 1 MiB at a time.
+pub(crate) fn write_zero_bytes<S: Storage + ?Sized>(
+    storage: &mut S,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    const ZERO_BUF: u64 = 1 << 20;
+    let zeroes = vec![0u8; len.min(ZERO_BUF) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(ZERO_BUF);
+        storage.write_at(offset + done, &zeroes[..n as usize])?;
+        done += n;
+    }
+    Ok(())
+}
+
 impl<S: Storage + ?Sized> Storage for &mut S {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         (**self).read_at(offset, buf)
@@ -119,6 +153,12 @@ impl<S: Storage + ?Sized> Storage for &mut S {
     }
     fn debug_event(&mut self, event: DebugEvent) {
         (**self).debug_event(event)
+    }
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        (**self).write_zeroes(offset, len)
+    }
+    fn data_status(&mut self, offset: u64, len: u64) -> io::Result<(bool, u64)> {
+        (**self).data_status(offset, len)
     }
 }
 
@@ -140,6 +180,12 @@ impl<S: Storage + ?Sized> Storage for Box<S> {
     }
     fn debug_event(&mut self, event: DebugEvent) {
         (**self).debug_event(event)
+    }
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        (**self).write_zeroes(offset, len)
+    }
+    fn data_status(&mut self, offset: u64, len: u64) -> io::Result<(bool, u64)> {
+        (**self).data_status(offset, len)
     }
 }
 
