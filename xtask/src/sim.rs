@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use strata_sim::policy::{self, Policy};
 use strata_sim::scenario::{Observation, Scenario};
 use strata_sim::{
-    compare, explore, run, to_dot, Catalog, CompareOptions, ExploreOptions, Progress, Replay,
-    RunOptions, Schedule, SchedulerSpec,
+    compare, explore, run, to_dot, Catalog, CompareOptions, Progress, Replay, Schedule,
+    SchedulerSpec,
 };
 
 #[derive(Parser)]
@@ -21,6 +22,10 @@ struct SimCli {
     /// of the project's.
     #[arg(long, global = true)]
     harness: bool,
+    /// The block layer's policy (default qemu-10.0); `policies` compares
+    /// several: `--policy a --policy b`.
+    #[arg(long = "policy", global = true, value_name = "P")]
+    policies: Vec<String>,
     #[command(subcommand)]
     command: Option<SimCommand>,
 }
@@ -79,6 +84,9 @@ enum SimCommand {
         #[arg(long, default_value_t = 2)]
         bound: usize,
     },
+    /// Explore scenarios under each policy: the matrix of outcomes and
+    /// properties violated (docs/POLICIES.md).
+    Policies(crate::sim_policies::PoliciesArgs),
     /// The final graph as DOT (or SVG through graphviz).
     Render {
         /// The scenario.
@@ -112,12 +120,19 @@ pub fn main(args: &[String]) -> ExitCode {
     } else {
         Catalog::project()
     };
-    let cat = &cat;
+    let cat = &match single_policy(&cli.policies, cli.command.as_ref()) {
+        Ok(policy) => cat.with_policy(policy),
+        Err(e) => {
+            eprintln!("cargo xtask sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         None if cli.harness => run_all(std::slice::from_ref(cat)),
         None => run_all(
             &std::iter::once(Catalog::project())
                 .chain(Catalog::shared_harness())
+                .map(|c| c.with_policy(cat.policy()))
                 .collect::<Vec<_>>(),
         ),
         Some(SimCommand::List) => list(cat),
@@ -137,6 +152,9 @@ pub fn main(args: &[String]) -> ExitCode {
         Some(SimCommand::Show { name }) => show(cat, &name),
         Some(SimCommand::Render { name, svg }) => render(cat, &name, svg),
         Some(SimCommand::Covers { dirs, bound }) => crate::sim_covers::covers(cat, &dirs, bound),
+        Some(SimCommand::Policies(args)) => {
+            crate::sim_policies::policies(cat, &cli.policies, &args)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -149,6 +167,28 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 type Res = Result<bool, Box<dyn std::error::Error>>;
+
+/// The one policy of a command other than `policies` (which takes many).
+fn single_policy(
+    names: &[String],
+    command: Option<&SimCommand>,
+) -> Result<&'static Policy, String> {
+    let many = matches!(command, Some(SimCommand::Policies(_)));
+    match names {
+        [] => Ok(policy::default()),
+        _ if many => Ok(policy::default()),
+        [name] => policy::by_name(name).ok_or_else(|| unknown_policy(name)),
+        _ => Err("only `policies` takes more than one --policy".into()),
+    }
+}
+
+/// The error for a policy name that does not exist.
+pub(crate) fn unknown_policy(name: &str) -> String {
+    format!(
+        "unknown policy '{name}' (known: {})",
+        policy::names().join(", ")
+    )
+}
 
 fn list(cat: &Catalog) -> Res {
     for s in cat.scenarios()? {
@@ -189,7 +229,7 @@ fn judge(
 ) -> Result<Verdict, strata_sim::Error> {
     let mut scheduler = spec.build();
     let qemu = cat.qemu_observation(&s.name)?;
-    Ok(match run(s, scheduler.as_mut(), RunOptions::default()) {
+    Ok(match run(s, scheduler.as_mut(), cat.run_options()) {
         Ok(done) => {
             let failed_expect = &done.observation.expectations_failed;
             let outcome = if failed_expect.is_empty() {
@@ -289,7 +329,8 @@ fn run_all(catalogs: &[Catalog]) -> Res {
         let mut deterministic = true;
         for s in cat.scenarios()? {
             let v = judge(cat, &s, &SchedulerSpec::Canonical)?;
-            if let Err(e) = strata_sim::check_determinism(&s, &Schedule::default()) {
+            let options = cat.run_options();
+            if let Err(e) = strata_sim::check_determinism(&s, &Schedule::default(), options) {
                 println!("NOT DETERMINISTIC: {e}");
                 deterministic = false;
             }
@@ -328,11 +369,7 @@ fn explore_one(cat: &Catalog, name: &str, bound: usize, threads: Option<usize>) 
         })
     };
     let start = Instant::now();
-    let options = ExploreOptions {
-        preemption_bound: bound,
-        ..ExploreOptions::default()
-    };
-    let found = explore(&s, options, &progress);
+    let found = explore(&s, cat.explore_options(bound), &progress);
     let secs = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let _ = watcher.join();
@@ -377,7 +414,7 @@ fn explore_one(cat: &Catalog, name: &str, bound: usize, threads: Option<usize>) 
 fn replay(cat: &Catalog, name: &str, schedule: &str) -> Res {
     let s = cat.scenario(name)?;
     let schedule = Schedule::parse(schedule)?;
-    match run(&s, &mut Replay::new(&schedule), RunOptions::default()) {
+    match run(&s, &mut Replay::new(&schedule), cat.run_options()) {
         Ok(done) => {
             for (i, (task, t)) in done.trace.iter().enumerate() {
                 println!("{i:6} {:>12.6}s  {task}", *t as f64 / 1e9);
@@ -421,7 +458,7 @@ fn report_against_qemu(cat: &Catalog, name: &str, obs: &Observation) -> Res {
 
 fn canonical(cat: &Catalog, name: &str) -> Result<Observation, Box<dyn std::error::Error>> {
     let s = cat.scenario(name)?;
-    let done = run(&s, &mut strata_sim::Canonical, RunOptions::default())
+    let done = run(&s, &mut strata_sim::Canonical, cat.run_options())
         .map_err(|f| format!("{}  [{}]", f.error, cat.replay_command(name, &f.schedule)))?;
     Ok(done.observation)
 }

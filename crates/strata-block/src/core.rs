@@ -36,6 +36,9 @@ pub struct BlockCore<F: Files> {
     /// Active commits' `mirror_top` nodes and the base each one copies
     /// guest writes into.
     pub(crate) mirror_targets: BTreeMap<NodeId, NodeId>,
+    /// The position the stream job takes where the 2020 thread's
+    /// participants disagreed ([`crate::policy`]); QEMU 10.0's by default.
+    pub(crate) policy: &'static crate::policy::Policy,
 }
 
 impl<F: Files> BlockCore<F> {
@@ -49,6 +52,7 @@ impl<F: Files> BlockCore<F> {
             now_ns: 0,
             io_wait_until: 0,
             mirror_targets: BTreeMap::new(),
+            policy: crate::policy::default(),
         }
     }
 

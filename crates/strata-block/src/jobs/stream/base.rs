@@ -80,7 +80,37 @@ pub fn stream_bounds(
     })
 }
 
-/// The rules for choosing the new backing node of the streamed image.
+/// `above_base` found from the base upwards past implicit filters
+/// (`policy::BaseSearch::SkipImplicitFilters`, Max Reitz's suggestion): the
+/// lowest node between `base_overlay` and the base that is not an implicit
+/// filter. `base_overlay` is never a filter, so there always is one.
+pub fn skip_implicit_above_base(graph: &Graph, bounds: StreamBounds) -> StreamBounds {
+    let Some(base) = bounds.base_at_start else {
+        return bounds;
+    };
+    let between: Vec<NodeId> = graph
+        .chain(bounds.base_overlay)
+        .take_while(|&n| n != base)
+        .collect();
+    let is_implicit_filter = |n: NodeId| {
+        graph
+            .node(n)
+            .is_ok_and(|node| node.implicit && node.traits().is_filter)
+    };
+    let above_base = between
+        .iter()
+        .rev()
+        .copied()
+        .find(|&n| !is_implicit_filter(n))
+        .unwrap_or(bounds.base_overlay);
+    StreamBounds {
+        above_base,
+        ..bounds
+    }
+}
+
+/// (b) of a `policy::Policy`: the rule for choosing the new backing node of
+/// the streamed image, and when it is resolved.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum BackingChoice {
     /// QEMU 10.0 (Max Reitz's rule): the chain child of `above_base` at
@@ -135,6 +165,22 @@ impl BackingFormat {
             _ => node.driver(),
         }
     }
+}
+
+/// The header `stream_prepare` wrote before QEMU 6.0
+/// (`policy::HeaderString::StringAtStart`): the string fixed at start and
+/// the new backing node's own driver as format, a filter's if it is one.
+/// `None`: remove the backing.
+pub fn header_backing_at_start(
+    graph: &Graph,
+    new_backing: Option<NodeId>,
+    string_at_start: Option<&str>,
+) -> Option<(Option<String>, String)> {
+    let node = graph.node(new_backing?).ok()?;
+    Some((
+        string_at_start.map(str::to_string),
+        node.driver().to_string(),
+    ))
 }
 
 /// The backing file string and format `stream_prepare` writes into the
