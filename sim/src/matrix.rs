@@ -11,6 +11,7 @@ use crate::explore::{explore, ExploreOptions, Progress};
 use crate::properties::{Baseline, Property, Violation};
 use crate::scenario::Scenario;
 use crate::sched::Schedule;
+use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
@@ -78,22 +79,38 @@ pub fn policy_matrix(
 ) -> Result<PolicyMatrix> {
     let mut columns = vec![policy::default()];
     columns.extend(policies.iter().copied().filter(|p| *p != policy::default()));
-    let mut rows = Vec::new();
-    for scenario in scenarios {
-        let baseline = Baseline::new(scenario)?;
-        let mut cells = Vec::new();
-        let mut reference: Option<BTreeSet<String>> = None;
-        for &policy in &columns {
-            let (cell, keys) = explore_cell(scenario, &baseline, policy, bound)?;
-            let differs = reference.as_ref().is_some_and(|r| *r != keys);
-            reference.get_or_insert(keys);
-            cells.push(MatrixCell { differs, ..cell });
-        }
-        rows.push(MatrixRow {
-            scenario: scenario.name.clone(),
-            cells,
-        });
-    }
+    let baselines = scenarios
+        .iter()
+        .map(Baseline::new)
+        .collect::<Result<Vec<_>>>()?;
+    // Every (scenario, policy) pair is independent: explored in parallel,
+    // collected in order, so the matrix does not depend on the threads.
+    let pairs: Vec<(usize, &'static Policy)> = (0..scenarios.len())
+        .flat_map(|s| columns.iter().map(move |&p| (s, p)))
+        .collect();
+    let explored = pairs
+        .into_par_iter()
+        .map(|(s, p)| explore_cell(&scenarios[s], &baselines[s], p, bound))
+        .collect::<Result<Vec<_>>>()?;
+    let mut explored = explored.into_iter();
+    let rows = scenarios
+        .iter()
+        .map(|scenario| {
+            let row: Vec<_> = explored.by_ref().take(columns.len()).collect();
+            let reference = row[0].1.clone();
+            let cells = row
+                .into_iter()
+                .map(|(cell, keys)| MatrixCell {
+                    differs: keys != reference,
+                    ..cell
+                })
+                .collect();
+            MatrixRow {
+                scenario: scenario.name.clone(),
+                cells,
+            }
+        })
+        .collect();
     Ok(PolicyMatrix {
         bound,
         policies: columns,
@@ -137,10 +154,11 @@ fn explore_cell(
     }
     for (schedule, message) in found.structure.values() {
         let property = Property::of_failure(message);
+        let detail = message.trim_start_matches(property.name());
         keep(
             Violation {
                 property,
-                detail: message.clone(),
+                detail: detail.trim_start_matches(": ").to_string(),
             },
             schedule,
         );

@@ -25,8 +25,8 @@ pub struct StreamBounds {
     pub base_overlay: NodeId,
     /// The node directly above the base (a filter or `base_overlay`).
     pub above_base: NodeId,
-    /// The base given at start (`None`: the whole chain is streamed, or
-    /// `bottom` was used and the base is never referenced).
+    /// The base at start: the one given, or the node below `bottom`
+    /// (`None`: the whole chain is streamed). QEMU 10.0 never uses it.
     pub base_at_start: Option<NodeId>,
 }
 
@@ -52,7 +52,7 @@ pub fn stream_bounds(
         return Ok(StreamBounds {
             base_overlay: bottom,
             above_base: bottom,
-            base_at_start: None,
+            base_at_start: graph.filter_or_cow_node(bottom),
         });
     }
     let Some(base_overlay) = graph.find_overlay(top, base) else {
