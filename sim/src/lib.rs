@@ -48,6 +48,7 @@ mod explore;
 mod graph;
 mod images;
 mod matrix;
+mod policies_doc;
 mod properties;
 mod run;
 pub mod scenario;
@@ -65,6 +66,7 @@ pub use matrix::{
     policy_matrix, replay_command as matrix_replay_command, Counterexample, MatrixCell, MatrixRow,
     PolicyMatrix,
 };
+pub use policies_doc::policies_doc;
 pub use properties::{Baseline, Property, Violation};
 pub use run::{check_determinism, replay_command, run, Failure, Run, RunOptions};
 pub use sched::{Canonical, Pct, Random, Replay, Schedule, Scheduler, SchedulerSpec};

@@ -96,3 +96,32 @@ impl<F: Files> BlockLayer<F> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{BlockLayer, MemFiles};
+    use strata_filters::Driver;
+    use strata_graph::NodeSpec;
+
+    fn add(layer: &mut BlockLayer<MemFiles>, driver: Driver, name: &str) -> strata_graph::NodeId {
+        let spec = NodeSpec::new(driver.name(), driver.traits()).name(name);
+        layer.core.bg.add_node(spec).expect("node")
+    }
+
+    #[test]
+    fn structure_properties_can_fail() {
+        let mut layer = BlockLayer::new(MemFiles::new(), 0);
+        let null = add(&mut layer, Driver::NullCo, "n");
+        let broken = layer.check_structure().unwrap_err();
+        assert!(broken.starts_with("no-orphans: node 'n'"), "{broken}");
+        layer.core.monitor_adopt(null);
+        assert_eq!(layer.check_structure(), Ok(()));
+        let throttle = add(&mut layer, Driver::Throttle, "t");
+        layer.core.monitor_adopt(throttle);
+        let broken = layer.check_structure().unwrap_err();
+        assert!(
+            broken.starts_with("filter-one-child: filter 't' has 0"),
+            "{broken}"
+        );
+    }
+}
