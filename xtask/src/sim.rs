@@ -177,17 +177,9 @@ fn single_policy(
     match names {
         [] => Ok(policy::default()),
         _ if many => Ok(policy::default()),
-        [name] => policy::by_name(name).ok_or_else(|| unknown_policy(name)),
+        [name] => policy::by_name(name).ok_or_else(|| crate::sim_policies::unknown_policy(name)),
         _ => Err("only `policies` takes more than one --policy".into()),
     }
-}
-
-/// The error for a policy name that does not exist.
-pub(crate) fn unknown_policy(name: &str) -> String {
-    format!(
-        "unknown policy '{name}' (known: {})",
-        policy::names().join(", ")
-    )
 }
 
 fn list(cat: &Catalog) -> Res {

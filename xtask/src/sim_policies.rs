@@ -59,7 +59,7 @@ fn chosen_policies(names: &[String]) -> Result<Vec<&'static Policy>, String> {
     }
     names
         .iter()
-        .map(|n| policy::by_name(n).ok_or_else(|| crate::sim::unknown_policy(n)))
+        .map(|n| policy::by_name(n).ok_or_else(|| unknown_policy(n)))
         .collect()
 }
 
@@ -99,4 +99,12 @@ fn to_json(m: &PolicyMatrix) -> serde_json::Value {
         "policies": m.policies.iter().map(|p| p.name).collect::<Vec<_>>(),
         "rows": rows,
     })
+}
+
+/// The error for a policy name that does not exist.
+pub(crate) fn unknown_policy(name: &str) -> String {
+    format!(
+        "unknown policy '{name}' (known: {})",
+        policy::names().join(", ")
+    )
 }

@@ -38,7 +38,6 @@ mod qemu_10_0;
 mod qemu_5_1;
 mod skip_implicit;
 
-pub use crate::jobs::BackingChoice;
 pub use above_base::ABOVE_BASE;
 pub use base_overlay::BASE_OVERLAY;
 pub use freeze_base::FREEZE_BASE;
@@ -116,6 +115,20 @@ pub enum BaseSearch {
     /// From the base upwards past implicit filters (another job's filter
     /// that the user could not name) to the first node that is not one.
     SkipImplicitFilters,
+}
+
+/// (b) of a [`Policy`]: the rule for choosing the new backing node of
+/// the streamed image, and when it is resolved.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum BackingChoice {
+    /// QEMU 10.0 (Max Reitz's rule): the chain child of `above_base` at
+    /// completion; filters between `base_overlay` and the base are dropped.
+    AboveBase,
+    /// The thread's alternative (Vladimir Sementsov-Ogievskiy): the chain
+    /// child of `base_overlay` at completion; filters above the base stay.
+    BaseOverlay,
+    /// "Freeze the base": the base named at start, whatever happened since.
+    BaseAtStart,
 }
 
 /// Every policy, the default first.

@@ -16,6 +16,7 @@
 //! filter above the base ([`BackingChoice::BaseOverlay`]), and "freeze the
 //! base" (the base given at start, [`BackingChoice::BaseAtStart`]).
 
+pub use crate::policy::BackingChoice;
 use strata_graph::{Graph, NodeId};
 
 /// The nodes a stream remembers at start.
@@ -107,20 +108,6 @@ pub fn skip_implicit_above_base(graph: &Graph, bounds: StreamBounds) -> StreamBo
         above_base,
         ..bounds
     }
-}
-
-/// (b) of a `policy::Policy`: the rule for choosing the new backing node of
-/// the streamed image, and when it is resolved.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum BackingChoice {
-    /// QEMU 10.0 (Max Reitz's rule): the chain child of `above_base` at
-    /// completion; filters between `base_overlay` and the base are dropped.
-    AboveBase,
-    /// The thread's alternative (Vladimir Sementsov-Ogievskiy): the chain
-    /// child of `base_overlay` at completion; filters above the base stay.
-    BaseOverlay,
-    /// "Freeze the base": the base named at start, whatever happened since.
-    BaseAtStart,
 }
 
 /// The node that becomes the backing node of the streamed image at
