@@ -6,8 +6,10 @@
 use crate::error::{Error, Result};
 use crate::scenario::{Observation, Scenario};
 use crate::sched::Schedule;
+use crate::{ExploreOptions, RunOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use strata_block::policy::Policy;
 
 /// `sim/` of this checkout.
 pub fn sim_dir() -> PathBuf {
@@ -21,6 +23,8 @@ pub struct Catalog {
     observations: PathBuf,
     /// The `cargo xtask sim` option that selects this catalog.
     option: &'static str,
+    /// The block layer's policy its scenarios run under.
+    policy: &'static Policy,
 }
 
 impl Catalog {
@@ -30,6 +34,7 @@ impl Catalog {
             scenarios: sim_dir().join("scenarios"),
             observations: sim_dir().join("qemu"),
             option: "",
+            policy: strata_block::policy::default(),
         }
     }
 
@@ -41,6 +46,7 @@ impl Catalog {
             scenarios: dir.join("scenarios"),
             observations: dir.join("golden"),
             option: "--harness ",
+            policy: strata_block::policy::default(),
         })
     }
 
@@ -52,6 +58,33 @@ impl Catalog {
             .map(PathBuf::from)
             .unwrap_or_else(|| sim_dir().join("../../shared/conformance"));
         dir.canonicalize().unwrap_or(dir)
+    }
+
+    /// The same catalog, its scenarios run under `policy`.
+    pub fn with_policy(self, policy: &'static Policy) -> Catalog {
+        Catalog { policy, ..self }
+    }
+
+    /// The policy its scenarios run under.
+    pub fn policy(&self) -> &'static Policy {
+        self.policy
+    }
+
+    /// Run options with the catalog's policy.
+    pub fn run_options(&self) -> RunOptions {
+        RunOptions {
+            policy: self.policy,
+            ..RunOptions::default()
+        }
+    }
+
+    /// Exploration options with the catalog's policy and `bound`.
+    pub fn explore_options(&self, bound: usize) -> ExploreOptions {
+        ExploreOptions {
+            preemption_bound: bound,
+            policy: self.policy,
+            ..ExploreOptions::default()
+        }
     }
 
     /// Every scenario, by name.
@@ -94,9 +127,18 @@ impl Catalog {
         )
     }
 
-    /// The command that replays `schedule` of `name` from this catalog.
+    /// The command that replays `schedule` of `name` from this catalog
+    /// (under its policy).
     pub fn replay_command(&self, name: &str, schedule: &Schedule) -> String {
-        format!("cargo xtask sim {}replay {name} {schedule}", self.option)
+        let policy = if self.policy == strata_block::policy::default() {
+            String::new()
+        } else {
+            format!(" --policy {}", self.policy.name)
+        };
+        format!(
+            "cargo xtask sim {}replay {name} {schedule}{policy}",
+            self.option
+        )
     }
 }
 

@@ -24,7 +24,7 @@ use crate::world::{Task, World};
 /// Runs `scenario` the way strata-qsd's loop would, on memory storage and
 /// a virtual clock that moves only while the loop polls.
 pub fn run_like_daemon(scenario: &Arc<Scenario>, options: RunOptions) -> Result<Observation> {
-    let mut world = World::new(scenario.clone())?;
+    let mut world = World::with_policy(scenario.clone(), options.policy)?;
     for turn in 0..options.step_limit {
         if let Some(observation) = world.finished() {
             return Ok(observation.clone());

@@ -30,6 +30,12 @@ pub struct ExploreOptions {
     pub check_invariants: bool,
     /// Give up on a schedule after this many steps.
     pub step_limit: usize,
+    /// The block layer's policy (QEMU 10.0's by default).
+    pub policy: &'static strata_block::policy::Policy,
+    /// Check the structural properties after every step
+    /// (`BlockLayer::check_structure`) and report the first schedule
+    /// breaking each, without stopping it.
+    pub check_structure: bool,
 }
 
 impl Default for ExploreOptions {
@@ -38,6 +44,8 @@ impl Default for ExploreOptions {
             preemption_bound: 2,
             check_invariants: true,
             step_limit: 200_000,
+            policy: strata_block::policy::default(),
+            check_structure: false,
         }
     }
 }
@@ -66,6 +74,10 @@ pub struct Exploration {
     pub outcomes: Vec<Outcome>,
     /// Schedules that broke an invariant or got stuck, with the error.
     pub failures: Vec<(Schedule, String)>,
+    /// With `check_structure`: per structural property broken (the text
+    /// before its message's first `:`), the smallest schedule found that
+    /// breaks it and the message.
+    pub structure: BTreeMap<String, (Schedule, String)>,
 }
 
 /// Progress counters, readable while an exploration runs.
@@ -119,7 +131,7 @@ pub fn explore(
     progress: &Progress,
 ) -> Result<Exploration> {
     let start = Frontier {
-        world: World::new(scenario.clone())?,
+        world: World::with_policy(scenario.clone(), options.policy)?,
         schedule: Schedule::default(),
         preemptions: 0,
         burst: None,
@@ -152,6 +164,19 @@ pub fn explore(
     Ok(merge(parts))
 }
 
+/// Keeps the smaller of a known and a new schedule breaking `property`.
+fn note_smallest(
+    known: &mut BTreeMap<String, (Schedule, String)>,
+    property: String,
+    schedule: Schedule,
+    message: String,
+) {
+    let smaller = known.get(&property).is_none_or(|(s, _)| schedule < *s);
+    if smaller {
+        known.insert(property, (schedule, message));
+    }
+}
+
 fn merge(parts: Vec<Explorer<'_>>) -> Exploration {
     let mut result = Exploration::default();
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
@@ -159,6 +184,9 @@ fn merge(parts: Vec<Explorer<'_>>) -> Exploration {
         result.states += part.visited.len() as u64;
         result.schedules += part.schedules;
         result.failures.extend(part.failures);
+        for (property, (schedule, message)) in part.structure {
+            note_smallest(&mut result.structure, property, schedule, message);
+        }
         for (key, outcome) in part.order.into_iter().map(|k| {
             let o = part.outcomes[&k].clone();
             (k, o)
@@ -193,6 +221,7 @@ struct Explorer<'p> {
     outcomes: BTreeMap<String, Outcome>,
     order: Vec<String>,
     failures: Vec<(Schedule, String)>,
+    structure: BTreeMap<String, (Schedule, String)>,
 }
 
 impl<'p> Explorer<'p> {
@@ -205,6 +234,7 @@ impl<'p> Explorer<'p> {
             outcomes: BTreeMap::new(),
             order: Vec::new(),
             failures: Vec::new(),
+            structure: BTreeMap::new(),
         }
     }
 
@@ -247,6 +277,7 @@ impl<'p> Explorer<'p> {
                 self.fail(&child.schedule, e);
                 continue;
             }
+            self.check_structure(&child.world, &child.schedule);
             children.push(child);
         }
         children
@@ -270,6 +301,7 @@ impl<'p> Explorer<'p> {
                 0 => return Err(Error::Stuck(f.world.now_ns())),
                 1 => {
                     self.step(&mut f.world, &runnable[0])?;
+                    self.check_structure(&f.world, &f.schedule);
                     f.burst = f.burst_after(0, &runnable[0]);
                 }
                 _ => return Ok(Some(runnable)),
@@ -285,6 +317,16 @@ impl<'p> Explorer<'p> {
                 .map_err(|what| Error::Invariant { step: 0, what })?;
         }
         Ok(())
+    }
+
+    fn check_structure(&mut self, world: &World, schedule: &Schedule) {
+        if !self.options.check_structure {
+            return;
+        }
+        if let Err(message) = world.layer().check_structure() {
+            let property = message.split(':').next().unwrap_or_default().to_string();
+            note_smallest(&mut self.structure, property, schedule.clone(), message);
+        }
     }
 
     fn finish_schedule(&mut self) {

@@ -47,6 +47,9 @@ mod exact_hash;
 mod explore;
 mod graph;
 mod images;
+mod matrix;
+mod policies_doc;
+mod properties;
 mod run;
 pub mod scenario;
 mod sched;
@@ -60,8 +63,15 @@ pub use error::{Error, Result};
 pub use explore::{explore, Exploration, ExploreOptions, Outcome, Progress};
 pub use graph::{normalised_graph, perm_mask, to_dot};
 pub use images::{create_images, forget_memos, inspect_image};
+pub use matrix::{
+    policy_matrix, replay_command as matrix_replay_command, Counterexample, MatrixCell, MatrixRow,
+    PolicyMatrix,
+};
+pub use policies_doc::policies_doc;
+pub use properties::{Baseline, Property, Violation};
 pub use run::{check_determinism, replay_command, run, Failure, Run, RunOptions};
 pub use sched::{Canonical, Pct, Random, Replay, Schedule, Scheduler, SchedulerSpec};
+pub use strata_block::policy;
 pub use trace::{
     changes_between, run_traced, Action, Change, GraphLink, GraphVertex, JobState, StepState,
     Trace, TraceStep, TracedRun, VertexKind,

@@ -5,6 +5,7 @@ use crate::scenario::{Observation, Scenario};
 use crate::sched::{Schedule, Scheduler};
 use crate::world::{Task, World};
 use std::sync::Arc;
+use strata_block::policy::Policy;
 
 /// How a run goes.
 #[derive(Clone, Copy, Debug)]
@@ -13,6 +14,8 @@ pub struct RunOptions {
     pub check_invariants: bool,
     /// Give up after this many steps.
     pub step_limit: usize,
+    /// The block layer's policy (QEMU 10.0's by default).
+    pub policy: &'static Policy,
 }
 
 impl Default for RunOptions {
@@ -20,6 +23,7 @@ impl Default for RunOptions {
         RunOptions {
             check_invariants: true,
             step_limit: 1_000_000,
+            policy: strata_block::policy::default(),
         }
     }
 }
@@ -90,7 +94,7 @@ fn drive_world(
     (schedule, trace): (&mut Schedule, &mut Vec<(Task, u64)>),
     observe: &mut Observer<'_>,
 ) -> Result<Observation> {
-    let mut world = World::new(scenario.clone())?;
+    let mut world = World::with_policy(scenario.clone(), options.policy)?;
     observe(&world, None);
     loop {
         if let Some(obs) = world.finished() {
@@ -141,14 +145,9 @@ pub fn replay_command(scenario: &str, schedule: &Schedule) -> String {
 pub fn check_determinism(
     scenario: &Arc<Scenario>,
     schedule: &Schedule,
+    options: RunOptions,
 ) -> std::result::Result<(), String> {
-    let once = || {
-        run(
-            scenario,
-            &mut crate::sched::Replay::new(schedule),
-            RunOptions::default(),
-        )
-    };
+    let once = || run(scenario, &mut crate::sched::Replay::new(schedule), options);
     match (once(), once()) {
         (Ok(a), Ok(b)) if a.trace == b.trace && a.observation == b.observation => Ok(()),
         (Ok(_), Ok(_)) => Err(format!(

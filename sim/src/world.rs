@@ -14,6 +14,7 @@ use crate::scenario::{
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use strata_block::policy::Policy;
 use strata_block::{BlockLayer, MemFiles, Runnable, StateKeyHasher};
 use strata_formats::MemStorage;
 use strata_jobs::{JobInfo, JobStatus, JobTable, Wait};
@@ -98,6 +99,11 @@ pub struct World {
 impl World {
     /// A world with the scenario's images created and nothing run.
     pub fn new(scenario: Arc<Scenario>) -> Result<World> {
+        World::with_policy(scenario, strata_block::policy::default())
+    }
+
+    /// A world whose block layer follows `policy`.
+    pub fn with_policy(scenario: Arc<Scenario>, policy: &'static Policy) -> Result<World> {
         let mut files = create_images(&scenario.images)?.with_working_dir(SCRATCH_DIR);
         // The harness writes the plain files first and the images over
         // them: an image of the same name wins.
@@ -109,8 +115,10 @@ impl World {
                 );
             }
         }
+        let mut layer = BlockLayer::new(files, 0);
+        layer.set_policy(policy);
         let mut world = World {
-            monitor: Monitor::new(BlockLayer::new(files, 0)),
+            monitor: Monitor::new(layer),
             scenario,
             step: 0,
             entered_ns: 0,

@@ -8,6 +8,7 @@ mod fuzz;
 mod sim;
 mod sim_bench;
 mod sim_covers;
+mod sim_policies;
 mod sim_record;
 mod viewer;
 

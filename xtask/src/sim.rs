@@ -9,10 +9,11 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use strata_sim::policy::{self, Policy};
 use strata_sim::scenario::{Observation, Scenario};
 use strata_sim::{
-    compare, explore, run, run_traced, to_dot, Catalog, CompareOptions, ExploreOptions, Progress,
-    Replay, RunOptions, Schedule, SchedulerSpec, TracedRun,
+    compare, explore, run, run_traced, to_dot, Catalog, CompareOptions, Progress, Replay, Schedule,
+    SchedulerSpec, TracedRun,
 };
 
 #[derive(Parser)]
@@ -23,6 +24,10 @@ struct SimCli {
     /// of the project's.
     #[arg(long, global = true)]
     harness: bool,
+    /// The block layer's policy (default qemu-10.0); `policies` compares
+    /// several: `--policy a --policy b`.
+    #[arg(long = "policy", global = true, value_name = "P")]
+    policies: Vec<String>,
     #[command(subcommand)]
     command: Option<SimCommand>,
 }
@@ -92,6 +97,9 @@ enum SimCommand {
         #[arg(long, default_value_t = 2)]
         bound: usize,
     },
+    /// Explore scenarios under each policy: the matrix of outcomes and
+    /// properties violated (docs/POLICIES.md).
+    Policies(crate::sim_policies::PoliciesArgs),
     /// The final graph as DOT (or SVG through graphviz).
     Render {
         /// The scenario.
@@ -168,12 +176,19 @@ pub fn main(args: &[String]) -> ExitCode {
     } else {
         Catalog::project()
     };
-    let cat = &cat;
+    let cat = &match single_policy(&cli.policies, cli.command.as_ref()) {
+        Ok(policy) => cat.with_policy(policy),
+        Err(e) => {
+            eprintln!("cargo xtask sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         None if cli.harness => run_all(std::slice::from_ref(cat)),
         None => run_all(
             &std::iter::once(Catalog::project())
                 .chain(Catalog::shared_harness())
+                .map(|c| c.with_policy(cat.policy()))
                 .collect::<Vec<_>>(),
         ),
         Some(SimCommand::List) => list(cat),
@@ -200,6 +215,9 @@ pub fn main(args: &[String]) -> ExitCode {
         Some(SimCommand::Show { name }) => show(cat, &name),
         Some(SimCommand::Render { name, svg }) => render(cat, &name, svg),
         Some(SimCommand::Covers { dirs, bound }) => crate::sim_covers::covers(cat, &dirs, bound),
+        Some(SimCommand::Policies(args)) => {
+            crate::sim_policies::policies(cat, &cli.policies, &args)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -212,6 +230,20 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 type Res = Result<bool, Box<dyn std::error::Error>>;
+
+/// The one policy of a command other than `policies` (which takes many).
+fn single_policy(
+    names: &[String],
+    command: Option<&SimCommand>,
+) -> Result<&'static Policy, String> {
+    let many = matches!(command, Some(SimCommand::Policies(_)));
+    match names {
+        [] => Ok(policy::default()),
+        _ if many => Ok(policy::default()),
+        [name] => policy::by_name(name).ok_or_else(|| crate::sim_policies::unknown_policy(name)),
+        _ => Err("only `policies` takes more than one --policy".into()),
+    }
+}
 
 fn list(cat: &Catalog) -> Res {
     for s in cat.scenarios()? {
@@ -252,7 +284,7 @@ fn judge(
 ) -> Result<Verdict, strata_sim::Error> {
     let mut scheduler = spec.build();
     let qemu = cat.qemu_observation(&s.name)?;
-    Ok(match run(s, scheduler.as_mut(), RunOptions::default()) {
+    Ok(match run(s, scheduler.as_mut(), cat.run_options()) {
         Ok(done) => {
             let failed_expect = &done.observation.expectations_failed;
             let outcome = if failed_expect.is_empty() {
@@ -324,7 +356,7 @@ fn run_some(
         let [s] = &scenarios[..] else {
             return Err("--html and --graph-json report one scenario: name exactly one".into());
         };
-        match run_traced(s, spec.build().as_mut(), RunOptions::default()) {
+        match run_traced(s, spec.build().as_mut(), cat.run_options()) {
             Ok(traced) => outputs.write(cat, &s.name, &traced)?,
             Err(f) => println!(
                 "{}: {}  [{}]",
@@ -367,7 +399,8 @@ fn run_all(catalogs: &[Catalog]) -> Res {
         let mut deterministic = true;
         for s in cat.scenarios()? {
             let v = judge(cat, &s, &SchedulerSpec::Canonical)?;
-            if let Err(e) = strata_sim::check_determinism(&s, &Schedule::default()) {
+            let options = cat.run_options();
+            if let Err(e) = strata_sim::check_determinism(&s, &Schedule::default(), options) {
                 println!("NOT DETERMINISTIC: {e}");
                 deterministic = false;
             }
@@ -412,11 +445,7 @@ fn explore_one(
         })
     };
     let start = Instant::now();
-    let options = ExploreOptions {
-        preemption_bound: bound,
-        ..ExploreOptions::default()
-    };
-    let found = explore(&s, options, &progress);
+    let found = explore(&s, cat.explore_options(bound), &progress);
     let secs = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let _ = watcher.join();
@@ -454,7 +483,7 @@ fn explore_one(
             println!("      differs from outcome 1: {d}");
         }
         if html.is_some() {
-            let traced = run_traced(&s, &mut Replay::new(&o.example), RunOptions::default())
+            let traced = run_traced(&s, &mut Replay::new(&o.example), cat.run_options())
                 .map_err(|f| format!("{}  [{}]", f.error, cat.replay_command(name, &f.schedule)))?;
             reports.push(viewer::OutcomeReport {
                 schedules: o.schedules,
@@ -486,7 +515,7 @@ fn explore_one(
 fn replay(cat: &Catalog, name: &str, schedule: &str, verbose: bool, outputs: &TraceOutputs) -> Res {
     let s = cat.scenario(name)?;
     let schedule = Schedule::parse(schedule)?;
-    match run_traced(&s, &mut Replay::new(&schedule), RunOptions::default()) {
+    match run_traced(&s, &mut Replay::new(&schedule), cat.run_options()) {
         Ok(traced) => {
             if verbose {
                 print!("{}", viewer::text_timeline(&traced.trace));
@@ -535,7 +564,7 @@ fn report_against_qemu(cat: &Catalog, name: &str, obs: &Observation) -> Res {
 
 fn canonical(cat: &Catalog, name: &str) -> Result<Observation, Box<dyn std::error::Error>> {
     let s = cat.scenario(name)?;
-    let done = run(&s, &mut strata_sim::Canonical, RunOptions::default())
+    let done = run(&s, &mut strata_sim::Canonical, cat.run_options())
         .map_err(|f| format!("{}  [{}]", f.error, cat.replay_command(name, &f.schedule)))?;
     Ok(done.observation)
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use strata_sim::scenario::Observation;
-use strata_sim::{compare, explore, Catalog, CompareOptions, ExploreOptions, Outcome, Progress};
+use strata_sim::{compare, explore, Catalog, CompareOptions, Outcome, Progress};
 
 /// Compares every path, volatile ones included.
 const STRICT: CompareOptions = CompareOptions::WITH_VOLATILE;
@@ -25,11 +25,7 @@ pub fn covers(
             println!("{name}: not in the catalog, skipped");
             continue;
         };
-        let options = ExploreOptions {
-            preemption_bound: bound,
-            ..ExploreOptions::default()
-        };
-        let found = explore(&scenario, options, &Progress::default())?;
+        let found = explore(&scenario, cat.explore_options(bound), &Progress::default())?;
         let distinct = distinct(observed);
         let missing: Vec<&Observation> = distinct
             .iter()

@@ -41,6 +41,9 @@ pub struct BlockCore<F: Files> {
     /// a backing chain that comes back to one of them is a cycle
     /// (`open_backing`). Empty between operations.
     pub(crate) opening_backing: Vec<String>,
+    /// The position the stream job takes where the 2020 thread's
+    /// participants disagreed ([`crate::policy`]); QEMU 10.0's by default.
+    pub(crate) policy: &'static crate::policy::Policy,
 }
 
 impl<F: Files> BlockCore<F> {
@@ -55,6 +58,7 @@ impl<F: Files> BlockCore<F> {
             io_wait_until: 0,
             mirror_targets: BTreeMap::new(),
             opening_backing: Vec::new(),
+            policy: crate::policy::default(),
         }
     }
 

@@ -40,6 +40,17 @@ impl<F: Files> BlockLayer<F> {
         }
     }
 
+    /// Runs the block layer under another [`crate::policy::Policy`] than
+    /// QEMU 10.0's (jobs started from now on follow it).
+    pub fn set_policy(&mut self, policy: &'static crate::policy::Policy) {
+        self.core.policy = policy;
+    }
+
+    /// The policy the block layer follows.
+    pub fn policy(&self) -> &'static crate::policy::Policy {
+        self.core.policy
+    }
+
     /// The graph, drivers and files.
     pub fn core(&self) -> &BlockCore<F> {
         &self.core

@@ -127,6 +127,7 @@ mod locking;
 mod main_loop;
 mod open;
 mod open_filename;
+pub mod policy;
 mod query;
 mod state;
 mod state_key;
@@ -135,9 +136,10 @@ pub use crate::core::{BlockCore, ThrottleGroup};
 pub use error::{strerror, Error, ErrorClass, Result};
 pub use files::{Files, HostFiles, MemFiles};
 pub use jobs::{
-    header_backing, new_backing_node, stream_bounds, ActiveCommitJob, BackingChoice, BackingFormat,
-    BlockJob, CommitArgs, CommitJob, NotInChain, StreamArgs, StreamBounds, StreamJob,
-    COMMIT_BUFFER_SIZE, MIRROR_MAX_IO_BYTES, STREAM_CHUNK,
+    header_backing, header_backing_at_start, new_backing_node, skip_implicit_above_base,
+    stream_bounds, ActiveCommitJob, BackingChoice, BackingFormat, BlockJob, CommitArgs, CommitJob,
+    NotInChain, StreamArgs, StreamBounds, StreamJob, COMMIT_BUFFER_SIZE, MIRROR_MAX_IO_BYTES,
+    STREAM_CHUNK,
 };
 pub use layer::{BlockLayer, TimedEvent};
 pub use locking::{ImageLocks, LockingMode};

@@ -27,6 +27,9 @@ pub struct Plan {
     pub steps: Vec<Setup>,
     /// `--pidfile`: written once everything is set up.
     pub pidfile: Option<String>,
+    /// `--strata-policy NAME` (Strata's own option, a name QEMU's options
+    /// cannot clash with): the block layer's policy instead of QEMU 10.0's.
+    pub policy: Option<&'static strata_block::policy::Policy>,
 }
 
 /// One option that sets something up, with its raw argument.
@@ -78,6 +81,7 @@ enum Long {
     NbdServer,
     Object,
     Pidfile,
+    StrataPolicy,
     Trace,
     Version,
 }
@@ -93,6 +97,7 @@ const LONG_OPTIONS: &[(&str, Long, bool)] = &[
     ("nbd-server", Long::NbdServer, true),
     ("object", Long::Object, true),
     ("pidfile", Long::Pidfile, true),
+    ("strata-policy", Long::StrataPolicy, true),
     ("trace", Long::Trace, true),
     ("version", Long::Version, false),
 ];
@@ -177,6 +182,16 @@ pub fn parse(argv0: &str, args: &[String]) -> Result<Invocation, ArgError> {
             Long::NbdServer => plan.steps.push(Setup::NbdServer(value)),
             Long::Object => plan.steps.push(Setup::Object(value)),
             Long::Pidfile => plan.pidfile = Some(value),
+            Long::StrataPolicy => {
+                let policy = strata_block::policy::by_name(&value).ok_or_else(|| ArgError {
+                    line: format!(
+                        "{}: --strata-policy: unknown policy '{value}' (known: {})",
+                        program_name(argv0),
+                        strata_block::policy::names().join(", ")
+                    ),
+                })?;
+                plan.policy = Some(policy);
+            }
             Long::Daemonize | Long::Trace => {
                 return Err(ArgError {
                     line: format!(
@@ -246,6 +261,8 @@ QEMU storage daemon (Strata)
                          create a new object (throttle groups, iothreads)
 
   --pidfile <path>       write process ID to a file after startup
+  --strata-policy <name> (Strata only) run block-stream under another
+                         position of the 2020 thread (docs/POLICIES.md)
 "
     )
 }
@@ -322,6 +339,19 @@ mod tests {
         assert_eq!(
             run(&["--help=1"]).unwrap_err(),
             "qemu-storage-daemon: option '--help' doesn't allow an argument"
+        );
+    }
+
+    #[test]
+    fn strata_policy_is_checked_by_name() {
+        let Ok(Invocation::Run(plan)) = run(&["--strata-policy", "freeze-base"]) else {
+            panic!("a plan")
+        };
+        assert_eq!(plan.policy.map(|p| p.name), Some("freeze-base"));
+        let refused = run(&["--strata-policy=qemu-4.2"]).unwrap_err();
+        assert!(
+            refused.starts_with("qemu-storage-daemon: --strata-policy: unknown policy 'qemu-4.2'"),
+            "{refused}"
         );
     }
 }

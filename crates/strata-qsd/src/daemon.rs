@@ -277,7 +277,10 @@ impl Daemon {
         let program = program_name(argv0).to_string();
         let signals = TerminationSignals::install()
             .map_err(|e| SetupError(format!("{program}: signalfd: {e}")))?;
-        let layer = BlockLayer::new(HostFiles::new(), seed());
+        let mut layer = BlockLayer::new(HostFiles::new(), seed());
+        if let Some(policy) = plan.policy {
+            layer.set_policy(policy);
+        }
         let mut monitor = Monitor::with_listener(layer, NbdSocket::default());
         let start = Instant::now();
         monitor.set_clock_origin(wall_clock());

@@ -5,6 +5,7 @@
 mod conformance;
 mod explore;
 mod inspect;
+mod policies;
 mod schedules;
 mod snapshots;
 mod state_keys;

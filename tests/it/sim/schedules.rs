@@ -64,8 +64,10 @@ fn determinism_check_passes_for_canonical_and_explored_schedules() {
         "030-eio-stop",
     ] {
         let s = scenario(name).expect("scenario");
-        check_determinism(&s, &Schedule::default()).expect("canonical");
-        check_determinism(&s, &Schedule::parse("s:a3b").expect("schedule")).expect("other");
+        let options = RunOptions::default();
+        check_determinism(&s, &Schedule::default(), options).expect("canonical");
+        let other = Schedule::parse("s:a3b").expect("schedule");
+        check_determinism(&s, &other, options).expect("other");
     }
 }
 

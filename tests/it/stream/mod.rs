@@ -127,7 +127,8 @@ const CASES: &[Case] = &[
         bottom: Some("mid"),
         qemu: Some("flt"),
         base_overlay_rule: Some("flt"),
-        base_at_start_rule: None,
+        // With bottom, the base at start is the node below it.
+        base_at_start_rule: Some("flt"),
     },
     // flt-a-throttle-top-filter-base: top -> flt -> base, base-node=base
     // copies nothing but still rewires to top -> base (finding 2).

@@ -15,8 +15,8 @@ pub use active_commit::{ActiveCommitJob, MIRROR_MAX_IO_BYTES};
 pub use commit::{CommitArgs, CommitJob, COMMIT_BUFFER_SIZE};
 pub(crate) use launch::Launch;
 pub use stream::base::{
-    header_backing, new_backing_node, stream_bounds, BackingChoice, BackingFormat, NotInChain,
-    StreamBounds,
+    header_backing, header_backing_at_start, new_backing_node, skip_implicit_above_base,
+    stream_bounds, BackingChoice, BackingFormat, NotInChain, StreamBounds,
 };
 pub use stream::{StreamArgs, StreamJob, STREAM_CHUNK};
 

@@ -8,9 +8,11 @@ use crate::core::BlockCore;
 use crate::error::{Error, Result};
 use crate::files::Files;
 use crate::jobs::launch::{job_spec, Launch};
+use crate::policy::{BaseSearch, FreezeRange, HeaderString, Policy, StreamFilter};
 use crate::state::DriverState;
 use base::{
-    header_backing, new_backing_node, stream_bounds, BackingChoice, BackingFormat, StreamBounds,
+    header_backing, header_backing_at_start, new_backing_node, skip_implicit_above_base,
+    stream_bounds, BackingFormat, StreamBounds,
 };
 use strata_filters::Driver;
 use strata_formats::Access;
@@ -83,8 +85,21 @@ pub struct StreamJob {
     backing_format: BackingFormat,
     bs_read_only: bool,
     on_error: strata_jobs::BlockdevOnError,
-    choice: BackingChoice,
+    policy: &'static Policy,
+    /// The header string known at start (`HeaderString::StringAtStart`).
+    string_at_start: Option<String>,
+    /// The links the job froze itself (beyond its filter's), as the
+    /// `(top, base)` of `freeze_chain`, until it unfreezes them.
+    frozen: Option<(NodeId, Option<NodeId>)>,
     phase: Phase,
+}
+
+/// What a stream without a filter of its own starts from.
+struct UnfilteredStart {
+    bs: NodeId,
+    bounds: StreamBounds,
+    bs_read_only: bool,
+    string_at_start: Option<String>,
 }
 
 /// What `qmp_block_stream` checked and found, before any graph change.
@@ -214,9 +229,23 @@ impl<F: Files> BlockCore<F> {
         job_id: &str,
     ) -> Result<StreamJob> {
         let bs = plan.bs;
-        let bounds = stream_bounds(self.bg.graph(), bs, plan.base, plan.bottom)
+        let policy = self.policy;
+        let mut bounds = stream_bounds(self.bg.graph(), bs, plan.base, plan.bottom)
             .map_err(|e| Error::generic(e.message))?;
+        if policy.base_search == BaseSearch::SkipImplicitFilters {
+            bounds = skip_implicit_above_base(self.bg.graph(), bounds);
+        }
+        let string_at_start = self.header_string_at_start(plan, args, &bounds);
         let bs_read_only = self.bg.graph().node(bs)?.read_only;
+        if policy.filter == StreamFilter::None {
+            let start = UnfilteredStart {
+                bs,
+                bounds,
+                bs_read_only,
+                string_at_start,
+            };
+            return self.stream_prepare_unfiltered(start, args, job_id);
+        }
         if bs_read_only {
             self.bg.freeze_chain(bs, Some(bounds.above_base))?;
             let reopened = self.reopen_read_only(bs, false);
@@ -234,6 +263,19 @@ impl<F: Files> BlockCore<F> {
                     return Err(err);
                 }
             };
+        // The filter froze down to base_overlay; a policy may want more.
+        let frozen = freeze_end(policy.freeze, &bounds)
+            .filter(|&end| end != Some(bounds.base_overlay))
+            .map(|end| (bounds.base_overlay, end));
+        if let Some((from, to)) = frozen {
+            if let Err(err) = self.bg.freeze_chain(from, to) {
+                self.drop_cor_filter(cor)?;
+                if bs_read_only {
+                    self.reopen_read_only(bs, true)?;
+                }
+                return Err(err.into());
+            }
+        }
         let job_root = self.bg.add_root(RootKind::Job {
             job_type: "stream".into(),
             id: job_id.to_string(),
@@ -251,18 +293,87 @@ impl<F: Files> BlockCore<F> {
             on_error: args
                 .on_error
                 .unwrap_or(strata_jobs::BlockdevOnError::Report),
-            choice: BackingChoice::AboveBase,
+            policy,
+            string_at_start,
+            frozen,
             phase: Phase::Start,
         })
     }
 
-    /// `block_job_create`'s `main node` link on the filter.
+    /// `stream_start` of a policy without a stream filter (QEMU 5.1): the
+    /// job freezes the chain itself, then reopens the top read-write.
+    fn stream_prepare_unfiltered(
+        &mut self,
+        start: UnfilteredStart,
+        args: &StreamArgs,
+        job_id: &str,
+    ) -> Result<StreamJob> {
+        let UnfilteredStart {
+            bs,
+            bounds,
+            bs_read_only,
+            string_at_start,
+        } = start;
+        let policy = self.policy;
+        let end = freeze_end(policy.freeze, &bounds).unwrap_or(Some(bounds.base_overlay));
+        self.bg.freeze_chain(bs, end)?;
+        if bs_read_only {
+            if let Err(err) = self.reopen_read_only(bs, false) {
+                self.bg.unfreeze_chain(bs, end)?;
+                return Err(err);
+            }
+        }
+        let job_root = self.bg.add_root(RootKind::Job {
+            job_type: "stream".into(),
+            id: job_id.to_string(),
+        });
+        let blk = self.bg.add_root(RootKind::Backend { name: None });
+        Ok(StreamJob {
+            bs,
+            cor: None,
+            blk,
+            job_root,
+            bounds,
+            backing_file: args.backing_file.clone(),
+            backing_format: BackingFormat::from_mask_protocol(args.backing_mask_protocol),
+            bs_read_only,
+            on_error: args
+                .on_error
+                .unwrap_or(strata_jobs::BlockdevOnError::Report),
+            policy,
+            string_at_start,
+            frozen: Some((bs, end)),
+            phase: Phase::Start,
+        })
+    }
+
+    /// The header string a pre-6.0 stream fixed at start: `backing-file`,
+    /// else `base` as the user wrote it, else the base node's filename (a
+    /// filter's `json:` name if the base is a filter).
+    fn header_string_at_start(
+        &mut self,
+        plan: &StreamPlan,
+        args: &StreamArgs,
+        bounds: &StreamBounds,
+    ) -> Option<String> {
+        if let Some(file) = args.backing_file.as_ref().or(args.base.as_ref()) {
+            return Some(file.clone());
+        }
+        // QEMU 5.1 had no `bottom`: its users named backing(bottom) instead.
+        let base = plan
+            .base
+            .or_else(|| self.bg.graph().filter_or_cow_node(bounds.base_overlay))?;
+        self.refresh_filename(base).ok()?;
+        Some(self.bg.graph().node(base).ok()?.filename.clone())
+    }
+
+    /// `block_job_create`'s `main node` link on the filter (on the top
+    /// without one).
     fn stream_attach_main(&mut self, job: &StreamJob) -> Result<()> {
-        let cor = job.cor.expect("a starting stream has its filter");
         self.add_job_node(
             job.job_root,
             "stream",
-            cor,
+            job.cor.unwrap_or(job.bs),
             "main node",
             Perm::NONE,
             Perm::ALL,
@@ -271,19 +382,21 @@ impl<F: Files> BlockCore<F> {
 
     /// The rest of `stream_start`'s links, after the speed was accepted.
     fn stream_attach_job(&mut self, job: &StreamJob) -> Result<()> {
-        let cor = job.cor.expect("a starting stream has its filter");
+        let reader = job.cor.unwrap_or(job.bs);
         let rw = Perm::CONSISTENT_READ | Perm::WRITE | Perm::WRITE_UNCHANGED;
         self.with_hooks(|bg, hooks| {
-            bg.root_attach_child(hooks, job.blk, cor, "root", Perm::CONSISTENT_READ, rw)
+            bg.root_attach_child(hooks, job.blk, reader, "root", Perm::CONSISTENT_READ, rw)
         })?;
-        self.add_job_node(
-            job.job_root,
-            "stream",
-            job.bs,
-            "active node",
-            Perm::NONE,
-            rw,
-        )?;
+        if job.cor.is_some() {
+            self.add_job_node(
+                job.job_root,
+                "stream",
+                job.bs,
+                "active node",
+                Perm::NONE,
+                rw,
+            )?;
+        }
         let base_now = self.bg.graph().filter_or_cow_node(job.bounds.above_base);
         let intermediates: Vec<NodeId> = self
             .bg
@@ -515,14 +628,17 @@ fn normalize(dir: &str, path: &str) -> String {
     }
 }
 
-impl StreamJob {
-    /// Uses another rule than QEMU's to pick the new backing node (for the
-    /// simulator's comparison of the 2020 thread's proposals).
-    pub fn with_backing_choice(mut self, choice: BackingChoice) -> StreamJob {
-        self.choice = choice;
-        self
+/// (a): where a policy's freeze ends, as `freeze_chain`'s base; `None`
+/// when the policy freezes no further than the copy-on-read filter does.
+fn freeze_end(range: FreezeRange, bounds: &StreamBounds) -> Option<Option<NodeId>> {
+    match range {
+        FreezeRange::BaseOverlay => None,
+        FreezeRange::AboveBase => Some(Some(bounds.above_base)),
+        FreezeRange::Base => Some(bounds.base_at_start),
     }
+}
 
+impl StreamJob {
     /// One stretch of `stream_run`.
     pub(crate) fn run_step<F: Files>(
         &mut self,
@@ -566,11 +682,12 @@ impl StreamJob {
                 core.io_wait_until = 0;
                 let (copy, mut n, mut ret) = self.inspect(core, offset, len);
                 if copy && ret.is_ok() {
-                    ret = core.cor_prefetch(
-                        self.cor.expect("running stream has its filter"),
-                        offset,
-                        n,
-                    );
+                    ret = match self.cor {
+                        Some(cor) => core.cor_prefetch(cor, offset, n),
+                        // QEMU 5.1's stream_populate: a copy-on-read read
+                        // of the top.
+                        None => core.copy_on_read(self.bs, offset, n),
+                    };
                 }
                 if let Err(e) = ret {
                     let errno = e.raw_os_error().unwrap_or(5);
@@ -650,19 +767,26 @@ impl StreamJob {
             core.drop_cor_filter(cor)
                 .map_err(|e| JobFailure::with_message(Errno(1), e.to_string()))?;
         }
+        self.unfreeze(core);
         if !had_backing {
             return Ok(());
         }
-        let base = new_backing_node(core.bg.graph(), &self.bounds, self.choice);
+        let base = new_backing_node(core.bg.graph(), &self.bounds, self.policy.new_backing);
         if let Some(base) = base {
             let _ = core.refresh_filename(core.bg.graph().skip_filters(base));
         }
-        let header = header_backing(
-            core.bg.graph(),
-            base,
-            self.backing_file.as_deref(),
-            self.backing_format,
-        );
+        let header = match self.policy.header {
+            HeaderString::UnfilteredAtCompletion => header_backing(
+                core.bg.graph(),
+                base,
+                self.backing_file.as_deref(),
+                self.backing_format,
+            )
+            .map(|(file, format)| (Some(file), format)),
+            HeaderString::StringAtStart => {
+                header_backing_at_start(core.bg.graph(), base, self.string_at_start.as_deref())
+            }
+        };
         // Relinking the backing node it already has would drop the node's
         // last reference before taking the new one: QEMU's
         // bdrv_set_backing_hd refs first, so an unchanged link is a no-op.
@@ -674,7 +798,7 @@ impl StreamJob {
             Ok(())
         };
         let (file, format) = match &header {
-            Some((file, format)) => (Some(file.as_str()), Some(format.as_str())),
+            Some((file, format)) => (file.as_deref(), Some(format.as_str())),
             None => (None, None),
         };
         // stream_prepare writes the header whether or not the link could
@@ -693,9 +817,19 @@ impl StreamJob {
         if let Some(cor) = self.cor.take() {
             let _ = core.drop_cor_filter(cor);
         }
+        self.unfreeze(core);
         core.release_root(self.blk);
         if self.bs_read_only {
             let _ = core.reopen_read_only(self.bs, true);
+        }
+    }
+}
+
+impl StreamJob {
+    /// Releases the links the job froze itself (its filter's go with it).
+    fn unfreeze<F: Files>(&mut self, core: &mut BlockCore<F>) {
+        if let Some((top, base)) = self.frozen.take() {
+            let _ = core.bg.unfreeze_chain(top, base);
         }
     }
 }

@@ -16,6 +16,7 @@
 //! filter above the base ([`BackingChoice::BaseOverlay`]), and "freeze the
 //! base" (the base given at start, [`BackingChoice::BaseAtStart`]).
 
+pub use crate::policy::BackingChoice;
 use strata_graph::{Graph, NodeId};
 
 /// The nodes a stream remembers at start.
@@ -25,8 +26,8 @@ pub struct StreamBounds {
     pub base_overlay: NodeId,
     /// The node directly above the base (a filter or `base_overlay`).
     pub above_base: NodeId,
-    /// The base given at start (`None`: the whole chain is streamed, or
-    /// `bottom` was used and the base is never referenced).
+    /// The base at start: the one given, or the node below `bottom`
+    /// (`None`: the whole chain is streamed). QEMU 10.0 never uses it.
     pub base_at_start: Option<NodeId>,
 }
 
@@ -52,7 +53,7 @@ pub fn stream_bounds(
         return Ok(StreamBounds {
             base_overlay: bottom,
             above_base: bottom,
-            base_at_start: None,
+            base_at_start: graph.filter_or_cow_node(bottom),
         });
     }
     let Some(base_overlay) = graph.find_overlay(top, base) else {
@@ -80,17 +81,33 @@ pub fn stream_bounds(
     })
 }
 
-/// The rules for choosing the new backing node of the streamed image.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum BackingChoice {
-    /// QEMU 10.0 (Max Reitz's rule): the chain child of `above_base` at
-    /// completion; filters between `base_overlay` and the base are dropped.
-    AboveBase,
-    /// The thread's alternative (Vladimir Sementsov-Ogievskiy): the chain
-    /// child of `base_overlay` at completion; filters above the base stay.
-    BaseOverlay,
-    /// "Freeze the base": the base named at start, whatever happened since.
-    BaseAtStart,
+/// `above_base` found from the base upwards past implicit filters
+/// (`policy::BaseSearch::SkipImplicitFilters`, Max Reitz's suggestion): the
+/// lowest node between `base_overlay` and the base that is not an implicit
+/// filter. `base_overlay` is never a filter, so there always is one.
+pub fn skip_implicit_above_base(graph: &Graph, bounds: StreamBounds) -> StreamBounds {
+    let Some(base) = bounds.base_at_start else {
+        return bounds;
+    };
+    let between: Vec<NodeId> = graph
+        .chain(bounds.base_overlay)
+        .take_while(|&n| n != base)
+        .collect();
+    let is_implicit_filter = |n: NodeId| {
+        graph
+            .node(n)
+            .is_ok_and(|node| node.implicit && node.traits().is_filter)
+    };
+    let above_base = between
+        .iter()
+        .rev()
+        .copied()
+        .find(|&n| !is_implicit_filter(n))
+        .unwrap_or(bounds.base_overlay);
+    StreamBounds {
+        above_base,
+        ..bounds
+    }
 }
 
 /// The node that becomes the backing node of the streamed image at
@@ -135,6 +152,22 @@ impl BackingFormat {
             _ => node.driver(),
         }
     }
+}
+
+/// The header `stream_prepare` wrote before QEMU 6.0
+/// (`policy::HeaderString::StringAtStart`): the string fixed at start and
+/// the new backing node's own driver as format, a filter's if it is one.
+/// `None`: remove the backing.
+pub fn header_backing_at_start(
+    graph: &Graph,
+    new_backing: Option<NodeId>,
+    string_at_start: Option<&str>,
+) -> Option<(Option<String>, String)> {
+    let node = graph.node(new_backing?).ok()?;
+    Some((
+        string_at_start.map(str::to_string),
+        node.driver().to_string(),
+    ))
 }
 
 /// The backing file string and format `stream_prepare` writes into the
