@@ -9,7 +9,8 @@
 //! another step shows that step's different graph. It also saves a
 //! screenshot (`target/viewer-test/NAME.png`) for a person to look at.
 //! An exploration's report must list every outcome the explorer found,
-//! each with its final graph and a linked timeline.
+//! each with its final graph and a linked timeline; the policy matrix's
+//! report, every violation with its counterexample's timeline.
 //!
 //! Chromium's own command line (`--dump-dom`, `--screenshot`) rather than a
 //! DevTools-protocol crate: it needs no crate that downloads a browser or a
@@ -59,7 +60,54 @@ fn run_all() -> Res<()> {
     for name in SCENARIOS {
         check_report(&browser, &out, &cat.scenario(name)?)?;
     }
-    check_exploration(&browser, &out, &cat, EXPLORED)
+    check_exploration(&browser, &out, &cat, EXPLORED)?;
+    check_policies(&browser, &out, &cat, SCENARIOS[1])
+}
+
+/// The policy matrix's report has a row for the scenario, a cell per
+/// policy, and every violation the matrix found linked to a timeline page
+/// that exists.
+fn check_policies(browser: &Path, out: &Path, cat: &Catalog, name: &str) -> Res<()> {
+    let scenarios = vec![cat.scenario(name)?];
+    let matrix = strata_sim::policy_matrix(&scenarios, strata_sim::policy::ALL, 0)?;
+    let dir = out.join("policies");
+    let index = crate::sim_policies::write_html(&dir, &scenarios, &matrix)?;
+    let dom = dump_dom(
+        browser,
+        &format!("file://{}", index.canonicalize()?.display()),
+    )?;
+    let violations: usize = matrix.rows[0]
+        .cells
+        .iter()
+        .map(|c| c.violations.len())
+        .sum();
+    let rows = dom.matches("<tr><td>").count();
+    let cells = dom.matches("<th>").count();
+    let wanted_cells = 1 + matrix.policies.len() + 5;
+    if (rows, cells) != (1 + violations, wanted_cells) {
+        return Err(format!(
+            "policies: the report shows {rows} rows and {cells} headings; the matrix has 1 scenario, {} policies and {violations} violations",
+            matrix.policies.len()
+        )
+        .into());
+    }
+    let links: Vec<&str> = dom
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    if links.len() != violations || links.iter().any(|l| !dir.join(l).exists()) {
+        return Err(format!(
+            "policies: {} links for {violations} violations, or a linked timeline is missing",
+            links.len()
+        )
+        .into());
+    }
+    println!(
+        "policies: {name} under {} policies, {violations} violations, each linked to its timeline",
+        matrix.policies.len()
+    );
+    Ok(())
 }
 
 /// The commit/stream race whose stale header QEMU leaves either way.
