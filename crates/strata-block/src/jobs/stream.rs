@@ -94,8 +94,8 @@ pub struct StreamJob {
     phase: Phase,
 }
 
-/// What a stream without a filter of its own starts from.
-struct UnfilteredStart {
+/// What a stream starts from once its bounds and header string are known.
+struct StreamStart {
     bs: NodeId,
     bounds: StreamBounds,
     bs_read_only: bool,
@@ -238,7 +238,7 @@ impl<F: Files> BlockCore<F> {
         let string_at_start = self.header_string_at_start(plan, args, &bounds);
         let bs_read_only = self.bg.graph().node(bs)?.read_only;
         if policy.filter == StreamFilter::None {
-            let start = UnfilteredStart {
+            let start = StreamStart {
                 bs,
                 bounds,
                 bs_read_only,
@@ -276,46 +276,26 @@ impl<F: Files> BlockCore<F> {
                 return Err(err.into());
             }
         }
-        let job_root = self.bg.add_root(RootKind::Job {
-            job_type: "stream".into(),
-            id: job_id.to_string(),
-        });
-        let blk = self.bg.add_root(RootKind::Backend { name: None });
-        Ok(StreamJob {
+        let start = StreamStart {
             bs,
-            cor: Some(cor),
-            blk,
-            job_root,
             bounds,
-            backing_file: args.backing_file.clone(),
-            backing_format: BackingFormat::from_mask_protocol(args.backing_mask_protocol),
             bs_read_only,
-            on_error: args
-                .on_error
-                .unwrap_or(strata_jobs::BlockdevOnError::Report),
-            policy,
             string_at_start,
-            frozen,
-            phase: Phase::Start,
-        })
+        };
+        Ok(self.new_stream_job(start, (Some(cor), frozen), args, job_id))
     }
 
     /// `stream_start` of a policy without a stream filter (QEMU 5.1): the
     /// job freezes the chain itself, then reopens the top read-write.
     fn stream_prepare_unfiltered(
         &mut self,
-        start: UnfilteredStart,
+        start: StreamStart,
         args: &StreamArgs,
         job_id: &str,
     ) -> Result<StreamJob> {
-        let UnfilteredStart {
-            bs,
-            bounds,
-            bs_read_only,
-            string_at_start,
-        } = start;
-        let policy = self.policy;
-        let end = freeze_end(policy.freeze, &bounds).unwrap_or(Some(bounds.base_overlay));
+        let (bs, bs_read_only) = (start.bs, start.bs_read_only);
+        let end = freeze_end(self.policy.freeze, &start.bounds)
+            .unwrap_or(Some(start.bounds.base_overlay));
         self.bg.freeze_chain(bs, end)?;
         if bs_read_only {
             if let Err(err) = self.reopen_read_only(bs, false) {
@@ -323,28 +303,42 @@ impl<F: Files> BlockCore<F> {
                 return Err(err);
             }
         }
+        Ok(self.new_stream_job(start, (None, Some((bs, end))), args, job_id))
+    }
+
+    /// The job over a prepared graph: its job and BlockBackend roots, and
+    /// what it keeps from the arguments. `cor` is the stream's own filter
+    /// (if the policy inserts one), `frozen` the links the job froze
+    /// itself (beyond the filter's).
+    fn new_stream_job(
+        &mut self,
+        start: StreamStart,
+        (cor, frozen): (Option<NodeId>, Option<(NodeId, Option<NodeId>)>),
+        args: &StreamArgs,
+        job_id: &str,
+    ) -> StreamJob {
         let job_root = self.bg.add_root(RootKind::Job {
             job_type: "stream".into(),
             id: job_id.to_string(),
         });
         let blk = self.bg.add_root(RootKind::Backend { name: None });
-        Ok(StreamJob {
-            bs,
-            cor: None,
+        StreamJob {
+            bs: start.bs,
+            cor,
             blk,
             job_root,
-            bounds,
+            bounds: start.bounds,
             backing_file: args.backing_file.clone(),
             backing_format: BackingFormat::from_mask_protocol(args.backing_mask_protocol),
-            bs_read_only,
+            bs_read_only: start.bs_read_only,
             on_error: args
                 .on_error
                 .unwrap_or(strata_jobs::BlockdevOnError::Report),
-            policy,
-            string_at_start,
-            frozen: Some((bs, end)),
+            policy: self.policy,
+            string_at_start: start.string_at_start,
+            frozen,
             phase: Phase::Start,
-        })
+        }
     }
 
     /// The header string a pre-6.0 stream fixed at start: `backing-file`,
