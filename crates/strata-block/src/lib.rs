@@ -115,7 +115,10 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod blkdebug_config;
+mod breakpoints;
 mod core;
+mod drive;
 mod error;
 mod export;
 mod files;
@@ -133,6 +136,8 @@ mod state;
 mod state_key;
 
 pub use crate::core::{BlockCore, ThrottleGroup};
+pub use breakpoints::BreakpointError;
+pub use drive::DeviceAccess;
 pub use error::{strerror, Error, ErrorClass, Result};
 pub use files::{Files, HostFiles, MemFiles};
 pub use jobs::{

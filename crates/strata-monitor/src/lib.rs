@@ -65,9 +65,11 @@
 #![deny(missing_docs)]
 
 mod config;
+mod devices;
 mod monitor;
 mod replies;
 
 pub use config::{MonitorOption, NbdAddress};
+pub use devices::HmpHandler;
 pub use monitor::{AioContext, Export, Monitor, NbdListener, NoListener};
 pub use replies::{block_error, block_graph, job_event, options_from_json};

@@ -105,6 +105,8 @@ pub struct Monitor<F: Files, L: NbdListener = NoListener> {
     command_events: Vec<(Event, Timestamp)>,
     /// How many bytes a file takes on its storage (`actual-size`).
     allocated_size: Option<fn(&str) -> Option<u64>>,
+    /// qemu-system's guest devices and HMP (none in qemu-storage-daemon).
+    pub(crate) system: crate::devices::SystemState<F>,
 }
 
 impl<F: Files> Monitor<F> {
@@ -130,6 +132,7 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
             },
             command_events: Vec::new(),
             allocated_size: None,
+            system: crate::devices::SystemState::default(),
         }
     }
 
@@ -577,7 +580,7 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
     /// `bdrv_block_device_info`: `backing_file` names the COW child node;
     /// unless `flat`, the image infos follow filter and COW children down
     /// (`backing-image`), and `backing_file_depth` counts the steps.
-    fn block_device_info(
+    pub(crate) fn block_device_info(
         &self,
         infos: &[NamedNodeInfo],
         info: &NamedNodeInfo,
@@ -727,8 +730,9 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
             Command::BlockExportDel { id, .. } => self.export_del(&id).map(|()| json!({})),
             // qemu-storage-daemon has no devices and names no
             // BlockBackend (exports' are anonymous): `qmp_query_block`
-            // skips every one.
-            Command::QueryBlock => Ok(Value::Array(Vec::new())),
+            // skips every one; a qemu-system stand-in has drives.
+            Command::QueryBlock => Ok(self.query_block()),
+            Command::HumanMonitorCommand { command_line } => self.human_monitor_command(&command_line),
             Command::QueryBlockExports => Ok(Value::Array(
                 self.exports
                     .iter()

@@ -601,6 +601,11 @@ pub enum Command {
     QueryBlockExports,
     /// `query-block`: the named BlockBackends and those with a device.
     QueryBlock,
+    /// `human-monitor-command` (qemu-system only): one HMP command line.
+    HumanMonitorCommand {
+        /// `command-line`.
+        command_line: String,
+    },
 }
 
 impl Command {
@@ -701,6 +706,9 @@ impl Command {
             },
             "query-block-exports" => Command::QueryBlockExports,
             "query-block" => Command::QueryBlock,
+            "human-monitor-command" => Command::HumanMonitorCommand {
+                command_line: req("command-line")?,
+            },
             other => return Err(internal(format!("no typed form for {other}"))),
         }))
     }

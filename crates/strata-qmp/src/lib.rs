@@ -141,7 +141,7 @@ pub use error::{ErrorClass, QmpError};
 pub use json::{parse_json_str, JsonMessage, JsonStreamer};
 pub use keyval::{keyval_parse, Keyval};
 pub use session::{
-    format_event, validate_command, CommandHandler, Event, EventSink, Session, SessionConfig,
+    format_event, validate_command, CommandHandler, Emulator, Event, EventSink, Session, SessionConfig,
     Timestamp, VersionInfo,
 };
 pub use value::{qdict_bucket, QDict, QObject};

@@ -1,0 +1,115 @@
+//! `-drive` and the devices of a qemu-system stand-in: a named
+//! BlockBackend (`blk_new_open` under `drive_new`'s id) over the node tree
+//! a filename and the legacy options describe, and a guest device's
+//! permissions on it (`blkconf_apply_backend_options`).
+
+use crate::error::{Error, Result};
+use crate::files::Files;
+use crate::layer::BlockLayer;
+use strata_graph::{NodeId, Options, Perm, RootId, RootKind};
+
+/// What a guest device asks of its BlockBackend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceAccess {
+    /// The device writes (`read-only` not set on the drive).
+    ReadWrite,
+    /// A read-only device.
+    ReadOnly,
+}
+
+impl<F: Files> BlockLayer<F> {
+    /// `blk_new_open` for `-drive id=NAME`: the node tree is opened from
+    /// `filename` (a path, `json:{...}` or `blkdebug:...`, the format in
+    /// `options`' `driver`) or, without one, from `options` alone; the
+    /// BlockBackend `name` takes `consistent-read` (and `write` unless
+    /// read-only) and shares everything, as a backend without a device does.
+    pub fn drive_add(
+        &mut self,
+        name: &str,
+        filename: Option<&str>,
+        options: Options,
+    ) -> Result<NodeId> {
+        if self.core.backend_root(name).is_some() || self.backend_by_name(name).is_some() {
+            return Err(Error::generic(format!("Duplicate ID '{name}' for drive")));
+        }
+        let core = &mut self.core;
+        let node = match filename {
+            Some(filename) => core.open_filename(filename, options, false)?,
+            None => core.open_node(&options, false)?,
+        };
+        core.refresh_filename(node)?;
+        let read_only = core.bg.graph().node(node)?.read_only;
+        let mut perm = Perm::CONSISTENT_READ;
+        if !read_only {
+            perm |= Perm::WRITE;
+        }
+        let root = core.bg.add_root(RootKind::Backend {
+            name: Some(name.to_string()),
+        });
+        let attached = core.with_hooks(|bg, hooks| {
+            bg.root_attach_child(hooks, root, node, "root", perm, Perm::ALL)
+        });
+        // The BlockBackend holds the tree now; the opener's reference goes.
+        let dropped = core.unref(node);
+        if let Err(err) = attached.and(dropped) {
+            core.release_root(root);
+            return Err(err);
+        }
+        Ok(node)
+    }
+
+    /// A guest device attached to the BlockBackend `name`
+    /// (`blkconf_apply_backend_options`): `consistent-read` (and `write`),
+    /// sharing `consistent-read`, `write-unchanged` and `resize`, plus
+    /// `write` with `share-rw`.
+    pub fn attach_device(
+        &mut self,
+        name: &str,
+        access: DeviceAccess,
+        share_rw: bool,
+    ) -> Result<()> {
+        let root = self
+            .backend_by_name(name)
+            .ok_or_else(|| Error::generic(format!("Drive '{name}' not found")))?;
+        let mut perm = Perm::CONSISTENT_READ;
+        if access == DeviceAccess::ReadWrite {
+            perm |= Perm::WRITE;
+        }
+        let mut shared = Perm::CONSISTENT_READ | Perm::WRITE_UNCHANGED | Perm::RESIZE;
+        if share_rw {
+            shared |= Perm::WRITE;
+        }
+        let edges = self.core.bg.graph().root(root)?.children().to_vec();
+        for edge in edges {
+            self.core
+                .with_hooks(|bg, hooks| bg.set_child_perm(hooks, edge, perm, shared))?;
+        }
+        Ok(())
+    }
+
+    /// The named BlockBackend `name`, with or without a medium.
+    pub fn backend_by_name(&self, name: &str) -> Option<RootId> {
+        let g = self.core.bg.graph();
+        g.roots().find(|&root| {
+            matches!(g.root(root).map(|r| r.kind()),
+                Ok(RootKind::Backend { name: Some(n) }) if n == name)
+        })
+    }
+
+    /// The root node of the named BlockBackend `name` (`blk_bs`).
+    pub fn backend_node(&self, name: &str) -> Option<NodeId> {
+        self.core.backend_root(name)
+    }
+
+    /// The named BlockBackends, oldest first (`blk_next`'s order over
+    /// `block_backends`, which appends).
+    pub fn backend_names(&self) -> Vec<String> {
+        let g = self.core.bg.graph();
+        g.roots()
+            .filter_map(|root| match g.root(root).ok()?.kind() {
+                RootKind::Backend { name: Some(n) } => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
