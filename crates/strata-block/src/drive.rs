@@ -8,6 +8,16 @@ use crate::files::Files;
 use crate::layer::BlockLayer;
 use strata_graph::{NodeId, Options, Perm, RootId, RootKind};
 
+/// `share-rw`: whether a device lets others write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ShareRw {
+    /// Others may not write (the default).
+    #[default]
+    Off,
+    /// Others may write too.
+    On,
+}
+
 /// What a guest device asks of its BlockBackend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceAccess {
@@ -58,25 +68,17 @@ impl<F: Files> BlockLayer<F> {
         Ok(node)
     }
 
-    /// A guest device attached to the BlockBackend `name`
+    /// A guest device's permissions on the BlockBackend `root`
     /// (`blkconf_apply_backend_options`): `consistent-read` (and `write`),
     /// sharing `consistent-read`, `write-unchanged` and `resize`, plus
     /// `write` with `share-rw`.
-    pub fn attach_device(
-        &mut self,
-        name: &str,
-        access: DeviceAccess,
-        share_rw: bool,
-    ) -> Result<()> {
-        let root = self
-            .backend_by_name(name)
-            .ok_or_else(|| Error::generic(format!("Drive '{name}' not found")))?;
+    pub fn attach_device(&mut self, root: RootId, access: DeviceAccess, share_rw: ShareRw) -> Result<()> {
         let mut perm = Perm::CONSISTENT_READ;
         if access == DeviceAccess::ReadWrite {
             perm |= Perm::WRITE;
         }
         let mut shared = Perm::CONSISTENT_READ | Perm::WRITE_UNCHANGED | Perm::RESIZE;
-        if share_rw {
+        if share_rw == ShareRw::On {
             shared |= Perm::WRITE;
         }
         let edges = self.core.bg.graph().root(root)?.children().to_vec();
@@ -85,6 +87,63 @@ impl<F: Files> BlockLayer<F> {
                 .with_hooks(|bg, hooks| bg.set_child_perm(hooks, edge, perm, shared))?;
         }
         Ok(())
+    }
+
+    /// The anonymous BlockBackend a device given a node name gets
+    /// (`blk_new` + `blk_insert_bs`: no permissions until the device asks).
+    pub fn add_device_backend(&mut self, node_name: &str) -> Result<RootId> {
+        let node = self.core.lookup_bs(None, Some(node_name))?;
+        let root = self.core.bg.add_root(RootKind::Backend { name: None });
+        let attached = self.core.with_hooks(|bg, hooks| {
+            bg.root_attach_child(hooks, root, node, "root", Perm::NONE, Perm::ALL)
+        });
+        if let Err(err) = attached {
+            self.core.release_root(root);
+            return Err(err);
+        }
+        Ok(root)
+    }
+
+    /// Deletes a BlockBackend (`blk_unref` of its last reference): its
+    /// nodes go unless something else holds them.
+    pub fn remove_backend(&mut self, root: RootId) {
+        self.core.release_root(root);
+    }
+
+    /// The root node of a BlockBackend (`blk_bs`).
+    pub fn backend_root_node(&self, root: RootId) -> Option<NodeId> {
+        let g = self.core.bg.graph();
+        let edge = *g.root(root).ok()?.children().first()?;
+        g.edge(edge).ok().map(|e| e.child())
+    }
+
+    /// The BlockBackends (named or not) in creation order
+    /// (`blk_all_next`).
+    pub fn backends(&self) -> Vec<(RootId, Option<String>)> {
+        let g = self.core.bg.graph();
+        g.roots()
+            .filter_map(|root| match g.root(root).ok()?.kind() {
+                RootKind::Backend { name } => Some((root, name.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The jobs that hold `node` (`block_job_has_bdrv`), oldest first.
+    pub fn jobs_on_node(&self, node: NodeId) -> Vec<String> {
+        let g = self.core.bg.graph();
+        g.roots()
+            .filter_map(|root| {
+                let r = g.root(root).ok()?;
+                let RootKind::Job { id, .. } = r.kind() else {
+                    return None;
+                };
+                r.children()
+                    .iter()
+                    .any(|&e| g.edge(e).is_ok_and(|e| e.child() == node))
+                    .then(|| id.clone())
+            })
+            .collect()
     }
 
     /// The named BlockBackend `name`, with or without a medium.
@@ -99,17 +158,5 @@ impl<F: Files> BlockLayer<F> {
     /// The root node of the named BlockBackend `name` (`blk_bs`).
     pub fn backend_node(&self, name: &str) -> Option<NodeId> {
         self.core.backend_root(name)
-    }
-
-    /// The named BlockBackends, oldest first (`blk_next`'s order over
-    /// `block_backends`, which appends).
-    pub fn backend_names(&self) -> Vec<String> {
-        let g = self.core.bg.graph();
-        g.roots()
-            .filter_map(|root| match g.root(root).ok()?.kind() {
-                RootKind::Backend { name: Some(n) } => Some(n.clone()),
-                _ => None,
-            })
-            .collect()
     }
 }

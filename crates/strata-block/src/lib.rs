@@ -137,7 +137,7 @@ mod state_key;
 
 pub use crate::core::{BlockCore, ThrottleGroup};
 pub use breakpoints::BreakpointError;
-pub use drive::DeviceAccess;
+pub use drive::{DeviceAccess, ShareRw};
 pub use error::{strerror, Error, ErrorClass, Result};
 pub use files::{Files, HostFiles, MemFiles};
 pub use jobs::{

@@ -70,6 +70,16 @@ pub struct Export {
     backend: RootId,
 }
 
+/// Whether `bdrv_block_device_info` shows implicit filter nodes
+/// (`query-named-block-nodes`) or skips them (`query-block`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ImplicitFilters {
+    /// Every node of the chain.
+    Shown,
+    /// Automatically inserted filters are stepped over.
+    Skipped,
+}
+
 /// An AioContext, as QEMU's checks see it: which event loop a node and
 /// its BlockBackends run in. Strata runs everything on one thread; the
 /// context is the attribute that decides what QEMU allows.
@@ -229,7 +239,7 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
 
     /// Queues an event of the monitor's own after every job event raised
     /// before it.
-    fn push_event(&mut self, event: Event) {
+    pub(crate) fn push_event(&mut self, event: Event) {
         self.absorb_layer_events();
         self.events.push((self.layer.now_ns(), event));
     }
@@ -572,7 +582,7 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
         let list = infos
             .iter()
             .rev()
-            .map(|info| self.block_device_info(&infos, info, flat))
+            .map(|info| self.block_device_info(&infos, info, flat, ImplicitFilters::Shown))
             .collect();
         Value::Array(list)
     }
@@ -580,11 +590,14 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
     /// `bdrv_block_device_info`: `backing_file` names the COW child node;
     /// unless `flat`, the image infos follow filter and COW children down
     /// (`backing-image`), and `backing_file_depth` counts the steps.
+    /// `bdrv_block_device_info`; for `query-block` (a BlockBackend's
+    /// view) the implicit filters are skipped.
     pub(crate) fn block_device_info(
         &self,
         infos: &[NamedNodeInfo],
         info: &NamedNodeInfo,
         flat: bool,
+        implicit: ImplicitFilters,
     ) -> Value {
         let core = self.layer.core();
         let graph = core.graph().graph();
@@ -600,6 +613,10 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
             .filter(|_| !flat)
             .and_then(|n| graph.filter_or_cow_node(n))
         {
+            let next = match implicit {
+                ImplicitFilters::Shown => next,
+                ImplicitFilters::Skipped => graph.skip_implicit_filters(next),
+            };
             let Some(next_info) = by_node(next) else {
                 break;
             };
@@ -733,6 +750,9 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
             // skips every one; a qemu-system stand-in has drives.
             Command::QueryBlock => Ok(self.query_block()),
             Command::HumanMonitorCommand { command_line } => self.human_monitor_command(&command_line),
+            Command::DeviceAdd(args) => self.device_add(&args).map(|()| json!({})),
+            Command::DeviceDel { id } => self.device_del(&id).map(|()| json!({})),
+            Command::QueryBlockstats { query_nodes } => Ok(self.query_blockstats(query_nodes)),
             Command::QueryBlockExports => Ok(Value::Array(
                 self.exports
                     .iter()

@@ -134,6 +134,7 @@ pub use cli::{cli_error_line, parse_cli_option, CliOption, CliValue};
 pub use commands::{
     BlkdebugInjectError, BlkdebugOptions, BlkdebugSetState, BlockCommitArgs, BlockExportOptions,
     BlockStreamArgs, BlockdevOptions, BlockdevRef, BlockdevRefOrNull, CacheOptions, Command,
+    DeviceAddArgs,
     CopyOnReadOptions, DetectZeroes, Discard, DriverOptions, FileOptions, NbdServerStartArgs,
     NullOptions, ObjectOptions, OnError, Qcow2Options, QuorumOptions, RawOptions, ThrottleOptions,
 };

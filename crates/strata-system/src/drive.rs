@@ -3,6 +3,7 @@
 //! guest devices that name BlockBackends.
 
 use strata_graph::{OptValue, Options};
+use strata_qmp::DeviceAddArgs;
 use strata_qsd::chardev::split_qemu_opts;
 
 /// A `-drive`, ready to open.
@@ -113,39 +114,15 @@ pub fn parse_drive(arg: &str, drives: usize) -> Result<Drive, String> {
     })
 }
 
-/// A `-device` that takes a drive.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Device {
-    /// The device type as given (`virtio-blk-pci`, `scsi-hd`, ...).
-    pub driver: String,
-    /// `id`.
-    pub id: Option<String>,
-    /// `drive`: the BlockBackend it attaches to.
-    pub drive: Option<String>,
-    /// `share-rw`.
-    pub share_rw: bool,
-}
-
-/// The device types that are accepted; `true`: a disk that takes a drive.
-const DEVICE_TYPES: &[(&str, bool)] = &[
-    ("virtio-blk", true),
-    ("virtio-blk-pci", true),
-    ("scsi-hd", true),
-    ("virtio-scsi", false),
-    ("virtio-scsi-pci", false),
-];
-
-/// Parses a `-device` argument.
-pub fn parse_device(arg: &str) -> Result<Device, String> {
+/// Parses a `-device` argument (`driver[,id=...][,drive=...][,share-rw=...]`;
+/// bus addresses place a device in a machine that does not exist).
+pub fn parse_device(arg: &str) -> Result<DeviceAddArgs, String> {
     let mut parts = split_qemu_opts(arg).into_iter();
     let driver = match parts.next() {
         Some((None, driver)) | Some((Some(_), driver)) if !driver.is_empty() => driver,
         _ => return Err("Parameter 'driver' is missing".to_string()),
     };
-    if !DEVICE_TYPES.iter().any(|(d, _)| *d == driver) {
-        return Err(format!("'{driver}' is not a valid device model name"));
-    }
-    let mut device = Device {
+    let mut device = DeviceAddArgs {
         driver,
         id: None,
         drive: None,
@@ -156,35 +133,10 @@ pub fn parse_device(arg: &str) -> Result<Device, String> {
             Some("id") => device.id = Some(value),
             Some("drive") => device.drive = Some(value),
             Some("share-rw") => device.share_rw = qemu_bool("share-rw", &value)?,
-            // Bus addresses and the like place a device in a guest that
-            // does not exist.
             _ => {}
         }
     }
     Ok(device)
-}
-
-impl Device {
-    /// Whether the device is a disk (it takes `drive=`).
-    pub fn is_disk(&self) -> bool {
-        DEVICE_TYPES
-            .iter()
-            .any(|(d, disk)| *d == self.driver && *disk)
-    }
-
-    /// The QOM path `query-block` shows as `qdev`
-    /// (`blk_get_attached_dev_id`): a device's id, else its path; a
-    /// virtio-blk's BlockBackend belongs to the virtio device inside the
-    /// PCI proxy. `anonymous` numbers the devices without an id.
-    pub fn qdev(&self, anonymous: usize) -> String {
-        let virtio_blk = self.driver.starts_with("virtio-blk");
-        match (&self.id, virtio_blk) {
-            (Some(id), false) => id.clone(),
-            (Some(id), true) => format!("/machine/peripheral/{id}/virtio-backend"),
-            (None, false) => format!("/machine/peripheral-anon/device[{anonymous}]"),
-            (None, true) => format!("/machine/peripheral-anon/device[{anonymous}]/virtio-backend"),
-        }
-    }
 }
 
 /// `qapi_bool_parse`.

@@ -5,13 +5,12 @@
 
 use std::sync::Arc;
 
-use strata_block::DeviceAccess;
-use strata_qmp::Emulator;
+use strata_qmp::{DeviceAddArgs, Emulator};
 use strata_qsd::args::Setup;
 use strata_qsd::daemon::Daemon;
 
 use crate::args::Plan;
-use crate::drive::{parse_device, parse_drive, Device, Interface};
+use crate::drive::{parse_device, parse_drive, Interface};
 use crate::qemu_io::human_monitor_command;
 
 /// Sets everything up; the error is the line to print (exit 1).
@@ -66,71 +65,32 @@ fn set_up(daemon: &mut Daemon, plan: &Plan) -> Result<(), OptionError> {
             .map_err(|e| fail(e.to_string()))?;
         if drive.interface == Interface::Virtio {
             implied.push((
-                Device {
+                arg.clone(),
+                DeviceAddArgs {
                     driver: "virtio-blk-pci".to_string(),
                     id: None,
                     drive: Some(drive.id.clone()),
                     share_rw: false,
                 },
-                drive.read_only,
             ));
         }
     }
-    let mut anonymous = 0;
     let explicit = plan
         .devices
         .iter()
-        .map(|arg| parse_device(arg).map(|d| (d, false)).map_err(|t| ("device", arg.clone(), t)));
-    let all: Vec<(Device, bool)> = explicit
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .chain(implied)
-        .collect();
-    for (device, read_only) in all {
-        let qdev = device.qdev(anonymous);
-        if device.id.is_none() {
-            anonymous += 1;
-        }
-        let Some(drive) = device.drive.as_deref().filter(|_| device.is_disk()) else {
-            continue;
-        };
-        let access = if read_only || drive_is_read_only(daemon, drive) {
-            DeviceAccess::ReadOnly
-        } else {
-            DeviceAccess::ReadWrite
-        };
+        .map(|arg| {
+            parse_device(arg)
+                .map(|device| (arg.clone(), device))
+                .map_err(|text| ("device", arg.clone(), text))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for (arg, device) in explicit.into_iter().chain(implied) {
         daemon
             .monitor_mut()
-            .attach_device(drive, &qdev, access, device.share_rw)
-            .map_err(|e| {
-                let text = if daemon.monitor_mut().layer().backend_by_name(drive).is_none() {
-                    format!("Property '{}.drive' can't find value '{drive}'", device.driver)
-                } else {
-                    e.desc
-                };
-                ("device", device_arg(&device), text)
-            })?;
+            .device_add(&device)
+            .map_err(|e| ("device", arg, e.desc))?;
     }
     Ok(())
-}
-
-/// Whether the BlockBackend's root node is read-only (the device then
-/// asks for no write permission, as `blkconf_apply_backend_options` with
-/// a read-only BlockBackend).
-fn drive_is_read_only(daemon: &mut Daemon, drive: &str) -> bool {
-    let layer = daemon.monitor_mut().layer();
-    layer
-        .backend_node(drive)
-        .and_then(|node| layer.core().graph().graph().node(node).ok().map(|n| n.read_only))
-        .unwrap_or(false)
-}
-
-fn device_arg(device: &Device) -> String {
-    let mut arg = device.driver.clone();
-    if let Some(drive) = &device.drive {
-        arg.push_str(&format!(",drive={drive}"));
-    }
-    arg
 }
 
 fn chardev_id(arg: &str) -> Option<&str> {
@@ -147,4 +107,3 @@ fn setup_arg(step: &Setup) -> String {
         | Setup::Export(a) => a.clone(),
     }
 }
-
