@@ -21,7 +21,6 @@ pub(crate) fn read(path: &str) -> Result<Options> {
     parse(&text)
 }
 
-
 /// `qemu_config_parse`'s syntax: `#` comments, `[group]` headers and
 /// `name = "value"` lines.
 fn parse(text: &str) -> Result<Options> {

@@ -72,7 +72,12 @@ impl<F: Files> BlockLayer<F> {
     /// (`blkconf_apply_backend_options`): `consistent-read` (and `write`),
     /// sharing `consistent-read`, `write-unchanged` and `resize`, plus
     /// `write` with `share-rw`.
-    pub fn attach_device(&mut self, root: RootId, access: DeviceAccess, share_rw: ShareRw) -> Result<()> {
+    pub fn attach_device(
+        &mut self,
+        root: RootId,
+        access: DeviceAccess,
+        share_rw: ShareRw,
+    ) -> Result<()> {
         let mut perm = Perm::CONSISTENT_READ;
         if access == DeviceAccess::ReadWrite {
             perm |= Perm::WRITE;

@@ -116,6 +116,7 @@
 
 mod admin;
 mod blkdebug_config;
+mod breakpoint_ops;
 mod breakpoints;
 mod core;
 mod drive;
@@ -136,7 +137,7 @@ mod state;
 mod state_key;
 
 pub use crate::core::{BlockCore, ThrottleGroup};
-pub use breakpoints::BreakpointError;
+pub use breakpoint_ops::BreakpointError;
 pub use drive::{DeviceAccess, ShareRw};
 pub use error::{strerror, Error, ErrorClass, Result};
 pub use files::{Files, HostFiles, MemFiles};

@@ -138,14 +138,20 @@ impl<F: Files> BlockCore<F> {
         match value {
             // A child without a driver has its format probed from its
             // file (`bdrv_open_inherit`'s `find_image_format`).
-            OptValue::Dict(child) if child.get("driver").is_none() && child.get("file").is_some() => {
+            OptValue::Dict(child)
+                if child.get("driver").is_none() && child.get("file").is_some() =>
+            {
                 let child = self.with_probed_driver(child.clone())?;
                 self.open_node(&child, inherited_read_only)
             }
             // A protocol child named by `filename` alone is a file
             // (`bdrv_find_protocol` without a prefix).
-            OptValue::Dict(child) if child.get("driver").is_none() && child.get("filename").is_some() => {
-                let child = child.clone().with("driver", OptValue::Str("file".to_string()));
+            OptValue::Dict(child)
+                if child.get("driver").is_none() && child.get("filename").is_some() =>
+            {
+                let child = child
+                    .clone()
+                    .with("driver", OptValue::Str("file".to_string()));
                 self.open_node(&child, inherited_read_only)
             }
             OptValue::Dict(child) => self.open_node(child, inherited_read_only),

@@ -3,22 +3,15 @@
 //! `qdev` and `io-status`) and `human-monitor-command`, whose commands
 //! (`qemu-io`) the stand-in serves through a handler on the block layer.
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
-use strata_block::{BlockLayer, DeviceAccess, Files, ShareRw};
+use strata_block::{DeviceAccess, Files, ShareRw};
 use strata_graph::RootId;
 use strata_jobs::Cancel;
 use strata_qmp::{DeviceAddArgs, ErrorClass, Event, QmpError};
 
 use crate::monitor::{ImplicitFilters, Monitor, NbdListener};
 use crate::replies::block_error;
-
-/// Runs one HMP command line on the block layer; the text is what the
-/// monitor prints (`human-monitor-command`'s return value). (Shared, so
-/// that a monitor stays cheap to clone for the simulator.)
-pub type HmpHandler<F> =
-    Arc<dyn Fn(&mut BlockLayer<F>, &str) -> Result<String, QmpError> + Send + Sync>;
+use crate::system_state::{Device, HmpHandler};
 
 /// The device types a stand-in without a guest accepts; `true`: a disk,
 /// which takes a drive.
@@ -29,47 +22,6 @@ const DEVICE_TYPES: &[(&str, bool)] = &[
     ("virtio-scsi", false),
     ("virtio-scsi-pci", false),
 ];
-
-/// One guest device.
-#[derive(Clone, Debug)]
-struct Device {
-    id: Option<String>,
-    /// The QOM path `query-block` shows (`blk_get_attached_dev_id`).
-    qdev: String,
-    /// Its BlockBackend, for a disk.
-    backend: Option<RootId>,
-    /// The BlockBackend goes with the device: the device made it for a
-    /// node name, or it is a `-drive`'s (`blockdev_auto_del`).
-    backend_goes: bool,
-}
-
-/// The devices and the HMP handler.
-pub(crate) struct SystemState<F: Files> {
-    devices: Vec<Device>,
-    /// Devices created without an id so far (`/machine/peripheral-anon/device[N]`).
-    anonymous: usize,
-    hmp: Option<HmpHandler<F>>,
-}
-
-impl<F: Files> Clone for SystemState<F> {
-    fn clone(&self) -> Self {
-        SystemState {
-            devices: self.devices.clone(),
-            anonymous: self.anonymous,
-            hmp: self.hmp.clone(),
-        }
-    }
-}
-
-impl<F: Files> Default for SystemState<F> {
-    fn default() -> Self {
-        SystemState {
-            devices: Vec::new(),
-            anonymous: 0,
-            hmp: None,
-        }
-    }
-}
 
 impl<F: Files, L: NbdListener> Monitor<F, L> {
     /// Serves `human-monitor-command` through `handler`.
@@ -90,57 +42,66 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
                 QmpError::generic(format!("'{driver}' is not a valid device model name"))
             })?;
         if let Some(id) = &args.id {
-            if self.system.devices.iter().any(|d| d.id.as_ref() == Some(id)) {
+            if self
+                .system
+                .devices
+                .iter()
+                .any(|d| d.id.as_ref() == Some(id))
+            {
                 return Err(QmpError::generic(format!("Duplicate device ID '{id}'")));
             }
         }
-        let (backend, backend_goes) = match (&args.drive, is_disk) {
-            (Some(drive), true) => {
-                let (root, created) = self.device_backend(driver, drive)?;
-                (Some(root), created)
-            }
+        let backend = match (&args.drive, is_disk) {
+            (Some(drive), true) => Some(self.device_backend(driver, drive)?),
             (None, true) => return Err(QmpError::generic("drive property not set")),
-            (_, false) => (None, false),
+            (_, false) => None,
         };
         let qdev = self.qdev_path(driver, args.id.as_deref());
         self.system.devices.push(Device {
             id: args.id.clone(),
             qdev,
             backend,
-            backend_goes,
         });
         Ok(())
     }
 
     /// The BlockBackend of a disk: the named one, or an anonymous one made
-    /// for the node (then `true`); its device's permissions taken.
-    fn device_backend(&mut self, driver: &str, drive: &str) -> Result<(RootId, bool), QmpError> {
+    /// for the node; its device's permissions taken.
+    fn device_backend(&mut self, driver: &str, drive: &str) -> Result<RootId, QmpError> {
         if let Some(root) = self.layer().backend_by_name(drive) {
             if self.system.devices.iter().any(|d| d.backend == Some(root)) {
                 return Err(QmpError::generic(format!(
                     "Drive '{drive}' is already in use by another device"
                 )));
             }
-            // A `-drive`'s BlockBackend goes with its device
-            // (`blockdev_auto_del`).
             self.take_device_perms(root, drive)?;
-            return Ok((root, true));
+            return Ok(root);
         }
         let root = self.layer_mut().add_device_backend(drive).map_err(|_| {
-            QmpError::generic(format!("Property '{driver}.drive' can't find value '{drive}'"))
+            QmpError::generic(format!(
+                "Property '{driver}.drive' can't find value '{drive}'"
+            ))
         })?;
         if let Err(err) = self.take_device_perms(root, drive) {
             self.layer_mut().remove_backend(root);
             return Err(err);
         }
-        Ok((root, true))
+        Ok(root)
     }
 
     fn take_device_perms(&mut self, root: RootId, drive: &str) -> Result<(), QmpError> {
         let layer = self.layer();
         let read_only = layer
             .backend_root_node(root)
-            .and_then(|node| layer.core().graph().graph().node(node).ok().map(|n| n.read_only))
+            .and_then(|node| {
+                layer
+                    .core()
+                    .graph()
+                    .graph()
+                    .node(node)
+                    .ok()
+                    .map(|n| n.read_only)
+            })
             .ok_or_else(|| QmpError::generic(format!("Drive '{drive}' has no medium")))?;
         let access = if read_only {
             DeviceAccess::ReadOnly
@@ -175,8 +136,7 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
 
     /// `device_del`: the jobs on the device's medium are cancelled
     /// (`blockdev_mark_auto_del`), the device goes at once (no guest to
-    /// ask) with `DEVICE_DELETED`, and so does its BlockBackend when the
-    /// device brought it.
+    /// ask) with `DEVICE_DELETED`, and so does its BlockBackend.
     pub fn device_del(&mut self, id: &str) -> Result<(), QmpError> {
         let index = self
             .system
@@ -184,19 +144,23 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
             .iter()
             .position(|d| d.id.as_deref() == Some(id))
             .ok_or_else(|| {
-                QmpError::new(ErrorClass::DeviceNotFound, format!("Device '{id}' not found"))
+                QmpError::new(
+                    ErrorClass::DeviceNotFound,
+                    format!("Device '{id}' not found"),
+                )
             })?;
         let device = self.system.devices.remove(index);
         if let Some(root) = device.backend {
             let node = self.layer().backend_root_node(root);
-            for job in node.map(|n| self.layer().jobs_on_node(n)).unwrap_or_default() {
+            for job in node
+                .map(|n| self.layer().jobs_on_node(n))
+                .unwrap_or_default()
+            {
                 self.layer_mut()
                     .cancel(Cancel::BlockJob { force: false }, &job)
                     .map_err(block_error)?;
             }
-            if device.backend_goes {
-                self.layer_mut().remove_backend(root);
-            }
+            self.layer_mut().remove_backend(root);
         }
         self.push_event(Event {
             name: "DEVICE_DELETED".into(),
@@ -294,7 +258,11 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
 
 /// `bdrv_query_bds_stats`: a node's statistics with its `file` child's
 /// (`parent`) and its COW child's (`backing`).
-fn node_stats(graph: &strata_graph::Graph, node: strata_graph::NodeId, implicit: ImplicitFilters) -> Value {
+fn node_stats(
+    graph: &strata_graph::Graph,
+    node: strata_graph::NodeId,
+    implicit: ImplicitFilters,
+) -> Value {
     let node = match implicit {
         ImplicitFilters::Shown => node,
         ImplicitFilters::Skipped => graph.skip_implicit_filters(node),
@@ -324,14 +292,34 @@ fn node_stats(graph: &strata_graph::Graph, node: strata_graph::NodeId, implicit:
 fn zero_stats() -> Value {
     let mut stats = serde_json::Map::new();
     for counter in [
-        "rd_bytes", "wr_bytes", "zone_append_bytes", "unmap_bytes", "rd_operations",
-        "wr_operations", "zone_append_operations", "flush_operations", "unmap_operations",
-        "rd_total_time_ns", "wr_total_time_ns", "zone_append_total_time_ns",
-        "flush_total_time_ns", "unmap_total_time_ns", "wr_highest_offset", "rd_merged",
-        "wr_merged", "zone_append_merged", "unmap_merged", "failed_rd_operations",
-        "failed_wr_operations", "failed_zone_append_operations", "failed_flush_operations",
-        "failed_unmap_operations", "invalid_rd_operations", "invalid_wr_operations",
-        "invalid_zone_append_operations", "invalid_flush_operations",
+        "rd_bytes",
+        "wr_bytes",
+        "zone_append_bytes",
+        "unmap_bytes",
+        "rd_operations",
+        "wr_operations",
+        "zone_append_operations",
+        "flush_operations",
+        "unmap_operations",
+        "rd_total_time_ns",
+        "wr_total_time_ns",
+        "zone_append_total_time_ns",
+        "flush_total_time_ns",
+        "unmap_total_time_ns",
+        "wr_highest_offset",
+        "rd_merged",
+        "wr_merged",
+        "zone_append_merged",
+        "unmap_merged",
+        "failed_rd_operations",
+        "failed_wr_operations",
+        "failed_zone_append_operations",
+        "failed_flush_operations",
+        "failed_unmap_operations",
+        "invalid_rd_operations",
+        "invalid_wr_operations",
+        "invalid_zone_append_operations",
+        "invalid_flush_operations",
         "invalid_unmap_operations",
     ] {
         stats.insert(counter.into(), json!(0));

@@ -68,8 +68,9 @@ mod config;
 mod devices;
 mod monitor;
 mod replies;
+mod system_state;
 
 pub use config::{MonitorOption, NbdAddress};
-pub use devices::HmpHandler;
 pub use monitor::{AioContext, Export, Monitor, NbdListener, NoListener};
 pub use replies::{block_error, block_graph, job_event, options_from_json};
+pub use system_state::HmpHandler;

@@ -116,7 +116,7 @@ pub struct Monitor<F: Files, L: NbdListener = NoListener> {
     /// How many bytes a file takes on its storage (`actual-size`).
     allocated_size: Option<fn(&str) -> Option<u64>>,
     /// qemu-system's guest devices and HMP (none in qemu-storage-daemon).
-    pub(crate) system: crate::devices::SystemState<F>,
+    pub(crate) system: crate::system_state::SystemState<F>,
 }
 
 impl<F: Files> Monitor<F> {
@@ -142,7 +142,7 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
             },
             command_events: Vec::new(),
             allocated_size: None,
-            system: crate::devices::SystemState::default(),
+            system: crate::system_state::SystemState::default(),
         }
     }
 
@@ -749,7 +749,9 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
             // BlockBackend (exports' are anonymous): `qmp_query_block`
             // skips every one; a qemu-system stand-in has drives.
             Command::QueryBlock => Ok(self.query_block()),
-            Command::HumanMonitorCommand { command_line } => self.human_monitor_command(&command_line),
+            Command::HumanMonitorCommand { command_line } => {
+                self.human_monitor_command(&command_line)
+            }
             Command::DeviceAdd(args) => self.device_add(&args).map(|()| json!({})),
             Command::DeviceDel { id } => self.device_del(&id).map(|()| json!({})),
             Command::QueryBlockstats { query_nodes } => Ok(self.query_blockstats(query_nodes)),

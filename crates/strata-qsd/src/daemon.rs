@@ -19,8 +19,7 @@ use strata_block::{BlockLayer, HostFiles, Wakeup};
 use strata_monitor::{Monitor, MonitorOption, NbdAddress, NbdListener};
 use strata_qmp::{
     parse_cli_option, CliOption, CliValue, Command, CommandHandler, Emulator, Event, EventSink,
-    QmpError,
-    Session, SessionConfig, Timestamp,
+    QmpError, Session, SessionConfig, Timestamp,
 };
 
 use crate::args::{program_name, Plan, Setup};
@@ -679,10 +678,12 @@ impl Daemon {
         };
         loop {
             match listener.accept() {
-                Ok((stream, _)) => match Client::new(Channel::Socket(stream), &monitor, self.emulator) {
-                    Ok(client) => self.clients.push(client),
-                    Err(e) => eprintln!("{}: {}: {e}", self.program, chardev.spec.id),
-                },
+                Ok((stream, _)) => {
+                    match Client::new(Channel::Socket(stream), &monitor, self.emulator) {
+                        Ok(client) => self.clients.push(client),
+                        Err(e) => eprintln!("{}: {}: {e}", self.program, chardev.spec.id),
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return,
             }

@@ -77,6 +77,7 @@ const OPTIONS: &[(&str, bool)] = &[
     ("nographic", false),
     ("object", true),
     ("qmp", true),
+    ("qmp-pretty", true),
     ("qtest", true),
     ("S", false),
     ("serial", true),
@@ -122,6 +123,30 @@ pub fn parse(program: &str, args: &[String]) -> Result<Invocation, ArgError> {
     Ok(Invocation::Run(plan))
 }
 
+/// `monitor_parse`'s chardev for `-qmp DEV` (`qemu_chr_new_noreplay` with
+/// the legacy `stdio` / `unix:PATH[,opts]` syntax), named
+/// `compat_monitorN`.
+fn compat_chardev(value: &str, index: usize) -> Option<String> {
+    let id = format!("compat_monitor{index}");
+    if value == "stdio" {
+        return Some(format!("stdio,id={id}"));
+    }
+    let unix = value.strip_prefix("unix:")?;
+    let (path, options) = unix.split_once(',').unwrap_or((unix, ""));
+    let mut chardev = format!("socket,path={path},id={id}");
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        // The legacy syntax allows bare `server` and `nowait`.
+        let option = match option {
+            "server" => "server=on",
+            "nowait" => "wait=off",
+            other => other,
+        };
+        chardev.push(',');
+        chardev.push_str(option);
+    }
+    Some(chardev)
+}
+
 fn probe(name: &str, value: &str) -> Option<Probe> {
     match (name, value) {
         ("machine" | "M", "help" | "?") => Some(Probe::Machines),
@@ -135,10 +160,21 @@ fn apply(program: &str, plan: &mut Plan, name: &str, value: String) -> Result<()
     match name {
         "chardev" => plan.chardevs.push(value),
         "mon" => plan.monitors.push(value),
-        "qmp" => {
-            return Err(ArgError(format!(
-                "{program}: -qmp {value}: not supported by strata-system (use -chardev and -mon)"
-            )))
+        "qmp" | "qmp-pretty" => {
+            let chardev = compat_chardev(&value, plan.monitors.len()).ok_or_else(|| {
+                ArgError(format!(
+                    "{program}: -{name} {value}: strata-system serves stdio and unix: monitors"
+                ))
+            })?;
+            let id = format!("compat_monitor{}", plan.monitors.len());
+            let pretty = if name == "qmp-pretty" {
+                ",pretty=on"
+            } else {
+                ""
+            };
+            plan.chardevs.push(chardev);
+            plan.monitors
+                .push(format!("chardev={id},mode=control{pretty}"));
         }
         "object" => plan.objects.push(value),
         "blockdev" => plan.blockdevs.push(value),

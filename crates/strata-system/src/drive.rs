@@ -18,8 +18,6 @@ pub struct Drive {
     pub options: Options,
     /// `if`: which device the drive gets implicitly.
     pub interface: Interface,
-    /// `read-only`.
-    pub read_only: bool,
 }
 
 /// `if=`: the interface a drive is meant for.
@@ -81,7 +79,9 @@ pub fn parse_drive(arg: &str, drives: usize) -> Result<Drive, String> {
             "read-only" | "readonly" => read_only = qemu_bool(&key, &value)?,
             k if IGNORED_KEYS.contains(&k) => {}
             k if k.starts_with("throttling.") || k == "copy-on-read" || k == "snapshot" => {
-                return Err(format!("strata-system: drive option '{k}' is not supported"))
+                return Err(format!(
+                    "strata-system: drive option '{k}' is not supported"
+                ))
             }
             _ => flat.push((key, value)),
         }
@@ -110,7 +110,6 @@ pub fn parse_drive(arg: &str, drives: usize) -> Result<Drive, String> {
         file,
         options,
         interface,
-        read_only,
     })
 }
 

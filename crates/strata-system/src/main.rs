@@ -2,9 +2,7 @@
 
 use std::process::ExitCode;
 
-use strata_system::args::{
-    devices_help, formats_help, machines_help, parse, Invocation, Probe,
-};
+use strata_system::args::{devices_help, formats_help, machines_help, parse, Invocation, Probe};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();

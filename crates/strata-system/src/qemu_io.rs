@@ -100,7 +100,11 @@ fn qemu_io_command<F: Files>(layer: &mut BlockLayer<F>, node: NodeId, command: &
         // nothing to wait for and prints nothing.
         ("flush" | "aio_flush", []) => String::new(),
         ("break" | "remove_break" | "resume" | "wait_break" | "flush" | "aio_flush", _) => {
-            format!("bad argument count {} to {name}, expected {}\n", args.len(), expected_args(name))
+            format!(
+                "bad argument count {} to {name}, expected {}\n",
+                args.len(),
+                expected_args(name)
+            )
         }
         _ => format!("command \"{name}\" not found\n"),
     }
@@ -156,7 +160,10 @@ fn transfer<F: Files>(
         }
     }
     let [offset, count] = positional[..] else {
-        return format!("bad argument count {} to {name}, expected 2 arguments\n", positional.len());
+        return format!(
+            "bad argument count {} to {name}, expected 2 arguments\n",
+            positional.len()
+        );
     };
     let Some(offset) = parse_number(offset) else {
         return format!("non-numeric offset argument -- {offset}\n");
@@ -172,7 +179,8 @@ fn transfer<F: Files>(
             let mut out = String::new();
             if let (Ok(()), Some(p)) = (&result, pattern) {
                 if buf.iter().any(|&b| b != p) {
-                    out = format!("Pattern verification failed at offset {offset}, {count} bytes\n");
+                    out =
+                        format!("Pattern verification failed at offset {offset}, {count} bytes\n");
                 }
             }
             ("read", result, out)
@@ -184,11 +192,19 @@ fn transfer<F: Files>(
         ),
         Transfer::Write => {
             let data = vec![pattern.unwrap_or(0xcd); count as usize];
-            ("wrote", layer.core_mut().write(node, offset, &data), String::new())
+            (
+                "wrote",
+                layer.core_mut().write(node, offset, &data),
+                String::new(),
+            )
         }
     };
     if let Err(err) = result {
-        let what = if kind == Transfer::Read { "read" } else { "write" };
+        let what = if kind == Transfer::Read {
+            "read"
+        } else {
+            "write"
+        };
         return format!("{what} failed: {}\n", strerror_of(&err));
     }
     out.push_str(&report(verb, start.elapsed(), offset, count));
@@ -255,7 +271,9 @@ pub fn parse_number(text: &str) -> Option<u64> {
     if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         return u64::from_str_radix(hex, 16).ok();
     }
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, suffix) = text.split_at(split);
     let base: u64 = digits.parse().ok()?;
     let shift = match suffix.to_ascii_lowercase().as_str() {

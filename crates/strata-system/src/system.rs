@@ -37,16 +37,32 @@ fn set_up(daemon: &mut Daemon, plan: &Plan) -> Result<(), OptionError> {
         .chardevs
         .iter()
         .map(|a| ("chardev", Setup::Chardev(a.clone())))
-        .chain(plan.objects.iter().map(|a| ("object", Setup::Object(a.clone()))))
-        .chain(plan.monitors.iter().map(|a| ("mon", Setup::Monitor(a.clone()))))
-        .chain(plan.blockdevs.iter().map(|a| ("blockdev", Setup::Blockdev(a.clone()))));
+        .chain(
+            plan.objects
+                .iter()
+                .map(|a| ("object", Setup::Object(a.clone()))),
+        )
+        .chain(
+            plan.monitors
+                .iter()
+                .map(|a| ("mon", Setup::Monitor(a.clone()))),
+        )
+        .chain(
+            plan.blockdevs
+                .iter()
+                .map(|a| ("blockdev", Setup::Blockdev(a.clone()))),
+        );
     for (option, step) in steps {
         daemon
             .setup(&step)
             .map_err(|text| (option, setup_arg(&step), text))?;
     }
     if let Some(qtest) = &plan.qtest {
-        if !plan.chardevs.iter().any(|c| chardev_id(c) == Some(qtest.as_str())) {
+        if !plan
+            .chardevs
+            .iter()
+            .any(|c| chardev_id(c) == Some(qtest.as_str()))
+        {
             return Err((
                 "qtest",
                 format!("chardev:{qtest}"),
