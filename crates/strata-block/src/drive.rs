@@ -94,6 +94,22 @@ impl<F: Files> BlockLayer<F> {
         Ok(())
     }
 
+    /// `blk_set_perm` adding `perm` to what the BlockBackend `root`
+    /// already takes (qemu-io's commands ask for what they need); QEMU's
+    /// error when the graph refuses.
+    pub fn extend_backend_perm(&mut self, root: RootId, perm: Perm) -> Result<()> {
+        let edges = self.core.bg.graph().root(root)?.children().to_vec();
+        for edge in edges {
+            let e = self.core.bg.graph().edge(edge)?;
+            let (wanted, shared) = (e.perm | perm, e.shared);
+            if wanted != e.perm {
+                self.core
+                    .with_hooks(|bg, hooks| bg.set_child_perm(hooks, edge, wanted, shared))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The anonymous BlockBackend a device given a node name gets
     /// (`blk_new` + `blk_insert_bs`: no permissions until the device asks).
     pub fn add_device_backend(&mut self, node_name: &str) -> Result<RootId> {

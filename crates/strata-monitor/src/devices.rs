@@ -11,7 +11,7 @@ use strata_qmp::{DeviceAddArgs, ErrorClass, Event, QmpError};
 
 use crate::monitor::{ImplicitFilters, Monitor, NbdListener};
 use crate::replies::block_error;
-use crate::system_state::{Device, HmpHandler};
+use crate::system_state::{Device, HmpHandler, ShutdownEvent};
 
 /// The device types a stand-in without a guest accepts; `true`: a disk,
 /// which takes a drive.
@@ -24,6 +24,22 @@ const DEVICE_TYPES: &[(&str, bool)] = &[
 ];
 
 impl<F: Files, L: NbdListener> Monitor<F, L> {
+    /// Whether `quit` raises `SHUTDOWN` first.
+    pub fn set_shutdown_event(&mut self, event: ShutdownEvent) {
+        self.system.shutdown_event = event;
+    }
+
+    /// `qmp_quit` on a machine: `SHUTDOWN` comes ahead of the answer
+    /// (QEMU's main loop sends it before the monitor's reply goes out).
+    pub(crate) fn announce_quit(&mut self) {
+        if self.system.shutdown_event == ShutdownEvent::Announced {
+            self.push_event(Event {
+                name: "SHUTDOWN".into(),
+                data: Some(json!({ "guest": false, "reason": "host-qmp-quit" })),
+            });
+        }
+    }
+
     /// Serves `human-monitor-command` through `handler`.
     pub fn set_hmp_handler(&mut self, handler: HmpHandler<F>) {
         self.system.hmp = Some(handler);

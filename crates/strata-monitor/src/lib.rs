@@ -73,4 +73,4 @@ mod system_state;
 pub use config::{MonitorOption, NbdAddress};
 pub use monitor::{AioContext, Export, Monitor, NbdListener, NoListener};
 pub use replies::{block_error, block_graph, job_event, options_from_json};
-pub use system_state::HmpHandler;
+pub use system_state::{HmpHandler, ShutdownEvent};

@@ -691,7 +691,10 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
             // the shutdown follows, and its events reach the client before
             // the answer (the monitor's output is flushed at
             // `monitor_cleanup`). The daemon exits once the answer is out.
-            Command::Quit => self.shutdown().map(|()| json!({})),
+            Command::Quit => {
+                self.announce_quit();
+                self.shutdown().map(|()| json!({}))
+            }
             Command::BlockdevAdd(options) => {
                 let opts = options_from_json(&options.options);
                 done(layer.blockdev_add(&opts).map(|_| ()))

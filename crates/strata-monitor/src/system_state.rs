@@ -24,12 +24,24 @@ pub(crate) struct Device {
     pub(crate) backend: Option<RootId>,
 }
 
+/// Whether `quit` raises `SHUTDOWN` (a guest's machine shuts down; a
+/// storage daemon has none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ShutdownEvent {
+    /// No event (qemu-storage-daemon).
+    #[default]
+    Silent,
+    /// `SHUTDOWN` with `guest: false` and the host's reason (qemu-system).
+    Announced,
+}
+
 /// The devices and the HMP handler.
 pub(crate) struct SystemState<F: Files> {
     pub(crate) devices: Vec<Device>,
     /// Devices created without an id so far (`/machine/peripheral-anon/device[N]`).
     pub(crate) anonymous: usize,
     pub(crate) hmp: Option<HmpHandler<F>>,
+    pub(crate) shutdown_event: ShutdownEvent,
 }
 
 impl<F: Files> Clone for SystemState<F> {
@@ -38,6 +50,7 @@ impl<F: Files> Clone for SystemState<F> {
             devices: self.devices.clone(),
             anonymous: self.anonymous,
             hmp: self.hmp.clone(),
+            shutdown_event: self.shutdown_event,
         }
     }
 }
@@ -48,6 +61,7 @@ impl<F: Files> Default for SystemState<F> {
             devices: Vec::new(),
             anonymous: 0,
             hmp: None,
+            shutdown_event: ShutdownEvent::Silent,
         }
     }
 }

@@ -189,11 +189,6 @@ fn apply(program: &str, plan: &mut Plan, name: &str, value: String) -> Result<()
             plan.qtest = Some(chardev.to_string());
         }
         "S" => plan.paused = true,
-        "accel" if value.split(',').next() != Some("qtest") => {
-            return Err(ArgError(format!(
-                "{program}: -accel {value}: strata-system runs no guest: only -accel qtest"
-            )))
-        }
         "monitor" | "serial" if value != "null" && value != "none" => {
             return Err(ArgError(format!(
                 "{program}: -{name} {value}: not supported by strata-system"

@@ -6,11 +6,23 @@ use strata_graph::{OptValue, Options};
 use strata_qmp::DeviceAddArgs;
 use strata_qsd::chardev::split_qemu_opts;
 
+impl Drive {
+    /// `drive_new`'s id for a drive without one: the interface's name and
+    /// the drive's unit on it (`unit` drives of that interface came
+    /// before).
+    pub fn default_id(interface: Interface, unit: usize) -> String {
+        match interface {
+            Interface::None => format!("none{unit}"),
+            Interface::Virtio => format!("virtio{unit}"),
+        }
+    }
+}
+
 /// A `-drive`, ready to open.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Drive {
-    /// The BlockBackend's name (`id`).
-    pub id: String,
+    /// The BlockBackend's name (`id`); without one, [`Drive::default_id`].
+    pub id: Option<String>,
     /// `file`: a path, `json:{...}` or `blkdebug:...`.
     pub file: Option<String>,
     /// The block driver options (`format` as `driver`, the rest nested at
@@ -52,9 +64,9 @@ const BOOL_KEYS: &[&str] = &[
     "rewrite-corrupted",
 ];
 
-/// Parses a `-drive` argument; `drives` counts the drives before it (the
-/// default id's index). Errors are QEMU's text without the option prefix.
-pub fn parse_drive(arg: &str, drives: usize) -> Result<Drive, String> {
+/// Parses a `-drive` argument. Errors are QEMU's text without the option
+/// prefix.
+pub fn parse_drive(arg: &str) -> Result<Drive, String> {
     let mut id = None;
     let mut file = None;
     let mut format = None;
@@ -101,12 +113,8 @@ pub fn parse_drive(arg: &str, drives: usize) -> Result<Drive, String> {
         insert_at_path(&mut options, &key, typed);
     }
     let options = lists_from_numbered(options);
-    let default_id = match interface {
-        Interface::None => format!("none{drives}"),
-        Interface::Virtio => format!("virtio{drives}"),
-    };
     Ok(Drive {
-        id: id.unwrap_or(default_id),
+        id,
         file,
         options,
         interface,

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use strata_block::{BlockLayer, BreakpointError, Files};
-use strata_graph::NodeId;
+use strata_graph::{NodeId, Perm, RootId};
 use strata_qmp::QmpError;
 
 /// How long `wait_break` lets the jobs run in virtual time.
@@ -44,15 +44,48 @@ fn hmp_qemu_io<F: Files>(layer: &mut BlockLayer<F>, args: &str) -> String {
     if qdev {
         return "Error: strata-system: qemu-io -d (a device id) is not supported\n".to_string();
     }
-    let node = match layer.backend_node(device) {
-        Some(node) => node,
+    let (node, backend) = match layer.backend_by_name(device) {
+        Some(root) => match layer.backend_root_node(root) {
+            Some(node) => (node, Some(root)),
+            None => return format!("Error: Device '{device}' has no medium\n"),
+        },
         None => match layer.core().lookup_bs(None, Some(device)) {
-            Ok(node) => node,
+            Ok(node) => (node, None),
             Err(err) => return format!("Error: {err}\n"),
         },
     };
+    if let Err(text) = take_command_perms(layer, node, backend, &command) {
+        return text;
+    }
     qemu_io_command(layer, node, &command)
 }
+
+/// qemu-io's `command()`: a command that writes extends its
+/// BlockBackend's permissions by `write` first (and they stay extended);
+/// a node named directly gets a BlockBackend of its own, which a
+/// read-only node refuses the same way. The refusal is printed as it is.
+fn take_command_perms<F: Files>(
+    layer: &mut BlockLayer<F>,
+    node: NodeId,
+    backend: Option<RootId>,
+    command: &str,
+) -> Result<(), String> {
+    let name = command.split_whitespace().next().unwrap_or_default();
+    if !WRITING_COMMANDS.contains(&name) {
+        return Ok(());
+    }
+    let granted = match backend {
+        Some(root) => layer.extend_backend_perm(root, Perm::WRITE),
+        None => match layer.core().graph().graph().node(node) {
+            Ok(n) if n.read_only => Err(strata_block::Error::generic("Block node is read-only")),
+            _ => Ok(()),
+        },
+    };
+    granted.map_err(|err| format!("{err}\n"))
+}
+
+/// The qemu-io commands whose `perm` is `BLK_PERM_WRITE`.
+const WRITING_COMMANDS: &[&str] = &["write", "aio_write", "discard", "aio_discard"];
 
 /// An HMP string argument: a double-quoted string with `\` escapes, or
 /// the rest of the line.

@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 
+use strata_monitor::ShutdownEvent;
 use strata_qmp::{DeviceAddArgs, Emulator};
 use strata_qsd::args::Setup;
 use strata_qsd::daemon::Daemon;
 
 use crate::args::Plan;
-use crate::drive::{parse_device, parse_drive, Interface};
+use crate::drive::{parse_device, parse_drive, Drive, Interface};
 use crate::qemu_io::human_monitor_command;
 
 /// Sets everything up; the error is the line to print (exit 1).
@@ -20,6 +21,9 @@ pub fn start(argv0: &str, plan: &Plan) -> Result<Daemon, String> {
     daemon
         .monitor_mut()
         .set_hmp_handler(Arc::new(human_monitor_command));
+    daemon
+        .monitor_mut()
+        .set_shutdown_event(ShutdownEvent::Announced);
     match set_up(&mut daemon, plan) {
         Ok(()) => Ok(daemon),
         Err((option, arg, text)) => {
@@ -71,13 +75,20 @@ fn set_up(daemon: &mut Daemon, plan: &Plan) -> Result<(), OptionError> {
         }
     }
     let mut implied = Vec::new();
-    for (index, arg) in plan.drives.iter().enumerate() {
+    let mut units: Vec<Interface> = Vec::new();
+    for arg in &plan.drives {
         let fail = |text: String| ("drive", arg.clone(), text);
-        let drive = parse_drive(arg, index).map_err(fail)?;
+        let drive = parse_drive(arg).map_err(fail)?;
+        let unit = units.iter().filter(|&&i| i == drive.interface).count();
+        units.push(drive.interface);
+        let id = drive
+            .id
+            .clone()
+            .unwrap_or_else(|| Drive::default_id(drive.interface, unit));
         daemon
             .monitor_mut()
             .layer_mut()
-            .drive_add(&drive.id, drive.file.as_deref(), drive.options.clone())
+            .drive_add(&id, drive.file.as_deref(), drive.options.clone())
             .map_err(|e| fail(e.to_string()))?;
         if drive.interface == Interface::Virtio {
             implied.push((
@@ -85,7 +96,7 @@ fn set_up(daemon: &mut Daemon, plan: &Plan) -> Result<(), OptionError> {
                 DeviceAddArgs {
                     driver: "virtio-blk-pci".to_string(),
                     id: None,
-                    drive: Some(drive.id.clone()),
+                    drive: Some(id),
                     share_rw: false,
                 },
             ));

@@ -90,7 +90,7 @@ pub(crate) struct Client {
     stream: UnixStream,
     reader: BufReader<UnixStream>,
     /// Lines that were events, in arrival order.
-    events: Vec<String>,
+    pub(crate) events: Vec<String>,
 }
 
 impl Client {

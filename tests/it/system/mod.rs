@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use strata_graph::OptValue;
 use strata_qsd::daemon::Daemon;
 use strata_system::args::{parse, Invocation, Plan, Probe};
-use strata_system::drive::{parse_device, parse_drive, Interface};
+use strata_system::drive::{parse_device, parse_drive, Drive, Interface};
 use strata_system::qemu_io::{cvtstr, parse_number};
 
 use crate::qsd::{Client, Running};
@@ -112,10 +112,9 @@ fn drive_options_become_a_typed_options_tree() {
     let drive = parse_drive(
         "if=none,id=drive0,file=blkdebug::t.img,format=qcow2,cache=writeback,aio=threads,\
          backing.node-name=mid,backing.backing.node-name=base,read-only=on",
-        0,
     )
     .unwrap();
-    assert_eq!(drive.id, "drive0");
+    assert_eq!(drive.id.as_deref(), Some("drive0"));
     assert_eq!(drive.interface, Interface::None);
     assert_eq!(drive.file.as_deref(), Some("blkdebug::t.img"));
     assert_eq!(drive.options.get_str("driver"), Some("qcow2"));
@@ -129,18 +128,18 @@ fn drive_options_become_a_typed_options_tree() {
     // Numbered children become a list (quorum's), ids default per interface.
     let quorum = parse_drive(
         "driver=quorum,vote-threshold=2,children.0.file.filename=a,children.1.file.filename=b",
-        1,
     )
     .unwrap();
-    assert_eq!(quorum.id, "virtio1");
+    assert_eq!((quorum.id, quorum.interface), (None, Interface::Virtio));
+    assert_eq!(Drive::default_id(Interface::None, 1), "none1");
     assert!(matches!(quorum.options.get("children"), Some(OptValue::List(l)) if l.len() == 2));
 
     assert_eq!(
-        parse_drive("format=raw,driver=raw", 0).unwrap_err(),
+        parse_drive("format=raw,driver=raw").unwrap_err(),
         "Cannot specify both 'driver' and 'format'"
     );
     assert_eq!(
-        parse_drive("read-only=maybe", 0).unwrap_err(),
+        parse_drive("read-only=maybe").unwrap_err(),
         "Parameter 'read-only' expects 'on' or 'off'"
     );
     let device = parse_device("scsi-hd,id=scsi0,drive=drive0,bus=vio-scsi.0").unwrap();
@@ -293,6 +292,11 @@ fn a_breakpoint_needs_a_blkdebug_node_and_the_daemon_has_no_hmp() {
     let (mut client, thread) = system(&strings(&[
         "-drive",
         &format!("if=none,id=d0,file={},format=raw", image.display()),
+        "-drive",
+        &format!(
+            "if=none,id=ro,file={},format=raw,read-only=on",
+            image.display()
+        ),
     ]));
     assert_eq!(
         hmp(&mut client, r#"qemu-io d0 "break read_aio bp""#),
@@ -304,9 +308,22 @@ fn a_breakpoint_needs_a_blkdebug_node_and_the_daemon_has_no_hmp() {
         block.contains(r#""device": "d0""#) && !block.contains("qdev"),
         "{block}"
     );
+    // A command that writes asks its BlockBackend for `write` first.
+    assert_eq!(
+        hmp(&mut client, r#"qemu-io ro "aio_write 0 2k""#),
+        r#"{"return": "Block node is read-only\r\n"}"#
+    );
+    // A machine announces its shutdown ahead of quit's answer.
     assert_eq!(
         client.execute(r#"{"execute": "quit"}"#),
         r#"{"return": {}}"#
+    );
+    assert!(
+        client.events.last().is_some_and(|e| e.contains(
+            r#""event": "SHUTDOWN", "data": {"guest": false, "reason": "host-qmp-quit"}"#
+        )),
+        "{:?}",
+        client.events
     );
     assert_eq!(thread.join().unwrap(), 0);
 
