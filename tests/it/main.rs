@@ -15,3 +15,4 @@ mod qmp;
 mod qsd;
 mod sim;
 mod stream;
+mod system;

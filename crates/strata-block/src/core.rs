@@ -44,6 +44,9 @@ pub struct BlockCore<F: Files> {
     /// The position the stream job takes where the 2020 thread's
     /// participants disagreed ([`crate::policy`]); QEMU 10.0's by default.
     pub(crate) policy: &'static crate::policy::Policy,
+    /// blkdebug breakpoints and the requests they suspended (qemu-io's
+    /// `break`; empty unless a qemu-system stand-in sets one).
+    pub(crate) breakpoints: crate::breakpoints::Breakpoints,
 }
 
 impl<F: Files> BlockCore<F> {
@@ -59,6 +62,7 @@ impl<F: Files> BlockCore<F> {
             mirror_targets: BTreeMap::new(),
             opening_backing: Vec::new(),
             policy: crate::policy::default(),
+            breakpoints: crate::breakpoints::Breakpoints::default(),
         }
     }
 

@@ -599,6 +599,7 @@ impl<F: Files> BlockCore<F> {
     /// other drivers ignore events (`bdrv_co_debug_event` does not pass
     /// them down).
     pub(crate) fn blkdebug_event(&mut self, node: NodeId, event: &str) {
+        self.breakpoints.hit(node, event);
         let Some(DriverState::Blkdebug {
             inject,
             set_state,

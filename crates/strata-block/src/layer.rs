@@ -161,7 +161,9 @@ impl<F: Files> BlockLayer<F> {
     /// [`Runnable::Monitor`] is absent while a job must go on without
     /// yielding or a drain runs.
     pub fn runnable(&self) -> Vec<Runnable> {
-        self.main_loop.runnable(&self.jobs, self.core.now_ns)
+        let mut runnable = self.main_loop.runnable(&self.jobs, self.core.now_ns);
+        self.core.breakpoints.hold_suspended(&mut runnable);
+        runnable
     }
 
     /// Steps job `id` once at the current virtual time, as the main loop
@@ -170,7 +172,10 @@ impl<F: Files> BlockLayer<F> {
         let progress = |layer: &Self| visible(&layer.jobs, id).map(|j| j.progress().0);
         let before = progress(self);
         let now = self.core.now_ns;
-        let wait = self.with_jobs(|jobs, core, events| jobs.step(id, core, now, events))?;
+        self.core.breakpoints.issuer = Some(id.to_string());
+        let wait = self.with_jobs(|jobs, core, events| jobs.step(id, core, now, events));
+        self.core.breakpoints.issuer = None;
+        let wait = wait?;
         let progressed = progress(self) != before;
         self.main_loop.stepped(id, wait, progressed);
         Ok(wait)
@@ -255,7 +260,13 @@ impl<F: Files> BlockLayer<F> {
     /// its sockets without waiting, until the timer, or until a client
     /// speaks.
     pub fn next_wakeup(&self) -> Wakeup {
-        self.main_loop.next_wakeup(&self.jobs, self.core.now_ns)
+        let wakeup = self.main_loop.next_wakeup(&self.jobs, self.core.now_ns);
+        match (wakeup, self.runnable().first()) {
+            // Only suspended jobs could run: nothing moves until a
+            // command resumes them.
+            (Wakeup::Now, Some(Runnable::Monitor)) => Wakeup::Monitor,
+            _ => wakeup,
+        }
     }
 
     /// The ids of the jobs that can step now, in creation order.

@@ -115,7 +115,11 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod blkdebug_config;
+mod breakpoint_ops;
+mod breakpoints;
 mod core;
+mod drive;
 mod error;
 mod export;
 mod files;
@@ -133,6 +137,8 @@ mod state;
 mod state_key;
 
 pub use crate::core::{BlockCore, ThrottleGroup};
+pub use breakpoint_ops::BreakpointError;
+pub use drive::{DeviceAccess, ShareRw};
 pub use error::{strerror, Error, ErrorClass, Result};
 pub use files::{Files, HostFiles, MemFiles};
 pub use jobs::{

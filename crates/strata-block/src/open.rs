@@ -136,6 +136,24 @@ impl<F: Files> BlockCore<F> {
         inherited_read_only: bool,
     ) -> Result<NodeId> {
         match value {
+            // A child without a driver has its format probed from its
+            // file (`bdrv_open_inherit`'s `find_image_format`).
+            OptValue::Dict(child)
+                if child.get("driver").is_none() && child.get("file").is_some() =>
+            {
+                let child = self.with_probed_driver(child.clone())?;
+                self.open_node(&child, inherited_read_only)
+            }
+            // A protocol child named by `filename` alone is a file
+            // (`bdrv_find_protocol` without a prefix).
+            OptValue::Dict(child)
+                if child.get("driver").is_none() && child.get("filename").is_some() =>
+            {
+                let child = child
+                    .clone()
+                    .with("driver", OptValue::Str("file".to_string()));
+                self.open_node(&child, inherited_read_only)
+            }
             OptValue::Dict(child) => self.open_node(child, inherited_read_only),
             OptValue::Str(reference) => {
                 let node = self.lookup_bs(Some(reference), Some(reference))?;
@@ -273,29 +291,47 @@ impl<F: Files> BlockCore<F> {
             ),
             _ => return Ok(()),
         };
-        let backing = match opts.get("backing") {
+        // Options for the backing node that name neither a driver nor a
+        // file (`-drive ...,backing.node-name=mid`) complete the header's
+        // backing file rather than replace it.
+        let header_explicit = match opts.get("backing") {
             Some(OptValue::Null) => return Ok(()),
-            Some(value) => self
-                .open_child("backing", value, true)
-                .map_err(|e| e.prepend("Could not open backing file: "))?,
-            None if header_file.is_empty() => return Ok(()),
-            None => {
-                let filename = self.full_backing_filename(node, &header_file);
-                let own_file = self.check_backing_recursion(node)?;
-                let backing = self
-                    .open_header_backing(own_file, &filename, header_format)
-                    .map_err(|e| e.prepend("Could not open backing file: "))?;
-                self.refresh_filename(backing)?;
-                let filename = self.bg.graph().node(backing)?.filename.clone();
-                if let Some(DriverState::Format {
-                    auto_backing_file, ..
-                }) = self.state.get_mut(&node)
-                {
-                    *auto_backing_file = filename;
-                }
-                backing
+            Some(OptValue::Dict(partial))
+                if !header_file.is_empty()
+                    && partial.get("driver").is_none()
+                    && partial.get("file").is_none() =>
+            {
+                partial.clone()
             }
+            Some(value) => {
+                let value = value.clone();
+                let backing = self
+                    .open_child("backing", &value, true)
+                    .map_err(|e| e.prepend("Could not open backing file: "))?;
+                return self.attach_backing(node, backing);
+            }
+            None if header_file.is_empty() => return Ok(()),
+            None => Options::new(),
         };
+        let filename = self.full_backing_filename(node, &header_file);
+        let own_file = self.check_backing_recursion(node)?;
+        let backing = self
+            .open_header_backing(own_file, &filename, header_format, header_explicit)
+            .map_err(|e| e.prepend("Could not open backing file: "))?;
+        self.refresh_filename(backing)?;
+        let filename = self.bg.graph().node(backing)?.filename.clone();
+        if let Some(DriverState::Format {
+            auto_backing_file, ..
+        }) = self.state.get_mut(&node)
+        {
+            *auto_backing_file = filename;
+        }
+        self.attach_backing(node, backing)
+    }
+
+    /// Attaches `backing` (opened with one reference for the caller) as
+    /// `node`'s backing child.
+    fn attach_backing(&mut self, node: NodeId, backing: NodeId) -> Result<()> {
         let attached = self.with_hooks(|bg, hooks| {
             bg.set_file_or_backing(hooks, node, Some(backing), ChildSlot::Backing)
         });
@@ -316,10 +352,12 @@ impl<F: Files> BlockCore<F> {
         own_file: String,
         filename: &str,
         format: Option<String>,
+        mut explicit: Options,
     ) -> Result<NodeId> {
-        let mut explicit = Options::new();
         if let Some(format) = format {
-            explicit.put("driver", OptValue::Str(format));
+            if explicit.get("driver").is_none() {
+                explicit.put("driver", OptValue::Str(format));
+            }
         }
         self.opening_backing.push(own_file);
         let opened = self.open_filename(filename, explicit, true);
@@ -432,15 +470,15 @@ impl<F: Files> BlockCore<F> {
     }
 
     fn open_blkdebug(&mut self, opts: &Options, read_only: bool) -> Result<NodeId> {
+        // `read_config`: the config file's rules first, then the options'.
+        let config = match opts.get_str("config") {
+            Some(path) => crate::blkdebug_config::read(path)?,
+            None => Options::new(),
+        };
+        let rules = |key: &str| [list_of(&config, key), list_of(opts, key)].concat();
         let state = DriverState::Blkdebug {
-            inject: list_of(opts, "inject-error")
-                .iter()
-                .map(inject_rule)
-                .collect(),
-            set_state: list_of(opts, "set-state")
-                .iter()
-                .map(set_state_rule)
-                .collect(),
+            inject: rules("inject-error").iter().map(inject_rule).collect(),
+            set_state: rules("set-state").iter().map(set_state_rule).collect(),
             state: 1,
         };
         let node = self.new_node(Driver::Blkdebug, opts, read_only, state)?;
@@ -466,6 +504,10 @@ impl<F: Files> BlockCore<F> {
     fn open_quorum(&mut self, opts: &Options, read_only: bool) -> Result<NodeId> {
         let threshold = match opts.get("vote-threshold") {
             Some(OptValue::Int(n)) if *n > 0 => *n as u32,
+            // QemuOpts (`-drive`) give numbers as strings.
+            Some(OptValue::Str(n)) if n.parse::<u32>().is_ok_and(|n| n > 0) => {
+                n.parse().unwrap_or(1)
+            }
             _ => return Err(Error::generic("Parameter 'vote-threshold' is missing")),
         };
         let node = self.new_node(

@@ -65,7 +65,7 @@ impl<F: Files> BlockCore<F> {
     }
 
     /// Options without a driver get the format probed from their `file`.
-    fn with_probed_driver(&mut self, mut opts: Options) -> Result<Options> {
+    pub(crate) fn with_probed_driver(&mut self, mut opts: Options) -> Result<Options> {
         if opts.get("driver").is_some() {
             return Ok(opts);
         }

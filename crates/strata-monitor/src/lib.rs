@@ -65,9 +65,12 @@
 #![deny(missing_docs)]
 
 mod config;
+mod devices;
 mod monitor;
 mod replies;
+mod system_state;
 
 pub use config::{MonitorOption, NbdAddress};
 pub use monitor::{AioContext, Export, Monitor, NbdListener, NoListener};
 pub use replies::{block_error, block_graph, job_event, options_from_json};
+pub use system_state::{HmpHandler, ShutdownEvent};

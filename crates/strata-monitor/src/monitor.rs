@@ -70,6 +70,16 @@ pub struct Export {
     backend: RootId,
 }
 
+/// Whether `bdrv_block_device_info` shows implicit filter nodes
+/// (`query-named-block-nodes`) or skips them (`query-block`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ImplicitFilters {
+    /// Every node of the chain.
+    Shown,
+    /// Automatically inserted filters are stepped over.
+    Skipped,
+}
+
 /// An AioContext, as QEMU's checks see it: which event loop a node and
 /// its BlockBackends run in. Strata runs everything on one thread; the
 /// context is the attribute that decides what QEMU allows.
@@ -105,6 +115,8 @@ pub struct Monitor<F: Files, L: NbdListener = NoListener> {
     command_events: Vec<(Event, Timestamp)>,
     /// How many bytes a file takes on its storage (`actual-size`).
     allocated_size: Option<fn(&str) -> Option<u64>>,
+    /// qemu-system's guest devices and HMP (none in qemu-storage-daemon).
+    pub(crate) system: crate::system_state::SystemState<F>,
 }
 
 impl<F: Files> Monitor<F> {
@@ -130,6 +142,7 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
             },
             command_events: Vec::new(),
             allocated_size: None,
+            system: crate::system_state::SystemState::default(),
         }
     }
 
@@ -226,7 +239,7 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
 
     /// Queues an event of the monitor's own after every job event raised
     /// before it.
-    fn push_event(&mut self, event: Event) {
+    pub(crate) fn push_event(&mut self, event: Event) {
         self.absorb_layer_events();
         self.events.push((self.layer.now_ns(), event));
     }
@@ -569,7 +582,7 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
         let list = infos
             .iter()
             .rev()
-            .map(|info| self.block_device_info(&infos, info, flat))
+            .map(|info| self.block_device_info(&infos, info, flat, ImplicitFilters::Shown))
             .collect();
         Value::Array(list)
     }
@@ -577,11 +590,14 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
     /// `bdrv_block_device_info`: `backing_file` names the COW child node;
     /// unless `flat`, the image infos follow filter and COW children down
     /// (`backing-image`), and `backing_file_depth` counts the steps.
-    fn block_device_info(
+    /// `bdrv_block_device_info`; for `query-block` (a BlockBackend's
+    /// view) the implicit filters are skipped.
+    pub(crate) fn block_device_info(
         &self,
         infos: &[NamedNodeInfo],
         info: &NamedNodeInfo,
         flat: bool,
+        implicit: ImplicitFilters,
     ) -> Value {
         let core = self.layer.core();
         let graph = core.graph().graph();
@@ -597,6 +613,10 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
             .filter(|_| !flat)
             .and_then(|n| graph.filter_or_cow_node(n))
         {
+            let next = match implicit {
+                ImplicitFilters::Shown => next,
+                ImplicitFilters::Skipped => graph.skip_implicit_filters(next),
+            };
             let Some(next_info) = by_node(next) else {
                 break;
             };
@@ -671,7 +691,10 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
             // the shutdown follows, and its events reach the client before
             // the answer (the monitor's output is flushed at
             // `monitor_cleanup`). The daemon exits once the answer is out.
-            Command::Quit => self.shutdown().map(|()| json!({})),
+            Command::Quit => {
+                self.announce_quit();
+                self.shutdown().map(|()| json!({}))
+            }
             Command::BlockdevAdd(options) => {
                 let opts = options_from_json(&options.options);
                 done(layer.blockdev_add(&opts).map(|_| ()))
@@ -727,8 +750,14 @@ impl<F: Files, L: NbdListener> Monitor<F, L> {
             Command::BlockExportDel { id, .. } => self.export_del(&id).map(|()| json!({})),
             // qemu-storage-daemon has no devices and names no
             // BlockBackend (exports' are anonymous): `qmp_query_block`
-            // skips every one.
-            Command::QueryBlock => Ok(Value::Array(Vec::new())),
+            // skips every one; a qemu-system stand-in has drives.
+            Command::QueryBlock => Ok(self.query_block()),
+            Command::HumanMonitorCommand { command_line } => {
+                self.human_monitor_command(&command_line)
+            }
+            Command::DeviceAdd(args) => self.device_add(&args).map(|()| json!({})),
+            Command::DeviceDel { id } => self.device_del(&id).map(|()| json!({})),
+            Command::QueryBlockstats { query_nodes } => Ok(self.query_blockstats(query_nodes)),
             Command::QueryBlockExports => Ok(Value::Array(
                 self.exports
                     .iter()

@@ -601,6 +601,37 @@ pub enum Command {
     QueryBlockExports,
     /// `query-block`: the named BlockBackends and those with a device.
     QueryBlock,
+    /// `query-blockstats` (served for qemu-system only).
+    QueryBlockstats {
+        /// `query-nodes`: every named node instead of the BlockBackends.
+        query_nodes: bool,
+    },
+    /// `device_add` (qemu-system only).
+    DeviceAdd(DeviceAddArgs),
+    /// `device_del` (qemu-system only).
+    DeviceDel {
+        /// The device's id.
+        id: String,
+    },
+    /// `human-monitor-command` (qemu-system only): one HMP command line.
+    HumanMonitorCommand {
+        /// `command-line`.
+        command_line: String,
+    },
+}
+
+/// `device_add`'s arguments that a stand-in without a guest reads (the
+/// bus places a device in a machine that does not exist).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceAddArgs {
+    /// The device type.
+    pub driver: String,
+    /// `id`.
+    pub id: Option<String>,
+    /// `drive`: a BlockBackend's or a node's name.
+    pub drive: Option<String>,
+    /// `share-rw`.
+    pub share_rw: bool,
 }
 
 impl Command {
@@ -701,6 +732,19 @@ impl Command {
             },
             "query-block-exports" => Command::QueryBlockExports,
             "query-block" => Command::QueryBlock,
+            "device_add" => Command::DeviceAdd(DeviceAddArgs {
+                driver: req("driver")?,
+                id: field("id"),
+                drive: field("drive"),
+                share_rw: boolean("share-rw").unwrap_or(false),
+            }),
+            "device_del" => Command::DeviceDel { id: req("id")? },
+            "query-blockstats" => Command::QueryBlockstats {
+                query_nodes: boolean("query-nodes").unwrap_or(false),
+            },
+            "human-monitor-command" => Command::HumanMonitorCommand {
+                command_line: req("command-line")?,
+            },
             other => return Err(internal(format!("no typed form for {other}"))),
         }))
     }

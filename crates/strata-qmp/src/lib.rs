@@ -134,15 +134,16 @@ pub use cli::{cli_error_line, parse_cli_option, CliOption, CliValue};
 pub use commands::{
     BlkdebugInjectError, BlkdebugOptions, BlkdebugSetState, BlockCommitArgs, BlockExportOptions,
     BlockStreamArgs, BlockdevOptions, BlockdevRef, BlockdevRefOrNull, CacheOptions, Command,
-    CopyOnReadOptions, DetectZeroes, Discard, DriverOptions, FileOptions, NbdServerStartArgs,
-    NullOptions, ObjectOptions, OnError, Qcow2Options, QuorumOptions, RawOptions, ThrottleOptions,
+    CopyOnReadOptions, DetectZeroes, DeviceAddArgs, Discard, DriverOptions, FileOptions,
+    NbdServerStartArgs, NullOptions, ObjectOptions, OnError, Qcow2Options, QuorumOptions,
+    RawOptions, ThrottleOptions,
 };
 pub use error::{ErrorClass, QmpError};
 pub use json::{parse_json_str, JsonMessage, JsonStreamer};
 pub use keyval::{keyval_parse, Keyval};
 pub use session::{
-    format_event, validate_command, CommandHandler, Event, EventSink, Session, SessionConfig,
-    Timestamp, VersionInfo,
+    format_event, validate_command, CommandHandler, Emulator, Event, EventSink, Session,
+    SessionConfig, Timestamp, VersionInfo,
 };
 pub use value::{qdict_bucket, QDict, QObject};
 pub use writer::to_qemu_json;

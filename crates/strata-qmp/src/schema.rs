@@ -98,6 +98,18 @@ struct SchemaFile {
     types: BTreeMap<String, TypeDef>,
 }
 
+/// The commands qemu-system has and qemu-storage-daemon has not
+/// (`schema/system-10.0.json`, from QEMU 10.0's `qapi/misc.json` and
+/// `qapi/qdev.json`, `device_add` with the properties the stand-in reads,
+/// and `query-blockstats`, which Strata serves for qemu-system only): a
+/// session serves them only as [`crate::Emulator::System`].
+pub(crate) const SYSTEM_ONLY_COMMANDS: &[&str] = &[
+    "human-monitor-command",
+    "device_add",
+    "device_del",
+    "query-blockstats",
+];
+
 /// The loaded schema.
 #[derive(Debug)]
 pub(crate) struct Schema {
@@ -112,8 +124,13 @@ impl Schema {
     /// The schema of qemu-storage-daemon 10.0.2 (parsed once).
     pub(crate) fn get() -> &'static Schema {
         SCHEMA.get_or_init(|| {
-            let file: SchemaFile = serde_json::from_str(include_str!("schema/qsd-10.0.2.json"))
+            let mut file: SchemaFile = serde_json::from_str(include_str!("schema/qsd-10.0.2.json"))
                 .expect("embedded schema is valid");
+            let system: SchemaFile = serde_json::from_str(include_str!("schema/system-10.0.json"))
+                .expect("embedded system schema is valid");
+            file.commands.extend(system.commands);
+            file.events.extend(system.events);
+            file.types.extend(system.types);
             Schema {
                 commands: file.commands,
                 events: file.events,

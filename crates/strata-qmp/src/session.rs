@@ -93,6 +93,19 @@ pub struct SessionConfig {
     pub offer_oob: bool,
     /// `--monitor ...,pretty=on`: pretty-printed responses.
     pub pretty: bool,
+    /// Which QEMU program's commands the session serves.
+    pub emulator: Emulator,
+}
+
+/// The QEMU program a session stands in for: qemu-system has commands
+/// (`human-monitor-command`) that qemu-storage-daemon has not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Emulator {
+    /// qemu-storage-daemon.
+    #[default]
+    StorageDaemon,
+    /// qemu-system-*.
+    System,
 }
 
 impl Default for SessionConfig {
@@ -101,6 +114,7 @@ impl Default for SessionConfig {
             version: VersionInfo::qsd_10_0_2(),
             offer_oob: true,
             pretty: false,
+            emulator: Emulator::StorageDaemon,
         }
     }
 }
@@ -301,6 +315,8 @@ impl Session {
         let (name, oob) = check_request(dict, self.oob_enabled)?;
         let exists = if self.negotiated {
             Schema::get().commands.contains_key(&name)
+                && (self.config.emulator == Emulator::System
+                    || !crate::schema::SYSTEM_ONLY_COMMANDS.contains(&name.as_str()))
         } else {
             name == "qmp_capabilities"
         };

@@ -204,7 +204,7 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
 
 /// `key=value` pairs; a bare first word has no key (the implied one).
 /// `,,` stands for a literal comma.
-fn split_qemu_opts(arg: &str) -> Vec<(Option<String>, String)> {
+pub fn split_qemu_opts(arg: &str) -> Vec<(Option<String>, String)> {
     let mut parts = Vec::new();
     let mut current = String::new();
     let mut chars = arg.chars().peekable();

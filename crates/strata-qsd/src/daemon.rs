@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use strata_block::{BlockLayer, HostFiles, Wakeup};
 use strata_monitor::{Monitor, MonitorOption, NbdAddress, NbdListener};
 use strata_qmp::{
-    parse_cli_option, CliOption, CliValue, Command, CommandHandler, Event, EventSink, QmpError,
-    Session, SessionConfig, Timestamp,
+    parse_cli_option, CliOption, CliValue, Command, CommandHandler, Emulator, Event, EventSink,
+    QmpError, Session, SessionConfig, Timestamp,
 };
 
 use crate::args::{program_name, Plan, Setup};
@@ -150,12 +150,13 @@ struct Client {
 }
 
 impl Client {
-    fn new(channel: Channel, monitor: &MonitorOption) -> io::Result<Client> {
+    fn new(channel: Channel, monitor: &MonitorOption, emulator: Emulator) -> io::Result<Client> {
         if let Channel::Socket(stream) = &channel {
             stream.set_nonblocking(true)?;
         }
         let mut session = Session::new(SessionConfig {
             pretty: monitor.pretty,
+            emulator,
             ..SessionConfig::default()
         });
         let out = session.take_output();
@@ -268,33 +269,14 @@ pub struct Daemon {
     signals: TerminationSignals,
     start: Instant,
     pidfile: Option<PidFile>,
+    emulator: Emulator,
 }
 
 impl Daemon {
     /// Carries out the setup steps in order (as qsd's option pass does),
     /// then writes the pidfile: the daemon is ready once this returns.
     pub fn start(argv0: &str, plan: Plan) -> Result<Daemon, SetupError> {
-        let program = program_name(argv0).to_string();
-        let signals = TerminationSignals::install()
-            .map_err(|e| SetupError(format!("{program}: signalfd: {e}")))?;
-        let mut layer = BlockLayer::new(HostFiles::new(), seed());
-        if let Some(policy) = plan.policy {
-            layer.set_policy(policy);
-        }
-        let mut monitor = Monitor::with_listener(layer, NbdSocket::default());
-        let start = Instant::now();
-        monitor.set_clock_origin(wall_clock());
-        monitor.set_allocated_size_probe(allocated_size);
-        let mut daemon = Daemon {
-            program,
-            monitor,
-            nbd_connections: Vec::new(),
-            chardevs: BTreeMap::new(),
-            clients: Vec::new(),
-            signals,
-            start,
-            pidfile: None,
-        };
+        let mut daemon = Daemon::new(argv0, plan.policy, Emulator::StorageDaemon)?;
         for step in &plan.steps {
             if let Err(text) = daemon.setup(step) {
                 daemon.remove_files();
@@ -314,6 +296,50 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// A daemon with nothing set up yet, whose QMP clients are served as
+    /// `emulator`'s: the start of [`Daemon::start`], and of a qemu-system
+    /// stand-in that carries out its own command line with
+    /// [`Daemon::setup`] and [`Daemon::monitor_mut`].
+    pub fn new(
+        argv0: &str,
+        policy: Option<&'static strata_block::policy::Policy>,
+        emulator: Emulator,
+    ) -> Result<Daemon, SetupError> {
+        let program = program_name(argv0).to_string();
+        let signals = TerminationSignals::install()
+            .map_err(|e| SetupError(format!("{program}: signalfd: {e}")))?;
+        let mut layer = BlockLayer::new(HostFiles::new(), seed());
+        if let Some(policy) = policy {
+            layer.set_policy(policy);
+        }
+        let mut monitor = Monitor::with_listener(layer, NbdSocket::default());
+        let start = Instant::now();
+        monitor.set_clock_origin(wall_clock());
+        monitor.set_allocated_size_probe(allocated_size);
+        Ok(Daemon {
+            program,
+            monitor,
+            nbd_connections: Vec::new(),
+            chardevs: BTreeMap::new(),
+            clients: Vec::new(),
+            signals,
+            start,
+            pidfile: None,
+            emulator,
+        })
+    }
+
+    /// The monitor, for setup steps of the caller's own.
+    pub fn monitor_mut(&mut self) -> &mut Monitor<HostFiles, NbdSocket> {
+        &mut self.monitor
+    }
+
+    /// Undoes what a failed start-up left on the file system (listening
+    /// sockets' files).
+    pub fn abort_setup(mut self) {
+        self.remove_files();
+    }
+
     fn option_error(&self, step: &Setup, text: &str) -> String {
         let (option, arg) = match step {
             Setup::Chardev(a) => ("--chardev", a),
@@ -326,7 +352,9 @@ impl Daemon {
         format!("{}: {option} {arg}: {text}", self.program)
     }
 
-    fn setup(&mut self, step: &Setup) -> Result<(), String> {
+    /// Carries out one setup step; the error is QEMU's text, without the
+    /// program and option prefix.
+    pub fn setup(&mut self, step: &Setup) -> Result<(), String> {
         match step {
             Setup::Chardev(arg) => self.add_chardev(parse_chardev(arg)?),
             Setup::Monitor(arg) => {
@@ -451,7 +479,8 @@ impl Daemon {
             Endpoint::Connected(channel) => channel.take(),
         };
         if let Some(channel) = channel {
-            let client = Client::new(channel, &monitor).map_err(|e| e.to_string())?;
+            let client =
+                Client::new(channel, &monitor, self.emulator).map_err(|e| e.to_string())?;
             self.clients.push(client);
         }
         chardev.monitor = Some(monitor);
@@ -649,10 +678,12 @@ impl Daemon {
         };
         loop {
             match listener.accept() {
-                Ok((stream, _)) => match Client::new(Channel::Socket(stream), &monitor) {
-                    Ok(client) => self.clients.push(client),
-                    Err(e) => eprintln!("{}: {}: {e}", self.program, chardev.spec.id),
-                },
+                Ok((stream, _)) => {
+                    match Client::new(Channel::Socket(stream), &monitor, self.emulator) {
+                        Ok(client) => self.clients.push(client),
+                        Err(e) => eprintln!("{}: {}: {e}", self.program, chardev.spec.id),
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return,
             }

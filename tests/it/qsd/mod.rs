@@ -20,14 +20,14 @@ use strata_qsd::daemon::Daemon;
 
 /// A daemon serving `--chardev socket,...,id=m0 --monitor chardev=m0`
 /// plus `extra` options, on a thread of this process.
-struct Running {
+pub(crate) struct Running {
     dir: tempfile::TempDir,
-    socket: PathBuf,
+    pub(crate) socket: PathBuf,
     thread: Option<JoinHandle<i32>>,
 }
 
 impl Running {
-    fn start(extra: &[String]) -> Running {
+    pub(crate) fn start(extra: &[String]) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("qmp.sock");
         let mut args = vec![
@@ -64,7 +64,7 @@ impl Running {
     }
 
     /// Waits for the loop to end; its exit code.
-    fn join(mut self) -> i32 {
+    pub(crate) fn join(mut self) -> i32 {
         self.thread.take().unwrap().join().unwrap()
     }
 
@@ -86,11 +86,11 @@ impl Drop for Running {
 }
 
 /// A QMP client reading line by line.
-struct Client {
+pub(crate) struct Client {
     stream: UnixStream,
     reader: BufReader<UnixStream>,
     /// Lines that were events, in arrival order.
-    events: Vec<String>,
+    pub(crate) events: Vec<String>,
 }
 
 impl Client {
@@ -99,7 +99,7 @@ impl Client {
     }
 
     /// A client on a connected `stream`, once the greeting came.
-    fn greeted(stream: UnixStream) -> Client {
+    pub(crate) fn greeted(stream: UnixStream) -> Client {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
@@ -114,11 +114,11 @@ impl Client {
         client
     }
 
-    fn negotiated(socket: &Path) -> Client {
+    pub(crate) fn negotiated(socket: &Path) -> Client {
         Client::connect(socket).negotiate()
     }
 
-    fn negotiate(mut self) -> Client {
+    pub(crate) fn negotiate(mut self) -> Client {
         assert_eq!(
             self.execute(r#"{"execute": "qmp_capabilities"}"#),
             r#"{"return": {}}"#
@@ -138,7 +138,7 @@ impl Client {
     }
 
     /// Sends a request; the response line (events before it are kept).
-    fn execute(&mut self, request: &str) -> String {
+    pub(crate) fn execute(&mut self, request: &str) -> String {
         // One write: after `quit` the daemon may be gone before a second.
         self.send(&format!("{request}\n"));
         loop {

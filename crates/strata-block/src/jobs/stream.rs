@@ -564,18 +564,24 @@ impl<F: Files> BlockCore<F> {
         loop {
             let below = self.bg.graph().backing_chain_next(current)?;
             self.refresh_filename(below).ok()?;
-            let header = match self.state.get(&current) {
-                Some(DriverState::Format { image, .. }) => {
-                    image.backing_file().unwrap_or_default().to_string()
-                }
-                _ => String::new(),
+            let (header, auto_backing_file) = match self.state.get(&current) {
+                Some(DriverState::Format {
+                    image,
+                    auto_backing_file,
+                }) => (
+                    image.backing_file().unwrap_or_default().to_string(),
+                    auto_backing_file.clone(),
+                ),
+                _ => (String::new(), String::new()),
             };
             let below_name = self.bg.graph().node(below).ok()?.filename.clone();
+            // `bdrv_backing_overridden`: a backing node other than the one
+            // the header names is found by its own filename only.
+            let overridden = auto_backing_file != below_name;
             let dir = self.dir_of(current);
-            if name == header
-                || name == below_name
-                || normalize(&dir, name) == normalize(&dir, &header)
-            {
+            let by_header = !overridden
+                && (name == header || normalize(&dir, name) == normalize(&dir, &header));
+            if by_header || name == below_name {
                 return Some(below);
             }
             current = below;
