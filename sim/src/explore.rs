@@ -9,6 +9,12 @@
 //! iterations while another's single copy is slow (the stream of
 //! `flt-e-stream-then-active-commit` completes before the active commit's
 //! first pass in most of QEMU's runs).
+//!
+//! Without a bound ([`Bound::Unbounded`]) every choice is taken, and a
+//! state is keyed without the main loop's order. The search is split into
+//! a fixed set of subtrees ([`Part`]s); a process may explore a share of
+//! them ([`explore_shard`]) and [`merge`] makes the whole report from all
+//! shares, exactly as one process reports it (docs/EXPLORE.md).
 
 use crate::compare::outcome_key;
 use crate::error::{Error, Result};
@@ -65,7 +71,7 @@ impl std::fmt::Display for Bound {
 /// The exploration's limits.
 #[derive(Clone, Copy, Debug)]
 pub struct ExploreOptions {
-    /// At most this many non-canonical decisions per schedule.
+    /// How many non-canonical decisions a schedule may take, if bounded.
     pub preemption_bound: Bound,
     /// Check the invariants after every step.
     pub check_invariants: bool,
