@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::scenario::{Observation, Scenario};
 use crate::sched::Schedule;
-use crate::{ExploreOptions, RunOptions};
+use crate::{Bound, ExploreOptions, RunOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use strata_block::policy::Policy;
@@ -79,7 +79,7 @@ impl Catalog {
     }
 
     /// Exploration options with the catalog's policy and `bound`.
-    pub fn explore_options(&self, bound: usize) -> ExploreOptions {
+    pub fn explore_options(&self, bound: Bound) -> ExploreOptions {
         ExploreOptions {
             preemption_bound: bound,
             policy: self.policy,

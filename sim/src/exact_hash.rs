@@ -9,6 +9,8 @@
 
 use crate::scenario::{Datum, EventData, StepRecord};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use strata_block::StateKeyHasher;
 
 /// Feeding a hasher with everything an observation prints of a value.
 pub(crate) trait ExactHash {
@@ -118,5 +120,51 @@ impl ExactHash for StepRecord {
         ] {
             datum.exact_hash(h);
         }
+    }
+}
+
+/// An append-only list that the clones of a world share until one of them
+/// appends, with a running digest of its items: a state key hashes the
+/// digest, not every item again (a world's history only grows, and the
+/// explorer keys every state it visits).
+#[derive(Clone, Debug)]
+pub(crate) struct History<T> {
+    items: Arc<Vec<T>>,
+    digest: u64,
+}
+
+impl<T> Default for History<T> {
+    fn default() -> History<T> {
+        History {
+            items: Arc::default(),
+            digest: 0,
+        }
+    }
+}
+
+impl<T: ExactHash + Clone> History<T> {
+    /// Appends `item` (copying the list if another world shares it).
+    pub(crate) fn push(&mut self, item: T) {
+        let mut h = StateKeyHasher::default();
+        self.digest.hash(&mut h);
+        item.exact_hash(&mut h);
+        self.digest = h.finish();
+        Arc::make_mut(&mut self.items).push(item);
+    }
+
+    /// The items, oldest first.
+    pub(crate) fn as_slice(&self) -> &[T] {
+        &self.items
+    }
+
+    /// The items, leaving the list empty.
+    pub(crate) fn take(&mut self) -> Vec<T> {
+        self.digest = 0;
+        Arc::unwrap_or_clone(std::mem::take(&mut self.items))
+    }
+
+    /// A digest of the items and their order: equal lists, equal digests.
+    pub(crate) fn digest(&self) -> u64 {
+        self.digest
     }
 }

@@ -9,10 +9,16 @@
 //! iterations while another's single copy is slow (the stream of
 //! `flt-e-stream-then-active-commit` completes before the active commit's
 //! first pass in most of QEMU's runs).
+//!
+//! Without a bound ([`Bound::Unbounded`]) every choice is taken, and a
+//! state is keyed without the main loop's order. The search is split into
+//! a fixed set of subtrees ([`Part`]s); a process may explore a share of
+//! them ([`explore_shard`]) and [`merge`] makes the whole report from all
+//! shares, exactly as one process reports it (docs/EXPLORE.md).
 
 use crate::compare::outcome_key;
 use crate::error::{Error, Result};
-use crate::scenario::{Observation, Scenario};
+use crate::scenario::{Observation, OutcomeRecord, PartRecord, Scenario, ShardRecord};
 use crate::sched::Schedule;
 use crate::world::{Task, World};
 use rayon::prelude::*;
@@ -20,16 +26,60 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
+use strata_block::StateKeyHasher;
+
+/// How far from the canonical schedule an exploration goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// At most this many preemptions per schedule (see the module's
+    /// documentation).
+    Preemptions(usize),
+    /// Every schedule: states are keyed without the main loop's order
+    /// ([`World::unordered_state_key`]), so two orders of the same steps
+    /// meet again.
+    Unbounded,
+}
+
+impl Bound {
+    /// `none` (every schedule) or a number of preemptions.
+    pub fn parse(text: &str) -> Option<Bound> {
+        match text {
+            "none" => Some(Bound::Unbounded),
+            n => n.parse().ok().map(Bound::Preemptions),
+        }
+    }
+
+    /// The preemptions left after spending `spent`.
+    fn budget_after(self, spent: usize) -> usize {
+        match self {
+            Bound::Preemptions(k) => k - spent,
+            Bound::Unbounded => usize::MAX,
+        }
+    }
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bound::Preemptions(k) => write!(f, "{k}"),
+            Bound::Unbounded => f.write_str("unbounded"),
+        }
+    }
+}
 
 /// The exploration's limits.
 #[derive(Clone, Copy, Debug)]
 pub struct ExploreOptions {
-    /// At most this many non-canonical decisions per schedule.
-    pub preemption_bound: usize,
+    /// How many non-canonical decisions a schedule may take, if bounded.
+    pub preemption_bound: Bound,
     /// Check the invariants after every step.
     pub check_invariants: bool,
     /// Give up on a schedule after this many steps.
     pub step_limit: usize,
+    /// Stop exploring once this much time has passed (the report then
+    /// says the exploration is incomplete).
+    pub time_limit: Option<std::time::Duration>,
     /// The block layer's policy (QEMU 10.0's by default).
     pub policy: &'static strata_block::policy::Policy,
     /// Check the structural properties after every step
@@ -41,9 +91,10 @@ pub struct ExploreOptions {
 impl Default for ExploreOptions {
     fn default() -> ExploreOptions {
         ExploreOptions {
-            preemption_bound: 2,
+            preemption_bound: Bound::Preemptions(2),
             check_invariants: true,
             step_limit: 200_000,
+            time_limit: None,
             policy: strata_block::policy::default(),
             check_structure: false,
         }
@@ -78,6 +129,9 @@ pub struct Exploration {
     /// before its message's first `:`), the smallest schedule found that
     /// breaks it and the message.
     pub structure: BTreeMap<String, (Schedule, String)>,
+    /// Whether every state was explored (`false` when the time limit
+    /// stopped it).
+    pub complete: bool,
 }
 
 /// Progress counters, readable while an exploration runs.
@@ -112,17 +166,219 @@ impl Frontier {
     }
 
     /// The world's state key, with the burst: in a burst the same world has
-    /// cheaper choices.
-    fn key(&self) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+    /// cheaper choices. Without a bound no choice costs anything: the key
+    /// is the world's alone, and leaves the main loop's order out.
+    fn key(&self, bound: Bound, runnable: &[Task]) -> u64 {
+        if bound == Bound::Unbounded {
+            return self.world.unordered_state_key(runnable);
+        }
+        let mut h = StateKeyHasher::default();
         (self.world.state_key(), &self.burst).hash(&mut h);
         h.finish()
     }
 }
 
 /// Subtrees explored independently (fixed, so that the result does not
-/// depend on the number of threads).
+/// depend on the number of threads or shards).
 const SPLIT: usize = 16;
+
+/// Which subtrees one process explores: those whose number is `index`
+/// modulo `count` (every share also explores the breadth-first part
+/// above them: the work shards duplicate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This share, from 0.
+    pub index: usize,
+    /// How many shares.
+    pub count: usize,
+}
+
+impl Shard {
+    /// All of it, in one process.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// `K/N` with `K < N`.
+    pub fn parse(text: &str) -> Option<Shard> {
+        let (k, n) = text.split_once('/')?;
+        let shard = Shard {
+            index: k.parse().ok()?,
+            count: n.parse().ok()?,
+        };
+        (shard.index < shard.count).then_some(shard)
+    }
+
+    fn takes(self, subtree: usize) -> bool {
+        subtree % self.count == self.index
+    }
+}
+
+/// What one part of an exploration found, with its own visited set: the
+/// breadth-first part above the subtrees (number 0), or a subtree (1 to
+/// 16). [`merge`] makes the report of a whole exploration from all of
+/// them, whichever processes explored them.
+#[derive(Clone, Debug)]
+pub struct Part {
+    /// Which part.
+    pub index: usize,
+    /// Distinct states it visited.
+    pub states: u64,
+    /// Schedules it finished.
+    pub schedules: u64,
+    /// Its distinct outcomes in the order it found them, by outcome key
+    /// ([`outcome_key`]).
+    pub outcomes: Vec<(String, Outcome)>,
+    /// Its failures, in the order found.
+    pub failures: Vec<(Schedule, String)>,
+    /// The smallest schedule it found breaking each structural property.
+    pub structure: BTreeMap<String, (Schedule, String)>,
+    /// Whether it explored everything (`false` when the time limit
+    /// stopped it).
+    pub complete: bool,
+}
+
+/// What one shard of an exploration writes for [`merge`]: which
+/// exploration it belongs to (shards merge only with shards of the same
+/// one) and the parts it explored. Its file is a
+/// [`ShardRecord`](crate::scenario::ShardRecord) in JSON.
+#[derive(Clone, Debug)]
+pub struct ShardFile {
+    /// The scenario.
+    pub scenario: String,
+    /// The preemption bound.
+    pub bound: Bound,
+    /// The block layer's policy, by name.
+    pub policy: String,
+    /// Which share.
+    pub shard: Shard,
+    /// Seconds the share took.
+    pub seconds: f64,
+    /// What it found.
+    pub parts: Vec<Part>,
+}
+
+impl ShardFile {
+    /// The file's text.
+    pub fn to_json(&self) -> String {
+        self.to_record().to_json()
+    }
+
+    /// Parses what [`ShardFile::to_json`] wrote.
+    pub fn from_json(text: &str) -> std::result::Result<ShardFile, String> {
+        let record = ShardRecord::from_json(text).map_err(|e| e.to_string())?;
+        ShardFile::from_record(record)
+    }
+
+    fn to_record(&self) -> ShardRecord {
+        let pair = |(s, text): &(Schedule, String)| (s.to_string(), text.clone());
+        let part = |p: &Part| PartRecord {
+            index: p.index,
+            states: p.states,
+            schedules: p.schedules,
+            outcomes: p
+                .outcomes
+                .iter()
+                .map(|(key, o)| OutcomeRecord {
+                    key: key.clone(),
+                    schedules: o.schedules,
+                    example: o.example.to_string(),
+                    observation: o.observation.clone(),
+                })
+                .collect(),
+            failures: p.failures.iter().map(pair).collect(),
+            structure: p
+                .structure
+                .iter()
+                .map(|(k, v)| (k.clone(), pair(v)))
+                .collect(),
+            complete: p.complete,
+        };
+        ShardRecord {
+            scenario: self.scenario.clone(),
+            bound: self.bound.to_string(),
+            policy: self.policy.clone(),
+            shard: format!("{}/{}", self.shard.index, self.shard.count),
+            seconds: self.seconds,
+            parts: self.parts.iter().map(part).collect(),
+        }
+    }
+
+    fn from_record(r: ShardRecord) -> std::result::Result<ShardFile, String> {
+        let schedule = |text: &str| Schedule::parse(text).map_err(|e| e.to_string());
+        let pair = |(s, text): (String, String)| Ok((schedule(&s)?, text));
+        let outcome = |o: OutcomeRecord| {
+            let outcome = Outcome {
+                observation: o.observation,
+                schedules: o.schedules,
+                example: schedule(&o.example)?,
+            };
+            Ok((o.key, outcome))
+        };
+        let part = |p: PartRecord| {
+            Ok(Part {
+                index: p.index,
+                states: p.states,
+                schedules: p.schedules,
+                outcomes: p
+                    .outcomes
+                    .into_iter()
+                    .map(outcome)
+                    .collect::<std::result::Result<_, String>>()?,
+                failures: p
+                    .failures
+                    .into_iter()
+                    .map(pair)
+                    .collect::<std::result::Result<_, String>>()?,
+                structure: p
+                    .structure
+                    .into_iter()
+                    .map(|(k, v)| Ok((k, pair(v)?)))
+                    .collect::<std::result::Result<_, String>>()?,
+                complete: p.complete,
+            })
+        };
+        let bound = match r.bound.as_str() {
+            "unbounded" => Bound::Unbounded,
+            n => Bound::parse(n).ok_or_else(|| format!("bound {n:?}"))?,
+        };
+        Ok(ShardFile {
+            scenario: r.scenario,
+            bound,
+            policy: r.policy,
+            shard: Shard::parse(&r.shard).ok_or_else(|| format!("shard {:?}", r.shard))?,
+            seconds: r.seconds,
+            parts: r
+                .parts
+                .into_iter()
+                .map(part)
+                .collect::<std::result::Result<_, String>>()?,
+        })
+    }
+
+    /// Checks that `files` are every share of one exploration, once each.
+    pub fn check_complete(files: &[ShardFile]) -> std::result::Result<(), String> {
+        let Some(first) = files.first() else {
+            return Err("no shard files".into());
+        };
+        let exploration =
+            |f: &ShardFile| (f.scenario.clone(), f.bound, f.policy.clone(), f.shard.count);
+        if let Some(other) = files.iter().find(|f| exploration(f) != exploration(first)) {
+            return Err(format!(
+                "shards of different explorations: {:?} and {:?}",
+                exploration(first),
+                exploration(other)
+            ));
+        }
+        let mut indices: Vec<usize> = files.iter().map(|f| f.shard.index).collect();
+        indices.sort_unstable();
+        if !indices.iter().copied().eq(0..first.shard.count) {
+            return Err(format!(
+                "shards {indices:?} given; one of each of 0..{} needed",
+                first.shard.count
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Explores `scenario` exhaustively within `options`.
 pub fn explore(
@@ -130,13 +386,29 @@ pub fn explore(
     options: ExploreOptions,
     progress: &Progress,
 ) -> Result<Exploration> {
+    Ok(merge(explore_shard(
+        scenario,
+        options,
+        progress,
+        Shard::WHOLE,
+    )?))
+}
+
+/// Explores `shard`'s subtrees of `scenario` (rayon across them).
+pub fn explore_shard(
+    scenario: &Arc<Scenario>,
+    options: ExploreOptions,
+    progress: &Progress,
+    shard: Shard,
+) -> Result<Vec<Part>> {
     let start = Frontier {
         world: World::with_policy(scenario.clone(), options.policy)?,
         schedule: Schedule::default(),
         preemptions: 0,
         burst: None,
     };
-    let mut parts = vec![Explorer::new(options, progress)];
+    let deadline = options.time_limit.map(|t| Instant::now() + t);
+    let mut above = Explorer::new(options, progress, deadline);
     // Breadth-first to a frontier of SPLIT decision points.
     let mut frontier = Vec::new();
     let mut queue = std::collections::VecDeque::from([start]);
@@ -146,22 +418,27 @@ pub fn explore(
             frontier.extend(queue.drain(..));
             break;
         }
-        let children = parts[0].expand(f);
+        let children = above.expand(f);
         if children.is_empty() {
             continue;
         }
         queue.extend(children);
     }
-    let subtrees: Vec<Explorer> = frontier
-        .into_par_iter()
-        .map(|f| {
-            let mut e = Explorer::new(options, progress);
-            e.dfs(f);
-            e
-        })
+    let mine: Vec<(usize, Frontier)> = frontier
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| shard.takes(*i))
         .collect();
-    parts.extend(subtrees);
-    Ok(merge(parts))
+    let subtrees = mine.into_par_iter().map(|(i, f)| {
+        let mut e = Explorer::new(options, progress, deadline);
+        e.dfs(f);
+        e.into_part(i + 1)
+    });
+    // Every shard reports the part above the subtrees, which each one
+    // explores: `merge` counts it once.
+    let mut parts = vec![above.into_part(0)];
+    parts.par_extend(subtrees);
+    Ok(parts)
 }
 
 /// Keeps the smaller of a known and a new schedule breaking `property`.
@@ -177,20 +454,26 @@ fn note_smallest(
     }
 }
 
-fn merge(parts: Vec<Explorer<'_>>) -> Exploration {
-    let mut result = Exploration::default();
+/// The report of a whole exploration from its parts, from any number of
+/// shards, in any order (a part given more than once counts once: every
+/// shard explores the part above the subtrees, the same way).
+pub fn merge(mut parts: Vec<Part>) -> Exploration {
+    parts.sort_by_key(|p| p.index);
+    parts.dedup_by_key(|p| p.index);
+    let mut result = Exploration {
+        complete: true,
+        ..Exploration::default()
+    };
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
     for part in parts {
-        result.states += part.visited.len() as u64;
+        result.states += part.states;
         result.schedules += part.schedules;
+        result.complete &= part.complete;
         result.failures.extend(part.failures);
         for (property, (schedule, message)) in part.structure {
             note_smallest(&mut result.structure, property, schedule, message);
         }
-        for (key, outcome) in part.order.into_iter().map(|k| {
-            let o = part.outcomes[&k].clone();
-            (k, o)
-        }) {
+        for (key, outcome) in part.outcomes {
             match index.get(&key) {
                 Some(&i) => {
                     let known = &mut result.outcomes[i];
@@ -222,10 +505,18 @@ struct Explorer<'p> {
     order: Vec<String>,
     failures: Vec<(Schedule, String)>,
     structure: BTreeMap<String, (Schedule, String)>,
+    /// When the time limit runs out.
+    deadline: Option<Instant>,
+    /// Whether the time limit stopped it.
+    stopped: bool,
 }
 
 impl<'p> Explorer<'p> {
-    fn new(options: ExploreOptions, progress: &'p Progress) -> Explorer<'p> {
+    fn new(
+        options: ExploreOptions,
+        progress: &'p Progress,
+        deadline: Option<Instant>,
+    ) -> Explorer<'p> {
         Explorer {
             options,
             progress,
@@ -235,6 +526,31 @@ impl<'p> Explorer<'p> {
             order: Vec::new(),
             failures: Vec::new(),
             structure: BTreeMap::new(),
+            deadline,
+            stopped: false,
+        }
+    }
+
+    fn into_part(mut self, index: usize) -> Part {
+        let outcomes = self
+            .order
+            .into_iter()
+            .map(|k| {
+                let o = self
+                    .outcomes
+                    .remove(&k)
+                    .expect("every key in order has an outcome");
+                (k, o)
+            })
+            .collect();
+        Part {
+            index,
+            states: self.visited.len() as u64,
+            schedules: self.schedules,
+            outcomes,
+            failures: self.failures,
+            structure: self.structure,
+            complete: !self.stopped,
         }
     }
 
@@ -247,6 +563,10 @@ impl<'p> Explorer<'p> {
     /// Runs `f` on to its next decision; returns one frontier per choice
     /// there that is new and within the bound.
     fn expand(&mut self, mut f: Frontier) -> Vec<Frontier> {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.stopped = true;
+            return Vec::new();
+        }
         let runnable = match self.run_to_decision(&mut f) {
             Ok(Some(r)) => r,
             Ok(None) => return Vec::new(),
@@ -255,24 +575,37 @@ impl<'p> Explorer<'p> {
                 return Vec::new();
             }
         };
-        let budget = self.options.preemption_bound - f.preemptions;
-        let key = f.key();
+        let budget = self.options.preemption_bound.budget_after(f.preemptions);
+        let key = f.key(self.options.preemption_bound, &runnable);
         if self.visited.get(&key).is_some_and(|b| *b >= budget) {
             self.finish_schedule();
             return Vec::new();
         }
         self.visited.insert(key, budget);
         self.progress.states.fetch_add(1, Ordering::Relaxed);
-        let mut children = Vec::new();
-        for (i, task) in runnable.iter().enumerate() {
-            let cost = f.cost(i, task);
-            if cost > budget {
-                continue;
-            }
-            let mut child = f.clone();
+        let chosen: Vec<(usize, &Task)> = runnable
+            .iter()
+            .enumerate()
+            .filter(|(i, task)| f.cost(*i, task) <= budget)
+            .collect();
+        let mut children = Vec::with_capacity(chosen.len());
+        let mut parent = Some(f);
+        for (n, &(i, task)) in chosen.iter().enumerate() {
+            // The last child takes the parent itself: one clone fewer
+            // per state.
+            let f = if n + 1 == chosen.len() {
+                parent.take().expect("the parent is taken last")
+            } else {
+                parent
+                    .clone()
+                    .expect("the parent stays until the last child")
+            };
+            let mut child = Frontier {
+                preemptions: f.preemptions + f.cost(i, task),
+                burst: f.burst_after(i, task),
+                ..f
+            };
             child.schedule.0.push(i);
-            child.preemptions += cost;
-            child.burst = f.burst_after(i, task);
             if let Err(e) = self.step(&mut child.world, task) {
                 self.fail(&child.schedule, e);
                 continue;

@@ -60,7 +60,10 @@ pub use catalog::{qemu_observation, scenario, scenarios, sim_dir, Catalog};
 pub use compare::{block_job_order, compare, fold_transients, outcome_key, CompareOptions};
 pub use daemon_loop::run_like_daemon;
 pub use error::{Error, Result};
-pub use explore::{explore, Exploration, ExploreOptions, Outcome, Progress};
+pub use explore::{
+    explore, explore_shard, merge, Bound, Exploration, ExploreOptions, Outcome, Part, Progress,
+    Shard, ShardFile,
+};
 pub use graph::{normalised_graph, perm_mask, to_dot};
 pub use images::{create_images, forget_memos, inspect_image};
 pub use matrix::{

@@ -7,7 +7,7 @@
 
 use crate::compare::outcome_key;
 use crate::error::Result;
-use crate::explore::{explore, ExploreOptions, Progress};
+use crate::explore::{explore, Bound, ExploreOptions, Progress};
 use crate::properties::{Baseline, Property, Violation};
 use crate::scenario::Scenario;
 use crate::sched::Schedule;
@@ -126,7 +126,7 @@ fn explore_cell(
     bound: usize,
 ) -> Result<(MatrixCell, BTreeSet<String>)> {
     let options = ExploreOptions {
-        preemption_bound: bound,
+        preemption_bound: Bound::Preemptions(bound),
         policy,
         check_structure: true,
         ..ExploreOptions::default()

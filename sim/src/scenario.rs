@@ -1111,3 +1111,69 @@ fn error_record(e: &QmpError) -> ErrorRecord {
         desc: e.desc.clone(),
     }
 }
+
+// ----- shards of an exploration ---------------------------------------------------
+
+/// An exploration shard's partial result as its file holds it (the
+/// explorer's `ShardFile` as plain data: bounds, shares and schedules as
+/// their printed forms).
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// The scenario.
+    pub scenario: String,
+    /// The preemption bound (`2`, `unbounded`).
+    pub bound: String,
+    /// The block layer's policy, by name.
+    pub policy: String,
+    /// Which share (`K/N`).
+    pub shard: String,
+    /// Seconds the share took.
+    pub seconds: f64,
+    /// The parts it explored.
+    pub parts: Vec<PartRecord>,
+}
+
+/// One part of an exploration (the explorer's `Part`).
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct PartRecord {
+    /// Which part.
+    pub index: usize,
+    /// Distinct states visited.
+    pub states: u64,
+    /// Schedules finished.
+    pub schedules: u64,
+    /// Distinct outcomes in the order found.
+    pub outcomes: Vec<OutcomeRecord>,
+    /// Failures: schedule and error.
+    pub failures: Vec<(String, String)>,
+    /// Per structural property: the smallest schedule breaking it and the
+    /// message.
+    pub structure: BTreeMap<String, (String, String)>,
+    /// Whether everything was explored.
+    pub complete: bool,
+}
+
+/// One distinct outcome of a part.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct OutcomeRecord {
+    /// Its outcome key.
+    pub key: String,
+    /// How many schedules reached it.
+    pub schedules: u64,
+    /// The smallest schedule found reaching it.
+    pub example: String,
+    /// The observation of that schedule.
+    pub observation: Observation,
+}
+
+impl ShardRecord {
+    /// The file's text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("shard records serialise")
+    }
+
+    /// Parses what [`ShardRecord::to_json`] wrote.
+    pub fn from_json(text: &str) -> Result<ShardRecord, FormatError> {
+        serde_json::from_str(text).map_err(|e| FormatError::Json(e.to_string()))
+    }
+}

@@ -3,7 +3,7 @@
 //! steps whichever task the scheduler picks.
 
 use crate::error::{Error, Result};
-use crate::exact_hash::{exact_hash_members, ExactHash};
+use crate::exact_hash::{exact_hash_members, History};
 use crate::graph::normalised_graph;
 use crate::images::{create_images, inspect_image, unclean_images};
 use crate::scenario::{
@@ -86,12 +86,12 @@ pub struct World {
     /// When the client reached its current step (for timeouts).
     entered_ns: u64,
     settle: Option<SettleProgress>,
-    events: Vec<EventData>,
+    events: History<EventData>,
     cursors: BTreeMap<String, usize>,
     labels: BTreeMap<String, Datum>,
     created: Vec<String>,
     last_status: BTreeMap<String, JobStatus>,
-    records: Vec<StepRecord>,
+    records: History<StepRecord>,
     harness_errors: Vec<String>,
     finished: Option<Observation>,
 }
@@ -123,12 +123,12 @@ impl World {
             step: 0,
             entered_ns: 0,
             settle: None,
-            events: Vec::new(),
+            events: History::default(),
             cursors: BTreeMap::new(),
             labels: BTreeMap::new(),
             created: Vec::new(),
             last_status: BTreeMap::new(),
-            records: Vec::new(),
+            records: History::default(),
             harness_errors: Vec::new(),
             finished: None,
         };
@@ -153,12 +153,12 @@ impl World {
 
     /// The client's finished steps, as the harness records them.
     pub fn records(&self) -> &[StepRecord] {
-        &self.records
+        self.records.as_slice()
     }
 
     /// Every event so far, in order.
     pub fn events(&self) -> &[EventData] {
-        &self.events
+        self.events.as_slice()
     }
 
     /// The observation, once the client has finished.
@@ -245,14 +245,37 @@ impl World {
     /// A hash of everything that decides what happens next and what the
     /// observation will hold.
     pub fn state_key(&self) -> u64 {
+        self.key_with(|layer, h| layer.hash_main_loop(h))
+    }
+
+    /// [`World::state_key`] with the main loop's order left out: the
+    /// jobs it entered as a set, and what can run now (`runnable`, this
+    /// world's [`World::runnable`]) as a set. Which of the runnable tasks
+    /// comes first only decides which choice is canonical; the set of
+    /// tasks that can run, now and after any step, does not depend on it
+    /// (`MainLoop` orders what it lists by yield order, and lists the
+    /// same jobs whatever that order). Two worlds with equal unordered keys
+    /// reach the same outcomes when every choice is explored: an
+    /// exploration without a preemption bound keys states this way, so
+    /// that two jobs' steps run in either order meet again.
+    pub fn unordered_state_key(&self, runnable: &[Task]) -> u64 {
+        self.key_with(|layer, h| {
+            let mut entered: Vec<&String> = layer.main_loop().entered().iter().collect();
+            entered.sort();
+            let mut tasks: Vec<&Task> = runnable.iter().collect();
+            tasks.sort();
+            (entered, tasks).hash(h);
+        })
+    }
+
+    fn key_with(&self, main_loop: impl FnOnce(&BlockLayer<MemFiles>, &mut StateKeyHasher)) -> u64 {
         let mut h = StateKeyHasher::default();
         self.layer().state_key().hash(&mut h);
-        self.layer().hash_main_loop(&mut h);
+        main_loop(self.layer(), &mut h);
         self.monitor.hash_server_state(&mut h);
         (self.step, self.entered_ns, &self.settle, &self.cursors).hash(&mut h);
         exact_hash_members(self.labels.iter(), &mut h);
-        self.events.exact_hash(&mut h);
-        self.records.exact_hash(&mut h);
+        (self.events.digest(), self.records.digest()).hash(&mut h);
         self.harness_errors.hash(&mut h);
         h.finish()
     }
@@ -376,8 +399,9 @@ impl World {
 
     fn find_event(&self, w: &WaitSpec) -> Option<usize> {
         let start = self.cursors.get(&datum_text(&w.spec)).copied().unwrap_or(0);
-        (start..self.events.len()).find(|&i| {
-            let e = &self.events[i];
+        let events = self.events.as_slice();
+        (start..events.len()).find(|&i| {
+            let e = &events[i];
             w.event.as_ref().is_none_or(|n| *n == e.name)
                 && w.job.as_ref().is_none_or(|j| e.job() == Some(j.as_str()))
                 && w.data.iter().all(|(k, v)| e.data.get(k) == Some(v))
@@ -587,7 +611,7 @@ impl World {
             Some(i) => {
                 self.cursors.insert(datum_text(&w.spec), i + 1);
                 rec.result = Some("ok".into());
-                rec.data = Some(self.events[i].data.project(&w.record));
+                rec.data = Some(self.events.as_slice()[i].data.project(&w.record));
                 rec.expect_met = Some(true);
             }
             None => {
@@ -687,7 +711,7 @@ impl World {
             .map(|i| (i.name.clone(), inspect_image(&files, i)))
             .collect();
         let mut sequences: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for e in &self.events {
+        for e in self.events.as_slice() {
             let Some(job) = e.job() else { continue };
             let label = match e.name.as_str() {
                 "JOB_STATUS_CHANGE" => e
@@ -704,13 +728,15 @@ impl World {
             scenario: self.scenario.name.clone(),
             expectations_failed: self
                 .records
+                .as_slice()
                 .iter()
                 .filter(|r| r.expect_met == Some(false))
                 .map(|r| r.i)
                 .collect(),
-            steps: std::mem::take(&mut self.records),
+            steps: self.records.take(),
             events: self
                 .events
+                .as_slice()
                 .iter()
                 .map(|e| EventRecord {
                     event: e.name.clone(),

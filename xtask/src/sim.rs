@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use strata_sim::policy::{self, Policy};
 use strata_sim::scenario::{Observation, Scenario};
 use strata_sim::{
-    compare, explore, run, run_traced, to_dot, Catalog, CompareOptions, Progress, Replay, Schedule,
-    SchedulerSpec, TracedRun,
+    compare, explore_shard, merge, run, run_traced, to_dot, Bound, Catalog, CompareOptions,
+    Exploration, ExploreOptions, Progress, Replay, Schedule, SchedulerSpec, Shard, ShardFile,
+    TracedRun,
 };
 
 #[derive(Parser)]
@@ -59,16 +60,36 @@ enum SimCommand {
     Explore {
         /// The scenario.
         name: String,
-        /// At most this many non-canonical decisions per schedule.
-        #[arg(long, default_value_t = 2)]
-        bound: usize,
+        /// At most this many non-canonical decisions per schedule, or
+        /// `none`: every schedule.
+        #[arg(long, default_value = "2", value_parser = parse_bound)]
+        bound: Bound,
         /// Worker threads (the result does not depend on it).
         #[arg(long)]
         threads: Option<usize>,
+        /// Explore only share K of N (`K/N`, K from 0) and write what it
+        /// found to `--output` for `merge`.
+        #[arg(long, value_name = "K/N", value_parser = parse_shard, requires = "output")]
+        shard: Option<Shard>,
+        /// Stop after this many seconds (the report says the
+        /// exploration is incomplete).
+        #[arg(long, value_name = "SECS")]
+        time_limit: Option<u64>,
+        /// Where a shard writes its partial result (JSON).
+        #[arg(long, value_name = "FILE", requires = "shard")]
+        output: Option<PathBuf>,
         /// Write the outcome list (`DIR/index.html`, each outcome's final
         /// graph) and each outcome's timeline (`DIR/outcome-N.html`).
         #[arg(long, value_name = "DIR")]
         html: Option<PathBuf>,
+    },
+    /// The report of an exploration from the partial results of all its
+    /// shards (`explore --shard K/N --output FILE`): exactly what one
+    /// process exploring everything reports.
+    Merge {
+        /// One file per shard.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Replay one schedule of a scenario.
     Replay {
@@ -204,8 +225,23 @@ pub fn main(args: &[String]) -> ExitCode {
             name,
             bound,
             threads,
+            shard,
+            time_limit,
+            output,
             html,
-        }) => explore_one(cat, &name, bound, threads, html.as_deref()),
+        }) => {
+            let options = ExploreOptions {
+                time_limit: time_limit.map(Duration::from_secs),
+                ..cat.explore_options(bound)
+            };
+            match (shard, output) {
+                (Some(shard), Some(output)) => {
+                    explore_shard_to(cat, &name, (options, shard), threads, &output)
+                }
+                _ => explore_one(cat, &name, options, threads, html.as_deref()),
+            }
+        }
+        Some(SimCommand::Merge { files }) => merge_shards(cat, &files),
         Some(SimCommand::Replay {
             name,
             schedule,
@@ -413,19 +449,32 @@ fn run_all(catalogs: &[Catalog]) -> Res {
     Ok(all_ok)
 }
 
-fn explore_one(
+fn parse_bound(text: &str) -> Result<Bound, String> {
+    Bound::parse(text).ok_or_else(|| format!("{text:?}: a number of preemptions or `none`"))
+}
+
+fn parse_shard(text: &str) -> Result<Shard, String> {
+    Shard::parse(text).ok_or_else(|| format!("{text:?}: K/N with K < N"))
+}
+
+fn set_threads(threads: Option<usize>) -> Result<(), rayon::ThreadPoolBuildError> {
+    match threads {
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global(),
+        None => Ok(()),
+    }
+}
+
+/// Explores `shard` of `name` under a progress spinner: its parts and
+/// the seconds they took.
+fn explore_with_progress(
     cat: &Catalog,
     name: &str,
-    bound: usize,
-    threads: Option<usize>,
-    html: Option<&Path>,
-) -> Res {
+    options: ExploreOptions,
+    shard: Shard,
+) -> Result<(Vec<strata_sim::Part>, f64), Box<dyn std::error::Error>> {
     let s = cat.scenario(name)?;
-    if let Some(n) = threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()?;
-    }
     let progress = Arc::new(Progress::default());
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}")?);
@@ -445,11 +494,100 @@ fn explore_one(
         })
     };
     let start = Instant::now();
-    let found = explore(&s, cat.explore_options(bound), &progress);
+    let found = explore_shard(&s, options, &progress, shard);
     let secs = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let _ = watcher.join();
-    let found = found?;
+    Ok((found?, secs))
+}
+
+fn explore_shard_to(
+    cat: &Catalog,
+    name: &str,
+    (options, shard): (ExploreOptions, Shard),
+    threads: Option<usize>,
+    output: &Path,
+) -> Res {
+    set_threads(threads)?;
+    let (parts, seconds) = explore_with_progress(cat, name, options, shard)?;
+    let complete = parts.iter().all(|p| p.complete);
+    let states: u64 = parts.iter().map(|p| p.states).sum();
+    let above: u64 = parts
+        .iter()
+        .filter(|p| p.index == 0)
+        .map(|p| p.states)
+        .sum();
+    let file = ShardFile {
+        scenario: name.to_string(),
+        bound: options.preemption_bound,
+        policy: cat.policy().name.to_string(),
+        shard,
+        seconds,
+        parts,
+    };
+    std::fs::write(output, file.to_json())?;
+    if !complete {
+        println!(
+            "{name}: shard {}/{}: INCOMPLETE: stopped at the time limit",
+            shard.index, shard.count
+        );
+    }
+    println!(
+        "{name}: shard {}/{}: {states} states ({above} of them above the subtrees, which every shard explores), {seconds:.2} s; {}",
+        shard.index,
+        shard.count,
+        output.display()
+    );
+    Ok(complete)
+}
+
+fn merge_shards(cat: &Catalog, files: &[PathBuf]) -> Res {
+    let mut shards = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(path)?;
+        shards.push(ShardFile::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?);
+    }
+    ShardFile::check_complete(&shards)?;
+    let (scenario, bound, policy) = (
+        shards[0].scenario.clone(),
+        shards[0].bound,
+        shards[0].policy.clone(),
+    );
+    if policy != cat.policy().name {
+        return Err(format!(
+            "the shards explored policy {policy}: merge them with --policy {policy}"
+        )
+        .into());
+    }
+    // The shards' time on their own machines, added up.
+    let seconds: f64 = shards.iter().map(|f| f.seconds).sum();
+    let found = merge(shards.into_iter().flat_map(|f| f.parts).collect());
+    report_exploration(cat, &scenario, bound, (&found, seconds), None)
+}
+
+fn explore_one(
+    cat: &Catalog,
+    name: &str,
+    options: ExploreOptions,
+    threads: Option<usize>,
+    html: Option<&Path>,
+) -> Res {
+    set_threads(threads)?;
+    let (parts, secs) = explore_with_progress(cat, name, options, Shard::WHOLE)?;
+    let bound = options.preemption_bound;
+    report_exploration(cat, name, bound, (&merge(parts), secs), html)
+}
+
+/// The summary line, each outcome against QEMU's recording and the
+/// first outcome, the failures, and with `html` the outcomes' reports.
+fn report_exploration(
+    cat: &Catalog,
+    name: &str,
+    bound: Bound,
+    (found, secs): (&Exploration, f64),
+    html: Option<&Path>,
+) -> Res {
+    let s = cat.scenario(name)?;
     println!(
         "{name}: preemption bound {bound}: {} states, {} schedules, {} distinct outcome(s), {:.2} s, {:.0} states/s",
         found.states,
@@ -458,6 +596,9 @@ fn explore_one(
         secs,
         found.states as f64 / secs.max(1e-9)
     );
+    if !found.complete {
+        println!("  INCOMPLETE: stopped at the time limit; the counts are of the states explored until then");
+    }
     let qemu = cat.qemu_observation(name)?;
     let first = found.outcomes.first().map(|o| o.observation.clone());
     let mut reports = Vec::new();
@@ -509,7 +650,7 @@ fn explore_one(
         let index = viewer::write_exploration(dir, name, &subtitle, &reports)?;
         println!("outcomes: {}", index.display());
     }
-    Ok(found.failures.is_empty())
+    Ok(found.failures.is_empty() && found.complete)
 }
 
 fn replay(cat: &Catalog, name: &str, schedule: &str, verbose: bool, outputs: &TraceOutputs) -> Res {

@@ -8,15 +8,19 @@
 //! * exhaustive exploration of every scenario: states per second at
 //!   preemption bound 1 on one core and on all cores, and the whole
 //!   exploration at bound 2 (the default) on all cores;
-//! * the four-job `030-parallel-stream` exploration at bound 2.
+//! * the four-job `030-parallel-stream` exploration at bound 2 on one
+//!   thread and on all cores (states per second, and the speed-up);
+//! * every scenario explored without a bound (`Bound::Unbounded`), each
+//!   stopped after `--unbounded-limit SECS` (default 60): states, time,
+//!   and the scenarios that do not finish in that time.
 
 use rayon::prelude::*;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use strata_sim::scenario::Scenario;
-use strata_sim::{explore, run, scenarios, Canonical, ExploreOptions, Progress, RunOptions};
+use strata_sim::{explore, run, scenarios, Bound, Canonical, ExploreOptions, Progress, RunOptions};
 
 /// Entry point.
 pub fn run_bench(args: &[String]) -> ExitCode {
@@ -38,6 +42,13 @@ fn bench(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             .filter(|n| *n > 0)
             .ok_or("--runs needs a positive number")?,
         None => 5,
+    };
+    let unbounded_limit = match args.iter().position(|a| a == "--unbounded-limit") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or("--unbounded-limit needs a number of seconds")?,
+        None => 60,
     };
     let all = scenarios()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -65,7 +76,7 @@ fn bench(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             .num_threads(threads)
             .build()?;
         let options = ExploreOptions {
-            preemption_bound: bound,
+            preemption_bound: Bound::Preemptions(bound),
             ..ExploreOptions::default()
         };
         strata_sim::forget_memos();
@@ -86,18 +97,66 @@ fn bench(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
 
     let s = strata_sim::scenario("030-parallel-stream")?;
     let options = ExploreOptions {
-        preemption_bound: 2,
+        preemption_bound: Bound::Preemptions(2),
         ..ExploreOptions::default()
     };
-    strata_sim::forget_memos();
-    let start = Instant::now();
-    let found = explore(&s, options, &Progress::default())?;
+    let mut rates = Vec::new();
+    for threads in [1, cores] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?;
+        strata_sim::forget_memos();
+        let start = Instant::now();
+        let found = pool.install(|| explore(&s, options, &Progress::default()))?;
+        let secs = start.elapsed().as_secs_f64();
+        rates.push(found.states as f64 / secs);
+        println!(
+            "030-parallel-stream (four jobs), bound 2, {threads} thread(s): {} states, {} schedules, {} outcomes, {secs:.2} s, {:.0} states/s",
+            found.states,
+            found.schedules,
+            found.outcomes.len(),
+            found.states as f64 / secs
+        );
+    }
     println!(
-        "030-parallel-stream (four jobs), bound 2, {cores} thread(s): {} states, {} schedules, {} outcomes, {:.2} s",
-        found.states,
-        found.schedules,
-        found.outcomes.len(),
-        start.elapsed().as_secs_f64()
+        "030-parallel-stream, bound 2: {cores} threads explore {:.2}x as many states per second as one",
+        rates[1] / rates[0]
+    );
+    unbounded(&all, Duration::from_secs(unbounded_limit))
+}
+
+/// Every scenario without a bound, each stopped after `limit`.
+fn unbounded(all: &[Arc<Scenario>], limit: Duration) -> Result<(), Box<dyn std::error::Error>> {
+    let options = ExploreOptions {
+        preemption_bound: Bound::Unbounded,
+        time_limit: Some(limit),
+        ..ExploreOptions::default()
+    };
+    let mut unfinished = Vec::new();
+    for s in all {
+        strata_sim::forget_memos();
+        let start = Instant::now();
+        let found = explore(s, options, &Progress::default())?;
+        let secs = start.elapsed().as_secs_f64();
+        let status = if found.complete {
+            "complete"
+        } else {
+            unfinished.push(s.name.clone());
+            "STOPPED at the time limit"
+        };
+        println!(
+            "unbounded {}: {} states, {} schedules, {} outcomes, {secs:.2} s, {status}",
+            s.name,
+            found.states,
+            found.schedules,
+            found.outcomes.len()
+        );
+    }
+    println!(
+        "unbounded: {} of {} scenarios explored completely within {} s each; not finished: {unfinished:?}",
+        all.len() - unfinished.len(),
+        all.len(),
+        limit.as_secs()
     );
     Ok(())
 }

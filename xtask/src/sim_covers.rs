@@ -25,7 +25,11 @@ pub fn covers(
             println!("{name}: not in the catalog, skipped");
             continue;
         };
-        let found = explore(&scenario, cat.explore_options(bound), &Progress::default())?;
+        let found = explore(
+            &scenario,
+            cat.explore_options(strata_sim::Bound::Preemptions(bound)),
+            &Progress::default(),
+        )?;
         let distinct = distinct(observed);
         let missing: Vec<&Observation> = distinct
             .iter()

@@ -2,6 +2,7 @@
 //! and never an alias of a newer value stored in the same slot.
 
 use slab::Slab;
+use std::sync::Arc;
 
 /// A generation-checked index into an [`Arena`].
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -10,10 +11,13 @@ pub struct RawId {
     generation: u32,
 }
 
+/// A value behind an `Arc`: cloning an arena (a simulator's world, a
+/// transaction's snapshot for rollback) shares every value, and the first
+/// `get_mut` of a shared one copies it alone.
 #[derive(Clone, Debug)]
 struct Slot<T> {
     generation: u32,
-    value: T,
+    value: Arc<T>,
 }
 
 /// Values stored in slab slots, addressed by [`RawId`]s.
@@ -35,7 +39,7 @@ impl<T> Default for Arena<T> {
     }
 }
 
-impl<T> Arena<T> {
+impl<T: Clone> Arena<T> {
     /// Stores `value` and returns its id.
     pub fn insert(&mut self, value: T) -> RawId {
         let generation = self.next_generation;
@@ -43,7 +47,10 @@ impl<T> Arena<T> {
             .next_generation
             .checked_add(1)
             .expect("arena generations exhausted");
-        let index = self.slots.insert(Slot { generation, value });
+        let index = self.slots.insert(Slot {
+            generation,
+            value: Arc::new(value),
+        });
         RawId {
             index: u32::try_from(index).expect("arena index fits u32"),
             generation,
@@ -55,7 +62,7 @@ impl<T> Arena<T> {
         self.slots
             .get(id.index as usize)
             .filter(|slot| slot.generation == id.generation)
-            .map(|slot| &slot.value)
+            .map(|slot| &*slot.value)
     }
 
     /// Mutable access to the value for `id`, if `id` is live.
@@ -63,13 +70,16 @@ impl<T> Arena<T> {
         self.slots
             .get_mut(id.index as usize)
             .filter(|slot| slot.generation == id.generation)
-            .map(|slot| &mut slot.value)
+            .map(|slot| Arc::make_mut(&mut slot.value))
     }
 
-    /// Removes and returns the value for `id`, if `id` is live.
-    pub fn remove(&mut self, id: RawId) -> Option<T> {
-        self.get(id)?;
-        Some(self.slots.remove(id.index as usize).value)
+    /// Removes the value for `id`; `false` if `id` was not live.
+    pub fn remove(&mut self, id: RawId) -> bool {
+        if self.get(id).is_none() {
+            return false;
+        }
+        self.slots.remove(id.index as usize);
+        true
     }
 
     /// Whether `id` names a live value.

@@ -6,13 +6,13 @@ use super::insta_settings;
 use std::sync::Arc;
 use strata_sim::scenario::Scenario;
 use strata_sim::{
-    compare, explore, outcome_key, qemu_observation, replay_command, scenario, to_dot,
+    compare, explore, outcome_key, qemu_observation, replay_command, scenario, to_dot, Bound,
     CompareOptions, Exploration, ExploreOptions, Outcome, Progress, Replay, RunOptions,
 };
 
 fn explored(s: &Arc<Scenario>, bound: usize) -> Exploration {
     let options = ExploreOptions {
-        preemption_bound: bound,
+        preemption_bound: Bound::Preemptions(bound),
         ..ExploreOptions::default()
     };
     let found = explore(s, options, &Progress::default()).expect("explore");

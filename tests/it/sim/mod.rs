@@ -6,6 +6,7 @@ mod conformance;
 mod explore;
 mod inspect;
 mod policies;
+mod scale;
 mod schedules;
 mod snapshots;
 mod state_keys;

@@ -5,8 +5,8 @@ use super::insta_settings;
 use strata_sim::policy::{self, Policy};
 use strata_sim::scenario::Observation;
 use strata_sim::{
-    explore, policy_matrix, run, scenario, scenarios, Baseline, ExploreOptions, Progress, Property,
-    Replay, RunOptions, Schedule,
+    explore, policy_matrix, run, scenario, scenarios, Baseline, Bound, ExploreOptions, Progress,
+    Property, Replay, RunOptions, Schedule,
 };
 
 /// The observation of `schedule` of `name` under the policy called `policy`.
@@ -147,7 +147,7 @@ fn structure_properties_are_checked_at_every_step() {
     let s = scenario("thread-a-mid-filter-base").expect("scenario");
     let broken = |policy: &'static Policy| {
         let options = ExploreOptions {
-            preemption_bound: 0,
+            preemption_bound: Bound::Preemptions(0),
             check_structure: true,
             policy,
             ..ExploreOptions::default()
