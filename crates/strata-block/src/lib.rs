@@ -119,6 +119,7 @@ mod core;
 mod error;
 mod export;
 mod files;
+mod find_backing;
 mod invariants;
 mod io;
 mod jobs;
@@ -129,6 +130,7 @@ mod open;
 mod open_filename;
 pub mod policy;
 mod query;
+mod reopen;
 mod state;
 mod state_key;
 
