@@ -139,7 +139,7 @@ impl<F: Files, J: JobDriver<BlockCore<F>> + From<StreamJob>> Launch<'_, F, J> {
             // the top is read-only again if it was.
             self.early_fail(&job_id)?;
             let mut doomed = stream;
-            doomed.clean(self.core);
+            doomed.undo_failed_start(self.core);
             return Err(err);
         }
         self.start(&job_id)
@@ -480,6 +480,15 @@ impl<F: Files> BlockCore<F> {
     }
 }
 
+/// What becomes of a stream's BlockBackend when the job is undone.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum BackendFate {
+    /// Released with the job.
+    Released,
+    /// Left in the graph, as QEMU's failed `stream_start` leaves it.
+    Leaked,
+}
+
 /// (a): where a policy's freeze ends, as `freeze_chain`'s base; `None`
 /// when the policy freezes no further than the copy-on-read filter does.
 fn freeze_end(range: FreezeRange, bounds: &StreamBounds) -> Option<Option<NodeId>> {
@@ -666,11 +675,36 @@ impl StreamJob {
     /// `stream_clean`: drop a filter left by failure or cancel, release the
     /// job's BlockBackend, restore read-only.
     pub(crate) fn clean<F: Files>(&mut self, core: &mut BlockCore<F>) {
+        self.undo(core, BackendFate::Released);
+    }
+
+    /// `stream_start`'s fail path after the job was created: as
+    /// [`StreamJob::clean`], except that the job's own BlockBackend
+    /// (`s->blk`), once attached, is never released (`job_early_fail` does
+    /// not run `stream_clean`): it stays, and moves with the filter's
+    /// parents to the top node.
+    pub(crate) fn undo_failed_start<F: Files>(&mut self, core: &mut BlockCore<F>) {
+        let attached = core
+            .bg
+            .graph()
+            .root(self.blk)
+            .is_ok_and(|root| !root.children().is_empty());
+        let fate = if attached {
+            BackendFate::Leaked
+        } else {
+            BackendFate::Released
+        };
+        self.undo(core, fate);
+    }
+
+    fn undo<F: Files>(&mut self, core: &mut BlockCore<F>, backend: BackendFate) {
         if let Some(cor) = self.cor.take() {
             let _ = core.drop_cor_filter(cor);
         }
         self.unfreeze(core);
-        core.release_root(self.blk);
+        if backend == BackendFate::Released {
+            core.release_root(self.blk);
+        }
         if self.bs_read_only {
             let _ = core.reopen_read_only(self.bs, true);
         }
