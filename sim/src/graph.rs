@@ -223,6 +223,9 @@ fn assign_names(
             names.insert(ids[0], base);
             continue;
         }
+        // The harness orders them by the JSON text of their sorted links
+        // (`json.dumps`), which is not the order of the lists themselves:
+        // `["consistent-read", "write"]` comes before `["consistent-read"]`.
         let key = |id: &u64| {
             let mut k: Vec<(String, Vec<String>, Vec<String>)> = edges
                 .iter()
@@ -230,7 +233,7 @@ fn assign_names(
                 .map(|e| (e.role.clone(), e.perm.clone(), e.shared.clone()))
                 .collect();
             k.sort();
-            k
+            json_dumps_links(&k)
         };
         let mut ids = ids;
         ids.sort_by_key(key);
@@ -239,6 +242,20 @@ fn assign_names(
         }
     }
     names
+}
+
+/// `json.dumps` of a backend's sorted links (names and permission names
+/// are plain ASCII words: nothing to escape).
+fn json_dumps_links(links: &[(String, Vec<String>, Vec<String>)]) -> String {
+    let list = |words: &[String]| {
+        let quoted: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+        format!("[{}]", quoted.join(", "))
+    };
+    let entries: Vec<String> = links
+        .iter()
+        .map(|(name, perm, shared)| format!("[\"{name}\", {}, {}]", list(perm), list(shared)))
+        .collect();
+    format!("[{}]", entries.join(", "))
 }
 
 fn offer(cand: &mut BTreeMap<u64, String>, id: u64, name: String) {

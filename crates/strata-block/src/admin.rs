@@ -4,6 +4,7 @@ use crate::core::BlockCore;
 use crate::error::{Error, Result};
 use crate::files::Files;
 use crate::layer::BlockLayer;
+use crate::reopen::{OldOptions, ReopenPlan};
 use strata_graph::{NodeId, OptValue, Options, Perm};
 use strata_perm::{BlockOp, ChildSlot};
 
@@ -88,27 +89,49 @@ impl<F: Files> BlockLayer<F> {
         Ok(())
     }
 
-    /// `blockdev-reopen` of one or more nodes: `read-only` and the
-    /// `backing` link may change; frozen links and permissions are checked
-    /// and nothing changes on error.
+    /// `blockdev-reopen` of one or more nodes: every node is queued with
+    /// the children that inherit from it (`bdrv_reopen_queue`, old options
+    /// reset), then each named node's `backing` and `file` links change,
+    /// then the queue's `read-only` flags, permissions checked with all of
+    /// them pending. Nothing changes on error.
     pub fn blockdev_reopen(&mut self, options: &[Options]) -> Result<()> {
         // A failed reopen changes nothing: also the nodes a dropped link
         // closed come back with their driver state (QEMU frees them only
         // when the transaction commits).
         let saved = (self.core.bg.clone(), self.core.state.clone());
-        let result = options.iter().try_for_each(|opts| self.reopen_one(opts));
+        let result = self.reopen_all(options);
         if result.is_err() {
             (self.core.bg, self.core.state) = saved;
         }
         result
     }
 
-    fn reopen_one(&mut self, opts: &Options) -> Result<()> {
+    fn reopen_all(&mut self, options: &[Options]) -> Result<()> {
+        let mut plan = ReopenPlan::default();
+        let mut nodes = Vec::with_capacity(options.len());
+        for opts in options {
+            let node = self.reopened_node(opts)?;
+            plan.queue(self.core.bg.graph(), node, opts, OldOptions::Reset)?;
+            nodes.push(node);
+        }
+        for (opts, node) in options.iter().zip(nodes) {
+            self.reopen_links(opts, node)?;
+        }
+        self.core.reopen(&plan)
+    }
+
+    fn reopened_node(&self, opts: &Options) -> Result<NodeId> {
+        let name = opts.get_str("node-name").unwrap_or_default();
+        self.core
+            .find_node(name)
+            .ok_or_else(|| Error::generic(format!("Failed to find node with node-name='{name}'")))
+    }
+
+    /// `bdrv_reopen_prepare` for one named node: its driver stays, and its
+    /// `backing` and `file` links change as the options say.
+    fn reopen_links(&mut self, opts: &Options, node: NodeId) -> Result<()> {
         let core = &mut self.core;
         let name = opts.get_str("node-name").unwrap_or_default();
-        let node = core.find_node(name).ok_or_else(|| {
-            Error::generic(format!("Failed to find node with node-name='{name}'"))
-        })?;
         let driver = core.bg.graph().node(node)?.driver().to_string();
         if opts.get_str("driver").is_some_and(|d| d != driver) {
             return Err(Error::generic("Cannot change the option 'driver'"));
@@ -149,10 +172,6 @@ impl<F: Files> BlockLayer<F> {
         }
         if let Some(OptValue::Str(r)) = opts.get("file") {
             Self::reopen_file_reference(core, node, r)?;
-        }
-        let read_only = matches!(opts.get("read-only"), Some(OptValue::Bool(true)));
-        if core.bg.graph().node(node)?.read_only != read_only {
-            core.reopen_read_only(node, read_only)?;
         }
         Ok(())
     }

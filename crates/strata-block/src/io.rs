@@ -719,6 +719,9 @@ impl<F: Files> Storage for ChildIo<'_, '_, F> {
                 let path = path.clone();
                 core.files.storage(&path)?.set_len(len)
             }
+            // A format over a format node (raw over qcow2) truncates that
+            // image (`bdrv_co_truncate` on its child), not the file below.
+            Some(DriverState::Format { .. }) => core.grow(self.node, len),
             _ => {
                 let child = core.forward_child(self.node).ok_or_else(eio)?;
                 drop(core);

@@ -123,6 +123,7 @@ mod drive;
 mod error;
 mod export;
 mod files;
+mod find_backing;
 mod invariants;
 mod io;
 mod jobs;
@@ -133,6 +134,7 @@ mod open;
 mod open_filename;
 pub mod policy;
 mod query;
+mod reopen;
 mod state;
 mod state_key;
 

@@ -13,7 +13,7 @@ use crate::open_filename::could_not_open;
 use crate::state::{DriverState, InjectError, SetState};
 use strata_filters::Driver;
 use strata_formats::{Access, Format, Image};
-use strata_graph::{NodeId, NodeSpec, OptValue, Options, Role};
+use strata_graph::{Inheritance, NodeId, NodeSpec, OptValue, Options, Role};
 use strata_perm::ChildSlot;
 
 /// The most backing files opened below one image from headers: deeper
@@ -30,6 +30,10 @@ impl<F: Files> BlockCore<F> {
             ));
         }
         let node = self.open_node(opts, false)?;
+        // bds_tree_init: a root's `read-only` defaults to `off` before
+        // bdrv_open sees the options, so it counts as given.
+        let inheritance = &mut self.bg.node_mut(node)?.inheritance;
+        inheritance.explicit_read_only = Some(bool_of(opts, "read-only").unwrap_or(false));
         self.monitor_adopt(node);
         self.refresh_filename(node)?;
         Ok(node)
@@ -75,8 +79,28 @@ impl<F: Files> BlockCore<F> {
             spec = spec.name(name);
         }
         let node = self.bg.add_node(spec)?;
+        self.bg.node_mut(node)?.inheritance = Inheritance {
+            inherits_from: None,
+            explicit_read_only: bool_of(opts, "read-only"),
+            read_only_option: Some(read_only),
+        };
         self.state.insert(node, state);
         Ok(node)
+    }
+
+    /// `bdrv_open_inherit` sets `bs->inherits_from` on a child it opens
+    /// with options of its own (`value` given inline rather than by
+    /// reference): reopening `parent` will reopen the child too.
+    fn record_inheritance(
+        &mut self,
+        parent: NodeId,
+        child: NodeId,
+        value: &OptValue,
+    ) -> Result<()> {
+        if matches!(value, OptValue::Dict(_)) {
+            self.bg.node_mut(child)?.inheritance.inherits_from = Some(parent);
+        }
+        Ok(())
     }
 
     fn open_file(&mut self, opts: &Options, read_only: bool) -> Result<NodeId> {
@@ -190,8 +214,9 @@ impl<F: Files> BlockCore<F> {
                 return Err(err);
             }
         };
-        let attached =
-            self.with_hooks(|bg, hooks| bg.attach_child(hooks, node, child, child_key, role));
+        let attached = self.record_inheritance(node, child, &value).and_then(|()| {
+            self.with_hooks(|bg, hooks| bg.attach_child(hooks, node, child, child_key, role))
+        });
         self.unref(child)?;
         if let Err(err) = attached {
             self.unref(node)?;
@@ -308,6 +333,7 @@ impl<F: Files> BlockCore<F> {
                 let backing = self
                     .open_child("backing", &value, true)
                     .map_err(|e| e.prepend("Could not open backing file: "))?;
+                self.record_inheritance(node, backing, &value)?;
                 return self.attach_backing(node, backing);
             }
             None if header_file.is_empty() => return Ok(()),
@@ -326,6 +352,8 @@ impl<F: Files> BlockCore<F> {
         {
             *auto_backing_file = filename;
         }
+        // Opened with options derived from the parent's, as an inline child is.
+        self.bg.node_mut(backing)?.inheritance.inherits_from = Some(node);
         self.attach_backing(node, backing)
     }
 
@@ -486,8 +514,10 @@ impl<F: Files> BlockCore<F> {
         let attached = self
             .open_child("image", &image, read_only)
             .and_then(|child| {
-                let result = self.with_hooks(|bg, hooks| {
-                    bg.attach_child(hooks, node, child, "image", Role::FILTERED_PRIMARY)
+                let result = self.record_inheritance(node, child, &image).and_then(|()| {
+                    self.with_hooks(|bg, hooks| {
+                        bg.attach_child(hooks, node, child, "image", Role::FILTERED_PRIMARY)
+                    })
                 });
                 self.unref(child)?;
                 result.map(|_| ())
@@ -519,8 +549,9 @@ impl<F: Files> BlockCore<F> {
         for (i, child) in list_of(opts, "children").iter().enumerate() {
             let name = format!("children.{i}");
             let attached = self.open_child(&name, child, read_only).and_then(|c| {
-                let result =
-                    self.with_hooks(|bg, hooks| bg.attach_child(hooks, node, c, &name, Role::DATA));
+                let result = self.record_inheritance(node, c, child).and_then(|()| {
+                    self.with_hooks(|bg, hooks| bg.attach_child(hooks, node, c, &name, Role::DATA))
+                });
                 self.unref(c)?;
                 result.map(|_| ())
             });

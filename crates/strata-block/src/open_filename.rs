@@ -170,7 +170,7 @@ fn text(value: &str) -> OptValue {
 }
 
 /// `path_has_protocol`: a colon before the first slash.
-fn path_has_protocol(path: &str) -> bool {
+pub(crate) fn path_has_protocol(path: &str) -> bool {
     path.find([':', '/'])
         .is_some_and(|i| path.as_bytes()[i] == b':')
 }

@@ -140,6 +140,24 @@ impl NodeSpec {
     }
 }
 
+/// What `bdrv_reopen_queue_child` reads of a node besides the graph: the
+/// parent it inherits its options from and its `read-only` option, given
+/// and effective. A node whose parent opened it with its own options (a
+/// child given inline, or a backing file named in a header) is reopened
+/// with that parent, inheriting from the parent's new options; a node
+/// opened by reference keeps its own.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Inheritance {
+    /// `bs->inherits_from`.
+    pub inherits_from: Option<NodeId>,
+    /// `read-only` in `bs->explicit_options` (what the user gave; a
+    /// `blockdev-add` root gets QEMU's explicit default, `false`).
+    pub explicit_read_only: Option<bool>,
+    /// `read-only` in `bs->options`: given, inherited or defaulted at open,
+    /// and absent after a reopen that neither gave nor inherited one.
+    pub read_only_option: Option<bool>,
+}
+
 /// A node (`BlockDriverState`).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Node {
@@ -159,6 +177,8 @@ pub struct Node {
     pub exact_filename: String,
     /// `bs->full_open_options`.
     pub full_open_options: Options,
+    /// Where the node's options came from, as a reopen needs to know.
+    pub inheritance: Inheritance,
     children: SmallVec<[EdgeId; 4]>,
     parents: SmallVec<[EdgeId; 4]>,
     file: Option<EdgeId>,
@@ -378,6 +398,7 @@ impl Graph {
             filename: String::new(),
             exact_filename: String::new(),
             full_open_options: Options::new(),
+            inheritance: Inheritance::default(),
             children: SmallVec::new(),
             parents: SmallVec::new(),
             file: None,
@@ -519,6 +540,9 @@ impl Graph {
             )));
         }
         self.all_or_nothing(|g| {
+            if let Parent::Node(parent) = g.edge(edge)?.parent {
+                g.unset_inherits_from(parent, edge)?;
+            }
             let child = g.unlink_edge(edge)?;
             let mut outcome = UnrefOutcome {
                 deleted: Vec::new(),
@@ -528,6 +552,28 @@ impl Graph {
             outcome.lost_parents.retain(|n| g.contains_node(*n));
             Ok(outcome)
         })
+    }
+
+    /// `bdrv_unset_inherits_from`: when the last link from `root` to the
+    /// child of `edge` goes, the child stops inheriting from `root`, and so
+    /// does every node below it that inherited from `root`.
+    fn unset_inherits_from(&mut self, root: NodeId, edge: EdgeId) -> Result<()> {
+        let child = self.edge(edge)?.child;
+        if self.node(child)?.inheritance.inherits_from == Some(root) {
+            let other_link = self
+                .node(root)?
+                .children
+                .iter()
+                .any(|&e| e != edge && self.edge(e).is_ok_and(|c| c.child == child));
+            if !other_link {
+                self.node_mut(child)?.inheritance.inherits_from = None;
+            }
+        }
+        let grandchildren: Vec<EdgeId> = self.node(child)?.children.iter().copied().collect();
+        for grandchild in grandchildren {
+            self.unset_inherits_from(root, grandchild)?;
+        }
+        Ok(())
     }
 
     /// Points an edge at another node (`bdrv_replace_child_noperm`): the
@@ -694,6 +740,13 @@ impl Hash for Graph {
             )
                 .hash(state);
             (&node.options, &node.filename, node.refcnt).hash(state);
+            let inheritance = node.inheritance;
+            (
+                inheritance.inherits_from.map(|parent| self.name(parent)),
+                inheritance.explicit_read_only,
+                inheritance.read_only_option,
+            )
+                .hash(state);
             for &e in &node.children {
                 self.hash_edge(e, state);
             }

@@ -68,8 +68,8 @@ mod query;
 pub use bits::{Perm, Role};
 pub use error::{Error, ErrorKind, Result};
 pub use graph::{
-    DriverTraits, Edge, EdgeId, Graph, Node, NodeId, NodeSpec, Parent, Root, RootId, RootKind,
-    UnrefOutcome,
+    DriverTraits, Edge, EdgeId, Graph, Inheritance, Node, NodeId, NodeSpec, Parent, Root, RootId,
+    RootKind, UnrefOutcome,
 };
 pub use names::id_wellformed;
 pub use options::{OptValue, Options};

@@ -15,7 +15,6 @@ use base::{
     stream_bounds, BackingFormat, StreamBounds,
 };
 use strata_filters::Driver;
-use strata_formats::Access;
 use strata_graph::{NodeId, NodeSpec, OptValue, Options, Perm, Role, RootId, RootKind};
 use strata_jobs::{BlockErrorAction, Errno, IoOperation, JobCtl, JobDriver, JobFailure, RunStep};
 use strata_perm::{BlockOp, ChildSlot, ReplaceOptions};
@@ -140,7 +139,7 @@ impl<F: Files, J: JobDriver<BlockCore<F>> + From<StreamJob>> Launch<'_, F, J> {
             // the top is read-only again if it was.
             self.early_fail(&job_id)?;
             let mut doomed = stream;
-            doomed.clean(self.core);
+            doomed.undo_failed_start(self.core);
             return Err(err);
         }
         self.start(&job_id)
@@ -479,153 +478,15 @@ impl<F: Files> BlockCore<F> {
         }
         self.unref(cor)
     }
-
-    /// Reopens one node read-only or read-write (children keep their own
-    /// setting where the options gave one explicitly).
-    pub(crate) fn reopen_read_only(&mut self, node: NodeId, read_only: bool) -> Result<()> {
-        let children = self.inheriting_children(node);
-        let mut queue = strata_perm::ReopenQueue::default().set_read_only(node, read_only);
-        for &child in &children {
-            queue = queue.set_read_only(child, read_only);
-        }
-        self.with_hooks(|bg, hooks| bg.reopen_read_only(hooks, &queue))?;
-        for reopened in children.into_iter().rev().chain([node]) {
-            self.reopen_driver(reopened, read_only)?;
-        }
-        Ok(())
-    }
-
-    /// The driver's side of a reopen: files are reopened for writing, and
-    /// images re-read their metadata in the new mode.
-    fn reopen_driver(&mut self, node: NodeId, read_only: bool) -> Result<()> {
-        match self.state.get(&node) {
-            Some(DriverState::File { path }) => {
-                let path = path.clone();
-                self.files
-                    .open(&path, Access::from_read_only(read_only))
-                    .map_err(|e| Error::generic(e.to_string()))
-            }
-            Some(DriverState::Format {
-                image,
-                auto_backing_file,
-            }) => {
-                let (format, auto) = (image.format(), auto_backing_file.clone());
-                let reopened = self.with_child_io(node, |storage, _| {
-                    strata_formats::Image::open(
-                        storage,
-                        Some(format),
-                        Access::from_read_only(read_only),
-                    )
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-                });
-                let image = reopened.map_err(|e| Error::generic(e.to_string()))?;
-                self.state.insert(
-                    node,
-                    DriverState::Format {
-                        image,
-                        auto_backing_file: auto,
-                    },
-                );
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// The `file` descendants of `node` whose read-only setting follows
-    /// their parent (no explicit `read-only` option).
-    fn inheriting_children(&self, node: NodeId) -> Vec<NodeId> {
-        let g = self.bg.graph();
-        let mut out = Vec::new();
-        let mut current = node;
-        while let Some(child) = g
-            .node(current)
-            .ok()
-            .and_then(|n| n.file())
-            .and_then(|e| g.edge(e).ok())
-            .map(|e| e.child())
-        {
-            if g.node(child)
-                .map(|n| n.options.get("read-only").is_some())
-                .unwrap_or(true)
-            {
-                break;
-            }
-            out.push(child);
-            current = child;
-        }
-        out
-    }
-
-    /// `bdrv_find_backing_image`: the image below which a backing file
-    /// string (or filename) `name` is found.
-    pub(crate) fn find_backing_image(&mut self, bs: NodeId, name: &str) -> Option<NodeId> {
-        let mut current = self.bg.graph().skip_filters(bs);
-        loop {
-            let below = self.bg.graph().backing_chain_next(current)?;
-            self.refresh_filename(below).ok()?;
-            let (header, auto_backing_file) = match self.state.get(&current) {
-                Some(DriverState::Format {
-                    image,
-                    auto_backing_file,
-                }) => (
-                    image.backing_file().unwrap_or_default().to_string(),
-                    auto_backing_file.clone(),
-                ),
-                _ => (String::new(), String::new()),
-            };
-            let below_name = self.bg.graph().node(below).ok()?.filename.clone();
-            // `bdrv_backing_overridden`: a backing node other than the one
-            // the header names is found by its own filename only.
-            let overridden = auto_backing_file != below_name;
-            let dir = self.dir_of(current);
-            let by_header = !overridden
-                && (name == header || normalize(&dir, name) == normalize(&dir, &header));
-            if by_header || name == below_name {
-                return Some(below);
-            }
-            current = below;
-        }
-    }
-
-    fn dir_of(&mut self, node: NodeId) -> String {
-        let _ = self.refresh_filename(node);
-        let filename = self
-            .bg
-            .graph()
-            .node(node)
-            .map(|n| n.filename.clone())
-            .unwrap_or_default();
-        match filename.rfind('/') {
-            Some(slash) if !filename.starts_with("json:") => filename[..=slash].to_string(),
-            _ => String::new(),
-        }
-    }
 }
 
-/// A path relative to `dir`, with `.` and `..` resolved lexically.
-fn normalize(dir: &str, path: &str) -> String {
-    let joined = if path.starts_with('/') {
-        path.to_string()
-    } else {
-        format!("{dir}{path}")
-    };
-    let mut parts: Vec<&str> = Vec::new();
-    for part in joined.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    let body = parts.join("/");
-    if joined.starts_with('/') {
-        format!("/{body}")
-    } else {
-        body
-    }
+/// What becomes of a stream's BlockBackend when the job is undone.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum BackendFate {
+    /// Released with the job.
+    Released,
+    /// Left in the graph, as QEMU's failed `stream_start` leaves it.
+    Leaked,
 }
 
 /// (a): where a policy's freeze ends, as `freeze_chain`'s base; `None`
@@ -814,11 +675,36 @@ impl StreamJob {
     /// `stream_clean`: drop a filter left by failure or cancel, release the
     /// job's BlockBackend, restore read-only.
     pub(crate) fn clean<F: Files>(&mut self, core: &mut BlockCore<F>) {
+        self.undo(core, BackendFate::Released);
+    }
+
+    /// `stream_start`'s fail path after the job was created: as
+    /// [`StreamJob::clean`], except that the job's own BlockBackend
+    /// (`s->blk`), once attached, is never released (`job_early_fail` does
+    /// not run `stream_clean`): it stays, and moves with the filter's
+    /// parents to the top node.
+    pub(crate) fn undo_failed_start<F: Files>(&mut self, core: &mut BlockCore<F>) {
+        let attached = core
+            .bg
+            .graph()
+            .root(self.blk)
+            .is_ok_and(|root| !root.children().is_empty());
+        let fate = if attached {
+            BackendFate::Leaked
+        } else {
+            BackendFate::Released
+        };
+        self.undo(core, fate);
+    }
+
+    fn undo<F: Files>(&mut self, core: &mut BlockCore<F>, backend: BackendFate) {
         if let Some(cor) = self.cor.take() {
             let _ = core.drop_cor_filter(cor);
         }
         self.unfreeze(core);
-        core.release_root(self.blk);
+        if backend == BackendFate::Released {
+            core.release_root(self.blk);
+        }
         if self.bs_read_only {
             let _ = core.reopen_read_only(self.bs, true);
         }
