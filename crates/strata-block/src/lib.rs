@@ -115,6 +115,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod backing_image;
 mod core;
 mod error;
 mod export;

@@ -31,7 +31,6 @@ impl<F: Files> BlockCore<F> {
         }
         let node = self.open_node(opts, false)?;
         self.monitor_adopt(node);
-        self.refresh_filename(node)?;
         Ok(node)
     }
 
@@ -50,7 +49,7 @@ impl<F: Files> BlockCore<F> {
             Some(OptValue::Bool(ro)) => *ro,
             _ => inherited_read_only,
         };
-        match driver {
+        let node = match driver {
             Driver::File => self.open_file(opts, read_only),
             Driver::Qcow2 | Driver::Raw => self.open_format(driver, opts, read_only),
             Driver::Throttle | Driver::CopyOnRead => self.open_file_filter(driver, opts, read_only),
@@ -58,7 +57,31 @@ impl<F: Files> BlockCore<F> {
             Driver::Quorum => self.open_quorum(opts, read_only),
             Driver::NullCo | Driver::NullAio => self.open_null(driver, opts, read_only),
             Driver::CommitTop | Driver::MirrorTop => unreachable!("filtered out above"),
-        }
+        }?;
+        self.set_open_filename(node, opts)?;
+        Ok(node)
+    }
+
+    /// `bdrv_open_common`: a node opened over a `file` child takes that
+    /// child's filename, refreshed then; any other node its `filename`
+    /// option. QEMU refreshes it again only where it asks for it (queries,
+    /// job starts, header updates), so a backing node attached later, or a
+    /// graph changed since, leaves it stale: `block-commit top=` compares
+    /// with that stale name.
+    fn set_open_filename(&mut self, node: NodeId, opts: &Options) -> Result<()> {
+        let file = self.bg.graph().node(node)?.file();
+        let filename = match file {
+            Some(edge) => {
+                let child = self.bg.graph().edge(edge)?.child();
+                self.refresh_filename(child)?;
+                self.bg.graph().node(child)?.filename.clone()
+            }
+            None => opts.get_str("filename").unwrap_or_default().to_string(),
+        };
+        let n = self.bg.node_mut(node)?;
+        n.exact_filename.clone_from(&filename);
+        n.filename = filename;
+        Ok(())
     }
 
     fn new_node(
@@ -70,7 +93,8 @@ impl<F: Files> BlockCore<F> {
     ) -> Result<NodeId> {
         let mut spec = NodeSpec::new(driver.name(), driver.traits())
             .read_only(read_only)
-            .options(scalar_options(opts));
+            .options(scalar_options(opts))
+            .options_path(self.opening_path.clone());
         if let Some(name) = opts.get_str("node-name") {
             spec = spec.name(name);
         }
@@ -136,7 +160,12 @@ impl<F: Files> BlockCore<F> {
         inherited_read_only: bool,
     ) -> Result<NodeId> {
         match value {
-            OptValue::Dict(child) => self.open_node(child, inherited_read_only),
+            OptValue::Dict(child) => {
+                self.opening_path.push(key.to_string());
+                let opened = self.open_node(child, inherited_read_only);
+                self.opening_path.pop();
+                opened
+            }
             OptValue::Str(reference) => {
                 let node = self.lookup_bs(Some(reference), Some(reference))?;
                 self.bg.ref_node(node)?;
