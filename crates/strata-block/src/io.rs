@@ -27,6 +27,18 @@ fn format_error(err: strata_formats::Error) -> io::Error {
     io::Error::from_raw_os_error(err.errno())
 }
 
+/// What a block-status query asks (QEMU 10.0's `want_zero`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum StatusQuery {
+    /// Zeroes told apart from data as far as the drivers can (`qemu-img
+    /// map`, mirror's zero detection).
+    Zeroes,
+    /// Allocation only (`bdrv_is_allocated`, what stream, commit and
+    /// copy-on-read ask): a protocol node maps its whole range as data
+    /// without asking the file system.
+    Allocation,
+}
+
 impl<F: Files> BlockCore<F> {
     fn driver_of(&self, node: NodeId) -> Option<Driver> {
         self.bg
@@ -275,7 +287,20 @@ impl<F: Files> BlockCore<F> {
         offset: u64,
         len: u64,
     ) -> io::Result<(ExtentKind, u64)> {
+        self.block_status_as(StatusQuery::Zeroes, node, offset, len)
+    }
+
+    /// `bdrv_co_block_status` of one layer for `query`.
+    fn block_status_as(
+        &mut self,
+        query: StatusQuery,
+        node: NodeId,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<(ExtentKind, u64)> {
         match self.driver_of(node) {
+            // raw_co_block_status without want_zero: no lseek, all data.
+            Some(Driver::File) if query == StatusQuery::Allocation => Ok((ExtentKind::Data, len)),
             Some(Driver::File) => {
                 let path = self.path_of(node)?;
                 let (data, n) = self.files.storage(&path)?.data_status(offset, len)?;
@@ -305,7 +330,7 @@ impl<F: Files> BlockCore<F> {
             },
             _ => {
                 let child = self.forward_child(node).ok_or_else(eio)?;
-                self.block_status(child, offset, len)
+                self.block_status_as(query, child, offset, len)
             }
         }
     }
@@ -345,7 +370,12 @@ impl<F: Files> BlockCore<F> {
         if offset >= size {
             return Ok((false, 0));
         }
-        let (kind, n) = self.block_status(node, offset, len.min(size - offset))?;
+        let (kind, n) = self.block_status_as(
+            StatusQuery::Allocation,
+            node,
+            offset,
+            len.min(size - offset),
+        )?;
         Ok((kind != ExtentKind::Unallocated, n))
     }
 

@@ -69,10 +69,13 @@ impl<F: Files> BlockCore<F> {
     /// graph changed since, leaves it stale: `block-commit top=` compares
     /// with that stale name.
     fn set_open_filename(&mut self, node: NodeId, opts: &Options) -> Result<()> {
-        let file = self.bg.graph().node(node)?.file();
-        let filename = match file {
+        // The child opened from the `file` option (blkdebug's `image`
+        // fills `bs->file` too, but is opened by the driver later).
+        let g = self.bg.graph();
+        let file = g.node(node)?.file().and_then(|edge| g.edge(edge).ok());
+        let filename = match file.filter(|edge| edge.name() == "file") {
             Some(edge) => {
-                let child = self.bg.graph().edge(edge)?.child();
+                let child = edge.child();
                 self.refresh_filename(child)?;
                 self.bg.graph().node(child)?.filename.clone()
             }
