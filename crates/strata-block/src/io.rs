@@ -363,6 +363,25 @@ impl<F: Files> BlockCore<F> {
         Ok((ExtentKind::Unallocated, n))
     }
 
+    /// qcow2's `is_zero` (what a partial-cluster zero write asks of the
+    /// chain below): whether the range reads as zeroes by metadata, with
+    /// `want_zero` (`bdrv_block_status_above`, run after run: a hole in a
+    /// raw file, zero clusters, the end of a shorter layer, nothing
+    /// allocated down to the bottom). Data that happens to be zero does
+    /// not count.
+    pub(crate) fn reads_as_zero(&mut self, top: NodeId, offset: u64, len: u64) -> io::Result<bool> {
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end {
+            let (kind, n) = self.block_status_above(top, pos, end - pos)?;
+            if kind == ExtentKind::Data || n == 0 {
+                return Ok(false);
+            }
+            pos += n;
+        }
+        Ok(true)
+    }
+
     /// `bdrv_is_allocated`: whether `node` itself maps the range (data or
     /// zero), and for how many bytes the answer holds.
     pub fn is_allocated(&mut self, node: NodeId, offset: u64, len: u64) -> io::Result<(bool, u64)> {
@@ -794,9 +813,6 @@ impl<F: Files> BackingRead for ChildIo<'_, '_, F> {
     }
 
     fn backing_is_zero(&mut self, offset: u64, len: u64) -> io::Result<bool> {
-        let mut core = self.core.borrow_mut();
-        let node = self.node;
-        let (depth, n) = core.is_allocated_above(node, None, offset, len)?;
-        Ok(depth == 0 && n >= len)
+        self.core.borrow_mut().reads_as_zero(self.node, offset, len)
     }
 }
