@@ -6,8 +6,10 @@ use crate::files::Files;
 use crate::locking::LockingHooks;
 use crate::state::DriverState;
 use std::collections::BTreeMap;
-use strata_filters::{refresh_filename, BackingFileInfo, DriverPerms, MirrorTopState};
-use strata_graph::NodeId;
+use strata_filters::{
+    backing_overridden, refresh_filename, BackingFileInfo, DriverPerms, MirrorTopState,
+};
+use strata_graph::{EdgeId, NodeId, Role};
 use strata_perm::{cumulative_perms, BlockGraph};
 
 /// A throttle group object (`object-add qom-type=throttle-group`).
@@ -41,6 +43,10 @@ pub struct BlockCore<F: Files> {
     /// a backing chain that comes back to one of them is a cycle
     /// (`open_backing`). Empty between operations.
     pub(crate) opening_backing: Vec<String>,
+    /// The option keys under which the node being opened is nested in the
+    /// dictionary being opened (`["backing", "file"]`). Empty between
+    /// operations.
+    pub(crate) opening_path: Vec<String>,
     /// The position the stream job takes where the 2020 thread's
     /// participants disagreed ([`crate::policy`]); QEMU 10.0's by default.
     pub(crate) policy: &'static crate::policy::Policy,
@@ -61,6 +67,7 @@ impl<F: Files> BlockCore<F> {
             io_wait_until: 0,
             mirror_targets: BTreeMap::new(),
             opening_backing: Vec::new(),
+            opening_path: Vec::new(),
             policy: crate::policy::default(),
             breakpoints: crate::breakpoints::Breakpoints::default(),
         }
@@ -105,10 +112,34 @@ impl<F: Files> BlockCore<F> {
             drivers: &drivers,
             locks: self.files.image_locks(),
         };
+        let links_before = self.backing_links();
         let result = change(&mut self.bg, &hooks).map_err(Error::from);
         self.forget_vanished();
         self.apply_image_locks();
+        self.refresh_new_backing_nodes(&links_before);
         result
+    }
+
+    /// Every COW link (a backing child of a non-filter) and its node.
+    fn backing_links(&self) -> Vec<(EdgeId, NodeId)> {
+        let g = self.bg.graph();
+        g.nodes()
+            .filter_map(|node| g.node(node).ok()?.backing())
+            .filter_map(|edge| {
+                let e = g.edge(edge).ok()?;
+                e.role().contains(Role::COW).then(|| (edge, e.child()))
+            })
+            .collect()
+    }
+
+    /// `bdrv_backing_attach`: a node that becomes a backing child has its
+    /// filename refreshed then (and nothing above it is).
+    fn refresh_new_backing_nodes(&mut self, before: &[(EdgeId, NodeId)]) {
+        for (edge, node) in self.backing_links() {
+            if !before.contains(&(edge, node)) {
+                let _ = self.refresh_filename(node);
+            }
+        }
     }
 
     /// `raw_set_perm` after every graph change: each locking file node
@@ -143,6 +174,11 @@ impl<F: Files> BlockCore<F> {
         let info = AutoBacking(&self.state);
         refresh_filename(&mut self.bg, &info, node)?;
         Ok(())
+    }
+
+    /// `bdrv_backing_overridden`, against the filenames as last refreshed.
+    pub(crate) fn backing_overridden(&self, node: NodeId) -> bool {
+        backing_overridden(self.bg.graph(), &AutoBacking(&self.state), node).unwrap_or(false)
     }
 
     /// Looks a node up by node name.

@@ -25,6 +25,10 @@ pub trait Files {
     /// back to a file.
     fn canonical_name(&self, path: &str) -> String;
 
+    /// `realpath(3)`: the canonical absolute name of an existing path,
+    /// `None` if nothing is there.
+    fn real_path(&self, path: &str) -> Option<String>;
+
     /// Whether an opened `path` is a regular file (the `file` driver
     /// refuses directories and devices, which open(2) may accept).
     fn is_regular_file(&self, _path: &str) -> bool {
@@ -133,6 +137,11 @@ impl Files for MemFiles {
         name.strip_prefix("./").unwrap_or(name).to_string()
     }
 
+    fn real_path(&self, path: &str) -> Option<String> {
+        let exists = self.files.contains_key(self.name(path)) || self.is_directory(path);
+        exists.then(|| self.canonical_name(path))
+    }
+
     fn storage(&mut self, path: &str) -> io::Result<&mut MemStorage> {
         let name = self.name(path).to_string();
         self.files
@@ -181,6 +190,12 @@ impl Files for HostFiles {
         std::fs::canonicalize(path)
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|_| path.to_string())
+    }
+
+    fn real_path(&self, path: &str) -> Option<String> {
+        std::fs::canonicalize(path)
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
     }
 
     fn is_regular_file(&self, path: &str) -> bool {

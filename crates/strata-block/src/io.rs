@@ -27,6 +27,18 @@ fn format_error(err: strata_formats::Error) -> io::Error {
     io::Error::from_raw_os_error(err.errno())
 }
 
+/// What a block-status query asks (QEMU 10.0's `want_zero`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum StatusQuery {
+    /// Zeroes told apart from data as far as the drivers can (`qemu-img
+    /// map`, mirror's zero detection).
+    Zeroes,
+    /// Allocation only (`bdrv_is_allocated`, what stream, commit and
+    /// copy-on-read ask): a protocol node maps its whole range as data
+    /// without asking the file system.
+    Allocation,
+}
+
 impl<F: Files> BlockCore<F> {
     fn driver_of(&self, node: NodeId) -> Option<Driver> {
         self.bg
@@ -275,7 +287,20 @@ impl<F: Files> BlockCore<F> {
         offset: u64,
         len: u64,
     ) -> io::Result<(ExtentKind, u64)> {
+        self.block_status_as(StatusQuery::Zeroes, node, offset, len)
+    }
+
+    /// `bdrv_co_block_status` of one layer for `query`.
+    fn block_status_as(
+        &mut self,
+        query: StatusQuery,
+        node: NodeId,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<(ExtentKind, u64)> {
         match self.driver_of(node) {
+            // raw_co_block_status without want_zero: no lseek, all data.
+            Some(Driver::File) if query == StatusQuery::Allocation => Ok((ExtentKind::Data, len)),
             Some(Driver::File) => {
                 let path = self.path_of(node)?;
                 let (data, n) = self.files.storage(&path)?.data_status(offset, len)?;
@@ -305,7 +330,7 @@ impl<F: Files> BlockCore<F> {
             },
             _ => {
                 let child = self.forward_child(node).ok_or_else(eio)?;
-                self.block_status(child, offset, len)
+                self.block_status_as(query, child, offset, len)
             }
         }
     }
@@ -338,6 +363,25 @@ impl<F: Files> BlockCore<F> {
         Ok((ExtentKind::Unallocated, n))
     }
 
+    /// qcow2's `is_zero` (what a partial-cluster zero write asks of the
+    /// chain below): whether the range reads as zeroes by metadata, with
+    /// `want_zero` (`bdrv_block_status_above`, run after run: a hole in a
+    /// raw file, zero clusters, the end of a shorter layer, nothing
+    /// allocated down to the bottom). Data that happens to be zero does
+    /// not count.
+    pub(crate) fn reads_as_zero(&mut self, top: NodeId, offset: u64, len: u64) -> io::Result<bool> {
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end {
+            let (kind, n) = self.block_status_above(top, pos, end - pos)?;
+            if kind == ExtentKind::Data || n == 0 {
+                return Ok(false);
+            }
+            pos += n;
+        }
+        Ok(true)
+    }
+
     /// `bdrv_is_allocated`: whether `node` itself maps the range (data or
     /// zero), and for how many bytes the answer holds.
     pub fn is_allocated(&mut self, node: NodeId, offset: u64, len: u64) -> io::Result<(bool, u64)> {
@@ -345,7 +389,12 @@ impl<F: Files> BlockCore<F> {
         if offset >= size {
             return Ok((false, 0));
         }
-        let (kind, n) = self.block_status(node, offset, len.min(size - offset))?;
+        let (kind, n) = self.block_status_as(
+            StatusQuery::Allocation,
+            node,
+            offset,
+            len.min(size - offset),
+        )?;
         Ok((kind != ExtentKind::Unallocated, n))
     }
 
@@ -768,9 +817,6 @@ impl<F: Files> BackingRead for ChildIo<'_, '_, F> {
     }
 
     fn backing_is_zero(&mut self, offset: u64, len: u64) -> io::Result<bool> {
-        let mut core = self.core.borrow_mut();
-        let node = self.node;
-        let (depth, n) = core.is_allocated_above(node, None, offset, len)?;
-        Ok(depth == 0 && n >= len)
+        self.core.borrow_mut().reads_as_zero(self.node, offset, len)
     }
 }

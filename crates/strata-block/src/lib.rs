@@ -115,6 +115,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod backing_image;
 mod blkdebug_config;
 mod breakpoint_ops;
 mod breakpoints;
@@ -123,7 +124,6 @@ mod drive;
 mod error;
 mod export;
 mod files;
-mod find_backing;
 mod invariants;
 mod io;
 mod jobs;

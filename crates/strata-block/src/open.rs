@@ -35,7 +35,6 @@ impl<F: Files> BlockCore<F> {
         let inheritance = &mut self.bg.node_mut(node)?.inheritance;
         inheritance.explicit_read_only = Some(bool_of(opts, "read-only").unwrap_or(false));
         self.monitor_adopt(node);
-        self.refresh_filename(node)?;
         Ok(node)
     }
 
@@ -54,7 +53,7 @@ impl<F: Files> BlockCore<F> {
             Some(OptValue::Bool(ro)) => *ro,
             _ => inherited_read_only,
         };
-        match driver {
+        let node = match driver {
             Driver::File => self.open_file(opts, read_only),
             Driver::Qcow2 | Driver::Raw => self.open_format(driver, opts, read_only),
             Driver::Throttle | Driver::CopyOnRead => self.open_file_filter(driver, opts, read_only),
@@ -62,7 +61,34 @@ impl<F: Files> BlockCore<F> {
             Driver::Quorum => self.open_quorum(opts, read_only),
             Driver::NullCo | Driver::NullAio => self.open_null(driver, opts, read_only),
             Driver::CommitTop | Driver::MirrorTop => unreachable!("filtered out above"),
-        }
+        }?;
+        self.set_open_filename(node, opts)?;
+        Ok(node)
+    }
+
+    /// `bdrv_open_common`: a node opened over a `file` child takes that
+    /// child's filename, refreshed then; any other node its `filename`
+    /// option. QEMU refreshes it again only where it asks for it (queries,
+    /// job starts, header updates), so a backing node attached later, or a
+    /// graph changed since, leaves it stale: `block-commit top=` compares
+    /// with that stale name.
+    fn set_open_filename(&mut self, node: NodeId, opts: &Options) -> Result<()> {
+        // The child opened from the `file` option (blkdebug's `image`
+        // fills `bs->file` too, but is opened by the driver later).
+        let g = self.bg.graph();
+        let file = g.node(node)?.file().and_then(|edge| g.edge(edge).ok());
+        let filename = match file.filter(|edge| edge.name() == "file") {
+            Some(edge) => {
+                let child = edge.child();
+                self.refresh_filename(child)?;
+                self.bg.graph().node(child)?.filename.clone()
+            }
+            None => opts.get_str("filename").unwrap_or_default().to_string(),
+        };
+        let n = self.bg.node_mut(node)?;
+        n.exact_filename.clone_from(&filename);
+        n.filename = filename;
+        Ok(())
     }
 
     fn new_node(
@@ -74,7 +100,8 @@ impl<F: Files> BlockCore<F> {
     ) -> Result<NodeId> {
         let mut spec = NodeSpec::new(driver.name(), driver.traits())
             .read_only(read_only)
-            .options(scalar_options(opts));
+            .options(scalar_options(opts))
+            .options_path(self.opening_path.clone());
         if let Some(name) = opts.get_str("node-name") {
             spec = spec.name(name);
         }
@@ -160,25 +187,13 @@ impl<F: Files> BlockCore<F> {
         inherited_read_only: bool,
     ) -> Result<NodeId> {
         match value {
-            // A child without a driver has its format probed from its
-            // file (`bdrv_open_inherit`'s `find_image_format`).
-            OptValue::Dict(child)
-                if child.get("driver").is_none() && child.get("file").is_some() =>
-            {
-                let child = self.with_probed_driver(child.clone())?;
-                self.open_node(&child, inherited_read_only)
+            OptValue::Dict(child) => {
+                let child = self.with_implied_driver(child)?;
+                self.opening_path.push(key.to_string());
+                let opened = self.open_node(&child, inherited_read_only);
+                self.opening_path.pop();
+                opened
             }
-            // A protocol child named by `filename` alone is a file
-            // (`bdrv_find_protocol` without a prefix).
-            OptValue::Dict(child)
-                if child.get("driver").is_none() && child.get("filename").is_some() =>
-            {
-                let child = child
-                    .clone()
-                    .with("driver", OptValue::Str("file".to_string()));
-                self.open_node(&child, inherited_read_only)
-            }
-            OptValue::Dict(child) => self.open_node(child, inherited_read_only),
             OptValue::Str(reference) => {
                 let node = self.lookup_bs(Some(reference), Some(reference))?;
                 self.bg.ref_node(node)?;
@@ -191,6 +206,24 @@ impl<F: Files> BlockCore<F> {
                 "A block device must be specified for \"{key}\""
             ))),
             _ => Err(Error::generic("Invalid child reference")),
+        }
+    }
+
+    /// A child's options with the driver QEMU would pick when they name
+    /// none: a child with a `file` has its format probed from that file
+    /// (`bdrv_open_inherit`'s `find_image_format`); one named by
+    /// `filename` alone is a file (`bdrv_find_protocol` without a prefix).
+    fn with_implied_driver(&mut self, child: &Options) -> Result<Options> {
+        if child.get("driver").is_some() {
+            Ok(child.clone())
+        } else if child.get("file").is_some() {
+            self.with_probed_driver(child.clone())
+        } else if child.get("filename").is_some() {
+            Ok(child
+                .clone()
+                .with("driver", OptValue::Str("file".to_string())))
+        } else {
+            Ok(child.clone())
         }
     }
 

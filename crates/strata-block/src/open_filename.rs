@@ -61,7 +61,11 @@ impl<F: Files> BlockCore<F> {
         } else {
             self.plain_filename_options(filename, explicit)?
         };
-        self.open_node(&opts, inherited_read_only)
+        // A filename starts a dictionary of its own.
+        let outer_path = std::mem::take(&mut self.opening_path);
+        let opened = self.open_node(&opts, inherited_read_only);
+        self.opening_path = outer_path;
+        opened
     }
 
     /// Options without a driver get the format probed from their `file`.

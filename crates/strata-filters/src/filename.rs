@@ -56,7 +56,7 @@ fn compute(graph: &Graph, info: &dyn BackingFileInfo, id: NodeId) -> Result<Name
     }
     let driver = Driver::from_name(node.driver());
     let backing_overridden = backing_overridden(graph, info, id)?;
-    let (mut opts, strong) = strong_options(&node.options, driver);
+    let (mut opts, strong) = strong_options(&node.options, &node.options_path, driver);
     let null_exact_filename = |driver: Driver| {
         // null_refresh_filename: "null-co://" unless an option other than
         // driver, filename or latency-ns is in the full open options.
@@ -108,8 +108,9 @@ fn compute(graph: &Graph, info: &dyn BackingFileInfo, id: NodeId) -> Result<Name
 }
 
 /// `bdrv_backing_overridden`: the backing node is not what the header's
-/// string opened (or the header's backing was suppressed).
-fn backing_overridden(graph: &Graph, info: &dyn BackingFileInfo, id: NodeId) -> Result<bool> {
+/// string opened (or the header's backing was suppressed). It compares with
+/// the backing node's filename as last refreshed, as QEMU does.
+pub fn backing_overridden(graph: &Graph, info: &dyn BackingFileInfo, id: NodeId) -> Result<bool> {
     let node = graph.node(id)?;
     if node.traits().is_filter || !node.traits().supports_backing {
         return Ok(false);
@@ -124,7 +125,11 @@ fn backing_overridden(graph: &Graph, info: &dyn BackingFileInfo, id: NodeId) -> 
 /// `append_strong_runtime_options`: `driver`, `filename` and the driver's
 /// strong options present in the node's options; whether any strong option
 /// other than `driver`/`filename` was present.
-fn strong_options(options: &Options, driver: Option<Driver>) -> (Options, bool) {
+fn strong_options(
+    options: &Options,
+    options_path: &[String],
+    driver: Option<Driver>,
+) -> (Options, bool) {
     let mut opts = Options::new();
     let mut found_any = false;
     let keys = ["driver", "filename"].into_iter().chain(
@@ -144,7 +149,7 @@ fn strong_options(options: &Options, driver: Option<Driver>) -> (Options, bool) 
                     put_flattened(&mut flat, k, v);
                 }
             }
-            for (k, v) in qdict_order(&flat) {
+            for (k, v) in order_after_copies(&flat, options_path) {
                 opts.put(k, v.clone());
                 given = true;
             }
@@ -270,7 +275,38 @@ fn qobject(value: &OptValue) -> QObject {
 /// The options in the order QEMU's `QDict` iterates them: by hash bucket,
 /// newest first within a bucket (strata-qmp's one `qdict_bucket`).
 fn qdict_order(opts: &Options) -> Vec<(&str, &OptValue)> {
-    let mut entries: Vec<(usize, (&str, &OptValue))> = opts.iter().enumerate().collect();
-    entries.sort_by_key(|(index, (key, _))| (qdict_bucket(key), std::cmp::Reverse(*index)));
+    iterate_as_qdict(opts.iter().collect(), "")
+}
+
+/// The order of a node's flattened options as `append_strong_runtime_options`
+/// copies them. Each nesting level above the node copies the dictionary
+/// twice with the keys still prefixed (`qdict_clone_shallow`, then
+/// `qdict_extract_subqdict` of the child's keys), each copy inserting in
+/// the order it iterates; the node's own dictionary is iterated once more.
+fn order_after_copies<'a>(flat: &'a Options, path: &[String]) -> Vec<(&'a str, &'a OptValue)> {
+    let mut order: Vec<(&str, &OptValue)> = flat.iter().collect();
+    for level in 0..path.len() {
+        let prefix = format!("{}.", path[level..].join("."));
+        for _copy in 0..2 {
+            order = iterate_as_qdict(order, &prefix);
+        }
+    }
+    iterate_as_qdict(order, "")
+}
+
+/// A QDict's iteration order over entries inserted in `inserted` order,
+/// their keys prefixed by `prefix` in it: by hash bucket, and within one
+/// bucket the last inserted first (`QLIST_INSERT_HEAD`).
+fn iterate_as_qdict<'a>(
+    inserted: Vec<(&'a str, &'a OptValue)>,
+    prefix: &str,
+) -> Vec<(&'a str, &'a OptValue)> {
+    let mut entries: Vec<(usize, (&str, &OptValue))> = inserted.into_iter().enumerate().collect();
+    entries.sort_by_key(|(index, (key, _))| {
+        (
+            qdict_bucket(&format!("{prefix}{key}")),
+            std::cmp::Reverse(*index),
+        )
+    });
     entries.into_iter().map(|(_, entry)| entry).collect()
 }

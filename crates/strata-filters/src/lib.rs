@@ -54,5 +54,5 @@ mod filename;
 mod perms;
 
 pub use driver::Driver;
-pub use filename::{refresh_filename, BackingFileInfo};
+pub use filename::{backing_overridden, refresh_filename, BackingFileInfo};
 pub use perms::{driver_perms, DriverPerms, MirrorTopState};

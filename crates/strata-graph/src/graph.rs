@@ -93,6 +93,7 @@ pub struct NodeSpec {
     implicit: bool,
     never_freeze: bool,
     options: Options,
+    options_path: Vec<String>,
 }
 
 impl NodeSpec {
@@ -106,6 +107,7 @@ impl NodeSpec {
             implicit: false,
             never_freeze: false,
             options: Options::new(),
+            options_path: Vec::new(),
         }
     }
 
@@ -136,6 +138,13 @@ impl NodeSpec {
     /// The driver options (used to compute filenames).
     pub fn options(mut self, options: Options) -> NodeSpec {
         self.options = options;
+        self
+    }
+
+    /// The keys under which the options were nested in the dictionary
+    /// they were opened from (`["file"]` for a `blockdev-add`'s file child).
+    pub fn options_path(mut self, path: Vec<String>) -> NodeSpec {
+        self.options_path = path;
         self
     }
 }
@@ -171,6 +180,11 @@ pub struct Node {
     never_freeze: bool,
     /// The driver's options as given at open (strong options included).
     pub options: Options,
+    /// The keys under which those options were nested in the dictionary
+    /// they were opened from (`["file"]`, `["backing", "file"]`): QEMU's
+    /// copies of that dictionary on the way down decide the order of the
+    /// node's flattened keys, and so of its `json:` name.
+    pub options_path: Vec<String>,
     /// `bs->filename` as `bdrv_refresh_filename` last computed it.
     pub filename: String,
     /// `bs->exact_filename`.
@@ -395,6 +409,7 @@ impl Graph {
             implicit: spec.implicit,
             never_freeze: spec.never_freeze,
             options: spec.options,
+            options_path: spec.options_path,
             filename: String::new(),
             exact_filename: String::new(),
             full_open_options: Options::new(),

@@ -405,6 +405,10 @@ fn blkdebug_rules_name_the_node_flattened_and_open_again_from_a_header() {
             rule(&[("event", s("read_aio")), ("new_state", OptValue::Int(2))]),
         );
     let dbg = layer.blockdev_add(&dbg).unwrap();
+    // Opened without a `file` option, the node has no name yet
+    // (bdrv_open_common); a query refreshes it.
+    assert_eq!(layer.core().graph().graph().node(dbg).unwrap().filename, "");
+    layer.core_mut().query_named_block_nodes();
     let g = layer.core().graph().graph();
     assert_eq!(g.node(dbg).unwrap().filename, BLKDEBUG_OVER_BASE);
 

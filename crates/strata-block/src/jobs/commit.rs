@@ -135,7 +135,8 @@ impl<F: Files> BlockCore<F> {
                 Ok(top)
             }
             (None, Some(name)) => {
-                self.refresh_filename(bs)?;
+                // A shortcut on the filename as last refreshed (QEMU does
+                // not refresh it here); the search refreshes what it needs.
                 if self.bg.graph().node(bs)?.filename == *name {
                     return Ok(bs);
                 }

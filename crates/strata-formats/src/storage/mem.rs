@@ -20,12 +20,14 @@ const FS_BLOCK: usize = 4096;
 type Digest = [u8; 16];
 
 /// One chunk of bytes, which of its file system blocks hold data (bit `i`:
-/// block `i`; a block without data reads as zeroes) and, once asked for,
-/// its digest.
+/// block `i`; a block without data reads as zeroes), which are unwritten
+/// extents (`FALLOC_FL_ZERO_RANGE`: allocated, read as zeroes, a hole to
+/// `SEEK_DATA` until read) and, once asked for, its digest.
 #[derive(Default)]
 struct Chunk {
     data: Vec<u8>,
     allocated: u16,
+    unwritten: u16,
     digest: OnceLock<Digest>,
 }
 
@@ -35,6 +37,7 @@ impl Clone for Chunk {
         Chunk {
             data: self.data.clone(),
             allocated: self.allocated,
+            unwritten: self.unwritten,
             digest: OnceLock::new(),
         }
     }
@@ -46,12 +49,13 @@ impl Chunk {
     /// chunk without data shares the all-zero digest with a missing one.
     fn digest(&self) -> Digest {
         *self.digest.get_or_init(|| {
-            if self.allocated == 0 {
+            if self.allocated == 0 && self.unwritten == 0 {
                 [0; 16]
             } else {
                 let mut h = Xxh3::new();
                 h.update(&self.data);
                 h.update(&self.allocated.to_le_bytes());
+                h.update(&self.unwritten.to_le_bytes());
                 h.digest128().to_le_bytes()
             }
         })
@@ -70,6 +74,21 @@ fn block_bits(within: usize, end: usize, blocks: BlockCover) -> u16 {
         BlockCover::Covered => (within.div_ceil(FS_BLOCK), end / FS_BLOCK),
     };
     (first..last).fold(0, |bits, b| bits | (1 << b))
+}
+
+/// The pieces of `offset..end` per chunk: chunk index, offset within the
+/// chunk, length.
+fn chunk_spans(offset: u64, end: u64) -> impl Iterator<Item = (usize, usize, usize)> {
+    let mut pos = offset;
+    std::iter::from_fn(move || {
+        (pos < end).then(|| {
+            let idx = (pos / CHUNK as u64) as usize;
+            let within = (pos % CHUNK as u64) as usize;
+            let n = (CHUNK as u64 - within as u64).min(end - pos) as usize;
+            pos += n as u64;
+            (idx, within, n)
+        })
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -127,37 +146,65 @@ impl Contents {
             let chunk = Arc::make_mut(slot);
             chunk.digest = OnceLock::new();
             chunk.data[within..within + n].copy_from_slice(&buf[done..done + n]);
-            chunk.allocated |= block_bits(within, within + n, BlockCover::Touched);
+            let touched = block_bits(within, within + n, BlockCover::Touched);
+            chunk.allocated |= touched;
+            chunk.unwritten &= !touched;
             done += n;
         }
         self.len = self.len.max(offset + buf.len() as u64);
     }
 
     /// `FALLOC_FL_ZERO_RANGE` as ext4 does it: the blocks inside the range
-    /// become holes, the bytes of partly covered blocks zeroes (a block
-    /// keeps whether it holds data); the store grows to the range's end.
+    /// become unwritten extents (holes to `SEEK_DATA`), the bytes of partly
+    /// covered blocks zeroes (a block keeps whether it holds data); the
+    /// store grows to the range's end.
     fn zero_range(&mut self, offset: u64, len: u64) {
         let chunks = Arc::make_mut(&mut self.chunks);
         let end = offset + len;
-        let mut pos = offset;
-        while pos < end {
-            let idx = (pos / CHUNK as u64) as usize;
-            let within = (pos % CHUNK as u64) as usize;
-            let n = (CHUNK as u64 - within as u64).min(end - pos) as usize;
+        for (idx, within, n) in chunk_spans(offset, end) {
+            let covered = block_bits(within, within + n, BlockCover::Covered);
+            if chunks.len() <= idx && covered != 0 {
+                chunks.resize(idx + 1, None);
+            }
             if let Some(slot) = chunks.get_mut(idx) {
-                if let Some(arc) = slot {
-                    let chunk = Arc::make_mut(arc);
+                if slot.is_some() || covered != 0 {
+                    let chunk = Arc::make_mut(slot.get_or_insert_with(|| {
+                        Arc::new(Chunk {
+                            data: vec![0; CHUNK],
+                            ..Chunk::default()
+                        })
+                    }));
                     chunk.digest = OnceLock::new();
                     chunk.data[within..within + n].fill(0);
-                    chunk.allocated &= !block_bits(within, within + n, BlockCover::Covered);
-                    if chunk.allocated == 0 {
-                        *slot = None;
-                    }
+                    chunk.allocated &= !covered;
+                    chunk.unwritten |= covered;
                 }
             }
-            pos += n as u64;
         }
         self.len = self.len.max(end);
+    }
+
+    /// A buffered read: ext4 reports the unwritten blocks it read (now
+    /// up to date in the page cache) as data to `SEEK_DATA`.
+    fn read_into_cache(&mut self, offset: u64, len: u64) {
+        let end = offset.saturating_add(len).min(self.len);
+        for (idx, within, n) in chunk_spans(offset, end) {
+            let touched = block_bits(within, within + n, BlockCover::Touched);
+            let unwritten = self
+                .chunks
+                .get(idx)
+                .and_then(Option::as_ref)
+                .is_some_and(|chunk| chunk.unwritten & touched != 0);
+            if unwritten {
+                let chunks = Arc::make_mut(&mut self.chunks);
+                if let Some(Some(arc)) = chunks.get_mut(idx) {
+                    let chunk = Arc::make_mut(arc);
+                    chunk.digest = OnceLock::new();
+                    chunk.allocated |= chunk.unwritten & touched;
+                    chunk.unwritten &= !touched;
+                }
+            }
+        }
     }
 
     /// Whether the file system block at `offset` holds data.
@@ -193,7 +240,9 @@ impl Contents {
                     let chunk = Arc::make_mut(last);
                     chunk.digest = OnceLock::new();
                     chunk.data[within..].fill(0);
-                    chunk.allocated &= !block_bits(within, CHUNK, BlockCover::Covered);
+                    let cut = block_bits(within, CHUNK, BlockCover::Covered);
+                    chunk.allocated &= !cut;
+                    chunk.unwritten &= !cut;
                 }
             }
         }
@@ -318,6 +367,7 @@ impl fmt::Debug for MemStorage {
 impl Storage for MemStorage {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.current.read(offset, buf);
+        self.current.read_into_cache(offset, buf.len() as u64);
         Ok(())
     }
 
@@ -395,11 +445,31 @@ mod tests {
         b.set_len(200_000).unwrap();
         // Written zeroes are data (qemu-img map tells them from a hole)...
         assert_ne!(a.content_hash(), b.content_hash());
-        // ...until a zero write makes their block a hole again.
+        // ...until a zero write makes their block a hole to SEEK_DATA again,
+        // an unwritten extent: the same as a zero write into a's hole.
         b.write_zeroes(147_456, 4096).unwrap();
+        assert_eq!(b.data_status(147_456, 4096).unwrap(), (false, 4096));
+        assert_ne!(a.content_hash(), b.content_hash());
+        a.write_zeroes(147_456, 4096).unwrap();
         assert_eq!(a.content_hash(), b.content_hash());
         b.set_len(200_001).unwrap();
         assert_ne!(a.content_hash(), b.content_hash());
+    }
+
+    #[test]
+    fn reading_an_unwritten_extent_makes_it_data_and_a_hole_stays_a_hole() {
+        let mut st = MemStorage::new();
+        st.set_len(64 * 1024).unwrap();
+        st.write_zeroes(8192, 16384).unwrap();
+        let mut buf = [1u8; 4096];
+        st.read_at(0, &mut buf).unwrap();
+        st.read_at(12288, &mut buf).unwrap();
+        assert_eq!(buf, [0; 4096]);
+        // Block 0 was never written: still a hole. Of the zeroed range only
+        // the block read (12288..16384) is data now.
+        assert_eq!(st.data_status(0, 65536).unwrap(), (false, 12288));
+        assert_eq!(st.data_status(12288, 65536).unwrap(), (true, 4096));
+        assert_eq!(st.data_status(16384, 65536).unwrap(), (false, 49152));
     }
 
     #[test]
