@@ -221,7 +221,7 @@ fn run_case(binary: &Path, dir: &Path, seed: u64, i: u64, job: Job) -> Result<Ou
     if reply != r#"{"return": {}}"# {
         return Err(format!("{job:?}: {reply}"));
     }
-    std::thread::sleep(Duration::from_millis(rng.random_range(0..1500)));
+    std::thread::sleep(Duration::from_millis(rng.random_range(0..2500)));
     let mut outcome = Outcome {
         completed_before_kill: qmp.saw("BLOCK_JOB_COMPLETED"),
         ready_before_kill: qmp.saw("BLOCK_JOB_READY"),
@@ -332,7 +332,8 @@ struct Write64k {
 }
 
 /// qemu-io on the export: distinct 64 KiB slots, each write followed by
-/// a flush, a final read showing the last flush came back.
+/// a flush and a pause of up to 50 ms, a final read showing the last
+/// flush came back.
 fn start_writer(dir: &Path, rng: &mut Pcg64) -> Result<(Child, Vec<Write64k>), String> {
     let mut slots: Vec<u64> = (0..SIZE / SLOT).collect();
     let mut writes = Vec::new();
@@ -344,11 +345,14 @@ fn start_writer(dir: &Path, rng: &mut Pcg64) -> Result<(Child, Vec<Write64k>), S
             offset: slots[k as usize] * SLOT,
             pattern: 0x80 + k as u8,
         };
+        // Paced so that the writes span the moment of the kill.
         args.extend([
             "-c".into(),
             format!("write -P {} {} {SLOT}", write.pattern, write.offset),
             "-c".into(),
             "flush".into(),
+            "-c".into(),
+            format!("sleep {}", rng.random_range(0..50)),
         ]);
         writes.push(write);
     }

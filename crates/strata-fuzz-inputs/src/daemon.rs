@@ -31,7 +31,9 @@ pub enum Serve {
 /// strata-qsd running in a scratch directory.
 pub struct Daemon {
     child: Child,
+    binary: PathBuf,
     dir: PathBuf,
+    serve: Serve,
 }
 
 impl Daemon {
@@ -41,42 +43,31 @@ impl Daemon {
         for (name, bytes) in image_bytes() {
             std::fs::write(dir.join(name), bytes)?;
         }
-        let _ = std::fs::remove_file(dir.join("qmp.sock"));
-        let _ = std::fs::remove_file(dir.join("nbd.sock"));
-        let mut args = vec![
-            "--chardev".to_string(),
-            "socket,path=qmp.sock,server=on,wait=off,id=m0".into(),
-            "--monitor".into(),
-            "chardev=m0".into(),
-        ];
-        if serve == Serve::MonitorAndExport {
-            args.extend([
-                "--blockdev".into(),
-                "driver=qcow2,node-name=top,file.driver=file,file.filename=top.qcow2".into(),
-                "--nbd-server".into(),
-                "addr.type=unix,addr.path=nbd.sock".into(),
-                "--export".into(),
-                "type=nbd,id=e,node-name=top,writable=on".into(),
-            ]);
-        }
-        let child = Command::new(binary)
-            .args(&args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log"))?)
-            .spawn()?;
         let mut daemon = Daemon {
-            child,
+            child: spawn(binary, dir, serve)?,
+            binary: binary.to_path_buf(),
             dir: dir.to_path_buf(),
+            serve,
         };
-        daemon.wait_for_socket(serve)?;
+        daemon.wait_for_socket()?;
         Ok(daemon)
     }
 
-    fn wait_for_socket(&mut self, serve: Serve) -> io::Result<()> {
+    /// Ends this daemon (SIGKILL if it still runs) and starts another on
+    /// the same images, as an administrator would after a crash: never
+    /// two at once, since a daemon's exit removes the socket path.
+    pub fn restart(&mut self) -> io::Result<()> {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        self.child = spawn(&self.binary, &self.dir, self.serve)?;
+        self.wait_for_socket()
+    }
+
+    fn wait_for_socket(&mut self) -> io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let nbd_ready = || serve == Serve::Monitor || self.dir.join("nbd.sock").exists();
+        let nbd_ready = || self.serve == Serve::Monitor || self.dir.join("nbd.sock").exists();
         while !(self.dir.join("qmp.sock").exists() && nbd_ready()) {
             if Instant::now() > deadline {
                 return Err(io::Error::other("strata-qsd made no socket in 20 s"));
@@ -106,6 +97,19 @@ impl Daemon {
             },
             Err(e) => Err(Failure::Crash(format!("wait: {e}"))),
         }
+    }
+
+    /// Waits up to [`INPUT_TIME_LIMIT`] for the daemon to exit on its
+    /// own: its exit code, or `None` if it still runs.
+    pub fn wait_exit(&mut self) -> Result<Option<i32>, Failure> {
+        let deadline = Instant::now() + INPUT_TIME_LIMIT;
+        while Instant::now() < deadline {
+            if let Some(code) = self.exit_code()? {
+                return Ok(Some(code));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        Ok(None)
     }
 
     fn stderr_tail(&self) -> String {
@@ -180,16 +184,7 @@ impl Daemon {
             bytes: b"{\"execute\": \"quit\"}\n".to_vec(),
         };
         self.qmp(&quit)?;
-        let deadline = Instant::now() + INPUT_TIME_LIMIT;
-        loop {
-            if let Some(code) = self.exit_code()? {
-                return Ok(code);
-            }
-            if Instant::now() > deadline {
-                return Err(Failure::Hang(INPUT_TIME_LIMIT));
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
+        self.wait_exit()?.ok_or(Failure::Hang(INPUT_TIME_LIMIT))
     }
 }
 
@@ -200,6 +195,36 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Starts `binary` in `dir`, its old sockets removed first.
+fn spawn(binary: &Path, dir: &Path, serve: Serve) -> io::Result<Child> {
+    let _ = std::fs::remove_file(dir.join("qmp.sock"));
+    let _ = std::fs::remove_file(dir.join("nbd.sock"));
+    let mut args = vec![
+        "--chardev".to_string(),
+        "socket,path=qmp.sock,server=on,wait=off,id=m0".into(),
+        "--monitor".into(),
+        "chardev=m0".into(),
+    ];
+    if serve == Serve::MonitorAndExport {
+        args.extend([
+            "--blockdev".into(),
+            "driver=qcow2,node-name=top,file.driver=file,file.filename=top.qcow2".into(),
+            "--nbd-server".into(),
+            "addr.type=unix,addr.path=nbd.sock".into(),
+            "--export".into(),
+            "type=nbd,id=e,node-name=top,writable=on".into(),
+        ]);
+    }
+    // The daemon runs in `dir`: a relative path to it would not.
+    Command::new(binary.canonicalize()?)
+        .args(&args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log"))?)
+        .spawn()
 }
 
 fn unanswered(e: io::Error) -> Failure {

@@ -156,14 +156,15 @@ const HEADER_FIELDS: &[(usize, usize)] = &[
 fn get_be(bytes: &[u8], offset: usize, width: usize) -> u64 {
     let mut value = 0u64;
     for i in 0..width {
-        value = value << 8 | u64::from(*bytes.get(offset + i).unwrap_or(&0));
+        let byte = offset.checked_add(i).and_then(|at| bytes.get(at));
+        value = value << 8 | u64::from(*byte.unwrap_or(&0));
     }
     value
 }
 
 fn put_be(bytes: &mut [u8], offset: usize, width: usize, value: u64) {
     for i in 0..width {
-        if let Some(b) = bytes.get_mut(offset + i) {
+        if let Some(b) = offset.checked_add(i).and_then(|at| bytes.get_mut(at)) {
             *b = (value >> (8 * (width - 1 - i))) as u8;
         }
     }
@@ -204,10 +205,10 @@ fn layout(bytes: &[u8]) -> Layout {
     let l1 = (get_be(bytes, 40, 8) as usize, get_be(bytes, 36, 4) as usize);
     let refcount_table = (
         get_be(bytes, 48, 8) as usize,
-        (get_be(bytes, 56, 4) * cluster / 8) as usize,
+        (get_be(bytes, 56, 4).saturating_mul(cluster) / 8) as usize,
     );
     let first_l2 = (0..l1.1.min(64))
-        .map(|i| get_be(bytes, l1.0 + 8 * i, 8) & OFFSET_MASK)
+        .map(|i| get_be(bytes, l1.0.saturating_add(8 * i), 8) & OFFSET_MASK)
         .find(|&offset| offset != 0)
         .map(|offset| offset as usize);
     Layout {
@@ -237,7 +238,7 @@ pub fn mutate(g: &mut Gen, pristine: &[u8]) -> Vec<u8> {
                     1 => layout.refcount_table,
                     _ => (layout.first_l2.unwrap_or(0), layout.cluster as usize / 8),
                 };
-                let at = table + 8 * below(g, entries.clamp(1, 32) as u64) as usize;
+                let at = table.saturating_add(8 * below(g, entries.clamp(1, 32) as u64) as usize);
                 let current = get_be(&bytes, at, 8);
                 let value = edge_value(g, current, len, layout.cluster);
                 put_be(&mut bytes, at, 8, value);
@@ -246,7 +247,7 @@ pub fn mutate(g: &mut Gen, pristine: &[u8]) -> Vec<u8> {
                 // A refcount in the first refcount block (whatever its
                 // width, a 16-bit word covers some of them).
                 let block = get_be(&bytes, layout.refcount_table.0, 8) as usize;
-                let at = block + 2 * below(g, 64) as usize;
+                let at = block.saturating_add(2 * below(g, 64) as usize);
                 put_be(&mut bytes, at, 2, *g.choose(&[0, 0xffff, 1]).unwrap());
             }
             8..=10 => {

@@ -202,51 +202,37 @@ fn run_daemon(
     } else {
         Serve::Monitor
     };
-    let start = |tally: &mut Tally| {
-        tally.count("daemon starts");
-        Daemon::start(binary, dir, serve).map_err(|e| format!("strata-qsd: {e}"))
+    let mut daemon = Daemon::start(binary, dir, serve).map_err(|e| format!("strata-qsd: {e}"))?;
+    let restart = |daemon: &mut Daemon, tally: &mut Tally| {
+        tally.count("daemon restarts");
+        daemon.restart().map_err(|e| format!("strata-qsd: {e}"))
     };
-    let mut daemon = start(tally)?;
-    for i in options.start..options.start + options.cases {
-        let mut g = case_gen(target, options.seed, i);
-        let began = Instant::now();
-        let (sent, len) = match target {
-            Target::Qmp => {
-                let input = qmp::generate(&mut g);
-                let answer = daemon.qmp(&input);
-                (
-                    answer.and_then(|a| qmp::check_replies(&a)),
-                    input.bytes.len(),
-                )
-            }
-            _ => {
-                let input = nbd::generate(&mut g);
-                (daemon.nbd(&input, 0).map(drop), input.len())
-            }
-        };
-        let took = began.elapsed();
+    let end = options.start + options.cases;
+    for i in options.start..end {
+        let mut verdict = send(&mut daemon, target, options.seed, i, end);
+        if matches!(verdict, Err(Failure::Unanswered(_))) && daemon.wait_exit() == Ok(Some(0)) {
+            // The previous input's `quit` was still under way: this input
+            // goes to the next daemon.
+            tally.count("quit by an input");
+            restart(&mut daemon, tally)?;
+            verdict = send(&mut daemon, target, options.seed, i, end);
+        }
         tally.inputs += 1;
-        tally.slowest = tally.slowest.max(took);
-        let in_time = if took > time_limit(len) {
-            Err(Failure::Hang(took))
-        } else {
-            sent
-        };
-        match in_time.and_then(|()| after_input(&mut daemon, i, options.start + options.cases)) {
-            Ok(Continue::Yes) => {}
-            Ok(Continue::Quit) => {
+        tally.peak_kib = tally.peak_kib.max(daemon.memory_kib().1);
+        match verdict {
+            Ok((Continue::Yes, took)) => tally.slowest = tally.slowest.max(took),
+            Ok((Continue::Quit, _)) => {
                 tally.count("quit by an input");
-                daemon = start(tally)?;
+                restart(&mut daemon, tally)?;
             }
             Err(failure) => {
                 tally.fail(i, failure);
                 let _ = std::fs::copy(dir.join("stderr.log"), dir.join(format!("stderr-{i}.log")));
-                daemon = start(tally)?;
+                restart(&mut daemon, tally)?;
             }
         }
     }
     tally.peak_kib = tally.peak_kib.max(daemon.memory_kib().1);
-    let end = options.start + options.cases;
     match daemon.quit() {
         Ok(0) => {}
         Ok(code) => tally.fail(end, Failure::Crash(format!("quit exited {code}"))),
@@ -256,6 +242,39 @@ fn run_daemon(
         tally.fail(end, f);
     }
     Ok(())
+}
+
+/// Sends input `i` of `seed` for `target` and checks the daemon after it;
+/// how long the input took.
+fn send(
+    daemon: &mut Daemon,
+    target: Target,
+    seed: u64,
+    i: u64,
+    end: u64,
+) -> Result<(Continue, Duration), Failure> {
+    let mut g = case_gen(target, seed, i);
+    let began = Instant::now();
+    let (sent, len) = match target {
+        Target::Qmp => {
+            let input = qmp::generate(&mut g);
+            let answer = daemon.qmp(&input);
+            (
+                answer.and_then(|a| qmp::check_replies(&a)),
+                input.bytes.len(),
+            )
+        }
+        _ => {
+            let input = nbd::generate(&mut g);
+            (daemon.nbd(&input, 0).map(drop), input.len())
+        }
+    };
+    let took = began.elapsed();
+    if took > time_limit(len) {
+        return Err(Failure::Hang(took));
+    }
+    sent?;
+    Ok((after_input(daemon, i, end)?, took))
 }
 
 /// Whether the daemon goes on.
