@@ -8,7 +8,7 @@
 //! (`strata_qsd::exports::LayerExports`) over a qcow2 chain in memory;
 //! `cargo xtask fuzz-inputs` sends it to a real strata-qsd.
 
-use crate::qmp::{check_replies, image_bytes, NEGOTIATE};
+use crate::qmp::{image_bytes, NEGOTIATE};
 use crate::{below, chance, guarded, pick_or, Failure};
 use quickcheck::{Arbitrary, Gen};
 use strata_block::{BlockLayer, MemFiles};
@@ -174,6 +174,33 @@ fn transmission_request(g: &mut Gen, cookie: u64) -> Vec<u8> {
     out
 }
 
+/// A well-behaved client's conversation: the handshake, a 4 KiB read at
+/// 0 and a flush.
+pub fn probe() -> Vec<u8> {
+    let mut probe = handshake(false);
+    probe.extend(request(0, CMD_READ, 7, 0, 4096));
+    probe.extend(request(0, CMD_FLUSH, 8, 0, 0));
+    probe
+}
+
+/// The server's answer to [`probe`] holds the read's simple reply
+/// (magic, error 0, cookie 7), its data and the flush's reply.
+pub fn check_probe_answer(output: &[u8]) -> Result<(), Failure> {
+    let mut read_reply = 0x6744_6698u32.to_be_bytes().to_vec();
+    read_reply.extend(0u32.to_be_bytes());
+    read_reply.extend(7u64.to_be_bytes());
+    let found = output
+        .windows(read_reply.len())
+        .position(|w| w == read_reply.as_slice());
+    match found {
+        Some(at) if output.len() >= at + read_reply.len() + 4096 + 16 => Ok(()),
+        _ => Err(Failure::Unanswered(format!(
+            "a read of the export: {} bytes of answer",
+            output.len()
+        ))),
+    }
+}
+
 /// An export of the memory chain on a monitor, taking conversations one
 /// after the other, each on a fresh session.
 pub struct InProcess {
@@ -220,25 +247,8 @@ impl InProcess {
     }
 
     fn probe(&mut self) -> Result<(), Failure> {
-        let mut probe = handshake(false);
-        probe.extend(request(0, CMD_READ, 7, 0, 4096));
-        probe.extend(request(0, CMD_FLUSH, 8, 0, 0));
-        let output = converse(&mut self.monitor, &probe, 1 << 20)?;
-        // The read's simple reply (magic, error 0, cookie 7) and its data,
-        // then the flush's.
-        let mut read_reply = 0x6744_6698u32.to_be_bytes().to_vec();
-        read_reply.extend(0u32.to_be_bytes());
-        read_reply.extend(7u64.to_be_bytes());
-        let found = output
-            .windows(read_reply.len())
-            .position(|w| w == read_reply.as_slice());
-        match found {
-            Some(at) if output.len() >= at + read_reply.len() + 4096 + 16 => Ok(()),
-            _ => Err(Failure::Unanswered(format!(
-                "a read of the export after the conversation: {} bytes of answer",
-                output.len()
-            ))),
-        }
+        let output = converse(&mut self.monitor, &probe(), 1 << 20)?;
+        check_probe_answer(&output)
     }
 
     /// `check` of every qcow2 image in memory: no corruption (leaks are
@@ -299,17 +309,4 @@ fn drain(session: &mut Session, output: &mut Vec<u8>, keep: usize) {
     let room = keep.saturating_sub(output.len()).min(pending.len());
     output.extend_from_slice(&pending[..room]);
     session.consume_output(pending.len());
-}
-
-/// Checks QMP replies made while setting up (re-exported for the daemon
-/// runner, which sets up the same export over a socket).
-pub fn check_setup_reply(reply: &[u8]) -> Result<(), Failure> {
-    check_replies(reply)?;
-    if reply == NEGOTIATE.1.as_bytes() {
-        Ok(())
-    } else {
-        Err(Failure::Unanswered(
-            String::from_utf8_lossy(reply).into_owned(),
-        ))
-    }
 }

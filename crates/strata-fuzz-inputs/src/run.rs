@@ -174,7 +174,7 @@ fn divergence(path: &Path, read_only: bool, strata: &Result<(), String>) -> Opti
     let stderr = String::from_utf8_lossy(&out.stderr);
     let qemu_refused = stderr.contains("can't open");
     let mode = if read_only { "read-only" } else { "read-write" };
-    let short = |text: &str| text.chars().take(70).collect::<String>();
+    let short = |text: &str| generic(text.lines().next().unwrap_or_default());
     match (qemu_refused, strata) {
         (true, Ok(())) => {
             let reason = stderr
@@ -188,6 +188,34 @@ fn divergence(path: &Path, read_only: bool, strata: &Result<(), String>) -> Opti
         (false, Err(e)) => Some(format!("{mode}: QEMU opens, Strata refuses ({})", short(e))),
         _ => None,
     }
+}
+
+/// An error text as a kind: numbers (offsets, indexes) become `N`, and
+/// the text is cut at 80 characters.
+fn generic(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_number = false;
+    for word in text.split_inclusive(|c: char| !c.is_ascii_alphanumeric()) {
+        let (body, tail) = word.split_at(
+            word.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                .len(),
+        );
+        let numeric = !body.is_empty()
+            && (body.chars().all(|c| c.is_ascii_digit())
+                || body
+                    .strip_prefix("0x")
+                    .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit())));
+        if numeric {
+            if !in_number {
+                out.push('N');
+            }
+        } else {
+            out.push_str(body);
+        }
+        in_number = numeric && tail.is_empty();
+        out.push_str(tail);
+    }
+    out.chars().take(80).collect()
 }
 
 fn run_daemon(
@@ -274,7 +302,7 @@ fn send(
         return Err(Failure::Hang(took));
     }
     sent?;
-    Ok((after_input(daemon, i, end)?, took))
+    Ok((after_input(daemon, target, i, end)?, took))
 }
 
 /// Whether the daemon goes on.
@@ -285,8 +313,9 @@ enum Continue {
 }
 
 /// After each input: the daemon lives (or quit cleanly); every 50 inputs
-/// and at the end, it answers QMP and its memory is bounded.
-fn after_input(daemon: &mut Daemon, i: u64, end: u64) -> Result<Continue, Failure> {
+/// and at the end, it answers QMP (and reads from its export) and its
+/// memory is bounded.
+fn after_input(daemon: &mut Daemon, target: Target, i: u64, end: u64) -> Result<Continue, Failure> {
     if let Some(code) = daemon.exit_code()? {
         return match code {
             0 => Ok(Continue::Quit),
@@ -295,6 +324,9 @@ fn after_input(daemon: &mut Daemon, i: u64, end: u64) -> Result<Continue, Failur
     }
     if i % 50 == 49 || i + 1 == end {
         daemon.probe_qmp()?;
+        if target == Target::Nbd {
+            nbd::check_probe_answer(&daemon.nbd(&nbd::probe(), 1 << 20)?)?;
+        }
         let (resident, _) = daemon.memory_kib();
         if resident > MEMORY_LIMIT_KIB {
             return Err(Failure::Memory(resident));
