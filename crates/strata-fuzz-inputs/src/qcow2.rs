@@ -319,6 +319,10 @@ impl Storage for Counting {
     }
 }
 
+/// The largest file checked after the writes (a check's work and memory
+/// grow with the file).
+const CHECK_FILE_LIMIT: u64 = 256 << 20;
+
 /// How much of the guest view one check reads at most (the start and the
 /// end of a huge virtual size).
 const READ_BUDGET: u64 = 8 << 20;
@@ -362,6 +366,11 @@ fn use_image(bytes: &[u8], access: Access) -> Result<Result<(), String>, Failure
     }
     write_guest_data(&mut image, &mut storage);
     let clean_before = matches!(&before, Ok(r) if r.corruptions == 0);
+    if storage.len().is_ok_and(|len| len > CHECK_FILE_LIMIT) {
+        // A table the damage moved far out made the writes extend the
+        // file there, as QEMU's would: a check walks all of it.
+        return Ok(Ok(()));
+    }
     match image.check(&mut storage) {
         Ok(after) if clean_before && after.corruptions > 0 => Err(Failure::Corrupted(format!(
             "clean before the writes, {} corruptions after",

@@ -323,7 +323,13 @@ fn after_input(daemon: &mut Daemon, target: Target, i: u64, end: u64) -> Result<
         };
     }
     if i % 50 == 49 || i + 1 == end {
-        daemon.probe_qmp()?;
+        if let Err(failure) = daemon.probe_qmp() {
+            // The input's `quit` may still be under way.
+            return match daemon.wait_exit()? {
+                Some(0) => Ok(Continue::Quit),
+                _ => Err(failure),
+            };
+        }
         if target == Target::Nbd {
             nbd::check_probe_answer(&daemon.nbd(&nbd::probe(), 1 << 20)?)?;
         }

@@ -509,6 +509,9 @@ fn raw_images_probe_read_and_back_qcow2_overlays() {
     );
 }
 
+/// Damage done to an image file.
+type Damage<'a> = dyn Fn(&Path) + 'a;
+
 /// QEMU 10.0.2 opens images whose L1 table, refcount table or an L2 table
 /// lies past the end of the file, and reads zeros from there (file-posix's
 /// short read, zero-filled); Strata opens them too and reads the same
@@ -517,7 +520,7 @@ fn raw_images_probe_read_and_back_qcow2_overlays() {
 fn tables_past_the_end_of_the_file_read_as_zeros_like_qemu() {
     let scratch = Scratch::new("past-eof");
     let past_end = (16u64 << 20).to_be_bytes();
-    let cases: [(&str, &dyn Fn(&Path)); 3] = [
+    let cases: [(&str, &Damage<'_>); 3] = [
         ("l1", &|path| patch(path, 40, &past_end)),
         ("reftable", &|path| patch(path, 48, &past_end)),
         ("l2", &|path| {
