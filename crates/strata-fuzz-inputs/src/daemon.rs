@@ -99,10 +99,10 @@ impl Daemon {
         }
     }
 
-    /// Waits up to [`INPUT_TIME_LIMIT`] for the daemon to exit on its
-    /// own: its exit code, or `None` if it still runs.
-    pub fn wait_exit(&mut self) -> Result<Option<i32>, Failure> {
-        let deadline = Instant::now() + INPUT_TIME_LIMIT;
+    /// Waits up to `limit` for the daemon to exit on its own: its exit
+    /// code, or `None` if it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Result<Option<i32>, Failure> {
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(code) = self.exit_code()? {
                 return Ok(Some(code));
@@ -184,7 +184,8 @@ impl Daemon {
             bytes: b"{\"execute\": \"quit\"}\n".to_vec(),
         };
         self.qmp(&quit)?;
-        self.wait_exit()?.ok_or(Failure::Hang(INPUT_TIME_LIMIT))
+        self.wait_exit(INPUT_TIME_LIMIT)?
+            .ok_or(Failure::Hang(INPUT_TIME_LIMIT))
     }
 }
 

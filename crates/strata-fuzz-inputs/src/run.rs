@@ -238,12 +238,19 @@ fn run_daemon(
     let end = options.start + options.cases;
     for i in options.start..end {
         let mut verdict = send(&mut daemon, target, options.seed, i, end);
-        if matches!(verdict, Err(Failure::Unanswered(_))) && daemon.wait_exit() == Ok(Some(0)) {
-            // The previous input's `quit` was still under way: this input
-            // goes to the next daemon.
-            tally.count("quit by an input");
-            restart(&mut daemon, tally)?;
-            verdict = send(&mut daemon, target, options.seed, i, end);
+        if matches!(verdict, Err(Failure::Unanswered(_))) {
+            // The previous input's `quit` may still be under way: this
+            // input then goes to the next daemon.
+            match daemon.wait_exit(QUIT_LIMIT) {
+                Ok(Some(0)) => {
+                    tally.count("quit by an input");
+                    restart(&mut daemon, tally)?;
+                    verdict = send(&mut daemon, target, options.seed, i, end);
+                }
+                Ok(Some(code)) => verdict = Err(Failure::Crash(format!("exit code {code}"))),
+                Ok(None) => {}
+                Err(failure) => verdict = Err(failure),
+            }
         }
         tally.inputs += 1;
         tally.peak_kib = tally.peak_kib.max(daemon.memory_kib().1);
@@ -305,6 +312,10 @@ fn send(
     Ok((after_input(daemon, target, i, end)?, took))
 }
 
+/// How long a daemon may take to leave after `quit` (its answers are
+/// flushed for up to 2 s, jobs are cancelled) on a loaded machine.
+const QUIT_LIMIT: Duration = Duration::from_secs(20);
+
 /// Whether the daemon goes on.
 enum Continue {
     Yes,
@@ -325,7 +336,7 @@ fn after_input(daemon: &mut Daemon, target: Target, i: u64, end: u64) -> Result<
     if i % 50 == 49 || i + 1 == end {
         if let Err(failure) = daemon.probe_qmp() {
             // The input's `quit` may still be under way.
-            return match daemon.wait_exit()? {
+            return match daemon.wait_exit(QUIT_LIMIT)? {
                 Some(0) => Ok(Continue::Quit),
                 _ => Err(failure),
             };
