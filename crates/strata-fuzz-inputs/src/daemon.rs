@@ -65,14 +65,25 @@ impl Daemon {
         self.wait_for_socket()
     }
 
+    /// Waits until the sockets accept connections: the socket file
+    /// appears at `bind`, a moment before `listen`, and a connection in
+    /// between is refused.
     fn wait_for_socket(&mut self) -> io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let nbd_ready = || self.serve == Serve::Monitor || self.dir.join("nbd.sock").exists();
-        while !(self.dir.join("qmp.sock").exists() && nbd_ready()) {
-            if Instant::now() > deadline {
-                return Err(io::Error::other("strata-qsd made no socket in 20 s"));
+        let mut sockets = vec![self.dir.join("qmp.sock")];
+        if self.serve == Serve::MonitorAndExport {
+            sockets.push(self.dir.join("nbd.sock"));
+        }
+        for socket in sockets {
+            while UnixStream::connect(&socket).is_err() {
+                if Instant::now() > deadline {
+                    return Err(io::Error::other(format!(
+                        "strata-qsd does not listen on {} after 20 s",
+                        socket.display()
+                    )));
+                }
+                thread::sleep(Duration::from_millis(5));
             }
-            thread::sleep(Duration::from_millis(5));
         }
         Ok(())
     }
