@@ -267,8 +267,11 @@ fn start_daemon(binary: &Path, dir: &Path) -> Result<Child, String> {
         .stderr(std::fs::File::create(dir.join("qsd.log")).map_err(|e| e.to_string())?)
         .spawn()
         .map_err(|e| format!("{}: {e}", binary.display()))?;
+    // Ready once both sockets accept: a socket file appears at `bind`, a
+    // moment before `listen`.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !(dir.join("qmp.sock").exists() && dir.join("nbd.sock").exists()) {
+    let accepts = |name: &str| UnixStream::connect(dir.join(name)).is_ok();
+    while !(accepts("qmp.sock") && accepts("nbd.sock")) {
         if Instant::now() > deadline {
             return Err("strata-qsd made no sockets in 20 s".into());
         }
