@@ -7,6 +7,7 @@ mod architecture;
 mod block;
 mod filters;
 mod formats;
+mod fuzz_inputs;
 mod graph;
 mod jobs;
 mod nbd;

@@ -4,7 +4,9 @@
 mod bench_daemon;
 mod bench_formats;
 mod conformance;
+mod crash_test;
 mod fuzz;
+mod fuzz_inputs;
 mod sim;
 mod sim_bench;
 mod sim_covers;
@@ -51,6 +53,21 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Seeded fuzzing of the untrusted inputs (QMP bytes, qcow2 images, NBD
+    /// requests) against strata-qsd built with overflow checks:
+    /// `--cases N [--target qmp|qcow2|nbd] [--seed S] [--start I]`.
+    FuzzInputs {
+        /// Options for the runner (see `--help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// kill -9 of strata-qsd during stream and commit jobs with a writer on
+    /// an NBD export; images checked after: `--cases N [--seed S]`.
+    CrashTest {
+        /// Options (see `--help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Open generated timeline reports in headless Chromium and check the
     /// rendered page against the simulator's trace (needs `chromium`).
     ViewerTest,
@@ -74,6 +91,8 @@ fn main() -> ExitCode {
             _ => conformance::main(&args),
         },
         Command::Fuzz { args } => fuzz::main(&args),
+        Command::FuzzInputs { args } => fuzz_inputs::main(&args),
+        Command::CrashTest { args } => crash_test::main(&args),
         Command::ViewerTest => viewer::browser_test::main(),
         Command::Bench { what, args } => {
             match what.as_str() {

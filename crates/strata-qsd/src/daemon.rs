@@ -112,7 +112,8 @@ impl Channel {
         }
     }
 
-    /// What EOF on the input means: a socket client is gone; stdio stops
+    /// What EOF on the input means: a socket client has nothing more to
+    /// say (its answers still go out, then it closes); stdio stops
     /// reading but keeps its output, as QEMU's char-fd removes only its
     /// input watch (`fd_chr_read`) and the monitor keeps sending events.
     fn input_ended(&mut self) -> ClientState {
@@ -146,6 +147,9 @@ struct Client {
     channel: Channel,
     session: Session,
     out: Vec<u8>,
+    /// The peer shut its side of a socket: what it asked is still
+    /// answered (as QEMU does), then the connection closes.
+    draining: bool,
     closed: bool,
 }
 
@@ -164,6 +168,7 @@ impl Client {
             channel,
             session,
             out,
+            draining: false,
             closed: false,
         })
     }
@@ -185,6 +190,9 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => self.closed = true,
             }
+        }
+        if self.draining && self.out.is_empty() {
+            self.closed = true;
         }
     }
 }
@@ -628,7 +636,7 @@ impl Daemon {
             }
         }
         for (index, client) in self.clients.iter().enumerate() {
-            let input = client.channel.input_fd();
+            let input = client.channel.input_fd().filter(|_| !client.draining);
             let output = client.channel.output_fd();
             let writable = !client.out.is_empty();
             if let Some(fd) = input {
@@ -697,7 +705,7 @@ impl Daemon {
         let client = &mut self.clients[index];
         let n = match client.channel.read(&mut buf) {
             Ok(0) => {
-                client.closed = client.channel.input_ended() == ClientState::Closed;
+                client.draining = client.channel.input_ended() == ClientState::Closed;
                 return false;
             }
             Ok(n) => n,

@@ -508,3 +508,50 @@ fn raw_images_probe_read_and_back_qcow2_overlays() {
         "qcow2 over raw reads like qemu-img convert"
     );
 }
+
+/// Damage done to an image file.
+type Damage<'a> = dyn Fn(&Path) + 'a;
+
+/// QEMU 10.0.2 opens images whose L1 table, refcount table or an L2 table
+/// lies past the end of the file, and reads zeros from there (file-posix's
+/// short read, zero-filled); Strata opens them too and reads the same
+/// guest view as `qemu-img convert`, read-only and read-write.
+#[test]
+fn tables_past_the_end_of_the_file_read_as_zeros_like_qemu() {
+    let scratch = Scratch::new("past-eof");
+    let past_end = (16u64 << 20).to_be_bytes();
+    let cases: [(&str, &Damage<'_>); 3] = [
+        ("l1", &|path| patch(path, 40, &past_end)),
+        ("reftable", &|path| patch(path, 48, &past_end)),
+        ("l2", &|path| {
+            // Cut the file where the first L2 table starts.
+            let mut st = FileStorage::open(path, Access::ReadWrite).unwrap();
+            let mut field = [0u8; 8];
+            st.read_at(40, &mut field).unwrap();
+            st.read_at(u64::from_be_bytes(field), &mut field).unwrap();
+            let l2 = u64::from_be_bytes(field) & 0x00ff_ffff_ffff_fe00;
+            st.set_len(l2).unwrap();
+        }),
+    ];
+    for (name, damage) in cases {
+        let path = scratch.path(&format!("{name}.qcow2"));
+        run("qemu-img", &["create", "-q", "-f", "qcow2", p(&path), "1M"]);
+        qemu_io(&path, &["write -P 7 0 64k", "write -P 8 512k 64k"]);
+        damage(&path);
+        let raw = scratch.path(&format!("{name}.raw"));
+        run(
+            "qemu-img",
+            &["convert", "-f", "qcow2", "-O", "raw", p(&path), p(&raw)],
+        );
+        let qemu_view = std::fs::read(&raw).unwrap();
+        for access in [Access::ReadOnly, Access::ReadWrite] {
+            let mut st = FileStorage::open(&path, access).unwrap();
+            let mut image = Image::open(&mut st, Some(Format::Qcow2), access)
+                .unwrap_or_else(|e| panic!("{name} {access:?}: {e}"));
+            assert!(
+                strata_read_all(&mut image, &mut st) == qemu_view,
+                "{name} {access:?}: the guest view differs from qemu-img convert's"
+            );
+        }
+    }
+}

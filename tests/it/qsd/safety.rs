@@ -373,3 +373,27 @@ fn nbd_server_option_with_tls_creds_is_refused() {
         ))
     );
 }
+
+/// A client that sends its requests and shuts its side of the socket
+/// still gets every answer before the daemon closes the connection, as
+/// from qemu-storage-daemon 10.0.2 (found by `cargo xtask fuzz-inputs`:
+/// strata-qsd dropped the answers still queued).
+#[test]
+fn a_half_closed_client_gets_every_answer() {
+    let daemon = Running::start(&[]);
+    let client = Client::negotiated(&daemon.socket);
+    let mut stream = client.stream.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut answers = Vec::new();
+        stream.read_to_end(&mut answers).unwrap();
+        answers
+    });
+    let stray = 20_000;
+    let mut sending = &client.stream;
+    sending.write_all(&vec![0xffu8; stray]).unwrap();
+    client.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let answers = reader.join().unwrap();
+    let line = "{\"error\": {\"class\": \"GenericError\", \"desc\": \"JSON parse error, stray '\\uFFFD'\"}}\r\n";
+    assert_eq!(answers.len(), stray * line.len());
+    assert!(answers.chunks(line.len()).all(|a| a == line.as_bytes()));
+}

@@ -96,7 +96,8 @@ impl Qcow2 {
                 "refcount block offset {offset:#x} unaligned"
             )));
         }
-        if offset + cs > storage.len()? {
+        let file_len = storage.len()?;
+        if offset.checked_add(cs).is_none_or(|end| end > file_len) {
             return Err(Error::corrupt(format!(
                 "refcount block at {offset:#x} is past the end of the file"
             )));

@@ -341,7 +341,7 @@ impl Qcow2 {
                     self.reftable.get(index as usize).copied().unwrap_or(0) & REFTABLE_OFFSET_MASK;
                 let block = if offset == 0 || !offset.is_multiple_of(cs) {
                     None
-                } else if offset + cs > file_len {
+                } else if offset.checked_add(cs).is_none_or(|end| end > file_len) {
                     report.corruption(format!("refcount block {index} is outside image"));
                     None
                 } else {

@@ -201,8 +201,8 @@ impl Qcow2 {
         })
     }
 
-    /// Reads the L1 and refcount tables, refusing tables past the end of the
-    /// file.
+    /// Reads the L1 and refcount tables (zeros past the end of the file, as
+    /// QEMU reads them).
     fn load_tables(&mut self, storage: &mut dyn Storage, file_len: u64) -> Result<()> {
         let cs = self.cluster_size();
         let l1_bytes = u64::from(self.header.l1_size) * 8;
@@ -548,7 +548,8 @@ impl Qcow2 {
 }
 
 /// Reads a big-endian u64 table, refusing offsets that are misaligned for a
-/// table or reach past the end of the file.
+/// table or beyond what a host offset can be; past the end of the file it
+/// is zeros.
 fn read_table(
     storage: &mut dyn Storage,
     what: &str,
@@ -559,21 +560,25 @@ fn read_table(
     if bytes == 0 {
         return Ok(Vec::new());
     }
-    if !offset.is_multiple_of(512) || offset == 0 {
+    if !offset.is_multiple_of(512) {
         return Err(Error::corrupt(format!(
             "{what} at invalid offset {offset:#x}"
         )));
     }
-    match offset.checked_add(bytes) {
-        Some(end) if end <= file_len => {}
-        _ => {
-            return Err(Error::corrupt(format!(
-                "{what} at {offset:#x} reaches past the end of the file"
-            )))
-        }
+    if offset
+        .checked_add(bytes)
+        .is_none_or(|end| end > MAX_HOST_OFFSET)
+    {
+        return Err(Error::corrupt(format!(
+            "{what} at {offset:#x} reaches past the largest host offset"
+        )));
     }
+    // What lies past the end of the file reads as zeros, as in QEMU
+    // (file-posix's short read, zero-filled by the block layer): a table
+    // there is all zeros, which opens and reads as unallocated.
     let mut raw = vec![0u8; bytes as usize];
-    storage.read_at(offset, &mut raw)?;
+    let present = file_len.saturating_sub(offset).min(bytes) as usize;
+    storage.read_at(offset, &mut raw[..present])?;
     Ok(raw
         .chunks_exact(8)
         .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
