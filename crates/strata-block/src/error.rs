@@ -29,15 +29,15 @@ impl ErrorClass {
 pub struct Error {
     class: ErrorClass,
     message: String,
+    /// `error_append_hint`'s line: the command line prints it after the
+    /// message, QMP replies never carry it.
+    hint: Option<String>,
 }
 
 impl Error {
     /// A `GenericError` with `message`.
     pub fn generic(message: impl Into<String>) -> Error {
-        Error {
-            class: ErrorClass::Generic,
-            message: message.into(),
-        }
+        Error::with_class(ErrorClass::Generic, message)
     }
 
     /// An error of `class` with `message`.
@@ -45,7 +45,20 @@ impl Error {
         Error {
             class,
             message: message.into(),
+            hint: None,
         }
+    }
+
+    /// The hint QEMU appends to the message, if any (with its newline).
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
+    /// The error without its hint: where QEMU's `error_setg` on
+    /// `&error_fatal` exits before the hint can be appended.
+    pub fn without_hint(mut self) -> Error {
+        self.hint = None;
+        self
     }
 
     /// The QMP error class.
@@ -70,7 +83,11 @@ impl std::error::Error for Error {}
 
 impl From<strata_perm::Error> for Error {
     fn from(err: strata_perm::Error) -> Error {
-        Error::generic(err.to_string())
+        let hint = err.hint().map(str::to_string);
+        Error {
+            hint,
+            ..Error::generic(err.to_string())
+        }
     }
 }
 

@@ -24,12 +24,26 @@ impl<F: Files> BlockLayer<F> {
         if access == Access::ReadWrite {
             perm |= Perm::WRITE;
         }
-        let shared = Perm::CONSISTENT_READ | Perm::WRITE | Perm::WRITE_UNCHANGED;
+        // Two steps, as QEMU takes them: `blk_insert_bs` shares everything,
+        // then `nbd_export_create` unshares `resize` with `blk_set_perm`.
         let root = self.core.bg.add_root(RootKind::Backend { name: None });
-        let attached = self
+        let attached = self.core.with_hooks(|bg, hooks| {
+            bg.root_attach_child(hooks, root, node, "root", perm, Perm::ALL)
+        });
+        let edge = match attached {
+            Ok(edge) => edge,
+            Err(err) => {
+                self.core.release_root(root);
+                // blk_insert_bs passes `errp` down untouched: on the command
+                // line (`&error_fatal`) QEMU exits before the hint is added.
+                return Err(err.without_hint());
+            }
+        };
+        let shared = Perm::ALL - Perm::RESIZE;
+        let unshared = self
             .core
-            .with_hooks(|bg, hooks| bg.root_attach_child(hooks, root, node, "root", perm, shared));
-        if let Err(err) = attached {
+            .with_hooks(|bg, hooks| bg.set_child_perm(hooks, edge, perm, shared));
+        if let Err(err) = unshared {
             self.core.release_root(root);
             return Err(err);
         }

@@ -16,7 +16,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::io::AsRawFd;
 use strata_graph::{Graph, NodeId, OptValue, Options, Perm};
-use strata_perm::{PermHooks, ReopenQueue};
+use strata_perm::{PermHooks, Refusal, ReopenQueue};
 
 /// `RAW_LOCK_PERM_BASE`: byte `100 + bit` is held while the permission is.
 const PERM_LOCK_BASE: i64 = 100;
@@ -54,6 +54,8 @@ impl LockingMode {
 #[derive(Debug)]
 struct LockedFile {
     file: File,
+    /// `bs->filename`, named by the hint of a refused lock.
+    path: String,
     held: Perm,
     unshared: Perm,
 }
@@ -70,6 +72,7 @@ impl ImageLocks {
         let file = File::open(path)?;
         let locked = LockedFile {
             file,
+            path: path.to_string(),
             held: Perm::NONE,
             unshared: Perm::NONE,
         };
@@ -80,19 +83,19 @@ impl ImageLocks {
     /// `raw_check_lock_bytes`: whether `node` may take `perm` and share
     /// only `shared`, given what other descriptions hold; QEMU's text and
     /// hint otherwise.
-    pub fn check(&self, node: NodeId, perm: Perm, shared: Perm) -> Result<(), String> {
+    pub fn check(&self, node: NodeId, perm: Perm, shared: Perm) -> Result<(), Refusal> {
         let Some(locked) = self.files.get(&node) else {
             return Ok(());
         };
         let fd = locked.file.as_raw_fd();
         for (_, bit) in perm.iter_named() {
             if byte_taken_elsewhere(fd, SHARED_LOCK_BASE + bit_index(bit)) {
-                return Err(lock_error("", bit));
+                return Err(lock_error("", bit, &locked.path));
             }
         }
         for (_, bit) in (Perm::ALL - shared).iter_named() {
             if byte_taken_elsewhere(fd, PERM_LOCK_BASE + bit_index(bit)) {
-                return Err(lock_error("shared ", bit));
+                return Err(lock_error("shared ", bit, &locked.path));
             }
         }
         Ok(())
@@ -170,10 +173,13 @@ fn bit_index(bit: Perm) -> i64 {
     i64::from(bit.bits().trailing_zeros())
 }
 
-/// `Failed to get [shared ]"<perm>" lock`. QEMU appends the hint `Is
-/// another process using the image [<path>]?`, which QMP never shows.
-fn lock_error(shared: &str, bit: Perm) -> String {
-    format!("Failed to get {shared}\"{}\" lock", bit.message_names())
+/// `Failed to get [shared ]"<perm>" lock`, with the hint
+/// `raw_handle_perm_lock` appends (QMP never shows it).
+fn lock_error(shared: &str, bit: Perm, path: &str) -> Refusal {
+    Refusal {
+        message: format!("Failed to get {shared}\"{}\" lock", bit.message_names()),
+        hint: Some(format!("Is another process using the image [{path}]?\n")),
+    }
 }
 
 /// The drivers' hooks plus file-posix's `.bdrv_check_perm`: the lock bytes.
@@ -202,7 +208,7 @@ impl PermHooks for LockingHooks<'_> {
         node: NodeId,
         perm: Perm,
         shared: Perm,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         self.drivers.check_perm(graph, node, perm, shared)?;
         match self.locks {
             Some(locks) => locks.check(node, perm, shared),

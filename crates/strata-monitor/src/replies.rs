@@ -170,7 +170,10 @@ pub fn block_error(err: strata_block::Error) -> QmpError {
         BlockErrorClass::DeviceNotFound => ErrorClass::DeviceNotFound,
         BlockErrorClass::DeviceNotActive => ErrorClass::DeviceNotActive,
     };
-    QmpError::new(class, err.to_string())
+    QmpError {
+        hint: err.hint().map(str::to_string),
+        ..QmpError::new(class, err.to_string())
+    }
 }
 
 /// `XDbgBlockGraph`; permission lists in QEMU's order (it prepends, so the

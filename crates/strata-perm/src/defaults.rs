@@ -1,6 +1,6 @@
 //! `bdrv_default_perms` and the per-driver hook that may override it.
 
-use crate::ReopenQueue;
+use crate::{Refusal, ReopenQueue};
 use strata_graph::{Edge, Graph, NodeId, Perm, Role};
 
 /// `DEFAULT_PERM_PASSTHROUGH`: every permission a filter forwards.
@@ -34,7 +34,7 @@ pub trait PermHooks {
         _node: NodeId,
         _perm: Perm,
         _shared: Perm,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         Ok(())
     }
 

@@ -105,18 +105,60 @@ pub enum ErrorKind {
 pub struct Error {
     // Boxed: the texts make the kind large, and results travel a lot.
     kind: Box<ErrorKind>,
+    hint: Option<String>,
 }
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind) -> Error {
         Error {
             kind: Box::new(kind),
+            hint: None,
         }
     }
 
     /// What was refused.
     pub fn kind(&self) -> &ErrorKind {
         &self.kind
+    }
+
+    /// The driver's `error_append_hint` line, if it gave one (not part of
+    /// `Display`: QMP replies never carry hints).
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+}
+
+/// A driver's refusal of permissions (`.bdrv_check_perm` failing): QEMU's
+/// message and the hint QEMU appends to it, if any.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Refusal {
+    /// The error text.
+    pub message: String,
+    /// The hint line (with its newline), as `error_append_hint` adds it.
+    pub hint: Option<String>,
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Refusal {
+        Refusal {
+            message,
+            hint: None,
+        }
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(message: &str) -> Refusal {
+        Refusal::from(message.to_string())
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(refusal: Refusal) -> Error {
+        Error {
+            kind: Box::new(ErrorKind::Driver(refusal.message)),
+            hint: refusal.hint,
+        }
     }
 }
 

@@ -70,7 +70,7 @@ mod refresh;
 pub use block_graph::BlockGraph;
 pub use blockers::{BlockOp, Blocker, BlockerOwner, OpBlockers, OpSet};
 pub use defaults::{default_child_perm, filter_default, DefaultPerms, PermHooks};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Refusal, Result};
 pub use links::{AutoSkip, ChildSlot, Detach, ReplaceOptions};
 pub use refresh::{cumulative_perms, recompute_all};
 

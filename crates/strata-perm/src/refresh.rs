@@ -104,9 +104,7 @@ fn refresh_node(
             ErrorKind::ReadOnlyAfterReopen(graph.name(node).to_string())
         }));
     }
-    hooks
-        .check_perm(graph, node, perm, shared)
-        .map_err(|msg| Error::new(ErrorKind::Driver(msg)))?;
+    hooks.check_perm(graph, node, perm, shared)?;
     for edge in graph.node(node)?.children().to_vec() {
         let e = graph.edge(edge)?;
         let (nperm, mut nshared) = hooks.child_perm(graph, node, e, perm, shared, queue);

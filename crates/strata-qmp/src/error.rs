@@ -48,6 +48,9 @@ pub struct QmpError {
     pub class: ErrorClass,
     /// The description, exactly as QEMU words it.
     pub desc: String,
+    /// `error_append_hint`'s text (with its newline): printed by the
+    /// command line after the description, never sent in a QMP reply.
+    pub hint: Option<String>,
 }
 
 impl QmpError {
@@ -56,6 +59,7 @@ impl QmpError {
         QmpError {
             class: ErrorClass::GenericError,
             desc: desc.into(),
+            hint: None,
         }
     }
 
@@ -64,6 +68,7 @@ impl QmpError {
         QmpError {
             class,
             desc: desc.into(),
+            hint: None,
         }
     }
 }

@@ -41,6 +41,15 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct SetupError(pub String);
 
+/// What `error_report_err` prints for a refused option: the description,
+/// then the hint on the lines after it.
+fn command_line_text(err: QmpError) -> String {
+    match err.hint {
+        Some(hint) => format!("{}\n{}", err.desc, hint.trim_end_matches('\n')),
+        None => err.desc,
+    }
+}
+
 /// A `--chardev`, until and after a monitor takes it.
 struct Chardev {
     spec: ChardevSpec,
@@ -406,7 +415,7 @@ impl Daemon {
         self.monitor
             .dispatch(command, &mut sink)
             .map(drop)
-            .map_err(|e| e.desc)?;
+            .map_err(command_line_text)?;
         self.monitor.take_command_events();
         Ok(())
     }

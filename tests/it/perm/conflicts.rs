@@ -3,7 +3,7 @@
 //! were.
 
 use super::*;
-use strata_perm::{ChildSlot, DefaultPerms, ErrorKind, ReplaceOptions};
+use strata_perm::{ChildSlot, DefaultPerms, ErrorKind, Refusal, ReplaceOptions};
 
 #[test]
 fn second_qcow2_on_one_file_node_is_refused() {
@@ -379,7 +379,7 @@ impl PermHooks for Locked {
         node: NodeId,
         _perm: Perm,
         _shared: Perm,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         if graph.name(node) == "locked" {
             Err("Failed to get \"write\" lock".into())
         } else {

@@ -204,6 +204,69 @@ fn strata_sees_qemu_image_locks() {
     qsd.quit();
 }
 
+/// What qemu-storage-daemon 10.0.2 prints on stderr for `args`, with the
+/// program named as Strata names itself.
+fn qemu_refusal(args: &[String]) -> String {
+    let out = Command::new("qemu-storage-daemon")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?}: {out:?}");
+    let text = String::from_utf8(out.stderr).unwrap();
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    text.replace("qemu-storage-daemon:", "strata-qsd:")
+}
+
+fn strata_refusal(args: &[String]) -> String {
+    let Ok(Invocation::Run(plan)) = parse("strata-qsd", args) else {
+        panic!("{args:?}")
+    };
+    Daemon::start("strata-qsd", plan).err().expect("refused").0
+}
+
+/// A held image refuses command-line options with QEMU's text, and with
+/// the hint `Is another process using the image [...]?` exactly where
+/// QEMU prints it: `--blockdev` and an export's `resize` unsharing, but
+/// not an export's first attach (QEMU exits there before the hint).
+#[test]
+fn command_line_lock_refusals_carry_qemus_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("t.qcow2").display().to_string();
+    qcow2(&image);
+    let mut qsd = QemuDaemon::holding(&image);
+    let socket = dir.path().join("n.sock").display().to_string();
+    let file = format!("file,node-name=f,filename={image}");
+    let nbd = format!("addr.type=unix,addr.path={socket}");
+    let export = |writable: &str| {
+        ["--blockdev", &file, "--nbd-server", &nbd, "--export"]
+            .map(String::from)
+            .into_iter()
+            .chain([format!("nbd,id=e,node-name=f,writable={writable}")])
+            .collect::<Vec<String>>()
+    };
+    let qcow2_over_f = [
+        "--blockdev",
+        &file,
+        "--blockdev",
+        "qcow2,node-name=q,file=f",
+    ];
+    let inline_qcow2 = format!("driver=qcow2,node-name=q,file.driver=file,file.filename={image}");
+    let cases: Vec<Vec<String>> = vec![
+        qcow2_over_f.map(String::from).to_vec(),
+        vec!["--blockdev".into(), inline_qcow2],
+        export("on"),
+        export("off"),
+    ];
+    let mut hinted = 0;
+    for args in &cases {
+        let want = qemu_refusal(args);
+        hinted += usize::from(want.contains("\nIs another process using the image ["));
+        assert_eq!(strata_refusal(args), want, "{args:?}");
+    }
+    assert_eq!(hinted, 3, "QEMU's hint where expected");
+    qsd.quit();
+}
+
 /// qemu-storage-daemon with `image` opened read-write, on stdio.
 struct QemuDaemon {
     child: Child,
