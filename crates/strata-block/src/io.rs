@@ -314,7 +314,7 @@ impl<F: Files> BlockCore<F> {
             Some(Driver::Qcow2) => {
                 let (kind, n) = self.with_image(node, |image, storage, _| {
                     image
-                        .block_status(storage, offset, len)
+                        .block_status_run(storage, offset, len)
                         .map(|e| (e.kind, e.len))
                         .map_err(format_error)
                 })?;

@@ -9,7 +9,7 @@ use crate::core::BlockCore;
 use crate::error::{strerror, Error, Result};
 use crate::files::Files;
 use crate::locking::LockingMode;
-use crate::open_filename::could_not_open;
+use crate::open_filename::{could_not_open, pass_filename_down};
 use crate::state::{DriverState, InjectError, SetState};
 use strata_filters::Driver;
 use strata_formats::{Access, Format, Image};
@@ -362,9 +362,13 @@ impl<F: Files> BlockCore<F> {
                 partial.clone()
             }
             Some(value) => {
+                // The explicit options are the ones given, without the
+                // filename handed down (`bs->explicit_options` is cloned
+                // before `bdrv_fill_options`).
                 let value = value.clone();
                 let backing = self
-                    .open_child("backing", &value, true)
+                    .backing_options_with_header_file(node, &value, &header_file)
+                    .and_then(|with_file| self.open_child("backing", &with_file, true))
                     .map_err(|e| e.prepend("Could not open backing file: "))?;
                 self.record_inheritance(node, backing, &value)?;
                 return self.attach_backing(node, backing);
@@ -388,6 +392,27 @@ impl<F: Files> BlockCore<F> {
         // Opened with options derived from the parent's, as an inline child is.
         self.bg.node_mut(backing)?.inheritance.inherits_from = Some(node);
         self.attach_backing(node, backing)
+    }
+
+    /// Backing options given as a dictionary still get the header's
+    /// backing file as their filename unless they name `file.filename`
+    /// (`bdrv_open_backing_file`); a `json:` header name would be parsed
+    /// into options instead, which Strata leaves to the options given.
+    fn backing_options_with_header_file(
+        &self,
+        node: NodeId,
+        value: &OptValue,
+        header_file: &str,
+    ) -> Result<OptValue> {
+        let OptValue::Dict(opts) = value else {
+            return Ok(value.clone());
+        };
+        let names_file = matches!(opts.get("file"), Some(OptValue::Dict(file)) if file.get("filename").is_some());
+        if header_file.is_empty() || names_file || header_file.starts_with("json:") {
+            return Ok(value.clone());
+        }
+        let filename = self.full_backing_filename(node, header_file);
+        Ok(OptValue::Dict(pass_filename_down(opts, &filename)?))
     }
 
     /// Attaches `backing` (opened with one reference for the caller) as

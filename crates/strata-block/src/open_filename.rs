@@ -11,6 +11,7 @@
 use crate::core::BlockCore;
 use crate::error::{strerror, Error, Result};
 use crate::files::Files;
+use strata_filters::Driver;
 use strata_formats::{Access, Format};
 use strata_graph::{NodeId, OptValue, Options};
 use strata_qmp::QObject;
@@ -159,6 +160,74 @@ impl<F: Files> BlockCore<F> {
             None => backing.to_string(),
         }
     }
+}
+
+/// `bdrv_open_inherit` given a filename next to options that already name
+/// a driver (`bdrv_open_backing_file` passes the header's backing file so
+/// unless the backing options hold a reference or `file.filename`): the
+/// name flows down the primary children as `bdrv_fill_options` and
+/// `bdrv_open_child_bs` hand it on, and lands in the protocol node's
+/// `filename`, which it may not already have.
+pub(crate) fn pass_filename_down(opts: &Options, filename: &str) -> Result<Options> {
+    let driver = opts.get_str("driver").and_then(Driver::from_name);
+    match driver {
+        Some(driver) if driver.traits().is_protocol => {
+            protocol_with_filename(opts, driver, filename)
+        }
+        // A format (or filter) opens its `file` child with the name before
+        // its driver runs; no driver means a format probed from that child.
+        Some(Driver::Raw | Driver::Qcow2 | Driver::Throttle | Driver::CopyOnRead) | None => {
+            child_with_filename(opts, "file", filename)
+        }
+        // Drivers without a `file` child Strata models (quorum, the job
+        // filters) are left as they are.
+        Some(_) => Ok(opts.clone()),
+    }
+}
+
+/// `bdrv_fill_options` of a protocol driver: the filename becomes the
+/// `filename` option, parsed by the driver.
+fn protocol_with_filename(opts: &Options, driver: Driver, filename: &str) -> Result<Options> {
+    if opts.get("filename").is_some() {
+        return Err(Error::generic(
+            "Can't specify 'file' and 'filename' options at the same time",
+        ));
+    }
+    match driver {
+        // blkdebug_parse_filename: a name without the `blkdebug:` prefix
+        // is the image (`x-image`), which blkdebug_open opens as `image`.
+        Driver::Blkdebug => child_with_filename(opts, "image", filename),
+        // null_co_parse_filename accepts only its own protocol's name.
+        Driver::NullCo | Driver::NullAio if filename != format!("{}://", driver.name()) => {
+            Err(Error::generic(format!(
+                "The only allowed filename for this driver is '{}://'",
+                driver.name()
+            )))
+        }
+        Driver::NullCo | Driver::NullAio => Ok(opts.clone()),
+        // raw_parse_filename: the name without a `file:` prefix.
+        _ => {
+            let path = filename.strip_prefix("file:").unwrap_or(filename);
+            Ok(opts.clone().with("filename", text(path)))
+        }
+    }
+}
+
+/// `bdrv_open_child_bs(filename, options, key)`: the child's options get
+/// the filename; a child given by reference cannot take one.
+fn child_with_filename(opts: &Options, key: &str, filename: &str) -> Result<Options> {
+    let child = match opts.get(key) {
+        Some(OptValue::Dict(child)) => pass_filename_down(child, filename)?,
+        Some(OptValue::Str(_)) => return Err(Error::generic(
+            "Cannot reference an existing block device with additional options or a new filename",
+        )),
+        // Opened by the name alone: a file (`bdrv_find_protocol` without
+        // a prefix).
+        _ => Options::new()
+            .with("driver", text("file"))
+            .with("filename", text(filename)),
+    };
+    Ok(opts.clone().with(key, OptValue::Dict(child)))
 }
 
 /// `Could not open '<path>': <strerror>`, as `raw_open_common` says it.
@@ -322,5 +391,51 @@ mod tests {
         let joined = join(explicit, json);
         assert_eq!(joined.get_str("driver"), Some("qcow2"));
         assert_eq!(joined.get("backing"), Some(&OptValue::Null));
+    }
+
+    fn file_node(filename: Option<&str>) -> Options {
+        let file = Options::new().with("driver", text("file"));
+        match filename {
+            Some(name) => file.with("filename", text(name)),
+            None => file,
+        }
+    }
+
+    #[test]
+    fn a_handed_down_filename_meets_the_protocol_nodes_own() {
+        let qcow2 = Options::new()
+            .with("driver", text("qcow2"))
+            .with("file", OptValue::Dict(file_node(Some("base.img"))));
+        let blkdebug = Options::new()
+            .with("driver", text("blkdebug"))
+            .with("image", OptValue::Dict(qcow2));
+        let err = pass_filename_down(&blkdebug, "base.img").expect_err("two filenames");
+        assert_eq!(
+            err.to_string(),
+            "Can't specify 'file' and 'filename' options at the same time"
+        );
+    }
+
+    #[test]
+    fn a_handed_down_filename_completes_a_file_node_without_one() {
+        let qcow2 = Options::new()
+            .with("driver", text("qcow2"))
+            .with("file", OptValue::Dict(file_node(None)));
+        let filled = pass_filename_down(&qcow2, "file:dir/base.img").expect("one filename");
+        let Some(OptValue::Dict(file)) = filled.get("file") else {
+            panic!("file child lost: {filled:?}");
+        };
+        assert_eq!(file.get_str("filename"), Some("dir/base.img"));
+    }
+
+    #[test]
+    fn a_referenced_child_takes_no_handed_down_filename() {
+        let raw = Options::new()
+            .with("driver", text("raw"))
+            .with("file", text("node0"));
+        let err = pass_filename_down(&raw, "base.img").expect_err("a reference");
+        assert!(err
+            .to_string()
+            .starts_with("Cannot reference an existing block device"));
     }
 }

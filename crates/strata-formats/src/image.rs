@@ -137,6 +137,19 @@ impl Image {
         }
     }
 
+    /// See [`Qcow2::block_status_run`]; raw's extents are already one run.
+    pub fn block_status_run(
+        &mut self,
+        storage: &mut dyn Storage,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Extent> {
+        match self {
+            Image::Qcow2(q) => q.block_status_run(storage, offset, max_len),
+            Image::Raw(r) => r.block_status(storage, offset, max_len),
+        }
+    }
+
     /// See [`Qcow2::read`].
     pub fn read(
         &mut self,

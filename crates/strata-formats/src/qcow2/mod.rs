@@ -387,24 +387,47 @@ impl Qcow2 {
         offset: u64,
         max_len: u64,
     ) -> Result<Extent> {
-        self.check_range(offset, max_len)?;
-        let mut len = 0;
-        let mut kind = ExtentKind::Unallocated;
-        while len < max_len {
-            let (mapping, n) = self.lookup(storage, offset + len, max_len - len)?;
-            let this = match mapping {
-                Mapping::Data(_) | Mapping::Compressed(_) => ExtentKind::Data,
-                Mapping::Zero => ExtentKind::Zero,
-                Mapping::Unallocated => ExtentKind::Unallocated,
-            };
-            if len == 0 {
-                kind = this;
-            } else if this != kind {
+        let mut extent = self.block_status_run(storage, offset, max_len)?;
+        while extent.len < max_len {
+            let next = self.block_status_run(storage, offset + extent.len, max_len - extent.len)?;
+            if next.kind != extent.kind {
                 break;
             }
-            len += n;
+            extent.len += next.len;
         }
-        Ok(Extent { offset, len, kind })
+        Ok(extent)
+    }
+
+    /// `qcow2_co_block_status`: one run of clusters of one kind from
+    /// `offset` on, as `qcow2_get_host_offset` finds it (within one L2
+    /// table; data only while host-contiguous), at most `max_len` bytes.
+    /// The block layer asks the driver once per request, so its runs (a
+    /// stream's chunks, a mirror's zero detection) end where these do.
+    pub fn block_status_run(
+        &mut self,
+        storage: &mut dyn Storage,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Extent> {
+        self.check_range(offset, max_len)?;
+        if max_len == 0 {
+            return Ok(Extent {
+                offset,
+                len: 0,
+                kind: ExtentKind::Unallocated,
+            });
+        }
+        let (mapping, n) = self.lookup(storage, offset, max_len)?;
+        let kind = match mapping {
+            Mapping::Data(_) | Mapping::Compressed(_) => ExtentKind::Data,
+            Mapping::Zero => ExtentKind::Zero,
+            Mapping::Unallocated => ExtentKind::Unallocated,
+        };
+        Ok(Extent {
+            offset,
+            len: n.min(max_len),
+            kind,
+        })
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<()> {
