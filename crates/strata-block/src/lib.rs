@@ -152,6 +152,7 @@ pub use jobs::{
 pub use layer::{BlockLayer, TimedEvent};
 pub use locking::{ImageLocks, LockingMode};
 pub use main_loop::{MainLoop, MonitorTurn, Runnable, Wakeup};
+pub use open_filename::crumple;
 pub use open_filename::BackingChain;
 pub use query::{NamedNodeInfo, XdbgEdge, XdbgGraph, XdbgNode, XdbgNodeType};
 pub use state::{DriverState, InjectError, SetState};

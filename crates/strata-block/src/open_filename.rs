@@ -302,7 +302,7 @@ fn option_value(value: &QObject) -> Result<OptValue> {
 
 /// `qdict_crumple`: dotted keys become nested dictionaries, and a
 /// dictionary keyed `0`, `1`, ... a list.
-fn crumple(flat: Options) -> Options {
+pub fn crumple(flat: Options) -> Options {
     let mut nested = Options::new();
     for (key, value) in flat.iter() {
         insert_at_path(&mut nested, key, value.clone());

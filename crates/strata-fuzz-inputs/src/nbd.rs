@@ -8,11 +8,11 @@
 //! (`strata_qsd::exports::LayerExports`) over a qcow2 chain in memory;
 //! `cargo xtask fuzz-inputs` sends it to a real strata-qsd.
 
-use crate::qmp::{image_bytes, NEGOTIATE};
+use crate::qmp::{memory_images, NEGOTIATE};
 use crate::{below, chance, guarded, pick_or, Failure};
 use quickcheck::{Arbitrary, Gen};
 use strata_block::{BlockLayer, MemFiles};
-use strata_formats::{Access, MemStorage, Qcow2};
+use strata_formats::{Access, Qcow2};
 use strata_monitor::Monitor;
 use strata_qsd::exports::LayerExports;
 use strata_qsd::nbd::{Session, SessionConfig};
@@ -216,10 +216,7 @@ impl Default for InProcess {
 impl InProcess {
     /// The chain exported writable as [`EXPORT`].
     pub fn new() -> InProcess {
-        let mut files = MemFiles::new();
-        for (name, bytes) in image_bytes() {
-            files.insert(name, MemStorage::from_bytes(&bytes));
-        }
+        let files = memory_images();
         let mut monitor = Monitor::new(BlockLayer::new(files, 0));
         let mut session = strata_qmp::Session::new(strata_qmp::SessionConfig::default());
         session.take_output();

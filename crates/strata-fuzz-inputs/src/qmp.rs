@@ -23,6 +23,15 @@ pub const IMAGES: [(&str, u64); 3] = [
     ("raw.img", 1 << 20),
 ];
 
+/// Fresh in-memory copies of [`IMAGES`], as the in-process runs open them.
+pub fn memory_images() -> MemFiles {
+    let mut files = MemFiles::new();
+    for (name, bytes) in image_bytes() {
+        files.insert(name, MemStorage::from_bytes(&bytes));
+    }
+    files
+}
+
 /// The corpus's images as bytes: `top.qcow2` has `base.qcow2` as its
 /// backing file, both carry data; `raw.img` is zeros.
 pub fn image_bytes() -> Vec<(&'static str, Vec<u8>)> {
@@ -493,10 +502,7 @@ impl Default for InProcess {
 impl InProcess {
     /// A monitor over fresh copies of [`IMAGES`].
     pub fn new() -> InProcess {
-        let mut files = MemFiles::new();
-        for (name, bytes) in image_bytes() {
-            files.insert(name, MemStorage::from_bytes(&bytes));
-        }
+        let files = memory_images();
         InProcess {
             monitor: Monitor::new(BlockLayer::new(files, 0)),
         }

@@ -110,9 +110,9 @@ pub fn parse_drive(arg: &str) -> Result<Drive, String> {
     }
     for (key, value) in flat {
         let typed = typed_value(&key, value)?;
-        insert_at_path(&mut options, &key, typed);
+        options.put(key, typed);
     }
-    let options = lists_from_numbered(options);
+    let options = strata_block::crumple(options);
     Ok(Drive {
         id,
         file,
@@ -162,43 +162,4 @@ fn typed_value(key: &str, value: String) -> Result<OptValue, String> {
         return qemu_bool(key, &value).map(OptValue::Bool);
     }
     Ok(OptValue::Str(value))
-}
-
-/// `qdict_crumple`'s nesting at the dots.
-fn insert_at_path(dict: &mut Options, key: &str, value: OptValue) {
-    let Some((head, rest)) = key.split_once('.') else {
-        dict.put(key, value);
-        return;
-    };
-    let mut child = match dict.get(head) {
-        Some(OptValue::Dict(child)) => child.clone(),
-        _ => Options::new(),
-    };
-    insert_at_path(&mut child, rest, value);
-    dict.put(head, OptValue::Dict(child));
-}
-
-/// A dictionary keyed `0`, `1`, ... is a list (`children.0.file...`).
-fn lists_from_numbered(dict: Options) -> Options {
-    let mut out = Options::new();
-    for (key, value) in dict.iter() {
-        out.put(key, list_or_dict(value.clone()));
-    }
-    out
-}
-
-fn list_or_dict(value: OptValue) -> OptValue {
-    let OptValue::Dict(dict) = value else {
-        return value;
-    };
-    let numbered = !dict.is_empty() && (0..dict.len()).all(|i| dict.get(&i.to_string()).is_some());
-    if numbered {
-        return OptValue::List(
-            (0..dict.len())
-                .filter_map(|i| dict.get(&i.to_string()).cloned())
-                .map(list_or_dict)
-                .collect(),
-        );
-    }
-    OptValue::Dict(lists_from_numbered(dict))
 }
