@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::files::Files;
 use crate::layer::BlockLayer;
 use crate::reopen::{OldOptions, ReopenPlan};
+use crate::reopen_options::refuse_changed_options;
 use strata_graph::{NodeId, OptValue, Options, Perm};
 use strata_perm::{BlockOp, ChildSlot};
 
@@ -108,14 +109,15 @@ impl<F: Files> BlockLayer<F> {
 
     fn reopen_all(&mut self, options: &[Options]) -> Result<()> {
         let mut plan = ReopenPlan::default();
-        let mut nodes = Vec::with_capacity(options.len());
         for opts in options {
             let node = self.reopened_node(opts)?;
             plan.queue(self.core.bg.graph(), node, opts, OldOptions::Reset)?;
-            nodes.push(node);
         }
-        for (opts, node) in options.iter().zip(nodes) {
-            self.reopen_links(opts, node)?;
+        // bdrv_reopen_prepare, node by node in queuing order: the links
+        // first, then whatever the reopen leaves must be unchanged.
+        for (node, opts) in plan.given() {
+            self.reopen_links(opts, *node)?;
+            refuse_changed_options(self.core.bg.graph(), *node, opts)?;
         }
         self.core.reopen(&plan)
     }
@@ -131,48 +133,61 @@ impl<F: Files> BlockLayer<F> {
     /// `backing` and `file` links change as the options say.
     fn reopen_links(&mut self, opts: &Options, node: NodeId) -> Result<()> {
         let core = &mut self.core;
-        let name = opts.get_str("node-name").unwrap_or_default();
-        let driver = core.bg.graph().node(node)?.driver().to_string();
-        if opts.get_str("driver").is_some_and(|d| d != driver) {
-            return Err(Error::generic("Cannot change the option 'driver'"));
-        }
-        if opts.get("backing").is_none() && core.has_backing_to_keep(node)? {
+        let name = core.bg.graph().name(node).to_string();
+        let backing_given = opts.get("backing").is_some();
+        if !backing_given && core.has_backing_to_keep(node)? {
             // bdrv_reopen_prepare: blockdev-reopen keeps no old option, so
             // a node that has (or names) a backing file must say which.
             return Err(Error::generic(format!("backing is missing for '{name}'")));
         }
-        if let Some(value) = opts.get("backing") {
-            let new = match value {
-                OptValue::Null => None,
-                OptValue::Str(r) => Some(core.lookup_bs(None, Some(r))?),
-                _ => return Err(Error::generic("Cannot change the option 'backing'")),
-            };
-            if let Some(new) = new {
-                Self::refuse_cycle(core, node, new, ChildSlot::Backing)?;
-            }
-            let g = core.bg.graph();
-            let current = g.cow_node(node).or_else(|| g.filter_node(node));
-            let unchanged = match (current, new) {
-                (Some(c), Some(n)) => g.skip_implicit_filters(c) == n,
-                (None, None) => true,
-                _ => false,
-            };
-            if !unchanged {
-                if let Some(c) = current {
-                    if g.node(c)?.implicit {
-                        return Err(Error::generic(format!(
-                            "Cannot replace implicit backing child of {name}"
-                        )));
-                    }
-                }
-                core.with_hooks(|bg, hooks| {
-                    bg.set_file_or_backing(hooks, node, new, ChildSlot::Backing)
-                })?;
-            }
+        let backing = match opts.get("backing") {
+            Some(OptValue::Null) => Some(None),
+            Some(OptValue::Str(r)) => Some(Some(core.lookup_bs(None, Some(r))?)),
+            // Options for a backing child (`backing.*` once flattened) go
+            // to the child that inherits from the node, or are left for
+            // the check of unchanged options.
+            _ => None,
+        };
+        if let Some(new) = backing {
+            Self::reopen_backing_reference(core, node, &name, new)?;
         }
         if let Some(OptValue::Str(r)) = opts.get("file") {
             Self::reopen_file_reference(core, node, r)?;
         }
+        Ok(())
+    }
+
+    /// `bdrv_reopen_parse_file_or_backing` for `backing` given as a node
+    /// name or `null`: the current backing child (or the node under its
+    /// implicit filters) changes nothing; otherwise the link changes unless
+    /// a job's implicit node holds it.
+    fn reopen_backing_reference(
+        core: &mut BlockCore<F>,
+        node: NodeId,
+        name: &str,
+        new: Option<NodeId>,
+    ) -> Result<()> {
+        if let Some(new) = new {
+            Self::refuse_cycle(core, node, new, ChildSlot::Backing)?;
+        }
+        let g = core.bg.graph();
+        let current = g.cow_node(node).or_else(|| g.filter_node(node));
+        let unchanged = match (current, new) {
+            (Some(c), Some(n)) => g.skip_implicit_filters(c) == n,
+            (None, None) => true,
+            _ => false,
+        };
+        if unchanged {
+            return Ok(());
+        }
+        if let Some(c) = current {
+            if g.node(c)?.implicit {
+                return Err(Error::generic(format!(
+                    "Cannot replace implicit backing child of {name}"
+                )));
+            }
+        }
+        core.with_hooks(|bg, hooks| bg.set_file_or_backing(hooks, node, new, ChildSlot::Backing))?;
         Ok(())
     }
 

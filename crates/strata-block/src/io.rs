@@ -173,7 +173,15 @@ impl<F: Files> BlockCore<F> {
                 buf.fill(0);
                 Ok(())
             }
-            Some(Driver::CopyOnRead | Driver::CommitTop | Driver::MirrorTop) => {
+            // cor_co_preadv_part: every read through the filter (a job's,
+            // an export's, a backing read from the image above) copies into
+            // the filter's child what it lacks, as the stream's prefetch.
+            Some(Driver::CopyOnRead) => {
+                self.cor_prefetch(node, offset, buf.len() as u64)?;
+                let child = self.forward_child(node).ok_or_else(eio)?;
+                self.read(child, offset, buf)
+            }
+            Some(Driver::CommitTop | Driver::MirrorTop) => {
                 let child = self.forward_child(node).ok_or_else(eio)?;
                 self.read(child, offset, buf)
             }
@@ -464,8 +472,8 @@ impl<F: Files> BlockCore<F> {
         Ok(())
     }
 
-    /// The stream job's `PREFETCH` read through a copy-on-read filter
-    /// (`cor_co_preadv_part`): ranges not allocated in the filter's child
+    /// The copy part of a read through a copy-on-read filter
+    /// (`cor_co_preadv_part`; a stream's `PREFETCH` read is only that): ranges not allocated in the filter's child
     /// are copied into it only where they are allocated between the next
     /// image and `bottom` (everywhere without `bottom`).
     pub fn cor_prefetch(&mut self, cor: NodeId, offset: u64, len: u64) -> io::Result<()> {

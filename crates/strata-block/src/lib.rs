@@ -135,6 +135,7 @@ mod open_filename;
 pub mod policy;
 mod query;
 mod reopen;
+mod reopen_options;
 mod state;
 mod state_key;
 

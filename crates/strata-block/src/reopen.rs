@@ -58,6 +58,9 @@ struct FromParent {
 #[derive(Clone, Default, Debug)]
 pub(crate) struct ReopenPlan {
     queued: Vec<QueuedNode>,
+    /// The queued nodes given options of their own (the named nodes and
+    /// the children given inline), in queuing order, with those options.
+    given: Vec<(NodeId, Options)>,
 }
 
 impl ReopenPlan {
@@ -110,6 +113,9 @@ impl ReopenPlan {
             Some(i) => self.queued[i] = entry,
             None => self.queued.push(entry),
         }
+        if !given.is_empty() {
+            self.given.push((node, given.clone()));
+        }
         let from_here = |role| FromParent {
             read_only_option: read_only,
             role,
@@ -150,6 +156,12 @@ impl ReopenPlan {
         Ok(())
     }
 
+    /// The queued nodes given options of their own, in the order
+    /// `bdrv_reopen_multiple` prepares them.
+    pub(crate) fn given(&self) -> &[(NodeId, Options)] {
+        &self.given
+    }
+
     /// The permission layer's view: every queued node with its new flag.
     fn read_only_queue(&self) -> strata_perm::ReopenQueue {
         self.queued
@@ -187,6 +199,7 @@ impl<F: Files> BlockCore<F> {
         // A node the link changes closed has nothing left to reopen.
         let graph = self.bg.graph();
         let plan = ReopenPlan {
+            given: Vec::new(),
             queued: plan
                 .queued
                 .iter()
