@@ -27,7 +27,8 @@
 //! without the main loop's order (`World::unordered_state_key`), so two
 //! independent steps taken in either order reach the same key: a diamond,
 //! which is what a sleep set needs. Sleep sets alone never lose a
-//! reachable state (Godefroid 1996, thm. 6.2), so every final state, and
+//! reachable state (Godefroid, "Partial-order methods for the
+//! verification of concurrent systems", 1996), so every final state, and
 //! every outcome, is still reached. With state caching the sleep set a
 //! state was explored with is stored with it: a state reached again with a
 //! sleep set that is not a superset of the stored one has the tasks
