@@ -18,6 +18,7 @@
 
 use crate::compare::outcome_key;
 use crate::error::{Error, Result};
+use crate::reduction::{Reduction, SleepMemory, SleepSet, StepWatch, Visit};
 use crate::scenario::{Observation, OutcomeRecord, PartRecord, Scenario, ShardRecord};
 use crate::sched::Schedule;
 use crate::world::{Task, World};
@@ -86,6 +87,9 @@ pub struct ExploreOptions {
     /// (`BlockLayer::check_structure`) and report the first schedule
     /// breaking each, without stopping it.
     pub check_structure: bool,
+    /// Partial-order reduction (sleep sets), applied only without a bound
+    /// (see [`crate::reduction`]).
+    pub reduction: Reduction,
 }
 
 impl Default for ExploreOptions {
@@ -97,6 +101,7 @@ impl Default for ExploreOptions {
             time_limit: None,
             policy: strata_block::policy::default(),
             check_structure: false,
+            reduction: Reduction::On,
         }
     }
 }
@@ -152,6 +157,9 @@ struct Frontier {
     preemptions: usize,
     /// The task a non-canonical choice picked, while it keeps running.
     burst: Option<Task>,
+    /// The tasks whose steps here are known to lead only where another
+    /// order of the same steps already led (with reduction only).
+    sleep: SleepSet,
 }
 
 impl Frontier {
@@ -406,6 +414,7 @@ pub fn explore_shard(
         schedule: Schedule::default(),
         preemptions: 0,
         burst: None,
+        sleep: SleepSet::default(),
     };
     let deadline = options.time_limit.map(|t| Instant::now() + t);
     let mut above = Explorer::new(options, progress, deadline);
@@ -500,6 +509,8 @@ struct Explorer<'p> {
     progress: &'p Progress,
     /// State key -> the largest preemption budget it was explored with.
     visited: BTreeMap<u64, usize>,
+    /// With reduction: the sleep set each state was explored with.
+    sleeps: SleepMemory,
     schedules: u64,
     outcomes: BTreeMap<String, Outcome>,
     order: Vec<String>,
@@ -521,6 +532,7 @@ impl<'p> Explorer<'p> {
             options,
             progress,
             visited: BTreeMap::new(),
+            sleeps: SleepMemory::default(),
             schedules: 0,
             outcomes: BTreeMap::new(),
             order: Vec::new(),
@@ -577,17 +589,35 @@ impl<'p> Explorer<'p> {
         };
         let budget = self.options.preemption_bound.budget_after(f.preemptions);
         let key = f.key(self.options.preemption_bound, &runnable);
-        if self.visited.get(&key).is_some_and(|b| *b >= budget) {
+        let awake = match self.reducing() {
+            true => self.sleeps.arrive(key, &f.sleep),
+            false => Visit::New,
+        };
+        let explored = self.visited.get(&key).is_some_and(|b| *b >= budget);
+        if awake == Visit::Done || (explored && !self.reducing()) {
             self.finish_schedule();
             return Vec::new();
         }
-        self.visited.insert(key, budget);
-        self.progress.states.fetch_add(1, Ordering::Relaxed);
+        if self.visited.insert(key, budget).is_none() {
+            self.progress.states.fetch_add(1, Ordering::Relaxed);
+        }
         let chosen: Vec<(usize, &Task)> = runnable
             .iter()
             .enumerate()
             .filter(|(i, task)| f.cost(*i, task) <= budget)
+            .filter(|(_, task)| match &awake {
+                Visit::Awake(woken) => woken.contains(task),
+                _ => !f.sleep.contains(task),
+            })
             .collect();
+        if chosen.is_empty() {
+            // Every task sleeps: each order from here was explored elsewhere.
+            self.finish_schedule();
+            return Vec::new();
+        }
+        // Siblings explored before a child sleep in it while independent
+        // of its step.
+        let mut explored_siblings = f.sleep.clone();
         let mut children = Vec::with_capacity(chosen.len());
         let mut parent = Some(f);
         for (n, &(i, task)) in chosen.iter().enumerate() {
@@ -606,9 +636,17 @@ impl<'p> Explorer<'p> {
                 ..f
             };
             child.schedule.0.push(i);
+            let watch = self
+                .reducing()
+                .then(|| StepWatch::before(&child.world, task));
             if let Err(e) = self.step(&mut child.world, task) {
                 self.fail(&child.schedule, e);
                 continue;
+            }
+            if let Some(watch) = watch {
+                let footprint = watch.after(&child.world);
+                child.sleep = explored_siblings.after(&footprint);
+                explored_siblings.add(task, &footprint);
             }
             self.check_structure(&child.world, &child.schedule);
             children.push(child);
@@ -633,13 +671,24 @@ impl<'p> Explorer<'p> {
             match runnable.len() {
                 0 => return Err(Error::Stuck(f.world.now_ns())),
                 1 => {
+                    let watch = self
+                        .reducing()
+                        .then(|| StepWatch::before(&f.world, &runnable[0]));
                     self.step(&mut f.world, &runnable[0])?;
+                    if let Some(watch) = watch {
+                        f.sleep = f.sleep.after(&watch.after(&f.world));
+                    }
                     self.check_structure(&f.world, &f.schedule);
                     f.burst = f.burst_after(0, &runnable[0]);
                 }
                 _ => return Ok(Some(runnable)),
             }
         }
+    }
+
+    /// Whether sleep sets prune: asked for, and sound (without a bound).
+    fn reducing(&self) -> bool {
+        self.options.reduction == Reduction::On && self.options.preemption_bound == Bound::Unbounded
     }
 
     fn step(&self, world: &mut World, task: &Task) -> Result<()> {

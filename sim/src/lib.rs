@@ -50,6 +50,7 @@ mod images;
 mod matrix;
 mod policies_doc;
 mod properties;
+mod reduction;
 mod run;
 pub mod scenario;
 mod sched;
@@ -72,6 +73,7 @@ pub use matrix::{
 };
 pub use policies_doc::policies_doc;
 pub use properties::{Baseline, Property, Violation};
+pub use reduction::{footprint, Footprint, Reduction, StepWatch};
 pub use run::{check_determinism, replay_command, run, Failure, Run, RunOptions};
 pub use sched::{Canonical, Pct, Random, Replay, Schedule, Scheduler, SchedulerSpec};
 pub use strata_block::policy;

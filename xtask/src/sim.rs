@@ -13,8 +13,8 @@ use strata_sim::policy::{self, Policy};
 use strata_sim::scenario::{Observation, Scenario};
 use strata_sim::{
     compare, explore_shard, merge, run, run_traced, to_dot, Bound, Catalog, CompareOptions,
-    Exploration, ExploreOptions, Progress, Replay, Schedule, SchedulerSpec, Shard, ShardFile,
-    TracedRun,
+    Exploration, ExploreOptions, Progress, Reduction, Replay, Schedule, SchedulerSpec, Shard,
+    ShardFile, TracedRun,
 };
 
 #[derive(Parser)]
@@ -75,6 +75,10 @@ enum SimCommand {
         /// exploration is incomplete).
         #[arg(long, value_name = "SECS")]
         time_limit: Option<u64>,
+        /// Partial-order reduction (sleep sets): `on` or `off`; it prunes
+        /// only with `--bound none`, where it is sound (docs/EXPLORE.md).
+        #[arg(long, default_value = "on", value_parser = parse_reduction)]
+        reduction: Reduction,
         /// Where a shard writes its partial result (JSON).
         #[arg(long, value_name = "FILE", requires = "shard")]
         output: Option<PathBuf>,
@@ -227,11 +231,13 @@ pub fn main(args: &[String]) -> ExitCode {
             threads,
             shard,
             time_limit,
+            reduction,
             output,
             html,
         }) => {
             let options = ExploreOptions {
                 time_limit: time_limit.map(Duration::from_secs),
+                reduction,
                 ..cat.explore_options(bound)
             };
             match (shard, output) {
@@ -451,6 +457,10 @@ fn run_all(catalogs: &[Catalog]) -> Res {
 
 fn parse_bound(text: &str) -> Result<Bound, String> {
     Bound::parse(text).ok_or_else(|| format!("{text:?}: a number of preemptions or `none`"))
+}
+
+fn parse_reduction(text: &str) -> Result<Reduction, String> {
+    Reduction::parse(text).ok_or_else(|| format!("{text:?}: `on` or `off`"))
 }
 
 fn parse_shard(text: &str) -> Result<Shard, String> {

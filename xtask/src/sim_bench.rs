@@ -12,7 +12,10 @@
 //!   thread and on all cores (states per second, and the speed-up);
 //! * every scenario explored without a bound (`Bound::Unbounded`), each
 //!   stopped after `--unbounded-limit SECS` (default 60): states, time,
-//!   and the scenarios that do not finish in that time.
+//!   and the scenarios that do not finish in that time; with partial-order
+//!   reduction (sleep sets) and without: states per second and the
+//!   reduction ratio (transitions, i.e. schedules, and time, without over
+//!   with).
 
 use rayon::prelude::*;
 use std::path::PathBuf;
@@ -20,7 +23,9 @@ use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_sim::scenario::Scenario;
-use strata_sim::{explore, run, scenarios, Bound, Canonical, ExploreOptions, Progress, RunOptions};
+use strata_sim::{
+    explore, run, scenarios, Bound, Canonical, ExploreOptions, Progress, Reduction, RunOptions,
+};
 
 /// Entry point.
 pub fn run_bench(args: &[String]) -> ExitCode {
@@ -125,40 +130,67 @@ fn bench(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     unbounded(&all, Duration::from_secs(unbounded_limit))
 }
 
-/// Every scenario without a bound, each stopped after `limit`.
+/// Every scenario without a bound, each stopped after `limit`, with
+/// reduction and without.
 fn unbounded(all: &[Arc<Scenario>], limit: Duration) -> Result<(), Box<dyn std::error::Error>> {
-    let options = ExploreOptions {
-        preemption_bound: Bound::Unbounded,
-        time_limit: Some(limit),
-        ..ExploreOptions::default()
-    };
     let mut unfinished = Vec::new();
     for s in all {
-        strata_sim::forget_memos();
-        let start = Instant::now();
-        let found = explore(s, options, &Progress::default())?;
-        let secs = start.elapsed().as_secs_f64();
-        let status = if found.complete {
-            "complete"
-        } else {
+        let [on, off] = [Reduction::On, Reduction::Off].map(|r| unbounded_one(s, limit, r));
+        let (on, off) = (on?, off?);
+        if !on.found.complete {
             unfinished.push(s.name.clone());
-            "STOPPED at the time limit"
-        };
+        }
+        for (r, e) in [("on", &on), ("off", &off)] {
+            println!(
+                "unbounded {} (reduction {r}): {} states, {} schedules, {} outcomes, {:.2} s, {:.0} states/s, {}",
+                s.name,
+                e.found.states,
+                e.found.schedules,
+                e.found.outcomes.len(),
+                e.secs,
+                e.found.states as f64 / e.secs.max(1e-9),
+                if e.found.complete { "complete" } else { "STOPPED at the time limit" }
+            );
+        }
         println!(
-            "unbounded {}: {} states, {} schedules, {} outcomes, {secs:.2} s, {status}",
+            "unbounded {}: reduction ratio {:.2}x schedules, {:.2}x time",
             s.name,
-            found.states,
-            found.schedules,
-            found.outcomes.len()
+            off.found.schedules as f64 / on.found.schedules.max(1) as f64,
+            off.secs / on.secs.max(1e-9)
         );
     }
     println!(
-        "unbounded: {} of {} scenarios explored completely within {} s each; not finished: {unfinished:?}",
+        "unbounded: {} of {} scenarios explored completely (with reduction) within {} s each; not finished: {unfinished:?}",
         all.len() - unfinished.len(),
         all.len(),
         limit.as_secs()
     );
     Ok(())
+}
+
+struct Timed {
+    found: strata_sim::Exploration,
+    secs: f64,
+}
+
+fn unbounded_one(
+    s: &Arc<Scenario>,
+    limit: Duration,
+    reduction: Reduction,
+) -> Result<Timed, strata_sim::Error> {
+    let options = ExploreOptions {
+        preemption_bound: Bound::Unbounded,
+        time_limit: Some(limit),
+        reduction,
+        ..ExploreOptions::default()
+    };
+    strata_sim::forget_memos();
+    let start = Instant::now();
+    let found = explore(s, options, &Progress::default())?;
+    Ok(Timed {
+        found,
+        secs: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// The median of `rounds` measurements of [`replay_all`].

@@ -124,6 +124,7 @@ mod drive;
 mod error;
 mod export;
 mod files;
+mod footprint;
 mod invariants;
 mod io;
 mod jobs;

@@ -2,12 +2,12 @@
 //! did not are listed, and the fields that differ between outcomes are the
 //! scenario's volatile ones.
 
-use super::insta_settings;
+use super::{explored_with, insta_settings};
 use std::sync::Arc;
 use strata_sim::scenario::Scenario;
 use strata_sim::{
-    compare, explore, outcome_key, qemu_observation, replay_command, scenario, to_dot, Bound,
-    CompareOptions, Exploration, ExploreOptions, Outcome, Progress, Replay, RunOptions,
+    compare, outcome_key, qemu_observation, replay_command, scenario, to_dot, Bound,
+    CompareOptions, Exploration, ExploreOptions, Outcome, Replay, RunOptions,
 };
 
 fn explored(s: &Arc<Scenario>, bound: usize) -> Exploration {
@@ -15,18 +15,7 @@ fn explored(s: &Arc<Scenario>, bound: usize) -> Exploration {
         preemption_bound: Bound::Preemptions(bound),
         ..ExploreOptions::default()
     };
-    let found = explore(s, options, &Progress::default()).expect("explore");
-    assert!(
-        found.failures.is_empty(),
-        "{}: {:?}",
-        s.name,
-        found
-            .failures
-            .iter()
-            .map(|(sch, e)| format!("{e} [{}]", replay_command(&s.name, sch)))
-            .collect::<Vec<_>>()
-    );
-    found
+    explored_with(s, options)
 }
 
 /// Paths in which the outcomes differ from the first one.

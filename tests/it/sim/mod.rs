@@ -6,15 +6,20 @@ mod conformance;
 mod explore;
 mod inspect;
 mod policies;
+mod reduction;
 mod scale;
 mod schedules;
 mod snapshots;
 mod state_keys;
 mod trace;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use strata_sim::scenario::{Observation, Scenario};
-use strata_sim::{run, Canonical, RunOptions};
+use strata_sim::{
+    explore, outcome_key, replay_command, run, Canonical, Exploration, ExploreOptions, Progress,
+    RunOptions,
+};
 
 /// The canonical run's observation; panics with the replay command.
 pub fn canonical(s: &Arc<Scenario>) -> Observation {
@@ -36,4 +41,30 @@ pub fn insta_settings() -> insta::Settings {
     settings.set_snapshot_path("snapshots");
     settings.set_prepend_module_to_snapshot(false);
     settings
+}
+
+/// `s` explored with `options`; panics on a failure, with its replay
+/// command.
+pub fn explored_with(s: &Arc<Scenario>, options: ExploreOptions) -> Exploration {
+    let found = explore(s, options, &Progress::default()).expect("explore");
+    assert!(
+        found.failures.is_empty(),
+        "{}: {:?}",
+        s.name,
+        found
+            .failures
+            .iter()
+            .map(|(sch, e)| format!("{e} [{}]", replay_command(&s.name, sch)))
+            .collect::<Vec<_>>()
+    );
+    found
+}
+
+/// The keys of an exploration's distinct outcomes.
+pub fn outcome_keys(found: &Exploration) -> BTreeSet<String> {
+    found
+        .outcomes
+        .iter()
+        .map(|o| outcome_key(&o.observation))
+        .collect()
 }

@@ -2,7 +2,7 @@
 //! exploration split into shards run as separate processes whose merged
 //! partial results are exactly the single run's report.
 
-use std::collections::BTreeSet;
+use super::{explored_with, outcome_keys};
 use std::path::PathBuf;
 use std::process::Command;
 use strata_sim::{
@@ -16,17 +16,7 @@ fn explored(name: &str, bound: Bound) -> Exploration {
         preemption_bound: bound,
         ..ExploreOptions::default()
     };
-    let found = explore(&s, options, &Progress::default()).expect("explore");
-    assert!(found.failures.is_empty(), "{name}: {:?}", found.failures);
-    found
-}
-
-fn outcome_keys(found: &Exploration) -> BTreeSet<String> {
-    found
-        .outcomes
-        .iter()
-        .map(|o| outcome_key(&o.observation))
-        .collect()
+    explored_with(&s, options)
 }
 
 #[test]
