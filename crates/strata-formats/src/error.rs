@@ -9,6 +9,7 @@ use std::io;
 
 /// Linux errno values used when an [`Error`] must become an `io::Error`.
 pub(crate) mod errno {
+    pub const EPERM: i32 = 1;
     pub const EIO: i32 = 5;
     pub const EACCES: i32 = 13;
     pub const EFBIG: i32 = 27;
@@ -89,6 +90,10 @@ pub enum Error {
     /// on a raw image).
     #[error("operation not supported by the {0} format")]
     NotSupportedByFormat(&'static str),
+    /// A write to the first sector of a raw image whose format was probed
+    /// would make it probe as another format (`raw_co_pwritev`'s EPERM).
+    #[error("writing this first sector would make the image probe as {0}")]
+    WouldProbeAs(&'static str),
 }
 
 impl Error {
@@ -119,6 +124,7 @@ impl Error {
             Error::OutOfRange { .. } => EIO,
             Error::RefcountOverflow(_) => EFBIG,
             Error::HeaderFull => ENOSPC,
+            Error::WouldProbeAs(_) => EPERM,
         }
     }
 
