@@ -35,7 +35,8 @@ pub enum Error {
     #[error("unsupported qcow2 version {0}")]
     UnsupportedVersion(u32),
     /// A header field is out of range, truncated or inconsistent.
-    #[error("invalid qcow2 header: {0}")]
+    /// The text is QEMU's own where QEMU refuses the same header.
+    #[error("{0}")]
     InvalidHeader(String),
     /// The image sets incompatible feature bits this crate does not know.
     /// `names` comes from the image's feature-name table when it has one.

@@ -34,6 +34,12 @@ pub(crate) mod incompat {
     pub const KNOWN: u64 = DIRTY | CORRUPT | DATA_FILE | COMPRESSION | EXTENDED_L2;
 }
 
+/// Autoclear feature bits.
+pub(crate) mod autoclear {
+    /// The external data file is a valid raw image (`data-file-raw`).
+    pub const DATA_FILE_RAW: u64 = 1 << 1;
+}
+
 /// One entry of the feature-name table extension.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeatureName {
