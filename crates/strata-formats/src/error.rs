@@ -32,7 +32,7 @@ pub enum Error {
     #[error("Image is not in qcow2 format")]
     NotQcow2,
     /// The qcow2 version is neither 2 nor 3.
-    #[error("unsupported qcow2 version {0}")]
+    #[error("Unsupported qcow2 version {0}")]
     UnsupportedVersion(u32),
     /// A header field is out of range, truncated or inconsistent.
     /// The text is QEMU's own where QEMU refuses the same header.

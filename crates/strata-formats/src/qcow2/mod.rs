@@ -141,20 +141,13 @@ impl Qcow2 {
     pub fn open(storage: &mut dyn Storage, access: Access) -> Result<Qcow2> {
         let read_only = access.is_read_only();
         let file_len = storage.len()?;
+        // The header reads as zeros past the end of the file, as QEMU
+        // reads it: a short file is judged by what it says.
         let mut first = [0u8; header::V2_HEADER_LEN];
-        storage.read_at(0, &mut first)?;
-        if file_len < header::V2_HEADER_LEN as u64 {
-            return Err(
-                if first[..4] == header::MAGIC.to_be_bytes() || file_len < 4 {
-                    Error::header("header truncated")
-                } else {
-                    Error::NotQcow2
-                },
-            );
-        }
+        read_present(storage, &mut first, file_len)?;
         let cluster_bits = Header::peek_cluster_bits(&first)?;
         let mut cluster0 = vec![0u8; 1 << cluster_bits];
-        storage.read_at(0, &mut cluster0)?;
+        read_present(storage, &mut cluster0, file_len)?;
         let header = Header::parse(&cluster0)?;
         let mut image = Qcow2::from_header(header, read_only)?;
         image.load_tables(storage, file_len)?;
@@ -671,6 +664,16 @@ impl Qcow2 {
 /// Reads a big-endian u64 table, refusing offsets that are misaligned for a
 /// table or beyond what a host offset can be; past the end of the file it
 /// is zeros.
+/// Reads the start of the file into `buf`, leaving what lies past its end
+/// zero.
+fn read_present(storage: &mut dyn Storage, buf: &mut [u8], file_len: u64) -> Result<()> {
+    let present = file_len.min(buf.len() as u64) as usize;
+    if present > 0 {
+        storage.read_at(0, &mut buf[..present])?;
+    }
+    Ok(())
+}
+
 /// The end of the furthest request the block layer makes
 /// (`BDRV_MAX_LENGTH`: 2^63 less the largest alignment).
 pub(super) const MAX_REQUEST_END: u64 = (1 << 63) - (1 << 30);
