@@ -278,6 +278,7 @@ impl Header {
     /// Refuses what this crate cannot handle, naming it (QEMU's texts
     /// where QEMU refuses too, in QEMU's order).
     fn check_features(&self) -> Result<()> {
+        self.check_compression_type()?;
         let unknown = self.incompatible_features & !incompat::KNOWN;
         if unknown != 0 {
             return Err(Error::UnknownIncompatibleFeatures {
@@ -285,7 +286,6 @@ impl Header {
                 names: self.feature_list(0, unknown),
             });
         }
-        self.check_compression_type()?;
         match self.crypt_method {
             0 => {}
             // AES and LUKS: Strata takes no secrets, as QEMU without one.
@@ -302,6 +302,13 @@ impl Header {
                 )))
             }
         }
+        Ok(())
+    }
+
+    /// Refuses the features QEMU has and this crate lacks, once the image
+    /// passed every check QEMU makes at open (so that a damaged image is
+    /// refused for what QEMU refuses it for).
+    pub(crate) fn check_unsupported(&self) -> Result<()> {
         if self.incompatible_features & incompat::DATA_FILE != 0 {
             return Err(Error::Unsupported(
                 "external data file (incompatible feature bit 2)".into(),
@@ -316,6 +323,15 @@ impl Header {
             return Err(Error::Unsupported("compression type zstd".into()));
         }
         Ok(())
+    }
+
+    /// Bytes per L2 entry: 16 with extended L2 entries (subclusters).
+    pub(crate) fn l2_entry_len(&self) -> u64 {
+        if self.incompatible_features & incompat::EXTENDED_L2 != 0 {
+            16
+        } else {
+            8
+        }
     }
 
     /// `validate_compression_type`: zlib without the incompatible bit,
@@ -525,7 +541,8 @@ mod tests {
         ] {
             let mut h = sample();
             h.incompatible_features = bits;
-            let err = Header::parse(&h.to_cluster().unwrap()).unwrap_err();
+            let parsed = Header::parse(&h.to_cluster().unwrap()).unwrap();
+            let err = parsed.check_unsupported().unwrap_err();
             assert!(err.to_string().contains(text), "{err}");
         }
     }

@@ -158,6 +158,7 @@ impl Qcow2 {
             let table = (image.header.snapshots_offset, snapshots.bytes);
             image.check_bitmaps(storage, file_len, &dir, table, &snapshots.l1_tables)?;
         }
+        image.header.check_unsupported()?;
         if !read_only {
             if image.header.incompatible_features & incompat::CORRUPT != 0 {
                 return Err(Error::MarkedCorrupt);
@@ -210,7 +211,7 @@ impl Qcow2 {
             MAX_L1_BYTES,
             cs,
         )?;
-        let l2_coverage = cs * (cs / 8);
+        let l2_coverage = cs * (cs / header.l2_entry_len());
         if header.size.div_ceil(l2_coverage) > u64::from(header.l1_size) {
             return Err(Error::header("L1 table is too small"));
         }
