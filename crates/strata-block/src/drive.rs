@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use crate::files::Files;
 use crate::layer::BlockLayer;
+use strata_formats::FormatOrigin;
 use strata_graph::{NodeId, Options, Perm, RootId, RootKind};
 
 /// `share-rw`: whether a device lets others write.
@@ -45,7 +46,7 @@ impl<F: Files> BlockLayer<F> {
         let core = &mut self.core;
         let node = match filename {
             Some(filename) => core.open_filename(filename, options, false)?,
-            None => core.open_node(&options, false)?,
+            None => core.open_node(&options, false, FormatOrigin::Given)?,
         };
         core.refresh_filename(node)?;
         let read_only = core.bg.graph().node(node)?.read_only;

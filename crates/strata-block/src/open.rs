@@ -12,7 +12,7 @@ use crate::locking::LockingMode;
 use crate::open_filename::{could_not_open, pass_filename_down};
 use crate::state::{DriverState, InjectError, SetState};
 use strata_filters::Driver;
-use strata_formats::{Access, Format, Image};
+use strata_formats::{Access, Format, FormatOrigin, Image};
 use strata_graph::{Inheritance, NodeId, NodeSpec, OptValue, Options, Role};
 use strata_perm::ChildSlot;
 
@@ -29,7 +29,7 @@ impl<F: Files> BlockCore<F> {
                 "'node-name' must be specified for the root node",
             ));
         }
-        let node = self.open_node(opts, false)?;
+        let node = self.open_node(opts, false, FormatOrigin::Given)?;
         // bds_tree_init: a root's `read-only` defaults to `off` before
         // bdrv_open sees the options, so it counts as given.
         let inheritance = &mut self.bg.node_mut(node)?.inheritance;
@@ -39,11 +39,12 @@ impl<F: Files> BlockCore<F> {
     }
 
     /// Opens one node (and what it needs below it) holding one reference
-    /// for the caller.
+    /// for the caller; `origin` says whether its driver was probed.
     pub(crate) fn open_node(
         &mut self,
         opts: &Options,
         inherited_read_only: bool,
+        origin: FormatOrigin,
     ) -> Result<NodeId> {
         let driver_name = opts.get_str("driver").unwrap_or_default();
         let driver = Driver::from_name(driver_name)
@@ -55,7 +56,7 @@ impl<F: Files> BlockCore<F> {
         };
         let node = match driver {
             Driver::File => self.open_file(opts, read_only),
-            Driver::Qcow2 | Driver::Raw => self.open_format(driver, opts, read_only),
+            Driver::Qcow2 | Driver::Raw => self.open_format(driver, opts, read_only, origin),
             Driver::Throttle | Driver::CopyOnRead => self.open_file_filter(driver, opts, read_only),
             Driver::Blkdebug => self.open_blkdebug(opts, read_only),
             Driver::Quorum => self.open_quorum(opts, read_only),
@@ -188,9 +189,9 @@ impl<F: Files> BlockCore<F> {
     ) -> Result<NodeId> {
         match value {
             OptValue::Dict(child) => {
-                let child = self.with_implied_driver(child)?;
+                let (child, origin) = self.with_implied_driver(child)?;
                 self.opening_path.push(key.to_string());
-                let opened = self.open_node(&child, inherited_read_only);
+                let opened = self.open_node(&child, inherited_read_only, origin);
                 self.opening_path.pop();
                 opened
             }
@@ -213,18 +214,18 @@ impl<F: Files> BlockCore<F> {
     /// none: a child with a `file` has its format probed from that file
     /// (`bdrv_open_inherit`'s `find_image_format`); one named by
     /// `filename` alone is a file (`bdrv_find_protocol` without a prefix).
-    fn with_implied_driver(&mut self, child: &Options) -> Result<Options> {
-        if child.get("driver").is_some() {
-            Ok(child.clone())
-        } else if child.get("file").is_some() {
-            self.with_probed_driver(child.clone())
-        } else if child.get("filename").is_some() {
-            Ok(child
-                .clone()
-                .with("driver", OptValue::Str("file".to_string())))
-        } else {
-            Ok(child.clone())
+    fn with_implied_driver(&mut self, child: &Options) -> Result<(Options, FormatOrigin)> {
+        if child.get("driver").is_none() && child.get("file").is_some() {
+            return self.with_probed_driver(child.clone());
         }
+        let child = if child.get("driver").is_none() && child.get("filename").is_some() {
+            child
+                .clone()
+                .with("driver", OptValue::Str("file".to_string()))
+        } else {
+            child.clone()
+        };
+        Ok((child, FormatOrigin::Given))
     }
 
     /// Opens `child` first, then creates the node and attaches the child:
@@ -258,7 +259,13 @@ impl<F: Files> BlockCore<F> {
         Ok((node, child))
     }
 
-    fn open_format(&mut self, driver: Driver, opts: &Options, read_only: bool) -> Result<NodeId> {
+    fn open_format(
+        &mut self,
+        driver: Driver,
+        opts: &Options,
+        read_only: bool,
+        origin: FormatOrigin,
+    ) -> Result<NodeId> {
         let role = driver.primary_child_role(opts);
         let placeholder = DriverState::Busy;
         let (node, _) =
@@ -272,7 +279,7 @@ impl<F: Files> BlockCore<F> {
             Driver::Raw => self.check_raw_slice(node, opts),
             _ => Ok(()),
         }
-        .and_then(|()| self.open_image(node, format, read_only));
+        .and_then(|()| self.open_image(node, format, read_only, origin));
         if let Err(err) = opened {
             self.unref(node)?;
             return Err(err);
@@ -319,13 +326,20 @@ impl<F: Files> BlockCore<F> {
     }
 
     /// Reads the image's metadata through the node's file child.
-    fn open_image(&mut self, node: NodeId, format: Format, read_only: bool) -> Result<()> {
+    fn open_image(
+        &mut self,
+        node: NodeId,
+        format: Format,
+        read_only: bool,
+        origin: FormatOrigin,
+    ) -> Result<()> {
         let opened = self.with_child_io(node, |storage, _| {
             Image::open(storage, Some(format), Access::from_read_only(read_only))
                 .map_err(|e| std::io::Error::other(e.to_string()))
         });
         match opened {
-            Ok(image) => {
+            Ok(mut image) => {
+                image.set_origin(origin);
                 let auto_backing_file = image.backing_file().unwrap_or_default().to_string();
                 self.state.insert(
                     node,

@@ -12,7 +12,7 @@ use crate::core::BlockCore;
 use crate::error::{strerror, Error, Result};
 use crate::files::Files;
 use strata_filters::Driver;
-use strata_formats::{Access, Format};
+use strata_formats::{Access, Format, FormatOrigin};
 use strata_graph::{NodeId, OptValue, Options};
 use strata_qmp::QObject;
 
@@ -55,7 +55,7 @@ impl<F: Files> BlockCore<F> {
         explicit: Options,
         inherited_read_only: bool,
     ) -> Result<NodeId> {
-        let opts = if let Some(json) = filename.strip_prefix("json:") {
+        let (opts, origin) = if let Some(json) = filename.strip_prefix("json:") {
             self.with_probed_driver(join(explicit, parse_json_filename(json)?))?
         } else if let Some(legacy) = filename.strip_prefix("blkdebug:") {
             self.blkdebug_filename_options(legacy, explicit)?
@@ -64,15 +64,18 @@ impl<F: Files> BlockCore<F> {
         };
         // A filename starts a dictionary of its own.
         let outer_path = std::mem::take(&mut self.opening_path);
-        let opened = self.open_node(&opts, inherited_read_only);
+        let opened = self.open_node(&opts, inherited_read_only, origin);
         self.opening_path = outer_path;
         opened
     }
 
     /// Options without a driver get the format probed from their `file`.
-    pub(crate) fn with_probed_driver(&mut self, mut opts: Options) -> Result<Options> {
+    pub(crate) fn with_probed_driver(
+        &mut self,
+        mut opts: Options,
+    ) -> Result<(Options, FormatOrigin)> {
         if opts.get("driver").is_some() {
-            return Ok(opts);
+            return Ok((opts, FormatOrigin::Given));
         }
         let path = match opts.get("file") {
             Some(OptValue::Dict(file)) => file.get_str("filename").map(str::to_string),
@@ -81,27 +84,34 @@ impl<F: Files> BlockCore<F> {
         let path = path.ok_or_else(|| Error::generic("Must specify either driver or file"))?;
         let format = self.probe_format(&path)?;
         opts.put("driver", text(format.name()));
-        Ok(opts)
+        Ok((opts, FormatOrigin::Probed))
     }
 
     /// A plain filename names a file (`bdrv_find_protocol` without a
     /// prefix): the file node itself, or a format node over it, the format
     /// probed when none is given.
-    fn plain_filename_options(&mut self, path: &str, mut explicit: Options) -> Result<Options> {
-        let driver = match explicit.get_str("driver") {
-            Some(driver) => driver.to_string(),
-            None => self.probe_format(path)?.name().to_string(),
+    fn plain_filename_options(
+        &mut self,
+        path: &str,
+        mut explicit: Options,
+    ) -> Result<(Options, FormatOrigin)> {
+        let (driver, origin) = match explicit.get_str("driver") {
+            Some(driver) => (driver.to_string(), FormatOrigin::Given),
+            None => (
+                self.probe_format(path)?.name().to_string(),
+                FormatOrigin::Probed,
+            ),
         };
         if driver == "file" {
             explicit.put("filename", text(path));
-            return Ok(explicit);
+            return Ok((explicit, origin));
         }
         explicit.put("driver", text(&driver));
         let file = Options::new()
             .with("driver", text("file"))
             .with("filename", text(path));
         explicit.put("file", OptValue::Dict(file));
-        Ok(explicit)
+        Ok((explicit, origin))
     }
 
     /// `blkdebug:<config>:<image>` (`blkdebug_parse_filename`, the name a
@@ -111,7 +121,7 @@ impl<F: Files> BlockCore<F> {
         &mut self,
         legacy: &str,
         mut explicit: Options,
-    ) -> Result<Options> {
+    ) -> Result<(Options, FormatOrigin)> {
         let (config, image) = legacy
             .split_once(':')
             .ok_or_else(|| Error::generic("blkdebug requires both config file and image path"))?;
@@ -123,12 +133,15 @@ impl<F: Files> BlockCore<F> {
             .with("driver", text("file"))
             .with("filename", text(image));
         blkdebug.put("image", OptValue::Dict(file));
-        if explicit.get_str("driver").is_none() {
+        let origin = if explicit.get_str("driver").is_none() {
             let format = self.probe_format(image)?;
             explicit.put("driver", text(format.name()));
-        }
+            FormatOrigin::Probed
+        } else {
+            FormatOrigin::Given
+        };
         explicit.put("file", OptValue::Dict(blkdebug));
-        Ok(explicit)
+        Ok((explicit, origin))
     }
 
     /// `find_image_format` for the formats Strata has: qcow2's magic, or

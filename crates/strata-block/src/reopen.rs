@@ -244,7 +244,8 @@ impl<F: Files> BlockCore<F> {
                 image,
                 auto_backing_file,
             }) => {
-                let (format, auto) = (image.format(), auto_backing_file.clone());
+                let (format, origin) = (image.format(), image.origin());
+                let auto = auto_backing_file.clone();
                 let reopened = self.with_child_io(node, |storage, _| {
                     strata_formats::Image::open(
                         storage,
@@ -253,7 +254,8 @@ impl<F: Files> BlockCore<F> {
                     )
                     .map_err(|e| std::io::Error::other(e.to_string()))
                 });
-                let image = reopened.map_err(|e| Error::generic(e.to_string()))?;
+                let mut image = reopened.map_err(|e| Error::generic(e.to_string()))?;
+                image.set_origin(origin);
                 self.state.insert(
                     node,
                     DriverState::Format {

@@ -68,6 +68,7 @@ impl Hash for DriverStateKey<'_> {
                 image.backing_file(),
                 image.backing_format(),
                 image.virtual_size(),
+                image.origin(),
                 auto_backing_file,
             )
                 .hash(h),

@@ -9,6 +9,7 @@ use std::io;
 
 /// Linux errno values used when an [`Error`] must become an `io::Error`.
 pub(crate) mod errno {
+    pub const EPERM: i32 = 1;
     pub const EIO: i32 = 5;
     pub const EACCES: i32 = 13;
     pub const EFBIG: i32 = 27;
@@ -31,10 +32,11 @@ pub enum Error {
     #[error("Image is not in qcow2 format")]
     NotQcow2,
     /// The qcow2 version is neither 2 nor 3.
-    #[error("unsupported qcow2 version {0}")]
+    #[error("Unsupported qcow2 version {0}")]
     UnsupportedVersion(u32),
     /// A header field is out of range, truncated or inconsistent.
-    #[error("invalid qcow2 header: {0}")]
+    /// The text is QEMU's own where QEMU refuses the same header.
+    #[error("{0}")]
     InvalidHeader(String),
     /// The image sets incompatible feature bits this crate does not know.
     /// `names` comes from the image's feature-name table when it has one.
@@ -89,6 +91,10 @@ pub enum Error {
     /// on a raw image).
     #[error("operation not supported by the {0} format")]
     NotSupportedByFormat(&'static str),
+    /// A write to the first sector of a raw image whose format was probed
+    /// would make it probe as another format (`raw_co_pwritev`'s EPERM).
+    #[error("writing this first sector would make the image probe as {0}")]
+    WouldProbeAs(&'static str),
 }
 
 impl Error {
@@ -119,6 +125,7 @@ impl Error {
             Error::OutOfRange { .. } => EIO,
             Error::RefcountOverflow(_) => EFBIG,
             Error::HeaderFull => ENOSPC,
+            Error::WouldProbeAs(_) => EPERM,
         }
     }
 

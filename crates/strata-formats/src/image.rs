@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::extent::Extent;
+use crate::probe::FormatOrigin;
 use crate::qcow2::{CheckReport, Qcow2, ZeroWrite};
 use crate::raw::Raw;
 use crate::storage::{Access, BackingRead, Storage};
@@ -59,20 +60,39 @@ pub enum Image {
 }
 
 impl Image {
-    /// Opens `storage` as `format`, or as what [`Format::probe`] finds.
+    /// Opens `storage` as `format`, or as what [`Format::probe`] finds
+    /// (then [`FormatOrigin::Probed`]).
     pub fn open(
         storage: &mut dyn Storage,
         format: Option<Format>,
         access: Access,
     ) -> Result<Image> {
-        let format = match format {
-            Some(f) => f,
-            None => Format::probe(storage)?,
+        let (format, origin) = match format {
+            Some(f) => (f, FormatOrigin::Given),
+            None => (Format::probe(storage)?, FormatOrigin::Probed),
         };
-        Ok(match format {
+        let mut image = match format {
             Format::Qcow2 => Image::Qcow2(Qcow2::open(storage, access)?),
             Format::Raw => Image::Raw(Raw::open(storage, access)?),
-        })
+        };
+        image.set_origin(origin);
+        Ok(image)
+    }
+
+    /// How the image's format was chosen (only raw images keep it: a
+    /// qcow2 image behaves the same either way).
+    pub fn origin(&self) -> FormatOrigin {
+        match self {
+            Image::Qcow2(_) => FormatOrigin::Given,
+            Image::Raw(r) => r.origin(),
+        }
+    }
+
+    /// Records how the image's format was chosen ([`Raw::set_origin`]).
+    pub fn set_origin(&mut self, origin: FormatOrigin) {
+        if let Image::Raw(r) = self {
+            r.set_origin(origin);
+        }
     }
 
     /// The image's format.

@@ -148,6 +148,7 @@ mod chain;
 mod error;
 mod extent;
 mod image;
+mod probe;
 mod qcow2;
 mod raw;
 mod storage;
@@ -156,6 +157,7 @@ pub use chain::{Chain, Layer};
 pub use error::{Error, Result};
 pub use extent::{Extent, ExtentKind};
 pub use image::{Format, Image};
+pub use probe::{probed_driver, FormatOrigin, PROBE_BUF_SIZE};
 pub use qcow2::{
     CheckReport, Compat, CreateOptions, FeatureName, Header, HeaderExtension, Qcow2, ZeroWrite,
 };

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::extent::{Extent, ExtentKind};
+use crate::probe::{probed_driver, FormatOrigin, PROBE_BUF_SIZE};
 use crate::storage::{Access, DebugEvent, Storage};
 
 /// A raw image: its virtual size is its storage's length.
@@ -13,6 +14,7 @@ use crate::storage::{Access, DebugEvent, Storage};
 pub struct Raw {
     size: u64,
     read_only: bool,
+    origin: FormatOrigin,
 }
 
 impl Raw {
@@ -21,7 +23,19 @@ impl Raw {
         Ok(Raw {
             size: storage.len()?,
             read_only: access.is_read_only(),
+            origin: FormatOrigin::Given,
         })
+    }
+
+    /// How the image's format was chosen.
+    pub fn origin(&self) -> FormatOrigin {
+        self.origin
+    }
+
+    /// Records how the image's format was chosen: a probed one guards its
+    /// first sector (see [`Raw::write`]).
+    pub fn set_origin(&mut self, origin: FormatOrigin) {
+        self.origin = origin;
     }
 
     /// The image's size in bytes.
@@ -36,10 +50,17 @@ impl Raw {
         Ok(storage.read_at(offset, buf)?)
     }
 
-    /// Writes `data` at `offset`.
+    /// Writes `data` at `offset`. When the format was probed, a write
+    /// into the first sector is refused if the sector it leaves would
+    /// probe as another format (`raw_co_pwritev`, which sees the whole
+    /// sector: a probed raw node read-modify-writes partial sectors).
     pub fn write(&mut self, storage: &mut dyn Storage, offset: u64, data: &[u8]) -> Result<()> {
         self.check_writable()?;
         self.check_range(offset, data.len() as u64)?;
+        if self.origin == FormatOrigin::Probed && offset < PROBE_BUF_SIZE as u64 && !data.is_empty()
+        {
+            self.check_first_sector(storage, offset as usize, data)?;
+        }
         storage.debug_event(DebugEvent::WriteAio);
         Ok(storage.write_at(offset, data)?)
     }
@@ -95,6 +116,25 @@ impl Raw {
         Ok(storage.flush()?)
     }
 
+    /// The first sector as `data` written at `offset` leaves it (past the
+    /// end of the image, zeroes) must still probe as raw.
+    fn check_first_sector(
+        &self,
+        storage: &mut dyn Storage,
+        offset: usize,
+        data: &[u8],
+    ) -> Result<()> {
+        let mut sector = [0u8; PROBE_BUF_SIZE];
+        let stored = (self.size as usize).min(PROBE_BUF_SIZE);
+        storage.read_at(0, &mut sector[..stored])?;
+        let overlap = data.len().min(PROBE_BUF_SIZE - offset);
+        sector[offset..offset + overlap].copy_from_slice(&data[..overlap]);
+        match probed_driver(&sector) {
+            "raw" => Ok(()),
+            other => Err(Error::WouldProbeAs(other)),
+        }
+    }
+
     fn check_writable(&self) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly);
@@ -135,5 +175,35 @@ mod tests {
         ));
         let mut ro = Raw::open(&mut st, Access::ReadOnly).unwrap();
         assert!(matches!(ro.write(&mut st, 0, b"a"), Err(Error::ReadOnly)));
+    }
+
+    #[test]
+    fn a_probed_raw_image_never_becomes_another_format() {
+        let mut st = MemStorage::from_bytes(&[0; 4096]);
+        let mut raw = Raw::open(&mut st, Access::ReadWrite).unwrap();
+        let qcow2_magic = b"QFI\xfb\0\0\0\x03";
+        raw.write(&mut st, 0, qcow2_magic).unwrap();
+        raw.write(&mut st, 0, &[0; 8]).unwrap();
+        raw.set_origin(FormatOrigin::Probed);
+        // The magic alone makes the sector qcow2's, wherever it lands.
+        assert!(matches!(
+            raw.write(&mut st, 0, qcow2_magic),
+            Err(Error::WouldProbeAs("qcow2"))
+        ));
+        raw.write(&mut st, 4, b"\0\0\0\x03").unwrap();
+        assert!(matches!(
+            raw.write(&mut st, 0, b"QFI\xfb"),
+            Err(Error::WouldProbeAs("qcow2"))
+        ));
+        assert_eq!(
+            Error::WouldProbeAs("qcow2").errno(),
+            1,
+            "EPERM, as raw_co_pwritev"
+        );
+        // Past the first sector anything goes.
+        raw.write(&mut st, 512, qcow2_magic).unwrap();
+        let mut buf = [9; 8];
+        raw.read(&mut st, 0, &mut buf).unwrap();
+        assert_eq!(&buf, b"\0\0\0\0\0\0\0\x03");
     }
 }

@@ -25,6 +25,7 @@
 
 pub mod daemon;
 pub mod nbd;
+pub mod oracle;
 pub mod qcow2;
 pub mod qmp;
 pub mod run;

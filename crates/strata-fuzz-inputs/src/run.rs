@@ -2,10 +2,9 @@
 //! process or against a strata-qsd process, tallied.
 
 use crate::daemon::{Daemon, Serve, MEMORY_LIMIT_KIB};
-use crate::{below, case_gen, nbd, qcow2, qmp, time_limit, Failure, Target};
+use crate::{below, case_gen, nbd, oracle, qcow2, qmp, time_limit, Failure, Target};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Where the inputs go.
@@ -144,78 +143,13 @@ fn run_qcow2(options: &RunOptions, tally: &mut Tally) -> Result<(), String> {
             tally.count("decided by QEMU too");
             let path = scratch.join("image.qcow2");
             std::fs::write(&path, &bytes).map_err(|e| e.to_string())?;
-            for (read_only, strata) in
-                [(true, &decisions.read_only), (false, &decisions.read_write)]
-            {
-                if let Some(kind) = divergence(&path, read_only, strata) {
-                    tally.divergences.entry(kind).or_insert((0, i)).0 += 1;
-                }
+            for kind in oracle::divergences(&path, &bytes, &decisions) {
+                tally.divergences.entry(kind).or_insert((0, i)).0 += 1;
             }
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
-}
-
-/// QEMU's decision on opening `path` against Strata's: the kind of
-/// difference, if any (the error texts, shortened).
-fn divergence(path: &Path, read_only: bool, strata: &Result<(), String>) -> Option<String> {
-    let target = format!(
-        r#"json:{{"driver": "qcow2", "backing": null, "file": {{"driver": "file", "filename": "{}"}}}}"#,
-        path.display()
-    );
-    let mut command = Command::new("qemu-io");
-    if read_only {
-        command.args(["-r", "-c", "read 0 64k"]);
-    } else {
-        command.args(["-c", "write 0 512"]);
-    }
-    let out = command.arg(&target).output().ok()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let qemu_refused = stderr.contains("can't open");
-    let mode = if read_only { "read-only" } else { "read-write" };
-    let short = |text: &str| generic(text.lines().next().unwrap_or_default());
-    match (qemu_refused, strata) {
-        (true, Ok(())) => {
-            let reason = stderr
-                .split_once(&format!("{target}: "))
-                .map_or(stderr.as_ref(), |(_, reason)| reason);
-            Some(format!(
-                "{mode}: QEMU refuses ({}), Strata opens",
-                short(reason.trim())
-            ))
-        }
-        (false, Err(e)) => Some(format!("{mode}: QEMU opens, Strata refuses ({})", short(e))),
-        _ => None,
-    }
-}
-
-/// An error text as a kind: numbers (offsets, indexes) become `N`, and
-/// the text is cut at 80 characters.
-fn generic(text: &str) -> String {
-    let mut out = String::new();
-    let mut in_number = false;
-    for word in text.split_inclusive(|c: char| !c.is_ascii_alphanumeric()) {
-        let (body, tail) = word.split_at(
-            word.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
-                .len(),
-        );
-        let numeric = !body.is_empty()
-            && (body.chars().all(|c| c.is_ascii_digit())
-                || body
-                    .strip_prefix("0x")
-                    .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit())));
-        if numeric {
-            if !in_number {
-                out.push('N');
-            }
-        } else {
-            out.push_str(body);
-        }
-        in_number = numeric && tail.is_empty();
-        out.push_str(tail);
-    }
-    out.chars().take(80).collect()
 }
 
 fn run_daemon(

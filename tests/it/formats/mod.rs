@@ -11,6 +11,7 @@
 mod enospc;
 mod props;
 mod read;
+mod refusals;
 mod write;
 
 use std::path::{Path, PathBuf};

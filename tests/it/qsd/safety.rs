@@ -460,3 +460,164 @@ fn a_half_closed_client_gets_every_answer() {
     assert_eq!(answers.len(), stray * line.len());
     assert!(answers.chunks(line.len()).all(|a| a == line.as_bytes()));
 }
+
+/// `dir/top.qcow2` over `dir/base.img`, a raw backing file the header
+/// names without a format (so QEMU probes it), with `first_sector` as the
+/// top's guest data at offset 0.
+fn chain_over_unformatted_raw(dir: &std::path::Path, first_sector: &[u8]) -> (String, String) {
+    let (base, top) = (dir.join("base.img"), dir.join("top.qcow2"));
+    let (base, top) = (base.display().to_string(), top.display().to_string());
+    run_ok(Command::new("qemu-img").args(["create", "-q", "-f", "raw", &base, "1M"]));
+    qcow2(&top);
+    let file = std::fs::OpenOptions::new().write(true).open(&top).unwrap();
+    let name = b"base.img";
+    let mut fields = 32768u64.to_be_bytes().to_vec();
+    fields.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    file.write_all_at(&fields, 8).unwrap();
+    file.write_all_at(name, 32768).unwrap();
+    drop(file);
+    let sector = dir.join("sector");
+    std::fs::write(&sector, first_sector).unwrap();
+    let write = format!("write -s {} 0 512", sector.display());
+    run_ok(Command::new("qemu-io").args(["-f", "qcow2", "-c", &write, &top]));
+    (base, top)
+}
+
+/// Starts an active commit of `top` into its probed raw backing file;
+/// how the job ends up (the first of BLOCK_JOB_READY and
+/// BLOCK_JOB_COMPLETED, the timestamp cut off).
+fn commit_into_probed_raw(client: &mut Client, top: &str) -> String {
+    let add = format!(
+        r#"{{"execute": "blockdev-add", "arguments": {{"node-name": "n", "driver": "qcow2", "file": {{"driver": "file", "filename": "{top}"}}}}}}"#
+    );
+    assert_eq!(client.execute(&add), OK);
+    assert_eq!(
+        client
+            .execute(r#"{"execute": "block-commit", "arguments": {"job-id": "c", "device": "n"}}"#),
+        OK
+    );
+    loop {
+        let event = client.wait_event("\"event\": \"BLOCK_JOB_");
+        if event.contains("BLOCK_JOB_READY") || event.contains("BLOCK_JOB_COMPLETED") {
+            return event.split_once("\"event\"").unwrap().1.to_string();
+        }
+    }
+}
+
+/// qemu-storage-daemon 10.0.2 serving QMP on a unix socket in `dir`.
+fn qemu_daemon_in(dir: &std::path::Path) -> (QemuDaemon, Client) {
+    let socket = dir.join("qmp.sock");
+    let chardev = format!("socket,path={},server=on,wait=off,id=m", socket.display());
+    let daemon = QemuDaemon {
+        child: Command::new("qemu-storage-daemon")
+            .args(["--chardev", &chardev, "--monitor", "m"])
+            .spawn()
+            .unwrap(),
+    };
+    // The socket appears once the daemon listens.
+    for _ in 0..500 {
+        if let Ok(stream) = std::os::unix::net::UnixStream::connect(&socket) {
+            return (daemon, Client::greeted(stream).negotiate());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!(
+        "qemu-storage-daemon does not listen on {}",
+        socket.display()
+    )
+}
+
+/// A backing file opened without a recorded format was probed as raw:
+/// QEMU then refuses (EPERM) a write to its first sector that would make
+/// it probe as another format (`raw_co_pwritev`), so committing a top
+/// whose first sector is a qcow2 header fails with `Operation not
+/// permitted` and leaves the base raw; ordinary data commits. Strata's
+/// job ends as qemu-storage-daemon 10.0.2's, and the base's first sector
+/// is the same afterwards.
+#[test]
+fn a_probed_raw_backing_file_never_becomes_another_format() {
+    let header = {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("h.qcow2").display().to_string();
+        qcow2(&image);
+        std::fs::read(&image).unwrap()[..512].to_vec()
+    };
+    let mut outcomes = Vec::new();
+    for first_sector in [header, vec![0x5a; 512]] {
+        let (qemu_dir, strata) = (tempfile::tempdir().unwrap(), Running::start(&[]));
+        let strata_dir = std::path::Path::new(&strata.path("x"))
+            .parent()
+            .unwrap()
+            .to_owned();
+        let (qemu_base, qemu_top) = chain_over_unformatted_raw(qemu_dir.path(), &first_sector);
+        let (strata_base, strata_top) = chain_over_unformatted_raw(&strata_dir, &first_sector);
+        let (mut qemu, mut qemu_client) = qemu_daemon_in(qemu_dir.path());
+        let want = commit_into_probed_raw(&mut qemu_client, &qemu_top);
+        assert_eq!(qemu_client.execute(r#"{"execute": "quit"}"#), OK);
+        assert!(qemu.child.wait().unwrap().success());
+        let mut client = Client::negotiated(&strata.socket);
+        assert_eq!(commit_into_probed_raw(&mut client, &strata_top), want);
+        let first_512 = |path: &str| std::fs::read(path).unwrap()[..512].to_vec();
+        assert_eq!(first_512(&strata_base), first_512(&qemu_base));
+        outcomes.push(want);
+    }
+    assert!(
+        outcomes[0].contains("\"error\": \"Operation not permitted\""),
+        "{outcomes:?}"
+    );
+    assert!(outcomes[1].contains("BLOCK_JOB_READY"), "{outcomes:?}");
+}
+
+/// The first sectors QEMU's probing recognises, sector by sector: written
+/// over a raw image whose format qemu-io probed, QEMU refuses exactly
+/// those Strata's [`strata_formats::probed_driver`] finds not raw.
+#[test]
+fn probing_knows_the_magics_qemu_refuses_on_a_probed_raw_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("r.img").display().to_string();
+    run_ok(Command::new("qemu-img").args(["create", "-q", "-f", "raw", &image, "64k"]));
+    let sector = |prefix: &[u8], at: usize| {
+        let mut s = vec![0u8; 512];
+        s[at..at + prefix.len()].copy_from_slice(prefix);
+        s
+    };
+    let mut bochs = sector(b"Bochs Virtual HD Image", 0);
+    bochs[32..39].copy_from_slice(b"Redolog");
+    bochs[48..55].copy_from_slice(b"Growing");
+    bochs[66] = 2;
+    let mut parallels = sector(b"WithoutFreeSpace", 0);
+    parallels[16] = 2;
+    let cases = [
+        sector(b"QFI\xfb\0\0\0\x03", 0),
+        sector(b"QFI\xfb\0\0\0\x02", 0),
+        sector(b"QFI\xfb\0\0\0\x01", 0),
+        sector(b"QFI\xfb\0\0\0\x00", 0),
+        sector(b"QED\0", 0),
+        sector(b"\x7f\x10\xda\xbe", 64),
+        sector(b"KDMV", 0),
+        sector(b"COWD", 0),
+        sector(b"# Disk DescriptorFile\n  \nversion=1\n", 0),
+        sector(b"version=3\r\n", 0),
+        sector(b"version=4\n", 0),
+        sector(b"\nversion=1\n", 0),
+        sector(b"conectix", 0),
+        sector(b"vhdxfile", 0),
+        parallels,
+        bochs,
+        sector(b"#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n", 0),
+        sector(b"LUKS\xba\xbe\0\x01", 0),
+        sector(b"LUKS\xba\xbe\0\x02", 0),
+        sector(b"", 0),
+    ];
+    let mut refused = 0;
+    for (i, case) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("s{i}"));
+        std::fs::write(&path, case).unwrap();
+        let write = format!("write -s {} 0 512", path.display());
+        let (written, _) = qemu_io(&["-c", &write, &image]);
+        let strata = strata_formats::probed_driver(case);
+        assert_eq!(written, strata == "raw", "case {i}: Strata probes {strata}");
+        refused += usize::from(!written);
+    }
+    assert_eq!(refused, 15);
+}

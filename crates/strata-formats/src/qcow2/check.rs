@@ -2,13 +2,12 @@
 //! `qemu-img check` (without repairing).
 
 use super::alloc::get_refcount;
+use super::bitmaps::BITMAPS_EXTENSION;
 use super::{Cluster, Qcow2, COPIED, OFFSET_MASK, REFTABLE_OFFSET_MASK};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 use std::collections::BTreeMap;
 
-/// Header extension type of persistent dirty bitmaps.
-const BITMAPS_EXTENSION: u32 = 0x2385_2875;
 /// Files with more clusters than this are not checked (memory bound).
 const MAX_CHECKED_CLUSTERS: u64 = 1 << 28;
 /// Snapshot L1 entries walked at most (time bound on corrupt tables).

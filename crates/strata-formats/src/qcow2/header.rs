@@ -34,6 +34,12 @@ pub(crate) mod incompat {
     pub const KNOWN: u64 = DIRTY | CORRUPT | DATA_FILE | COMPRESSION | EXTENDED_L2;
 }
 
+/// Autoclear feature bits.
+pub(crate) mod autoclear {
+    /// The external data file is a valid raw image (`data-file-raw`).
+    pub const DATA_FILE_RAW: u64 = 1 << 1;
+}
+
 /// One entry of the feature-name table extension.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeatureName {
@@ -185,9 +191,7 @@ impl Header {
             h.header_length = be32(buf, 100);
             let len = h.header_length as usize;
             if len < V3_MIN_HEADER_LEN {
-                return Err(Error::header(format!(
-                    "qcow2 header too short ({len} bytes)"
-                )));
+                return Err(Error::header("qcow2 header too short"));
             }
             if len > cluster_size {
                 return Err(Error::header("qcow2 header exceeds cluster size"));
@@ -199,14 +203,16 @@ impl Header {
                 h.unknown_header_fields = buf[V3_HEADER_LEN..len].to_vec();
             }
         }
-        if h.refcount_order > 6 {
-            return Err(Error::header(format!(
-                "Reference count entry width too large ({} bits)",
-                1u64 << h.refcount_order.min(63)
-            )));
-        }
         let backing_offset = be64(buf, 8);
         let backing_len = be32(buf, 16) as u64;
+        if backing_offset > cluster_size as u64 {
+            return Err(Error::header("Invalid backing file offset"));
+        }
+        if h.refcount_order > 6 {
+            return Err(Error::header(
+                "Reference count entry width too large; may not exceed 64 bits",
+            ));
+        }
         let ext_end = if backing_offset != 0 {
             backing_offset.min(cluster_size as u64) as usize
         } else {
@@ -269,14 +275,10 @@ impl Header {
         Ok(())
     }
 
-    /// Refuses what this crate cannot handle, naming it.
+    /// Refuses what this crate cannot handle, naming it (QEMU's texts
+    /// where QEMU refuses too, in QEMU's order).
     fn check_features(&self) -> Result<()> {
-        if self.crypt_method != 0 {
-            return Err(Error::Unsupported(format!(
-                "encryption (crypt_method {})",
-                self.crypt_method
-            )));
-        }
+        self.check_compression_type()?;
         let unknown = self.incompatible_features & !incompat::KNOWN;
         if unknown != 0 {
             return Err(Error::UnknownIncompatibleFeatures {
@@ -284,6 +286,29 @@ impl Header {
                 names: self.feature_list(0, unknown),
             });
         }
+        match self.crypt_method {
+            0 => {}
+            // AES and LUKS: Strata takes no secrets, as QEMU without one.
+            1 | 2 => {
+                return Err(Error::header(
+                    "Parameter 'encrypt.key-secret' is required for cipher",
+                ))
+            }
+            // QEMU prints the field as a signed int.
+            other => {
+                return Err(Error::header(format!(
+                    "Unsupported encryption method {}",
+                    other as i32
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses the features QEMU has and this crate lacks, once the image
+    /// passed every check QEMU makes at open (so that a damaged image is
+    /// refused for what QEMU refuses it for).
+    pub(crate) fn check_unsupported(&self) -> Result<()> {
         if self.incompatible_features & incompat::DATA_FILE != 0 {
             return Err(Error::Unsupported(
                 "external data file (incompatible feature bit 2)".into(),
@@ -294,30 +319,57 @@ impl Header {
                 "extended L2 entries (incompatible feature bit 4)".into(),
             ));
         }
-        match (self.compression_type, self.incompatible_features & incompat::COMPRESSION != 0) {
-            (0, _) => Ok(()),
-            (1, true) => Err(Error::Unsupported("compression type zstd".into())),
-            (1, false) => Err(Error::header(
-                "compression_type = 1: If compression_type is not zlib, the incompatible bit must be set",
-            )),
-            (t, _) => Err(Error::header(format!("Unknown compression type {t}"))),
+        if self.compression_type == 1 {
+            return Err(Error::Unsupported("compression type zstd".into()));
+        }
+        Ok(())
+    }
+
+    /// Bytes per L2 entry: 16 with extended L2 entries (subclusters).
+    pub(crate) fn l2_entry_len(&self) -> u64 {
+        if self.incompatible_features & incompat::EXTENDED_L2 != 0 {
+            16
+        } else {
+            8
         }
     }
 
-    /// Names of the bits of `mask` in feature word `kind`, from the image's
-    /// table, as QEMU's `report_unsupported_feature` prints them.
+    /// `validate_compression_type`: zlib without the incompatible bit,
+    /// zstd with it.
+    fn check_compression_type(&self) -> Result<()> {
+        let bit_set = self.incompatible_features & incompat::COMPRESSION != 0;
+        match (self.compression_type, bit_set) {
+            (0, false) | (1, true) => Ok(()),
+            (0, true) => Err(Error::header(
+                "qcow2: Compression type incompatible feature bit must not be set",
+            )),
+            (1, false) => Err(Error::header(
+                "qcow2: Compression type incompatible feature bit must be set",
+            )),
+            (t, _) => Err(Error::header(format!(
+                "qcow2: unknown compression type: {t}"
+            ))),
+        }
+    }
+
+    /// The bits of `mask` in feature word `kind` as QEMU's
+    /// `report_unsupported_feature` prints them: the names the image's
+    /// table gives, in table order (at most 46 characters each), then the
+    /// bits left unnamed as one hexadecimal mask.
     fn feature_list(&self, kind: u8, mask: u64) -> String {
-        (0..64)
-            .filter(|bit| mask & (1u64 << bit) != 0)
-            .map(|bit| {
-                self.feature_names
-                    .iter()
-                    .find(|f| f.kind == kind && u32::from(f.bit) == bit)
-                    .map(|f| f.name.clone())
-                    .unwrap_or_else(|| format!("Unknown incompatible feature: {:x}", 1u64 << bit))
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        let mut left = mask;
+        let mut parts = Vec::new();
+        for feature in &self.feature_names {
+            let bit = 1u64.checked_shl(u32::from(feature.bit)).unwrap_or(0);
+            if feature.kind == kind && left & bit != 0 {
+                parts.push(feature.name.chars().take(46).collect::<String>());
+                left &= !bit;
+            }
+        }
+        if left != 0 {
+            parts.push(format!("Unknown incompatible feature: {left:x}"));
+        }
+        parts.join(", ")
     }
 
     /// The whole first cluster as QEMU's `qcow2_update_header` lays it out:
@@ -489,7 +541,8 @@ mod tests {
         ] {
             let mut h = sample();
             h.incompatible_features = bits;
-            let err = Header::parse(&h.to_cluster().unwrap()).unwrap_err();
+            let parsed = Header::parse(&h.to_cluster().unwrap()).unwrap();
+            let err = parsed.check_unsupported().unwrap_err();
             assert!(err.to_string().contains(text), "{err}");
         }
     }

@@ -9,6 +9,7 @@
 //! crash therefore leaks clusters at worst.
 
 mod alloc;
+mod bitmaps;
 mod cache;
 mod check;
 mod create;
@@ -24,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::extent::{Extent, ExtentKind};
 use crate::storage::{reborrow, Access, BackingRead, DebugEvent, Storage};
 use cache::TableCache;
-use header::incompat;
+use header::{autoclear, incompat};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
@@ -45,10 +46,27 @@ const MAX_L1_BYTES: u64 = 32 << 20;
 const MAX_REFTABLE_BYTES: u64 = 8 << 20;
 /// Host offsets must fit the 56 bits of an L2 entry.
 const MAX_HOST_OFFSET: u64 = 1 << 56;
+/// Largest snapshot table QEMU opens (`QCOW_MAX_SNAPSHOTS`).
+const MAX_SNAPSHOTS: u64 = 65536;
+/// A snapshot table entry's fixed part (`QCowSnapshotHeader`).
+const SNAPSHOT_HEADER_LEN: u64 = 40;
+/// Most extra data a snapshot table entry may have
+/// (`QCOW_MAX_SNAPSHOT_EXTRA_DATA`).
+const MAX_SNAPSHOT_EXTRA_DATA: u32 = 1024;
+/// Largest snapshot table, in bytes (`QCOW_MAX_SNAPSHOTS_SIZE`).
+const MAX_SNAPSHOT_TABLE_BYTES: u64 = 1024 * MAX_SNAPSHOTS;
 /// Bytes of L2 tables kept in memory.
 const L2_CACHE_BYTES: u64 = 8 << 20;
 /// Bytes of refcount blocks kept in memory.
 const REFBLOCK_CACHE_BYTES: u64 = 2 << 20;
+
+/// The snapshot table as read at open.
+struct SnapshotTable {
+    /// Its length in bytes.
+    bytes: u64,
+    /// Each snapshot's L1 table: (offset, bytes).
+    l1_tables: Vec<(u64, u64)>,
+}
 
 /// How one guest cluster is stored, decoded from its L2 entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,23 +141,24 @@ impl Qcow2 {
     pub fn open(storage: &mut dyn Storage, access: Access) -> Result<Qcow2> {
         let read_only = access.is_read_only();
         let file_len = storage.len()?;
+        // The header reads as zeros past the end of the file, as QEMU
+        // reads it: a short file is judged by what it says.
         let mut first = [0u8; header::V2_HEADER_LEN];
-        storage.read_at(0, &mut first)?;
-        if file_len < header::V2_HEADER_LEN as u64 {
-            return Err(
-                if first[..4] == header::MAGIC.to_be_bytes() || file_len < 4 {
-                    Error::header("header truncated")
-                } else {
-                    Error::NotQcow2
-                },
-            );
-        }
+        read_present(storage, &mut first, file_len)?;
         let cluster_bits = Header::peek_cluster_bits(&first)?;
         let mut cluster0 = vec![0u8; 1 << cluster_bits];
-        storage.read_at(0, &mut cluster0)?;
+        read_present(storage, &mut cluster0, file_len)?;
         let header = Header::parse(&cluster0)?;
         let mut image = Qcow2::from_header(header, read_only)?;
         image.load_tables(storage, file_len)?;
+        let bitmap_directory = image.bitmap_directory()?;
+        image.check_data_file()?;
+        let snapshots = image.read_snapshot_table(storage, file_len)?;
+        if let Some(dir) = bitmap_directory {
+            let table = (image.header.snapshots_offset, snapshots.bytes);
+            image.check_bitmaps(storage, file_len, &dir, table, &snapshots.l1_tables)?;
+        }
+        image.header.check_unsupported()?;
         if !read_only {
             if image.header.incompatible_features & incompat::CORRUPT != 0 {
                 return Err(Error::MarkedCorrupt);
@@ -164,27 +183,37 @@ impl Qcow2 {
                 header.size
             )));
         }
-        if u64::from(header.l1_size) * 8 > MAX_L1_BYTES {
-            return Err(Error::header("Active L1 table too large"));
+        // qcow2_do_open's order: the refcount table, the snapshot table,
+        // then the active L1 table.
+        validate_table(
+            "Reference count table",
+            header.refcount_table_offset,
+            (u64::from(header.refcount_table_clusters), cs),
+            MAX_REFTABLE_BYTES,
+            cs,
+        )?;
+        if header.refcount_table_clusters == 0 {
+            return Err(Error::header(
+                "Image does not contain a reference count table",
+            ));
         }
-        let l2_coverage = cs * (cs / 8);
+        validate_table(
+            "Snapshot table",
+            header.snapshots_offset,
+            (u64::from(header.nb_snapshots), SNAPSHOT_HEADER_LEN),
+            SNAPSHOT_HEADER_LEN * MAX_SNAPSHOTS,
+            cs,
+        )?;
+        validate_table(
+            "Active L1 table",
+            header.l1_table_offset,
+            (u64::from(header.l1_size), 8),
+            MAX_L1_BYTES,
+            cs,
+        )?;
+        let l2_coverage = cs * (cs / header.l2_entry_len());
         if header.size.div_ceil(l2_coverage) > u64::from(header.l1_size) {
             return Err(Error::header("L1 table is too small"));
-        }
-        if u64::from(header.refcount_table_clusters) * cs > MAX_REFTABLE_BYTES {
-            return Err(Error::header("Reference count table too large"));
-        }
-        for (what, offset) in [
-            ("L1 table", header.l1_table_offset),
-            ("refcount table", header.refcount_table_offset),
-            ("snapshot table", header.snapshots_offset),
-        ] {
-            if offset % cs != 0 || offset >= MAX_HOST_OFFSET {
-                return Err(Error::header(format!("Invalid {what} offset {offset:#x}")));
-            }
-        }
-        if header.nb_snapshots > 65536 {
-            return Err(Error::header("Too many snapshots"));
         }
         Ok(Qcow2 {
             l2_cache: TableCache::new((L2_CACHE_BYTES / cs).max(16) as usize),
@@ -201,12 +230,78 @@ impl Qcow2 {
         })
     }
 
+    /// `data-file-raw` says the external data file is a raw image too: an
+    /// image without one is refused, as QEMU refuses it.
+    fn check_data_file(&self) -> Result<()> {
+        let header = &self.header;
+        if header.autoclear_features & autoclear::DATA_FILE_RAW != 0
+            && header.incompatible_features & incompat::DATA_FILE == 0
+        {
+            return Err(Error::header("data-file-raw requires a data file"));
+        }
+        Ok(())
+    }
+
+    /// Walks the snapshot table as `qcow2_read_snapshots` reads it at
+    /// open (zeros past the end of the file): an entry with more extra
+    /// data than QEMU keeps, or a table longer than QEMU's limit, refuses
+    /// the image.
+    fn read_snapshot_table(
+        &self,
+        storage: &mut dyn Storage,
+        file_len: u64,
+    ) -> Result<SnapshotTable> {
+        let start = self.header.snapshots_offset;
+        let mut offset = start;
+        let mut l1_tables = Vec::new();
+        for i in 0..self.header.nb_snapshots {
+            offset = offset.next_multiple_of(8);
+            if !in_reach(offset, SNAPSHOT_HEADER_LEN) {
+                return Err(Error::header(
+                    "Failed to read snapshot table: Input/output error",
+                ));
+            }
+            let mut fixed = [0u8; SNAPSHOT_HEADER_LEN as usize];
+            let present = file_len.saturating_sub(offset).min(SNAPSHOT_HEADER_LEN) as usize;
+            if present > 0 {
+                storage.read_at(offset, &mut fixed[..present])?;
+            }
+            let be16 = |at: usize| u64::from(u16::from_be_bytes([fixed[at], fixed[at + 1]]));
+            let extra = u32::from_be_bytes([fixed[36], fixed[37], fixed[38], fixed[39]]);
+            if extra > MAX_SNAPSHOT_EXTRA_DATA {
+                return Err(Error::header(format!(
+                    "Too much extra metadata in snapshot table entry {i}"
+                )));
+            }
+            let l1_offset = u64::from_be_bytes(fixed[..8].try_into().expect("8 bytes"));
+            let l1_entries = u32::from_be_bytes([fixed[8], fixed[9], fixed[10], fixed[11]]);
+            l1_tables.push((l1_offset, u64::from(l1_entries) * 8));
+            offset += SNAPSHOT_HEADER_LEN + u64::from(extra) + be16(12) + be16(14);
+            if offset - start > MAX_SNAPSHOT_TABLE_BYTES {
+                return Err(Error::header("Snapshot table exceeds the maximum size"));
+            }
+        }
+        Ok(SnapshotTable {
+            bytes: offset - start,
+            l1_tables,
+        })
+    }
+
     /// Reads the L1 and refcount tables (zeros past the end of the file, as
     /// QEMU reads them).
     fn load_tables(&mut self, storage: &mut dyn Storage, file_len: u64) -> Result<()> {
         let cs = self.cluster_size();
         let l1_bytes = u64::from(self.header.l1_size) * 8;
         let rt_bytes = u64::from(self.header.refcount_table_clusters) * cs;
+        // Offsets QEMU validated but cannot read (`bdrv_check_request`).
+        if !in_reach(self.header.l1_table_offset, l1_bytes) {
+            return Err(Error::header("Could not read L1 table: Input/output error"));
+        }
+        if !in_reach(self.header.refcount_table_offset, rt_bytes) {
+            return Err(Error::header(
+                "Could not initialize refcount handling: Input/output error",
+            ));
+        }
         self.l1 = Arc::new(read_table(
             storage,
             "L1 table",
@@ -221,9 +316,6 @@ impl Qcow2 {
             rt_bytes,
             file_len,
         )?);
-        if rt_bytes == 0 {
-            return Err(Error::header("image has no refcount table"));
-        }
         let l2s = self.l1.iter().map(|e| e & OFFSET_MASK);
         let blocks = self.reftable.iter().map(|e| e & REFTABLE_OFFSET_MASK);
         let tables: Vec<u64> = l2s.chain(blocks).filter(|&o| o != 0).collect();
@@ -573,6 +665,45 @@ impl Qcow2 {
 /// Reads a big-endian u64 table, refusing offsets that are misaligned for a
 /// table or beyond what a host offset can be; past the end of the file it
 /// is zeros.
+/// Reads the start of the file into `buf`, leaving what lies past its end
+/// zero.
+fn read_present(storage: &mut dyn Storage, buf: &mut [u8], file_len: u64) -> Result<()> {
+    let present = file_len.min(buf.len() as u64) as usize;
+    if present > 0 {
+        storage.read_at(0, &mut buf[..present])?;
+    }
+    Ok(())
+}
+
+/// The end of the furthest request the block layer makes
+/// (`BDRV_MAX_LENGTH`: 2^63 less the largest alignment).
+pub(super) const MAX_REQUEST_END: u64 = (1 << 63) - (1 << 30);
+
+/// Whether `bytes` at `offset` lie within what the block layer reads.
+pub(super) fn in_reach(offset: u64, bytes: u64) -> bool {
+    offset <= MAX_REQUEST_END && bytes <= MAX_REQUEST_END - offset
+}
+
+/// `qcow2_validate_table`: a header's table of `entries` entries of
+/// `entry_len` bytes may hold at most `max_bytes`, and lies cluster
+/// aligned wholly below 2^63 (past the end of the file it reads as
+/// zeros).
+fn validate_table(
+    name: &str,
+    offset: u64,
+    (entries, entry_len): (u64, u64),
+    max_bytes: u64,
+    cluster_size: u64,
+) -> Result<()> {
+    if entries > max_bytes / entry_len {
+        return Err(Error::header(format!("{name} too large")));
+    }
+    if (i64::MAX as u64) - entries * entry_len < offset || !offset.is_multiple_of(cluster_size) {
+        return Err(Error::header(format!("{name} offset invalid")));
+    }
+    Ok(())
+}
+
 fn read_table(
     storage: &mut dyn Storage,
     what: &str,
@@ -590,7 +721,7 @@ fn read_table(
     }
     if offset
         .checked_add(bytes)
-        .is_none_or(|end| end > MAX_HOST_OFFSET)
+        .is_none_or(|end| end > MAX_REQUEST_END)
     {
         return Err(Error::corrupt(format!(
             "{what} at {offset:#x} reaches past the largest host offset"
