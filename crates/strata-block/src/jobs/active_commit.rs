@@ -26,6 +26,24 @@ use strata_perm::ReplaceOptions;
 /// `MAX_IO_BYTES`: the largest single copy of the mirror loop.
 pub const MIRROR_MAX_IO_BYTES: u64 = 1 << 20;
 
+/// `MAX_IN_FLIGHT`: how many operations the mirror loop keeps in flight.
+const MIRROR_MAX_IN_FLIGHT: u64 = 16;
+
+/// `DEFAULT_MIRROR_BUF_SIZE`, the `buf_size` of an active commit
+/// (`commit_active_start` passes none): one iteration gathers contiguous
+/// dirty chunks up to this many bytes, so a throttled job's first iteration
+/// copies up to 16 MiB before its first rate-limit sleep.
+const MIRROR_BUF_SIZE: u64 = MIRROR_MAX_IN_FLIGHT * MIRROR_MAX_IO_BYTES;
+
+/// `max_io_bytes` of `mirror_iteration`: the longest data (or failed
+/// block-status) operation; zero runs are not cut.
+const MIRROR_MAX_OPERATION_BYTES: u64 =
+    if MIRROR_BUF_SIZE / MIRROR_MAX_IN_FLIGHT > MIRROR_MAX_IO_BYTES {
+        MIRROR_BUF_SIZE / MIRROR_MAX_IN_FLIGHT
+    } else {
+        MIRROR_MAX_IO_BYTES
+    };
+
 /// How the mirror loop writes one stretch of the target.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum MirrorMethod {
@@ -33,6 +51,14 @@ enum MirrorMethod {
     Copy,
     /// `MIRROR_METHOD_ZERO`: a zero write.
     Zero,
+}
+
+/// One operation of `mirror_iteration` (a `MirrorOp`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct MirrorOperation {
+    offset: u64,
+    bytes: u64,
+    method: MirrorMethod,
 }
 
 /// Where the mirror loop is.
@@ -301,26 +327,16 @@ impl ActiveCommitJob {
     fn iterate<F: Files>(&mut self, job: &mut JobCtl<'_>, core: &mut BlockCore<F>) -> RunStep {
         job.progress_set_remaining(self.dirty_bytes());
         if let Some((offset, len)) = self.next_dirty_run() {
-            match self.mirror_run(core, offset, len) {
-                Ok(()) => {
-                    self.clear_dirty(offset, len);
-                    job.progress_update(len);
-                    job.ratelimit_processed_bytes(len);
-                    // QEMU's copy is still in flight when its loop checks
-                    // for READY, so that check waits for the next
-                    // iteration, after the rate-limit sleep.
-                    return self.after_copy(job, core);
-                }
-                Err((operation, e)) => {
-                    let errno = Errno(e.raw_os_error().unwrap_or(5));
-                    // The chunk stays dirty: stop and ignore retry it.
-                    if job.error_action(self.on_error, operation, errno) == BlockErrorAction::Report
-                    {
-                        return RunStep::Finished(Err(JobFailure::errno(errno)));
-                    }
-                    return RunStep::RatelimitSleep;
-                }
+            // QEMU clears the gathered chunks before it looks at the
+            // source; a failed operation marks its own chunks dirty again.
+            self.clear_dirty(offset, len);
+            if let Some(failure) = self.mirror_iteration(job, core, offset, len) {
+                return RunStep::Finished(Err(failure));
             }
+            // QEMU's copies are still in flight when its loop checks for
+            // READY, so that check waits for the next iteration, after the
+            // rate-limit sleep.
+            return self.after_copy(job, core);
         }
         if self.dirty.is_empty() {
             if !job.core().is_ready() {
@@ -334,6 +350,42 @@ impl ActiveCommitJob {
         self.after_copy(job, core)
     }
 
+    /// `mirror_iteration` after the gathering: every operation over the
+    /// stretch is issued (none waits for another's result), each charged
+    /// to the rate limit; a successful one counts as progress, a failed
+    /// one leaves its chunks dirty and takes the error action. Returns the
+    /// first failure to report, which ends the job after the iteration.
+    fn mirror_iteration<F: Files>(
+        &mut self,
+        job: &mut JobCtl<'_>,
+        core: &mut BlockCore<F>,
+        offset: u64,
+        len: u64,
+    ) -> Option<JobFailure> {
+        let mut operations = self.mirror_operations(core, offset, len);
+        // The zero writes land first: a copy writes only once its read is
+        // done. (On ext4 that order is visible: a range zeroed while the
+        // file has dirty pages stays data for `SEEK_DATA`.)
+        operations.sort_by_key(|op| op.method != MirrorMethod::Zero);
+        let mut failure = None;
+        for op in operations {
+            let result = self.mirror_perform(core, op);
+            job.ratelimit_processed_bytes(op.bytes);
+            match result {
+                Ok(()) => job.progress_update(op.bytes),
+                Err((operation, e)) => {
+                    self.mark_dirty(op.offset, op.bytes);
+                    let errno = Errno(e.raw_os_error().unwrap_or(5));
+                    let action = job.error_action(self.on_error, operation, errno);
+                    if action == BlockErrorAction::Report && failure.is_none() {
+                        failure = Some(JobFailure::errno(errno));
+                    }
+                }
+            }
+        }
+        failure
+    }
+
     /// The end of a loop iteration that copied: wait for throttled I/O,
     /// else the rate-limit sleep.
     fn after_copy<F: Files>(&self, job: &JobCtl<'_>, core: &BlockCore<F>) -> RunStep {
@@ -343,40 +395,33 @@ impl ActiveCommitJob {
         RunStep::RatelimitSleep
     }
 
-    /// `mirror_iteration`'s operations over one run of dirty chunks: per
-    /// block-status run of the source (its whole chain), zeroes by metadata
-    /// that cover whole chunks aligned to the target's clusters are written
-    /// as zeroes (`MIRROR_METHOD_ZERO`); everything else is copied as read
-    /// (`MIRROR_METHOD_COPY`, no zero detection), a chunk at least. The
-    /// zero writes land first: QEMU starts every operation of an iteration
-    /// at once, and a copy writes only once its read is done. (On ext4 that
-    /// order is visible: a range zeroed while the file has dirty pages
-    /// stays data for `SEEK_DATA`.)
-    fn mirror_run<F: Files>(
+    /// `mirror_perform`: one operation on the target.
+    fn mirror_perform<F: Files>(
         &self,
         core: &mut BlockCore<F>,
-        offset: u64,
-        len: u64,
+        op: MirrorOperation,
     ) -> std::result::Result<(), (IoOperation, std::io::Error)> {
-        let operations = self.mirror_operations(core, offset, len);
-        for &(pos, io, _) in operations.iter().filter(|op| op.2 == MirrorMethod::Zero) {
-            core.write_zeroes(self.base, pos, io)
-                .map_err(|e| (IoOperation::Write, e))?;
+        match op.method {
+            MirrorMethod::Zero => core
+                .write_zeroes(self.base, op.offset, op.bytes)
+                .map_err(|e| (IoOperation::Write, e)),
+            MirrorMethod::Copy => core.copy_range(self.top, self.base, op.offset, op.bytes),
         }
-        for &(pos, io, _) in operations.iter().filter(|op| op.2 == MirrorMethod::Copy) {
-            core.copy_range(self.top, self.base, pos, io)?;
-        }
-        Ok(())
     }
 
-    /// The operations `mirror_iteration` issues for one run of dirty
-    /// chunks: `(offset, bytes, method)`.
+    /// The operations `mirror_iteration` issues over one stretch of dirty
+    /// chunks, one per block-status run of the source (its whole chain):
+    /// zeroes by metadata that cover whole chunks aligned to the target's
+    /// clusters are written as zeroes (`MIRROR_METHOD_ZERO`), however long;
+    /// everything else is copied as read (`MIRROR_METHOD_COPY`, no zero
+    /// detection), a chunk at least and [`MIRROR_MAX_OPERATION_BYTES`] at
+    /// most.
     fn mirror_operations<F: Files>(
         &self,
         core: &mut BlockCore<F>,
         offset: u64,
         len: u64,
-    ) -> Vec<(u64, u64, MirrorMethod)> {
+    ) -> Vec<MirrorOperation> {
         let g = self.granularity;
         let target_cluster = core.cluster_size_of(self.base);
         let end = offset + len;
@@ -384,20 +429,25 @@ impl ActiveCommitJob {
         let mut pos = offset;
         while pos < end {
             let (zero, n) = match core.block_status_above(self.top, pos, end - pos) {
-                Ok((kind, n)) => (kind != ExtentKind::Data, n),
-                Err(_) => (false, end - pos),
+                Ok((ExtentKind::Data, n)) => (false, n.min(MIRROR_MAX_OPERATION_BYTES)),
+                Ok((_, n)) => (true, n),
+                Err(_) => (false, (end - pos).min(MIRROR_MAX_OPERATION_BYTES)),
             };
             let whole_chunks = n - n % g;
-            let io = whole_chunks.max(g).min(self.length - pos);
+            let bytes = whole_chunks.max(g).min(self.length - pos);
             let aligned = target_cluster
-                .is_none_or(|c| pos.is_multiple_of(c) && (pos + io).is_multiple_of(c));
+                .is_none_or(|c| pos.is_multiple_of(c) && (pos + bytes).is_multiple_of(c));
             let method = if zero && whole_chunks >= g && aligned {
                 MirrorMethod::Zero
             } else {
                 MirrorMethod::Copy
             };
-            operations.push((pos, io, method));
-            pos += io;
+            operations.push(MirrorOperation {
+                offset: pos,
+                bytes,
+                method,
+            });
+            pos += bytes;
         }
         operations
     }
@@ -425,13 +475,15 @@ impl ActiveCommitJob {
     }
 
     /// The first run of contiguous dirty chunks, at most
-    /// [`MIRROR_MAX_IO_BYTES`] long.
+    /// [`MIRROR_BUF_SIZE`] long, cut at the end of the image.
     fn next_dirty_run(&self) -> Option<(u64, u64)> {
         let g = self.granularity;
         let first = *self.dirty.iter().next()?;
-        let max_chunks = (MIRROR_MAX_IO_BYTES / g).max(1);
         let mut chunks = 1;
-        while chunks < max_chunks && self.dirty.contains(&(first + chunks)) {
+        while (chunks * g) < MIRROR_BUF_SIZE
+            && (first + chunks) * g < self.length
+            && self.dirty.contains(&(first + chunks))
+        {
             chunks += 1;
         }
         let offset = first * g;

@@ -154,32 +154,31 @@ impl Contents {
         self.len = self.len.max(offset + buf.len() as u64);
     }
 
-    /// `FALLOC_FL_ZERO_RANGE` as ext4 does it: the blocks inside the range
-    /// become unwritten extents (holes to `SEEK_DATA`), the bytes of partly
-    /// covered blocks zeroes (a block keeps whether it holds data); the
-    /// store grows to the range's end.
+    /// `FALLOC_FL_ZERO_RANGE` as ext4 does it (`ext4_zero_range`): every
+    /// block the range touches is allocated, the blocks inside it as
+    /// unwritten extents (holes to `SEEK_DATA`), and so are the partly
+    /// covered blocks at its edges that were holes; a partly covered block
+    /// that held data keeps it, with the range's bytes zeroed. The store
+    /// grows to the range's end.
     fn zero_range(&mut self, offset: u64, len: u64) {
         let chunks = Arc::make_mut(&mut self.chunks);
         let end = offset + len;
         for (idx, within, n) in chunk_spans(offset, end) {
-            let covered = block_bits(within, within + n, BlockCover::Covered);
-            if chunks.len() <= idx && covered != 0 {
+            if chunks.len() <= idx {
                 chunks.resize(idx + 1, None);
             }
-            if let Some(slot) = chunks.get_mut(idx) {
-                if slot.is_some() || covered != 0 {
-                    let chunk = Arc::make_mut(slot.get_or_insert_with(|| {
-                        Arc::new(Chunk {
-                            data: vec![0; CHUNK],
-                            ..Chunk::default()
-                        })
-                    }));
-                    chunk.digest = OnceLock::new();
-                    chunk.data[within..within + n].fill(0);
-                    chunk.allocated &= !covered;
-                    chunk.unwritten |= covered;
-                }
-            }
+            let chunk = Arc::make_mut(chunks[idx].get_or_insert_with(|| {
+                Arc::new(Chunk {
+                    data: vec![0; CHUNK],
+                    ..Chunk::default()
+                })
+            }));
+            let covered = block_bits(within, within + n, BlockCover::Covered);
+            let edges = block_bits(within, within + n, BlockCover::Touched) & !covered;
+            chunk.digest = OnceLock::new();
+            chunk.data[within..within + n].fill(0);
+            chunk.unwritten |= covered | (edges & !chunk.allocated);
+            chunk.allocated &= !covered;
         }
         self.len = self.len.max(end);
     }
@@ -470,6 +469,26 @@ mod tests {
         assert_eq!(st.data_status(0, 65536).unwrap(), (false, 12288));
         assert_eq!(st.data_status(12288, 65536).unwrap(), (true, 4096));
         assert_eq!(st.data_status(16384, 65536).unwrap(), (false, 49152));
+    }
+
+    #[test]
+    fn zeroing_part_of_a_hole_block_makes_it_an_unwritten_extent() {
+        let mut st = MemStorage::new();
+        st.set_len(64 * 1024).unwrap();
+        st.write_at(16384, &[3; 4096]).unwrap();
+        // 512..3584 is inside hole block 0; 16384 + 512.. ends inside the
+        // data block 4, which keeps its data.
+        st.write_zeroes(512, 3072).unwrap();
+        st.write_zeroes(16896, 1024).unwrap();
+        assert_eq!(st.data_status(0, 65536).unwrap(), (false, 16384));
+        let mut buf = [1u8; 8192];
+        st.read_at(0, &mut buf).unwrap();
+        assert_eq!(buf, [0; 8192]);
+        // Read, block 0 (an unwritten extent now) is data; block 1 was
+        // never touched and stays a hole.
+        assert_eq!(st.data_status(0, 65536).unwrap(), (true, 4096));
+        assert_eq!(st.data_status(4096, 65536).unwrap(), (false, 12288));
+        assert_eq!(st.data_status(16384, 65536).unwrap(), (true, 4096));
     }
 
     #[test]
