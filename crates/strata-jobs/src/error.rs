@@ -210,6 +210,12 @@ impl JobFailure {
         }
     }
 
+    /// A failed I/O request: its errno, EIO when the error carries none
+    /// (QEMU's requests fail with a negative errno, never without one).
+    pub fn io(err: &std::io::Error) -> JobFailure {
+        JobFailure::errno(Errno(err.raw_os_error().unwrap_or(Errno::EIO.0)))
+    }
+
     /// A failure with the driver's own text.
     pub fn with_message(errno: Errno, message: impl Into<String>) -> JobFailure {
         JobFailure {

@@ -294,7 +294,7 @@ impl ActiveCommitJob {
         job.set_actively_synced(false);
         self.length = match core.length(self.top) {
             Ok(len) => len,
-            Err(e) => return RunStep::Finished(Err(io_failure(&e))),
+            Err(e) => return RunStep::Finished(Err(JobFailure::io(&e))),
         };
         if let Err(failure) = grow_base(core, self.base, self.length) {
             return RunStep::Finished(Err(failure));
@@ -312,7 +312,7 @@ impl ActiveCommitJob {
                 match core.is_allocated_above(self.top, Some(self.base_overlay), offset, want) {
                     Ok((depth, 0)) => (depth, want),
                     Ok(found) => found,
-                    Err(e) => return RunStep::Finished(Err(io_failure(&e))),
+                    Err(e) => return RunStep::Finished(Err(JobFailure::io(&e))),
                 };
             if depth > 0 {
                 self.mark_dirty(offset, count);
@@ -570,8 +570,4 @@ impl ActiveCommitJob {
         })
         .map_err(|_| JobFailure::errno(Errno::EPERM))
     }
-}
-
-fn io_failure(err: &std::io::Error) -> JobFailure {
-    JobFailure::errno(Errno(err.raw_os_error().unwrap_or(5)))
 }

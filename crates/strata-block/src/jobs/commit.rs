@@ -521,7 +521,7 @@ impl CommitJob {
             Phase::Start => {
                 let len = match core.length(self.top) {
                     Ok(len) => len,
-                    Err(e) => return RunStep::Finished(Err(io_failure(&e))),
+                    Err(e) => return RunStep::Finished(Err(JobFailure::io(&e))),
                 };
                 job.progress_set_remaining(len);
                 if let Err(failure) = grow_base(core, self.base, len) {
@@ -640,9 +640,5 @@ pub(crate) fn grow_base<F: Files>(
     base: NodeId,
     len: u64,
 ) -> std::result::Result<(), JobFailure> {
-    core.grow(base, len).map_err(|e| io_failure(&e))
-}
-
-fn io_failure(err: &std::io::Error) -> JobFailure {
-    JobFailure::errno(Errno(err.raw_os_error().unwrap_or(5)))
+    core.grow(base, len).map_err(|e| JobFailure::io(&e))
 }

@@ -514,7 +514,7 @@ impl StreamJob {
                 }
                 let len = match core.length(self.bs) {
                     Ok(len) => len,
-                    Err(e) => return RunStep::Finished(Err(io_failure(&e))),
+                    Err(e) => return RunStep::Finished(Err(JobFailure::io(&e))),
                 };
                 job.progress_set_remaining(len);
                 self.phase = Phase::Copy {
@@ -668,7 +668,7 @@ impl StreamJob {
         if relinked.is_err() {
             return Err(JobFailure::errno(Errno(1)));
         }
-        written.map_err(|e| io_failure(&e))?;
+        written.map_err(|e| JobFailure::io(&e))?;
         Ok(())
     }
 
@@ -725,10 +725,6 @@ fn finish(error: Option<i32>) -> RunStep {
         Some(errno) => RunStep::Finished(Err(JobFailure::errno(Errno(errno)))),
         None => RunStep::Finished(Ok(())),
     }
-}
-
-fn io_failure(err: &std::io::Error) -> JobFailure {
-    JobFailure::errno(Errno(err.raw_os_error().unwrap_or(5)))
 }
 
 impl<F: Files> BlockCore<F> {
