@@ -26,6 +26,9 @@ use strata_perm::ReplaceOptions;
 /// `MAX_IO_BYTES`: the largest single copy of the mirror loop.
 pub const MIRROR_MAX_IO_BYTES: u64 = 1 << 20;
 
+/// How one operation of the mirror loop ended.
+type OperationOutcome = std::result::Result<(), (IoOperation, std::io::Error)>;
+
 /// How the mirror loop writes one stretch of the target.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum MirrorMethod {
@@ -63,6 +66,9 @@ pub struct ActiveCommitJob {
     /// Dirty chunks (index = offset / granularity).
     dirty: BTreeSet<u64>,
     phase: Phase,
+    /// `s->ret`: the error of an operation whose policy reported it; the
+    /// loop ends with it when it next comes round.
+    reported: Option<Errno>,
 }
 
 impl<F: Files, J: JobDriver<BlockCore<F>> + From<ActiveCommitJob>> Launch<'_, F, J> {
@@ -135,6 +141,7 @@ impl<F: Files, J: JobDriver<BlockCore<F>> + From<ActiveCommitJob>> Launch<'_, F,
             granularity: 0,
             dirty: BTreeSet::new(),
             phase: Phase::Start,
+            reported: None,
         };
         let spec = job_spec(job_id, args.auto_finalize, args.auto_dismiss, args.on_error);
         if let Err(err) = self.create(spec, job.clone()) {
@@ -252,6 +259,11 @@ impl ActiveCommitJob {
         job: &mut JobCtl<'_>,
         core: &mut BlockCore<F>,
     ) -> RunStep {
+        // The top of mirror_run's loop: a reported error ends the job
+        // before a cancel is looked at.
+        if let Some(errno) = self.reported {
+            return RunStep::Finished(Err(JobFailure::errno(errno)));
+        }
         if job.is_cancelled() {
             return RunStep::Finished(Ok(()));
         }
@@ -301,26 +313,11 @@ impl ActiveCommitJob {
     fn iterate<F: Files>(&mut self, job: &mut JobCtl<'_>, core: &mut BlockCore<F>) -> RunStep {
         job.progress_set_remaining(self.dirty_bytes());
         if let Some((offset, len)) = self.next_dirty_run() {
-            match self.mirror_run(core, offset, len) {
-                Ok(()) => {
-                    self.clear_dirty(offset, len);
-                    job.progress_update(len);
-                    job.ratelimit_processed_bytes(len);
-                    // QEMU's copy is still in flight when its loop checks
-                    // for READY, so that check waits for the next
-                    // iteration, after the rate-limit sleep.
-                    return self.after_copy(job, core);
-                }
-                Err((operation, e)) => {
-                    let errno = Errno(e.raw_os_error().unwrap_or(5));
-                    // The chunk stays dirty: stop and ignore retry it.
-                    if job.error_action(self.on_error, operation, errno) == BlockErrorAction::Report
-                    {
-                        return RunStep::Finished(Err(JobFailure::errno(errno)));
-                    }
-                    return RunStep::RatelimitSleep;
-                }
-            }
+            self.mirror_iteration(job, core, offset, len);
+            // QEMU's copy is still in flight when its loop checks for
+            // READY (or for a reported error), so that check waits for the
+            // next iteration, after the rate-limit sleep.
+            return self.after_copy(job, core);
         }
         if self.dirty.is_empty() {
             if !job.core().is_ready() {
@@ -343,6 +340,36 @@ impl ActiveCommitJob {
         RunStep::RatelimitSleep
     }
 
+    /// `mirror_iteration` over one run of dirty chunks: the run is clean
+    /// once its operations are started, and every one of them completes,
+    /// whatever another's outcome (QEMU checks `s->ret` only before
+    /// starting one, and they all start before the first read is done). A
+    /// failed operation's range is dirty again and goes through the error
+    /// policy (a `BLOCK_JOB_ERROR` each); a reported error waits in
+    /// [`Self::reported`] for the loop to come round.
+    fn mirror_iteration<F: Files>(
+        &mut self,
+        job: &mut JobCtl<'_>,
+        core: &mut BlockCore<F>,
+        offset: u64,
+        len: u64,
+    ) {
+        self.clear_dirty(offset, len);
+        job.ratelimit_processed_bytes(len);
+        for (pos, io, outcome) in self.mirror_run(core, offset, len) {
+            let Err((operation, e)) = outcome else {
+                job.progress_update(io);
+                continue;
+            };
+            self.mark_dirty(pos, io);
+            let errno = Errno(e.raw_os_error().unwrap_or(5));
+            let action = job.error_action(self.on_error, operation, errno);
+            if action == BlockErrorAction::Report && self.reported.is_none() {
+                self.reported = Some(errno);
+            }
+        }
+    }
+
     /// `mirror_iteration`'s operations over one run of dirty chunks: per
     /// block-status run of the source (its whole chain), zeroes by metadata
     /// that cover whole chunks aligned to the target's clusters are written
@@ -352,21 +379,27 @@ impl ActiveCommitJob {
     /// at once, and a copy writes only once its read is done. (On ext4 that
     /// order is visible: a range zeroed while the file has dirty pages
     /// stays data for `SEEK_DATA`.)
+    /// Each operation's `(offset, bytes, outcome)`, in the order they end.
     fn mirror_run<F: Files>(
         &self,
         core: &mut BlockCore<F>,
         offset: u64,
         len: u64,
-    ) -> std::result::Result<(), (IoOperation, std::io::Error)> {
+    ) -> Vec<(u64, u64, OperationOutcome)> {
         let operations = self.mirror_operations(core, offset, len);
-        for &(pos, io, _) in operations.iter().filter(|op| op.2 == MirrorMethod::Zero) {
-            core.write_zeroes(self.base, pos, io)
-                .map_err(|e| (IoOperation::Write, e))?;
+        let zeroes = operations.iter().filter(|op| op.2 == MirrorMethod::Zero);
+        let copies = operations.iter().filter(|op| op.2 == MirrorMethod::Copy);
+        let mut outcomes = Vec::with_capacity(operations.len());
+        for &(pos, io, _) in zeroes {
+            let outcome = core
+                .write_zeroes(self.base, pos, io)
+                .map_err(|e| (IoOperation::Write, e));
+            outcomes.push((pos, io, outcome));
         }
-        for &(pos, io, _) in operations.iter().filter(|op| op.2 == MirrorMethod::Copy) {
-            core.copy_range(self.top, self.base, pos, io)?;
+        for &(pos, io, _) in copies {
+            outcomes.push((pos, io, core.copy_range(self.top, self.base, pos, io)));
         }
-        Ok(())
+        outcomes
     }
 
     /// The operations `mirror_iteration` issues for one run of dirty
