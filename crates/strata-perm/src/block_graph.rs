@@ -278,7 +278,12 @@ impl BlockGraph {
                     Perm::ALL,
                 )?;
             }
-            refresh(&mut bg.graph, hooks, &[parent], &ReopenQueue::default())?;
+            // The old child, parentless now, is refreshed in the same pass
+            // (bdrv_reopen_multiple lists it): it no longer asks anything
+            // of its own children that the new link may unshare.
+            let mut starts = vec![parent];
+            starts.extend(old_child.as_ref().map(|(held, _)| *held));
+            refresh(&mut bg.graph, hooks, &starts, &ReopenQueue::default())?;
             if let Some((held, outcome)) = old_child {
                 bg.after_unref(hooks, outcome);
                 bg.unref_node(hooks, held)?;
