@@ -258,9 +258,15 @@ impl BlockGraph {
                     None => return Err(Error::new(ErrorKind::NoFileChild)),
                 }
             };
-            let mut lost = Vec::new();
+            // The old child is only unref'd once the new link is in place
+            // and the permissions are refreshed (QEMU's transaction drops
+            // its reference when it is finalized): a new child below the
+            // old one, held only through it, must not be closed with it.
+            let mut old_child = None;
             if let Some(edge) = current {
-                lost.push(bg.unlink(edge)?);
+                let held = bg.graph.edge(edge)?.child();
+                bg.graph.ref_node(held)?;
+                old_child = Some((held, bg.unlink(edge)?));
             }
             if let Some(child) = child {
                 bg.link(
@@ -272,9 +278,15 @@ impl BlockGraph {
                     Perm::ALL,
                 )?;
             }
-            refresh(&mut bg.graph, hooks, &[parent], &ReopenQueue::default())?;
-            for outcome in lost {
+            // The old child, parentless now, is refreshed in the same pass
+            // (bdrv_reopen_multiple lists it): it no longer asks anything
+            // of its own children that the new link may unshare.
+            let mut starts = vec![parent];
+            starts.extend(old_child.as_ref().map(|(held, _)| *held));
+            refresh(&mut bg.graph, hooks, &starts, &ReopenQueue::default())?;
+            if let Some((held, outcome)) = old_child {
                 bg.after_unref(hooks, outcome);
+                bg.unref_node(hooks, held)?;
             }
             Ok(())
         })

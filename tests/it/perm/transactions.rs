@@ -137,6 +137,26 @@ fn set_backing_and_set_file() {
 }
 
 #[test]
+fn new_backing_below_the_old_one_survives_its_closing() {
+    // blockdev-reopen of top with backing=base, where mid (the old backing)
+    // and base are held only through their parents: mid is closed, base,
+    // now top's backing child, stays (QEMU links the new child before the
+    // transaction unrefs the old one).
+    let hooks = &DefaultPerms;
+    let (mut bg, n) = read_chain();
+    for &creator_ref in &n[..2] {
+        bg.unref_node(hooks, creator_ref).unwrap();
+    }
+    bg.set_file_or_backing(hooks, n[2], Some(n[0]), ChildSlot::Backing)
+        .unwrap();
+    assert_eq!(chain_names(&bg, n[2]), ["top", "base"]);
+    assert!(!bg.graph().contains_node(n[1]));
+    assert_eq!(bg.graph().find_node("mid-file"), None);
+    assert_eq!(bg.graph().node(n[0]).unwrap().refcnt(), 1);
+    assert_perms_fresh(&bg, hooks);
+}
+
+#[test]
 fn set_backing_refusals_have_qemus_texts() {
     // Texts from bdrv_set_file_or_backing_noperm (block.c); not reachable through
     // blockdev-reopen, which refuses these cases earlier with its own messages.

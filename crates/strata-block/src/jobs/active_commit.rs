@@ -89,6 +89,9 @@ pub struct ActiveCommitJob {
     /// Dirty chunks (index = offset / granularity).
     dirty: BTreeSet<u64>,
     phase: Phase,
+    /// `s->ret`: the error of an operation whose policy reported it; the
+    /// loop ends with it when it next comes round.
+    reported: Option<Errno>,
 }
 
 impl<F: Files, J: JobDriver<BlockCore<F>> + From<ActiveCommitJob>> Launch<'_, F, J> {
@@ -161,6 +164,7 @@ impl<F: Files, J: JobDriver<BlockCore<F>> + From<ActiveCommitJob>> Launch<'_, F,
             granularity: 0,
             dirty: BTreeSet::new(),
             phase: Phase::Start,
+            reported: None,
         };
         let spec = job_spec(job_id, args.auto_finalize, args.auto_dismiss, args.on_error);
         if let Err(err) = self.create(spec, job.clone()) {
@@ -278,6 +282,11 @@ impl ActiveCommitJob {
         job: &mut JobCtl<'_>,
         core: &mut BlockCore<F>,
     ) -> RunStep {
+        // The top of mirror_run's loop: a reported error ends the job
+        // before a cancel is looked at.
+        if let Some(errno) = self.reported {
+            return RunStep::Finished(Err(JobFailure::errno(errno)));
+        }
         if job.is_cancelled() {
             return RunStep::Finished(Ok(()));
         }
@@ -330,12 +339,10 @@ impl ActiveCommitJob {
             // QEMU clears the gathered chunks before it looks at the
             // source; a failed operation marks its own chunks dirty again.
             self.clear_dirty(offset, len);
-            if let Some(failure) = self.mirror_iteration(job, core, offset, len) {
-                return RunStep::Finished(Err(failure));
-            }
+            self.mirror_iteration(job, core, offset, len);
             // QEMU's copies are still in flight when its loop checks for
-            // READY, so that check waits for the next iteration, after the
-            // rate-limit sleep.
+            // READY (or for a reported error), so that check waits for the
+            // next iteration, after the rate-limit sleep.
             return self.after_copy(job, core);
         }
         if self.dirty.is_empty() {
@@ -351,23 +358,25 @@ impl ActiveCommitJob {
     }
 
     /// `mirror_iteration` after the gathering: every operation over the
-    /// stretch is issued (none waits for another's result), each charged
-    /// to the rate limit; a successful one counts as progress, a failed
-    /// one leaves its chunks dirty and takes the error action. Returns the
-    /// first failure to report, which ends the job after the iteration.
+    /// stretch is issued and completes whatever another's outcome (QEMU
+    /// checks `s->ret` only before starting one, and they all start before
+    /// the first read is done), each charged to the rate limit; a
+    /// successful one counts as progress, a failed one leaves its chunks
+    /// dirty and takes the error action (a `BLOCK_JOB_ERROR` each). The
+    /// first reported error waits in [`Self::reported`] for the loop to
+    /// come round.
     fn mirror_iteration<F: Files>(
         &mut self,
         job: &mut JobCtl<'_>,
         core: &mut BlockCore<F>,
         offset: u64,
         len: u64,
-    ) -> Option<JobFailure> {
+    ) {
         let mut operations = self.mirror_operations(core, offset, len);
         // The zero writes land first: a copy writes only once its read is
         // done. (On ext4 that order is visible: a range zeroed while the
         // file has dirty pages stays data for `SEEK_DATA`.)
         operations.sort_by_key(|op| op.method != MirrorMethod::Zero);
-        let mut failure = None;
         for op in operations {
             let result = self.mirror_perform(core, op);
             job.ratelimit_processed_bytes(op.bytes);
@@ -375,15 +384,14 @@ impl ActiveCommitJob {
                 Ok(()) => job.progress_update(op.bytes),
                 Err((operation, e)) => {
                     self.mark_dirty(op.offset, op.bytes);
-                    let errno = Errno(e.raw_os_error().unwrap_or(5));
+                    let errno = Errno(e.raw_os_error().unwrap_or(Errno::EIO.0));
                     let action = job.error_action(self.on_error, operation, errno);
-                    if action == BlockErrorAction::Report && failure.is_none() {
-                        failure = Some(JobFailure::errno(errno));
+                    if action == BlockErrorAction::Report && self.reported.is_none() {
+                        self.reported = Some(errno);
                     }
                 }
             }
         }
-        failure
     }
 
     /// The end of a loop iteration that copied: wait for throttled I/O,
