@@ -27,12 +27,12 @@ use crate::scenario::{
     ChoiceRecord, EndRecord, LegRecord, Observation, ObservationRecord, PartRecord, Scenario,
     ShardRecord,
 };
-use crate::sched::Schedule;
 use crate::state_graph::{Choice, End, Leg, StateGraph};
+pub use crate::state_graph::{Exploration, Outcome};
 use crate::visited::{Visit, Visited};
 use crate::workers::run_workers;
 use crate::world::{Task, World};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -110,41 +110,6 @@ impl Default for ExploreOptions {
             check_structure: false,
         }
     }
-}
-
-/// One distinct outcome.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    /// The observation of its example schedule.
-    pub observation: Observation,
-    /// How many choices (or the start) ended here.
-    pub schedules: u64,
-    /// The smallest schedule within the bound that reaches it
-    /// (`schedule_rank`: fewest non-canonical choices, then fewest
-    /// choices, then by the choices).
-    pub example: Schedule,
-}
-
-/// What an exploration found.
-#[derive(Clone, Debug, Default)]
-pub struct Exploration {
-    /// Distinct decision states visited.
-    pub states: u64,
-    /// Arrivals at an outcome, a failure or a state already reached (see
-    /// `crate::state_graph`).
-    pub schedules: u64,
-    /// Distinct outcomes, by their smallest example schedule: the
-    /// canonical schedule's outcome first.
-    pub outcomes: Vec<Outcome>,
-    /// Schedules that broke an invariant or got stuck, with the error.
-    pub failures: Vec<(Schedule, String)>,
-    /// With `check_structure`: per structural property broken (the text
-    /// before its message's first `:`), the smallest schedule found that
-    /// breaks it and the message.
-    pub structure: BTreeMap<String, (Schedule, String)>,
-    /// Whether every state was explored (`false` when the time limit
-    /// stopped it).
-    pub complete: bool,
 }
 
 /// Progress counters, readable while an exploration runs.

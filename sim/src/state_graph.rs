@@ -16,7 +16,6 @@
 //!   that reaches it within the bound ([`schedule_rank`]), found by a
 //!   shortest-path search over (state, budget left).
 
-use crate::explore::{Exploration, Outcome};
 use crate::scenario::Observation;
 use crate::sched::Schedule;
 use std::cmp::{Ordering, Reverse};
@@ -51,6 +50,41 @@ pub struct Choice {
     pub cost: usize,
     /// Where it leads.
     pub leg: Leg,
+}
+
+/// One distinct outcome.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The observation of its example schedule.
+    pub observation: Observation,
+    /// How many choices (or the start) ended here.
+    pub schedules: u64,
+    /// The smallest schedule within the bound that reaches it
+    /// (`schedule_rank`: fewest non-canonical choices, then fewest
+    /// choices, then by the choices).
+    pub example: Schedule,
+}
+
+/// What an exploration found.
+#[derive(Clone, Debug, Default)]
+pub struct Exploration {
+    /// Distinct decision states visited.
+    pub states: u64,
+    /// Arrivals at an outcome, a failure or a state already reached (see
+    /// `crate::state_graph`).
+    pub schedules: u64,
+    /// Distinct outcomes, by their smallest example schedule: the
+    /// canonical schedule's outcome first.
+    pub outcomes: Vec<Outcome>,
+    /// Schedules that broke an invariant or got stuck, with the error.
+    pub failures: Vec<(Schedule, String)>,
+    /// With `check_structure`: per structural property broken (the text
+    /// before its message's first `:`), the smallest schedule found that
+    /// breaks it and the message.
+    pub structure: BTreeMap<String, (Schedule, String)>,
+    /// Whether every state was explored (`false` when the time limit
+    /// stopped it).
+    pub complete: bool,
 }
 
 /// The explored graph (see the module's documentation).
