@@ -587,7 +587,7 @@ impl Explorer<'_> {
                 .sleeps
                 .lock()
                 .expect("no worker panics")
-                .arrive(key, &f.sleep),
+                .arrive(key, &f.sleep, &runnable),
             false => Sleepers::New,
         };
         let visit = self.visited.raise(key, budget);
@@ -602,7 +602,7 @@ impl Explorer<'_> {
             .enumerate()
             .filter(|(i, task)| f.cost(*i, task) <= budget)
             .filter(|(_, task)| match &sleepers {
-                Sleepers::Awake(woken) => woken.contains(task),
+                Sleepers::Awake(woken, _) => woken.contains(task),
                 _ => !f.sleep.contains(task),
             })
             .collect();
@@ -626,6 +626,13 @@ impl Explorer<'_> {
                 ..f
             };
             let cost = if bound == Bound::Unbounded { 0 } else { cost };
+            let i = match &sleepers {
+                Sleepers::Awake(_, first_order) => first_order
+                    .iter()
+                    .position(|t| *t == task)
+                    .expect("a state's key holds the tasks that can run"),
+                _ => i,
+            };
             let watch = self
                 .reducing()
                 .then(|| StepWatch::before(&child.world, &task));
