@@ -11,24 +11,35 @@
 //! first pass in most of QEMU's runs).
 //!
 //! Without a bound ([`Bound::Unbounded`]) every choice is taken, and a
-//! state is keyed without the main loop's order. The search is split into
-//! a fixed set of subtrees ([`Part`]s); a process may explore a share of
-//! them ([`explore_shard`]) and [`merge`] makes the whole report from all
-//! shares, exactly as one process reports it (docs/EXPLORE.md).
+//! state is keyed without the main loop's order. Worker threads share one
+//! visited set and steal each other's work (`crate::workers`); they record
+//! the graph they explored (`crate::state_graph`), and the report is made
+//! from that graph alone, so it does not depend on the thread count. The
+//! search is split into a fixed set of runs above which every process
+//! explores the same part ([`Part`]s); a process may explore a share of
+//! them ([`explore_shard`]) and [`merge`] makes the whole report from the
+//! union of all shares' graphs, exactly as one process reports it
+//! (docs/EXPLORE.md).
 
 use crate::compare::outcome_key;
 use crate::error::{Error, Result};
-use crate::reduction::{Reduction, SleepMemory, SleepSet, StepWatch, Visit};
-use crate::scenario::{Observation, OutcomeRecord, PartRecord, Scenario, ShardRecord};
-use crate::sched::Schedule;
+use crate::reduction::{Reduction, SleepMemory, SleepSet, StepWatch, Visit as Sleepers};
+use crate::scenario::{
+    ChoiceRecord, EndRecord, LegRecord, Observation, ObservationRecord, PartRecord, Scenario,
+    ShardRecord,
+};
+use crate::state_graph::{Choice, End, Leg, StateGraph};
+pub use crate::state_graph::{Exploration, Outcome};
+use crate::visited::{Visit, Visited};
+use crate::workers::run_workers;
 use crate::world::{Task, World};
-use rayon::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use strata_block::StateKeyHasher;
+use xxhash_rust::xxh3::xxh3_64;
 
 /// How far from the canonical schedule an exploration goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,39 +117,6 @@ impl Default for ExploreOptions {
     }
 }
 
-/// One distinct outcome.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    /// The observation of the first schedule that reached it.
-    pub observation: Observation,
-    /// How many explored schedules ended here.
-    pub schedules: u64,
-    /// The smallest schedule found that reaches it (depth-first order
-    /// finds the smallest of each subtree first).
-    pub example: Schedule,
-}
-
-/// What an exploration found.
-#[derive(Clone, Debug, Default)]
-pub struct Exploration {
-    /// Distinct states visited.
-    pub states: u64,
-    /// Schedules run to the end (or to a state already explored).
-    pub schedules: u64,
-    /// Distinct outcomes, by their smallest example schedule: the
-    /// canonical schedule's outcome first.
-    pub outcomes: Vec<Outcome>,
-    /// Schedules that broke an invariant or got stuck, with the error.
-    pub failures: Vec<(Schedule, String)>,
-    /// With `check_structure`: per structural property broken (the text
-    /// before its message's first `:`), the smallest schedule found that
-    /// breaks it and the message.
-    pub structure: BTreeMap<String, (Schedule, String)>,
-    /// Whether every state was explored (`false` when the time limit
-    /// stopped it).
-    pub complete: bool,
-}
-
 /// Progress counters, readable while an exploration runs.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -148,11 +126,11 @@ pub struct Progress {
     pub schedules: AtomicU64,
 }
 
-/// A point where the scheduler decides: the world and the path to it.
+/// A point where the scheduler decides: the world and what the path to it
+/// spent (the path itself is found afterwards, see [`crate::state_graph`]).
 #[derive(Clone)]
 struct Frontier {
     world: World,
-    schedule: Schedule,
     /// Preemptions spent on the way (see the module's documentation).
     preemptions: usize,
     /// The task a non-canonical choice picked, while it keeps running.
@@ -186,8 +164,27 @@ impl Frontier {
     }
 }
 
-/// Subtrees explored independently (fixed, so that the result does not
-/// depend on the number of threads or shards).
+/// A run still to make: from the start, or from a decision state by one
+/// of its choices (whose step is already taken: the sleep sets of its
+/// siblings need the footprint it was observed with).
+struct Move {
+    frontier: Frontier,
+    choice: Option<Chosen>,
+}
+
+/// A choice taken at a decision state.
+struct Chosen {
+    /// The decision state's key.
+    state: u64,
+    /// The choice's index among its runnable tasks.
+    index: usize,
+    /// Preemptions it costs (0 without a bound).
+    cost: usize,
+    /// The structural properties its step broke.
+    findings: Vec<(String, String)>,
+}
+/// Decision points the search goes breadth first to before the workers
+/// take over (fixed, so that shards split the same tree the same way).
 const SPLIT: usize = 16;
 
 /// Which subtrees one process explores: those whose number is `index`
@@ -220,30 +217,34 @@ impl Shard {
     }
 }
 
-/// What one part of an exploration found, with its own visited set: the
-/// breadth-first part above the subtrees (number 0), or a subtree (1 to
-/// 16). [`merge`] makes the report of a whole exploration from all of
-/// them, whichever processes explored them.
+/// What one part of an exploration found: the breadth-first part above
+/// the subtrees (number 0, which every shard explores the same way), or
+/// the subtrees one process explored (number 1). [`merge`] makes the
+/// report of a whole exploration from all of them, whichever processes
+/// explored them.
 #[derive(Clone, Debug)]
 pub struct Part {
     /// Which part.
     pub index: usize,
-    /// Distinct states it visited.
+    /// Distinct decision states it reached.
     pub states: u64,
-    /// Schedules it finished.
-    pub schedules: u64,
-    /// Its distinct outcomes in the order it found them, by outcome key
-    /// ([`outcome_key`]).
-    pub outcomes: Vec<(String, Outcome)>,
-    /// Its failures, in the order found.
-    pub failures: Vec<(Schedule, String)>,
-    /// The smallest schedule it found breaking each structural property.
-    pub structure: BTreeMap<String, (Schedule, String)>,
+    /// The graph it explored.
+    pub graph: StateGraph,
     /// Whether it explored everything (`false` when the time limit
     /// stopped it).
     pub complete: bool,
 }
 
+impl Part {
+    fn new(index: usize, graph: StateGraph, complete: bool) -> Part {
+        Part {
+            index,
+            states: graph.states(),
+            graph,
+            complete,
+        }
+    }
+}
 /// What one shard of an exploration writes for [`merge`]: which
 /// exploration it belongs to (shards merge only with shards of the same
 /// one) and the parts it explored. Its file is a
@@ -277,73 +278,17 @@ impl ShardFile {
     }
 
     fn to_record(&self) -> ShardRecord {
-        let pair = |(s, text): &(Schedule, String)| (s.to_string(), text.clone());
-        let part = |p: &Part| PartRecord {
-            index: p.index,
-            states: p.states,
-            schedules: p.schedules,
-            outcomes: p
-                .outcomes
-                .iter()
-                .map(|(key, o)| OutcomeRecord {
-                    key: key.clone(),
-                    schedules: o.schedules,
-                    example: o.example.to_string(),
-                    observation: o.observation.clone(),
-                })
-                .collect(),
-            failures: p.failures.iter().map(pair).collect(),
-            structure: p
-                .structure
-                .iter()
-                .map(|(k, v)| (k.clone(), pair(v)))
-                .collect(),
-            complete: p.complete,
-        };
         ShardRecord {
             scenario: self.scenario.clone(),
             bound: self.bound.to_string(),
             policy: self.policy.clone(),
             shard: format!("{}/{}", self.shard.index, self.shard.count),
             seconds: self.seconds,
-            parts: self.parts.iter().map(part).collect(),
+            parts: self.parts.iter().map(part_record).collect(),
         }
     }
 
     fn from_record(r: ShardRecord) -> std::result::Result<ShardFile, String> {
-        let schedule = |text: &str| Schedule::parse(text).map_err(|e| e.to_string());
-        let pair = |(s, text): (String, String)| Ok((schedule(&s)?, text));
-        let outcome = |o: OutcomeRecord| {
-            let outcome = Outcome {
-                observation: o.observation,
-                schedules: o.schedules,
-                example: schedule(&o.example)?,
-            };
-            Ok((o.key, outcome))
-        };
-        let part = |p: PartRecord| {
-            Ok(Part {
-                index: p.index,
-                states: p.states,
-                schedules: p.schedules,
-                outcomes: p
-                    .outcomes
-                    .into_iter()
-                    .map(outcome)
-                    .collect::<std::result::Result<_, String>>()?,
-                failures: p
-                    .failures
-                    .into_iter()
-                    .map(pair)
-                    .collect::<std::result::Result<_, String>>()?,
-                structure: p
-                    .structure
-                    .into_iter()
-                    .map(|(k, v)| Ok((k, pair(v)?)))
-                    .collect::<std::result::Result<_, String>>()?,
-                complete: p.complete,
-            })
-        };
         let bound = match r.bound.as_str() {
             "unbounded" => Bound::Unbounded,
             n => Bound::parse(n).ok_or_else(|| format!("bound {n:?}"))?,
@@ -354,14 +299,9 @@ impl ShardFile {
             policy: r.policy,
             shard: Shard::parse(&r.shard).ok_or_else(|| format!("shard {:?}", r.shard))?,
             seconds: r.seconds,
-            parts: r
-                .parts
-                .into_iter()
-                .map(part)
-                .collect::<std::result::Result<_, String>>()?,
+            parts: r.parts.into_iter().map(part_from_record).collect(),
         })
     }
-
     /// Checks that `files` are every share of one exploration, once each.
     pub fn check_complete(files: &[ShardFile]) -> std::result::Result<(), String> {
         let Some(first) = files.first() else {
@@ -388,6 +328,92 @@ impl ShardFile {
     }
 }
 
+fn leg_record(leg: &Leg) -> LegRecord {
+    LegRecord {
+        end: match &leg.end {
+            End::State(key) => EndRecord::State(*key),
+            End::Outcome(digest) => EndRecord::Outcome(*digest),
+            End::Failure(message) => EndRecord::Failure(message.clone()),
+        },
+        findings: leg.findings.clone(),
+    }
+}
+
+fn leg_from_record(leg: LegRecord) -> Leg {
+    Leg {
+        end: match leg.end {
+            EndRecord::State(key) => End::State(key),
+            EndRecord::Outcome(digest) => End::Outcome(digest),
+            EndRecord::Failure(message) => End::Failure(message),
+        },
+        findings: leg.findings,
+    }
+}
+
+fn part_record(p: &Part) -> PartRecord {
+    let mut observations: Vec<ObservationRecord> = p
+        .graph
+        .observations
+        .iter()
+        .map(|(digest, (key, observation))| ObservationRecord {
+            digest: *digest,
+            key: key.clone(),
+            observation: observation.clone(),
+        })
+        .collect();
+    observations.sort_by_key(|o| o.digest);
+    PartRecord {
+        index: p.index,
+        states: p.states,
+        complete: p.complete,
+        origin: p
+            .graph
+            .origin
+            .as_ref()
+            .map(|(budget, leg)| (*budget as u64, leg_record(leg))),
+        choices: p
+            .graph
+            .choices
+            .iter()
+            .map(|(&(state, index), c)| ChoiceRecord {
+                state,
+                index,
+                cost: c.cost as u64,
+                leg: leg_record(&c.leg),
+            })
+            .collect(),
+        observations,
+    }
+}
+
+fn part_from_record(p: PartRecord) -> Part {
+    let budget = |b: u64| usize::try_from(b).unwrap_or(usize::MAX);
+    let graph = StateGraph {
+        origin: p.origin.map(|(b, leg)| (budget(b), leg_from_record(leg))),
+        choices: p
+            .choices
+            .into_iter()
+            .map(|c| {
+                let choice = Choice {
+                    cost: budget(c.cost),
+                    leg: leg_from_record(c.leg),
+                };
+                ((c.state, c.index), choice)
+            })
+            .collect(),
+        observations: p
+            .observations
+            .into_iter()
+            .map(|o| (o.digest, (o.key, o.observation)))
+            .collect(),
+    };
+    Part {
+        index: p.index,
+        states: p.states,
+        graph,
+        complete: p.complete,
+    }
+}
 /// Explores `scenario` exhaustively within `options`.
 pub fn explore(
     scenario: &Arc<Scenario>,
@@ -402,266 +428,257 @@ pub fn explore(
     )?))
 }
 
-/// Explores `shard`'s subtrees of `scenario` (rayon across them).
+/// Explores `shard`'s subtrees of `scenario`: breadth first to [`SPLIT`]
+/// runs still to make, then the share's runs on as many workers as the
+/// current rayon pool has threads, sharing one visited set and stealing
+/// each other's work (`crate::workers`).
 pub fn explore_shard(
     scenario: &Arc<Scenario>,
     options: ExploreOptions,
     progress: &Progress,
     shard: Shard,
 ) -> Result<Vec<Part>> {
-    let start = Frontier {
-        world: World::with_policy(scenario.clone(), options.policy)?,
-        schedule: Schedule::default(),
-        preemptions: 0,
-        burst: None,
-        sleep: SleepSet::default(),
+    let start = Move {
+        frontier: Frontier {
+            world: World::with_policy(scenario.clone(), options.policy)?,
+            preemptions: 0,
+            burst: None,
+            sleep: SleepSet::default(),
+        },
+        choice: None,
     };
-    let deadline = options.time_limit.map(|t| Instant::now() + t);
-    let mut above = Explorer::new(options, progress, deadline);
-    // Breadth-first to a frontier of SPLIT decision points.
-    let mut frontier = Vec::new();
-    let mut queue = std::collections::VecDeque::from([start]);
-    while let Some(f) = queue.pop_front() {
-        if frontier.len() + queue.len() + 1 >= SPLIT {
-            frontier.push(f);
-            frontier.extend(queue.drain(..));
-            break;
-        }
-        let children = above.expand(f);
-        if children.is_empty() {
-            continue;
-        }
-        queue.extend(children);
+    let explorer = Explorer {
+        options,
+        progress,
+        deadline: options.time_limit.map(|t| Instant::now() + t),
+        visited: Visited::default(),
+        sleeps: Mutex::default(),
+    };
+    let mut above = Recorder::default();
+    let mut queue = VecDeque::from([start]);
+    while queue.len() < SPLIT {
+        let Some(next) = queue.pop_front() else { break };
+        explorer.run(&mut above, next, &mut |m| queue.push_back(m));
     }
-    let mine: Vec<(usize, Frontier)> = frontier
+    let mine: Vec<Move> = queue
         .into_iter()
         .enumerate()
         .filter(|(i, _)| shard.takes(*i))
+        .map(|(_, m)| m)
         .collect();
-    let subtrees = mine.into_par_iter().map(|(i, f)| {
-        let mut e = Explorer::new(options, progress, deadline);
-        e.dfs(f);
-        e.into_part(i + 1)
-    });
-    // Every shard reports the part above the subtrees, which each one
-    // explores: `merge` counts it once.
-    let mut parts = vec![above.into_part(0)];
-    parts.par_extend(subtrees);
-    Ok(parts)
-}
-
-/// Keeps the smaller of a known and a new schedule breaking `property`.
-fn note_smallest(
-    known: &mut BTreeMap<String, (Schedule, String)>,
-    property: String,
-    schedule: Schedule,
-    message: String,
-) {
-    let smaller = known.get(&property).is_none_or(|(s, _)| schedule < *s);
-    if smaller {
-        known.insert(property, (schedule, message));
+    let workers = run_workers(
+        explorer.threads(),
+        mine,
+        Recorder::default,
+        |recorder, m, spawner| explorer.run(recorder, m, &mut |child| spawner.spawn(child)),
+    );
+    let mut below = Recorder::default();
+    for w in workers {
+        below.graph.absorb(w.graph);
+        below.stopped |= w.stopped;
     }
+    // Every shard reports the part above the subtrees, which each one
+    // explores the same way: `merge` unites identical records once.
+    Ok(vec![above.into_part(0), below.into_part(1)])
 }
 
 /// The report of a whole exploration from its parts, from any number of
-/// shards, in any order (a part given more than once counts once: every
-/// shard explores the part above the subtrees, the same way).
-pub fn merge(mut parts: Vec<Part>) -> Exploration {
-    parts.sort_by_key(|p| p.index);
-    parts.dedup_by_key(|p| p.index);
-    let mut result = Exploration {
-        complete: true,
-        ..Exploration::default()
-    };
-    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+/// shards, in any order: the union of their graphs ([`StateGraph`]), so
+/// exactly what one process reports.
+pub fn merge(parts: Vec<Part>) -> Exploration {
+    let mut graph = StateGraph::default();
+    let mut complete = true;
     for part in parts {
-        result.states += part.states;
-        result.schedules += part.schedules;
-        result.complete &= part.complete;
-        result.failures.extend(part.failures);
-        for (property, (schedule, message)) in part.structure {
-            note_smallest(&mut result.structure, property, schedule, message);
-        }
-        for (key, outcome) in part.outcomes {
-            match index.get(&key) {
-                Some(&i) => {
-                    let known = &mut result.outcomes[i];
-                    known.schedules += outcome.schedules;
-                    if outcome.example < known.example {
-                        known.example = outcome.example;
-                        known.observation = outcome.observation;
-                    }
-                }
-                None => {
-                    index.insert(key, result.outcomes.len());
-                    result.outcomes.push(outcome);
-                }
-            }
-        }
+        complete &= part.complete;
+        graph.absorb(part.graph);
     }
-    // The canonical schedule (all first choices) sorts before any other.
-    result.outcomes.sort_by(|a, b| a.example.cmp(&b.example));
-    result
+    graph.report(complete)
 }
 
-struct Explorer<'p> {
-    options: ExploreOptions,
-    progress: &'p Progress,
-    /// State key -> the largest preemption budget it was explored with.
-    visited: BTreeMap<u64, usize>,
-    /// With reduction: the sleep set each state was explored with.
-    sleeps: SleepMemory,
-    schedules: u64,
-    outcomes: BTreeMap<String, Outcome>,
-    order: Vec<String>,
-    failures: Vec<(Schedule, String)>,
-    structure: BTreeMap<String, (Schedule, String)>,
-    /// When the time limit runs out.
-    deadline: Option<Instant>,
+/// What one worker recorded.
+#[derive(Default)]
+struct Recorder {
+    graph: StateGraph,
     /// Whether the time limit stopped it.
     stopped: bool,
 }
 
-impl<'p> Explorer<'p> {
-    fn new(
-        options: ExploreOptions,
-        progress: &'p Progress,
-        deadline: Option<Instant>,
-    ) -> Explorer<'p> {
-        Explorer {
-            options,
-            progress,
-            visited: BTreeMap::new(),
-            sleeps: SleepMemory::default(),
-            schedules: 0,
-            outcomes: BTreeMap::new(),
-            order: Vec::new(),
-            failures: Vec::new(),
-            structure: BTreeMap::new(),
-            deadline,
-            stopped: false,
-        }
+impl Recorder {
+    fn into_part(self, index: usize) -> Part {
+        Part::new(index, self.graph, !self.stopped)
     }
+}
 
-    fn into_part(mut self, index: usize) -> Part {
-        let outcomes = self
-            .order
-            .into_iter()
-            .map(|k| {
-                let o = self
-                    .outcomes
-                    .remove(&k)
-                    .expect("every key in order has an outcome");
-                (k, o)
-            })
-            .collect();
-        Part {
-            index,
-            states: self.visited.len() as u64,
-            schedules: self.schedules,
-            outcomes,
-            failures: self.failures,
-            structure: self.structure,
-            complete: !self.stopped,
-        }
-    }
+/// What every worker shares.
+struct Explorer<'p> {
+    options: ExploreOptions,
+    progress: &'p Progress,
+    /// When the time limit runs out.
+    deadline: Option<Instant>,
+    visited: Visited,
+    /// With reduction: the sleep set each state was explored with (one
+    /// worker then, see [`Explorer::threads`], so the lock is never
+    /// contended).
+    sleeps: Mutex<SleepMemory>,
+}
 
-    fn dfs(&mut self, f: Frontier) {
-        for child in self.expand(f) {
-            self.dfs(child);
-        }
-    }
+/// Where running on from a move stopped.
+enum Reached {
+    Finished(Box<Observation>),
+    Decision(Vec<Task>),
+}
 
-    /// Runs `f` on to its next decision; returns one frontier per choice
-    /// there that is new and within the bound.
-    fn expand(&mut self, mut f: Frontier) -> Vec<Frontier> {
+impl Explorer<'_> {
+    /// Makes move `m` (its choice's step and the steps after it while only
+    /// one task can run), records where it led, and when that is a
+    /// decision state to explore, spawns one move per choice within the
+    /// budget (the first choice is spawned last: taken next).
+    fn run(&self, recorder: &mut Recorder, mut m: Move, spawn: &mut impl FnMut(Move)) {
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
-            self.stopped = true;
-            return Vec::new();
+            recorder.stopped = true;
+            return;
         }
-        let runnable = match self.run_to_decision(&mut f) {
-            Ok(Some(r)) => r,
-            Ok(None) => return Vec::new(),
-            Err(e) => {
-                self.fail(&f.schedule, e);
-                return Vec::new();
+        let mut findings = match &mut m.choice {
+            Some(c) => std::mem::take(&mut c.findings),
+            None => Vec::new(),
+        };
+        let reached = self.run_to_decision(&mut m.frontier, &mut findings);
+        let (end, decision) = match reached {
+            Ok(Reached::Finished(obs)) => (End::Outcome(observation_digest(recorder, *obs)), None),
+            Ok(Reached::Decision(runnable)) => {
+                let key = m.frontier.key(self.options.preemption_bound, &runnable);
+                (End::State(key), Some((key, runnable)))
             }
+            Err(e) => (End::Failure(e.to_string()), None),
         };
-        let budget = self.options.preemption_bound.budget_after(f.preemptions);
-        let key = f.key(self.options.preemption_bound, &runnable);
-        let awake = match self.reducing() {
-            true => self.sleeps.arrive(key, &f.sleep),
-            false => Visit::New,
-        };
-        let explored = self.visited.get(&key).is_some_and(|b| *b >= budget);
-        if awake == Visit::Done || (explored && !self.reducing()) {
-            self.finish_schedule();
-            return Vec::new();
+        let leg = Leg { end, findings };
+        match m.choice {
+            Some(c) => recorder
+                .graph
+                .record(c.state, c.index, Choice { cost: c.cost, leg }),
+            None => {
+                let budget = self.options.preemption_bound.budget_after(0);
+                recorder.graph.origin = Some((budget, leg));
+            }
         }
-        if self.visited.insert(key, budget).is_none() {
+        match decision {
+            Some((key, runnable)) => self.expand(recorder, m.frontier, key, runnable, spawn),
+            None => self.finish_schedule(),
+        }
+    }
+
+    /// Takes the choices of decision state `key` that it must explore (it
+    /// is new or reached with a larger budget than before; with reduction,
+    /// the tasks that do not sleep, or that slept when it was explored
+    /// before and are awake now) and spawns a move per choice whose step
+    /// did not fail.
+    fn expand(
+        &self,
+        recorder: &mut Recorder,
+        f: Frontier,
+        key: u64,
+        runnable: Vec<Task>,
+        spawn: &mut impl FnMut(Move),
+    ) {
+        let bound = self.options.preemption_bound;
+        let budget = bound.budget_after(f.preemptions);
+        let sleepers = match self.reducing() {
+            true => self
+                .sleeps
+                .lock()
+                .expect("no worker panics")
+                .arrive(key, &f.sleep, &runnable),
+            false => Sleepers::New,
+        };
+        let visit = self.visited.raise(key, budget);
+        if sleepers == Sleepers::Done || (!visit.explores() && !self.reducing()) {
+            return self.finish_schedule();
+        }
+        if visit == Visit::New {
             self.progress.states.fetch_add(1, Ordering::Relaxed);
         }
-        let chosen: Vec<(usize, &Task)> = runnable
-            .iter()
+        let chosen: Vec<(usize, Task)> = runnable
+            .into_iter()
             .enumerate()
             .filter(|(i, task)| f.cost(*i, task) <= budget)
-            .filter(|(_, task)| match &awake {
-                Visit::Awake(woken) => woken.contains(task),
+            .filter(|(_, task)| match &sleepers {
+                Sleepers::Awake(woken, _) => woken.contains(task),
                 _ => !f.sleep.contains(task),
             })
             .collect();
         if chosen.is_empty() {
             // Every task sleeps: each order from here was explored elsewhere.
-            self.finish_schedule();
-            return Vec::new();
+            return self.finish_schedule();
         }
         // Siblings explored before a child sleep in it while independent
         // of its step.
         let mut explored_siblings = f.sleep.clone();
-        let mut children = Vec::with_capacity(chosen.len());
-        let mut parent = Some(f);
-        for (n, &(i, task)) in chosen.iter().enumerate() {
-            // The last child takes the parent itself: one clone fewer
-            // per state.
-            let f = if n + 1 == chosen.len() {
-                parent.take().expect("the parent is taken last")
-            } else {
-                parent
-                    .clone()
-                    .expect("the parent stays until the last child")
-            };
+        // The first choice takes the parent itself: one clone fewer per
+        // state.
+        let mut parents: Vec<Frontier> = chosen.iter().skip(1).map(|_| f.clone()).collect();
+        parents.insert(0, f);
+        let mut moves = Vec::with_capacity(chosen.len());
+        for (f, (i, task)) in parents.into_iter().zip(chosen) {
+            let cost = f.cost(i, &task);
             let mut child = Frontier {
-                preemptions: f.preemptions + f.cost(i, task),
-                burst: f.burst_after(i, task),
+                preemptions: f.preemptions + cost,
+                burst: f.burst_after(i, &task),
                 ..f
             };
-            child.schedule.0.push(i);
+            let cost = if bound == Bound::Unbounded { 0 } else { cost };
+            let i = match &sleepers {
+                Sleepers::Awake(_, first_order) => first_order
+                    .iter()
+                    .position(|t| *t == task)
+                    .expect("a state's key holds the tasks that can run"),
+                _ => i,
+            };
             let watch = self
                 .reducing()
-                .then(|| StepWatch::before(&child.world, task));
-            if let Err(e) = self.step(&mut child.world, task) {
-                self.fail(&child.schedule, e);
+                .then(|| StepWatch::before(&child.world, &task));
+            if let Err(e) = self.step(&mut child.world, &task) {
+                let leg = Leg {
+                    end: End::Failure(e.to_string()),
+                    findings: Vec::new(),
+                };
+                recorder.graph.record(key, i, Choice { cost, leg });
+                self.finish_schedule();
                 continue;
             }
             if let Some(watch) = watch {
                 let footprint = watch.after(&child.world);
                 child.sleep = explored_siblings.after(&footprint);
-                explored_siblings.add(task, &footprint);
+                explored_siblings.add(&task, &footprint);
             }
-            self.check_structure(&child.world, &child.schedule);
-            children.push(child);
+            let mut findings = Vec::new();
+            self.check_structure(&child.world, &mut findings);
+            moves.push(Move {
+                frontier: child,
+                choice: Some(Chosen {
+                    state: key,
+                    index: i,
+                    cost,
+                    findings,
+                }),
+            });
         }
-        children
+        // Spawned last, the first choice is taken first: depth first in
+        // the canonical order.
+        for m in moves.into_iter().rev() {
+            spawn(m);
+        }
     }
 
-    /// Steps while only one task can run; `None` when the run finished.
-    fn run_to_decision(&mut self, f: &mut Frontier) -> Result<Option<Vec<Task>>> {
+    /// Steps while only one task can run.
+    fn run_to_decision(
+        &self,
+        f: &mut Frontier,
+        findings: &mut Vec<(String, String)>,
+    ) -> Result<Reached> {
         let mut steps = 0;
         loop {
             if let Some(obs) = f.world.finished() {
-                let obs = obs.clone();
-                self.record_outcome(obs, &f.schedule);
-                return Ok(None);
+                return Ok(Reached::Finished(Box::new(obs.clone())));
             }
             steps += 1;
             if steps > self.options.step_limit {
@@ -678,10 +695,10 @@ impl<'p> Explorer<'p> {
                     if let Some(watch) = watch {
                         f.sleep = f.sleep.after(&watch.after(&f.world));
                     }
-                    self.check_structure(&f.world, &f.schedule);
+                    self.check_structure(&f.world, findings);
                     f.burst = f.burst_after(0, &runnable[0]);
                 }
-                _ => return Ok(Some(runnable)),
+                _ => return Ok(Reached::Decision(runnable)),
             }
         }
     }
@@ -689,6 +706,19 @@ impl<'p> Explorer<'p> {
     /// Whether sleep sets prune: asked for, and sound (without a bound).
     fn reducing(&self) -> bool {
         self.options.reduction == Reduction::On && self.options.preemption_bound == Bound::Unbounded
+    }
+
+    /// How many workers explore the subtrees. With reduction, one: the
+    /// argument that sleep sets with state caching lose no state
+    /// (`crate::reduction`) is made for a depth-first search, where a
+    /// state found in the visited set, or a sibling whose task sleeps,
+    /// was explored completely before; with workers running at once it
+    /// may still be under way, and that case is not proved sound.
+    fn threads(&self) -> usize {
+        match self.reducing() {
+            true => 1,
+            false => rayon::current_num_threads(),
+        }
     }
 
     fn step(&self, world: &mut World, task: &Task) -> Result<()> {
@@ -701,42 +731,33 @@ impl<'p> Explorer<'p> {
         Ok(())
     }
 
-    fn check_structure(&mut self, world: &World, schedule: &Schedule) {
+    /// Notes a structural property the world breaks (property: the
+    /// message's text before its first `:`).
+    fn check_structure(&self, world: &World, findings: &mut Vec<(String, String)>) {
         if !self.options.check_structure {
             return;
         }
         if let Err(message) = world.layer().check_structure() {
             let property = message.split(':').next().unwrap_or_default().to_string();
-            note_smallest(&mut self.structure, property, schedule.clone(), message);
-        }
-    }
-
-    fn finish_schedule(&mut self) {
-        self.schedules += 1;
-        self.progress.schedules.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn record_outcome(&mut self, obs: Observation, schedule: &Schedule) {
-        self.finish_schedule();
-        let key = outcome_key(&obs);
-        match self.outcomes.get_mut(&key) {
-            Some(o) => o.schedules += 1,
-            None => {
-                self.order.push(key.clone());
-                self.outcomes.insert(
-                    key,
-                    Outcome {
-                        observation: obs,
-                        schedules: 1,
-                        example: schedule.clone(),
-                    },
-                );
+            if !findings.iter().any(|(p, _)| *p == property) {
+                findings.push((property, message));
             }
         }
     }
 
-    fn fail(&mut self, schedule: &Schedule, e: Error) {
-        self.finish_schedule();
-        self.failures.push((schedule.clone(), e.to_string()));
+    fn finish_schedule(&self) {
+        self.progress.schedules.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The observation's digest, recording it (and its outcome key) the first
+/// time this worker reaches it.
+fn observation_digest(recorder: &mut Recorder, obs: Observation) -> u64 {
+    let digest = xxh3_64(format!("{obs:?}").as_bytes());
+    recorder
+        .graph
+        .observations
+        .entry(digest)
+        .or_insert_with(|| (outcome_key(&obs), obs));
+    digest
 }

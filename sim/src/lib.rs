@@ -54,7 +54,10 @@ mod reduction;
 mod run;
 pub mod scenario;
 mod sched;
+mod state_graph;
 mod trace;
+mod visited;
+mod workers;
 mod world;
 
 pub use catalog::{qemu_observation, scenario, scenarios, sim_dir, Catalog};
@@ -76,6 +79,7 @@ pub use properties::{Baseline, Property, Violation};
 pub use reduction::{footprint, Footprint, Reduction, StepWatch};
 pub use run::{check_determinism, replay_command, run, Failure, Run, RunOptions};
 pub use sched::{Canonical, Pct, Random, Replay, Schedule, Scheduler, SchedulerSpec};
+pub use state_graph::{schedule_cmp, schedule_rank, Choice, End, Leg, StateGraph};
 pub use strata_block::policy;
 pub use trace::{
     changes_between, run_traced, Action, Change, GraphLink, GraphVertex, JobState, StepState,

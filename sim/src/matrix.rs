@@ -11,6 +11,7 @@ use crate::explore::{explore, Bound, ExploreOptions, Progress};
 use crate::properties::{Baseline, Property, Violation};
 use crate::scenario::Scenario;
 use crate::sched::Schedule;
+use crate::state_graph::schedule_cmp;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -136,7 +137,7 @@ fn explore_cell(
     let mut keep = |v: Violation, schedule: &Schedule| {
         let smaller = violations
             .get(&v.property)
-            .is_none_or(|c| *schedule < c.schedule);
+            .is_none_or(|c| schedule_cmp(schedule, &c.schedule).is_lt());
         if smaller {
             let example = Counterexample {
                 schedule: schedule.clone(),

@@ -223,31 +223,35 @@ pub enum Visit {
     /// A new state: every task that does not sleep.
     New,
     /// Explored before with a sleep set holding these tasks, awake now:
-    /// only they.
-    Awake(SleepSet),
+    /// only they. With the order its tasks could run in when it was first
+    /// explored: the key leaves that order out, and the explored graph
+    /// numbers a state's choices by its first order, so that a task woken
+    /// later does not take the number of another.
+    Awake(SleepSet, Vec<Task>),
     /// Explored before with a sleep set no larger: nothing.
     Done,
 }
 
 /// The sleep set each visited state was explored with (state caching with
 /// sleep sets: Godefroid, Holzmann, Pirottin, "State-space caching
-/// revisited", 1995).
+/// revisited", 1995), and the order its tasks could run in then.
 #[derive(Default)]
-pub struct SleepMemory(BTreeMap<u64, SleepSet>);
+pub struct SleepMemory(BTreeMap<u64, (SleepSet, Vec<Task>)>);
 
 impl SleepMemory {
-    /// The state `key` is reached with sleep set `sleep`: what to explore.
-    pub fn arrive(&mut self, key: u64, sleep: &SleepSet) -> Visit {
+    /// The state `key`, where `runnable` can run, is reached with sleep
+    /// set `sleep`: what to explore.
+    pub fn arrive(&mut self, key: u64, sleep: &SleepSet, runnable: &[Task]) -> Visit {
         match self.0.get_mut(&key) {
             None => {
-                self.0.insert(key, sleep.clone());
+                self.0.insert(key, (sleep.clone(), runnable.to_vec()));
                 Visit::New
             }
-            Some(stored) if stored.is_subset(sleep) => Visit::Done,
-            Some(stored) => {
+            Some((stored, _)) if stored.is_subset(sleep) => Visit::Done,
+            Some((stored, first_order)) => {
                 let awake = stored.minus(sleep);
                 *stored = stored.intersection(sleep);
-                Visit::Awake(awake)
+                Visit::Awake(awake, first_order.clone())
             }
         }
     }

@@ -1133,36 +1133,69 @@ pub struct ShardRecord {
     pub parts: Vec<PartRecord>,
 }
 
-/// One part of an exploration (the explorer's `Part`).
+/// One part of an exploration (the explorer's `Part`): the graph it
+/// explored (`state_graph::StateGraph`).
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct PartRecord {
-    /// Which part.
+    /// Which part (0: above the subtrees, which every shard explores).
     pub index: usize,
-    /// Distinct states visited.
+    /// Distinct decision states it reached.
     pub states: u64,
-    /// Schedules finished.
-    pub schedules: u64,
-    /// Distinct outcomes in the order found.
-    pub outcomes: Vec<OutcomeRecord>,
-    /// Failures: schedule and error.
-    pub failures: Vec<(String, String)>,
-    /// Per structural property: the smallest schedule breaking it and the
-    /// message.
-    pub structure: BTreeMap<String, (String, String)>,
     /// Whether everything was explored.
     pub complete: bool,
+    /// The run from the start to the first decision, with the budget the
+    /// exploration starts with.
+    pub origin: Option<(u64, LegRecord)>,
+    /// Per decision state and choice: what the choice costs and where it
+    /// leads.
+    pub choices: Vec<ChoiceRecord>,
+    /// The observations reached, by digest.
+    pub observations: Vec<ObservationRecord>,
 }
 
-/// One distinct outcome of a part.
+/// One choice at a decision state.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
-pub struct OutcomeRecord {
+pub struct ChoiceRecord {
+    /// The state's key.
+    pub state: u64,
+    /// The choice's index among the runnable tasks.
+    pub index: usize,
+    /// Preemptions it costs.
+    pub cost: u64,
+    /// Where it leads.
+    pub leg: LegRecord,
+}
+
+/// Where a run between two decisions ends, and the structural properties
+/// it broke (property, message).
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct LegRecord {
+    /// Where it ends.
+    pub end: EndRecord,
+    /// Structural findings.
+    pub findings: Vec<(String, String)>,
+}
+
+/// The end of a run between two decisions.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndRecord {
+    /// The next decision state's key.
+    State(u64),
+    /// An observation, by digest.
+    Outcome(u64),
+    /// A failure's message.
+    Failure(String),
+}
+
+/// An observation an exploration reached.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct ObservationRecord {
+    /// Its digest.
+    pub digest: u64,
     /// Its outcome key.
     pub key: String,
-    /// How many schedules reached it.
-    pub schedules: u64,
-    /// The smallest schedule found reaching it.
-    pub example: String,
-    /// The observation of that schedule.
+    /// The observation.
     pub observation: Observation,
 }
 

@@ -153,10 +153,12 @@ fn reduction_changes_nothing_within_a_preemption_bound() {
     }
 }
 
-/// Without a bound sleep sets keep every outcome (and every state of each
-/// subtree: sleep sets prune transitions only, but a state that two
-/// subtrees reach may now be reached in one), and prune transitions where
-/// streams run in parallel.
+/// Without a bound sleep sets keep every outcome and every state (they
+/// prune transitions only; `thread-b-bottom-parallel` revisits a state
+/// whose tasks run in another order than at the first visit, where a
+/// woken task once took another's choice number in the explored graph and
+/// a state was lost), and prune transitions where streams run in
+/// parallel.
 #[test]
 fn reduction_keeps_every_outcome_without_a_bound() {
     let mut pruned = false;
@@ -170,7 +172,7 @@ fn reduction_keeps_every_outcome_without_a_bound() {
         let on = explored(&s, Bound::Unbounded, Reduction::On);
         let off = explored(&s, Bound::Unbounded, Reduction::Off);
         assert_eq!(outcome_keys(&on), outcome_keys(&off), "{name}");
-        assert!(on.states <= off.states, "{name}");
+        assert_eq!(on.states, off.states, "{name}");
         assert!(on.schedules <= off.schedules, "{name}");
         pruned |= on.schedules < off.schedules;
     }

@@ -137,6 +137,17 @@ impl Contents {
             if chunks.len() <= idx {
                 chunks.resize(idx + 1, None);
             }
+            if n == CHUNK {
+                // A whole chunk: a fresh one from the bytes, without
+                // copying (or zeroing) what it replaces.
+                chunks[idx] = Some(Arc::new(Chunk {
+                    data: buf[done..done + n].to_vec(),
+                    allocated: u16::MAX,
+                    ..Chunk::default()
+                }));
+                done += n;
+                continue;
+            }
             let slot = chunks[idx].get_or_insert_with(|| {
                 Arc::new(Chunk {
                     data: vec![0; CHUNK],
