@@ -79,9 +79,9 @@ fn qemu_io(path: &Path, access: Access) -> Option<QemuView> {
 }
 
 /// The bytes of `read -v`'s hexdump (`00000000:  5a 5a ...  ZZ..`), or
-/// `Err` when the read failed or printed none.
+/// `Err` when the read failed (qemu-io says so on stdout).
 fn hexdump_bytes(stdout: &str, stderr: &str) -> Result<Vec<u8>, ()> {
-    if stderr.contains("read failed") {
+    if stdout.contains("read failed") || stderr.contains("read failed") {
         return Err(());
     }
     let mut bytes = Vec::new();

@@ -563,8 +563,19 @@ impl Qcow2 {
         if l2_offset == 0 {
             return Ok((Mapping::Unallocated, limit));
         }
+        if !l2_offset.is_multiple_of(cs) {
+            return Err(Error::corrupt(format!(
+                "L2 table offset {l2_offset:#x} unaligned (L1 index: {l1_index:#x})"
+            )));
+        }
         let table = self.l2_table(storage, l2_offset)?;
         let first = self.classify(table[l2_index])?;
+        if self.header.version < 3 && matches!(first, Cluster::ZeroPlain | Cluster::ZeroAlloc(_)) {
+            // Version 2 has no zero flag: QEMU takes one for corruption.
+            return Err(Error::corrupt(format!(
+                "Zero cluster entry found in pre-v3 image (L2 offset: {l2_offset:#x}, L2 index: {l2_index:#x})"
+            )));
+        }
         let mapping = match first {
             Cluster::Unallocated => Mapping::Unallocated,
             Cluster::ZeroPlain | Cluster::ZeroAlloc(_) => Mapping::Zero,
@@ -575,15 +586,18 @@ impl Qcow2 {
         };
         let mut len = cs - within;
         let mut i = l2_index + 1;
+        // `count_contiguous_subclusters`: the run goes on while the type
+        // stays the same (and host clusters follow each other); a later
+        // entry is not judged, it only ends the run.
         while len < limit {
-            let next = self.classify(table[i])?;
+            let next = self.cluster_of(table[i]);
             let same = match (first, next) {
-                (Cluster::Normal(a), Cluster::Normal(b)) => b == a + (i - l2_index) as u64 * cs,
-                (Cluster::Unallocated, Cluster::Unallocated) => true,
-                (
-                    Cluster::ZeroPlain | Cluster::ZeroAlloc(_),
-                    Cluster::ZeroPlain | Cluster::ZeroAlloc(_),
-                ) => true,
+                (Cluster::Normal(a), Cluster::Normal(b))
+                | (Cluster::ZeroAlloc(a), Cluster::ZeroAlloc(b)) => {
+                    b == a + (i - l2_index) as u64 * cs
+                }
+                (Cluster::Unallocated, Cluster::Unallocated)
+                | (Cluster::ZeroPlain, Cluster::ZeroPlain) => true,
                 _ => false,
             };
             if !same {
@@ -595,24 +609,31 @@ impl Qcow2 {
         Ok((mapping, len.min(limit)))
     }
 
-    /// Decodes an L2 entry, refusing misaligned data clusters.
+    /// Decodes an L2 entry, refusing misaligned host clusters.
     fn classify(&self, entry: u64) -> Result<Cluster> {
+        let cluster = self.cluster_of(entry);
+        if let Cluster::Normal(host) | Cluster::ZeroAlloc(host) = cluster {
+            if !host.is_multiple_of(self.cluster_size()) {
+                return Err(Error::corrupt(format!(
+                    "Cluster allocation offset {host:#x} unaligned (L2 entry {entry:#x})"
+                )));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Decodes an L2 entry as it stands (`qcow2_get_cluster_type`).
+    fn cluster_of(&self, entry: u64) -> Cluster {
         if entry & COMPRESSED != 0 {
             let (offset, len) = self.compressed_extent(entry);
-            return Ok(Cluster::Compressed { offset, len });
+            return Cluster::Compressed { offset, len };
         }
-        let host = entry & OFFSET_MASK;
-        if !host.is_multiple_of(self.cluster_size()) {
-            return Err(Error::corrupt(format!(
-                "Cluster allocation offset {host:#x} unaligned (L2 entry {entry:#x})"
-            )));
-        }
-        Ok(match (entry & ZERO != 0, host) {
+        match (entry & ZERO != 0, entry & OFFSET_MASK) {
             (true, 0) => Cluster::ZeroPlain,
             (true, h) => Cluster::ZeroAlloc(h),
             (false, 0) => Cluster::Unallocated,
             (false, h) => Cluster::Normal(h),
-        })
+        }
     }
 
     /// Host offset and byte length of a compressed cluster's data.
