@@ -144,6 +144,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct Errno(pub i32);
 
 impl Errno {
+    /// A failed I/O request's errno, EIO when the error carries none
+    /// (QEMU's requests fail with a negative errno, never without one).
+    pub fn of_io(err: &std::io::Error) -> Errno {
+        Errno(err.raw_os_error().unwrap_or(Errno::EIO.0))
+    }
+
     /// EPERM.
     pub const EPERM: Errno = Errno(1);
     /// ENOENT.
@@ -210,10 +216,9 @@ impl JobFailure {
         }
     }
 
-    /// A failed I/O request: its errno, EIO when the error carries none
-    /// (QEMU's requests fail with a negative errno, never without one).
+    /// A failed I/O request, reported by its errno ([`Errno::of_io`]).
     pub fn io(err: &std::io::Error) -> JobFailure {
-        JobFailure::errno(Errno(err.raw_os_error().unwrap_or(Errno::EIO.0)))
+        JobFailure::errno(Errno::of_io(err))
     }
 
     /// A failure with the driver's own text.

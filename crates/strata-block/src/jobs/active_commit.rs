@@ -384,7 +384,7 @@ impl ActiveCommitJob {
                 Ok(()) => job.progress_update(op.bytes),
                 Err((operation, e)) => {
                     self.mark_dirty(op.offset, op.bytes);
-                    let errno = Errno(e.raw_os_error().unwrap_or(Errno::EIO.0));
+                    let errno = Errno::of_io(&e);
                     let action = job.error_action(self.on_error, operation, errno);
                     if action == BlockErrorAction::Report && self.reported.is_none() {
                         self.reported = Some(errno);

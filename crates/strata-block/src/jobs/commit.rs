@@ -506,7 +506,7 @@ impl<F: Files> BlockCore<F> {
         if read_only {
             let _ = self.reopen_read_only(parent, true);
         }
-        written.map_err(|e| Errno(e.raw_os_error().unwrap_or(5)))
+        written.map_err(|e| Errno::of_io(&e))
     }
 }
 
@@ -553,7 +553,7 @@ impl CommitJob {
                 let (copied, n) = match step {
                     Ok(done) => done,
                     Err((operation, e)) => {
-                        let errno = Errno(e.raw_os_error().unwrap_or(5));
+                        let errno = Errno::of_io(&e);
                         // "ignore" retries the chunk, like "stop" after resume.
                         return match job.error_action(self.on_error, operation, errno) {
                             BlockErrorAction::Report => {
