@@ -251,11 +251,8 @@ impl<S: Read + Write> Connection<S> {
     pub fn pump(&mut self, exports: &mut dyn ExportLookup) -> io::Result<Pump> {
         for _ in 0..PUMP_ROUNDS {
             let wrote = self.write_out()?;
-            if let (Some(closed), true) = (
-                self.session.closed(),
-                self.session.pending_output().is_empty(),
-            ) {
-                return Ok(Pump::Finished(closed.clone()));
+            if let Some(finished) = self.finished() {
+                return Ok(finished);
             }
             // Requests held back while the output was full go first.
             let before = (
@@ -296,7 +293,19 @@ impl<S: Read + Write> Connection<S> {
                 break;
             }
         }
-        Ok(Pump::Open)
+        // A session that closed in the last round with nothing left to send
+        // wants neither reading nor writing: poll would never wake it again.
+        Ok(self.finished().unwrap_or(Pump::Open))
+    }
+
+    /// [`Pump::Finished`] once the session is closed and everything went out.
+    fn finished(&self) -> Option<Pump> {
+        match self.session.closed() {
+            Some(closed) if self.session.pending_output().is_empty() => {
+                Some(Pump::Finished(closed.clone()))
+            }
+            _ => None,
+        }
     }
 
     /// Whether the session takes input now: poll the stream for reading only
@@ -418,6 +427,67 @@ mod tests {
         assert_eq!(client.join().unwrap().unwrap(), 4);
         assert_eq!(closed, Closed::PeerClosed);
         assert!(!conn.wants_write());
+    }
+
+    /// A client's bytes handed out `chunk` at a time, then the end of input;
+    /// what the server writes is kept.
+    struct Trickle {
+        input: std::collections::VecDeque<u8>,
+        chunk: usize,
+        output: Vec<u8>,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.chunk.min(buf.len()).min(self.input.len());
+            for (slot, byte) in buf.iter_mut().zip(self.input.drain(..n)) {
+                *slot = byte;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Whatever round of a pump the session ends in, an open connection
+    /// always waits for the socket in some direction: otherwise poll would
+    /// never pump it again and the client would wait for the close forever.
+    #[test]
+    fn an_open_connection_always_waits_for_its_socket() {
+        let mut conversation = vec![0, 0, 0, 3];
+        conversation
+            .extend(b"IHAVEOPT\x00\x00\x00\x07\x00\x00\x00\x0a\x00\x00\x00\x04disk\x00\x00");
+        for chunk in 1..=conversation.len() {
+            let mut exports = disk(1 << 20);
+            let stream = Trickle {
+                input: conversation.iter().copied().collect(),
+                chunk,
+                output: Vec::new(),
+            };
+            let mut conn = Connection::new(stream, SessionConfig::default());
+            let closed = loop {
+                match conn.pump(&mut exports).unwrap() {
+                    Pump::Open => assert!(
+                        conn.wants_read() || conn.wants_write(),
+                        "chunk {chunk}: open, but waiting for nothing"
+                    ),
+                    Pump::Finished(closed) => break closed,
+                }
+            };
+            assert_eq!(closed, Closed::PeerClosed, "chunk {chunk}");
+            assert!(
+                !conn.stream().output.is_empty(),
+                "chunk {chunk}: no greeting"
+            );
+        }
     }
 
     #[test]
