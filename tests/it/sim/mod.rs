@@ -68,3 +68,21 @@ pub fn outcome_keys(found: &Exploration) -> BTreeSet<String> {
         .map(|o| outcome_key(&o.observation))
         .collect()
 }
+
+/// What a report shows of an exploration, outcome by outcome: two
+/// explorations of one scenario must show the same.
+pub fn report(found: &Exploration) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{} states, {} schedules, {:?}, {:?}",
+        found.states, found.schedules, found.failures, found.structure
+    )];
+    lines.extend(found.outcomes.iter().map(|o| {
+        format!(
+            "{} schedule(s), example {}, {}",
+            o.schedules,
+            o.example,
+            outcome_key(&o.observation)
+        )
+    }));
+    lines
+}

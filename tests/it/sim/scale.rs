@@ -2,12 +2,12 @@
 //! exploration split into shards run as separate processes whose merged
 //! partial results are exactly the single run's report.
 
-use super::{explored_with, outcome_keys};
+use super::{explored_with, outcome_keys, report};
 use std::path::PathBuf;
 use std::process::Command;
 use strata_sim::{
-    explore, explore_shard, merge, outcome_key, scenario, Bound, Exploration, ExploreOptions,
-    Progress, Shard, ShardFile,
+    explore, explore_shard, merge, scenario, Bound, Exploration, ExploreOptions, Progress, Shard,
+    ShardFile,
 };
 
 fn explored(name: &str, bound: Bound) -> Exploration {
@@ -120,26 +120,6 @@ fn run_shards_as_processes(count: usize) -> Exploration {
         .collect();
     ShardFile::check_complete(&files).expect("every shard once");
     merge(files.into_iter().flat_map(|f| f.parts).collect())
-}
-
-/// What a report shows of an exploration, outcome by outcome.
-fn report(found: &Exploration) -> Vec<String> {
-    let mut lines = vec![format!(
-        "{} states, {} schedules, {} failures, {:?}",
-        found.states,
-        found.schedules,
-        found.failures.len(),
-        found.structure
-    )];
-    lines.extend(found.outcomes.iter().map(|o| {
-        format!(
-            "{} schedule(s), example {}, {}",
-            o.schedules,
-            o.example,
-            outcome_key(&o.observation)
-        )
-    }));
-    lines
 }
 
 #[test]
