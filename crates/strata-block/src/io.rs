@@ -9,6 +9,7 @@
 
 use crate::core::BlockCore;
 use crate::files::Files;
+use crate::request_padding::RequestPadding;
 use crate::state::DriverState;
 use std::cell::RefCell;
 use std::io;
@@ -156,7 +157,7 @@ impl<F: Files> BlockCore<F> {
                 })
             }
             Some(Driver::Blkdebug) => {
-                self.blkdebug_check(node, offset, buf.len() as u64)?;
+                self.blkdebug_read_check(node, offset, buf.len() as u64)?;
                 let child = self.forward_child(node).ok_or_else(eio)?;
                 self.read(child, offset, buf)
             }
@@ -204,7 +205,7 @@ impl<F: Files> BlockCore<F> {
                 })
             }
             Some(Driver::Blkdebug) => {
-                self.blkdebug_check(node, offset, data.len() as u64)?;
+                self.blkdebug_write_check(node, offset, data.len() as u64)?;
                 let child = self.forward_child(node).ok_or_else(eio)?;
                 self.write(child, offset, data)
             }
@@ -249,7 +250,7 @@ impl<F: Files> BlockCore<F> {
             }
             Some(Driver::NullCo | Driver::NullAio) => Ok(()),
             Some(Driver::Blkdebug) => {
-                self.blkdebug_check(node, offset, len)?;
+                self.blkdebug_zero_write_check(node, offset, len)?;
                 let child = self.forward_child(node).ok_or_else(eio)?;
                 self.write_zeroes(child, offset, len)
             }
@@ -661,6 +662,7 @@ impl<F: Files> BlockCore<F> {
             inject,
             set_state,
             state,
+            ..
         }) = self.state.get_mut(&node)
         else {
             return;
@@ -686,6 +688,66 @@ impl<F: Files> BlockCore<F> {
             }
         }
         *state = new_state;
+    }
+
+    /// A read through a blkdebug node: one request, widened to its `align`
+    /// (`bdrv_co_preadv_part` pads it).
+    fn blkdebug_read_check(&mut self, node: NodeId, offset: u64, len: u64) -> io::Result<()> {
+        match RequestPadding::of(offset, len, self.blkdebug_align(node)) {
+            Some(pad) => {
+                let (start, bytes) = pad.widened();
+                self.blkdebug_check(node, start, bytes)
+            }
+            None => self.blkdebug_check(node, offset, len),
+        }
+    }
+
+    /// A write through a blkdebug node (`bdrv_co_pwritev_part`): an
+    /// unaligned one first reads what its padding covers, whatever that
+    /// read's outcome (QEMU ignores it: an injected error is used up
+    /// there), then writes the widened request. The bytes written around
+    /// the data are the ones read; after a failed read QEMU writes its
+    /// uninitialised buffer there, which Strata does not imitate (the
+    /// file keeps its bytes).
+    fn blkdebug_write_check(&mut self, node: NodeId, offset: u64, len: u64) -> io::Result<()> {
+        let Some(pad) = RequestPadding::of(offset, len, self.blkdebug_align(node)) else {
+            return self.blkdebug_check(node, offset, len);
+        };
+        self.blkdebug_rmw_reads(node, &pad);
+        let (start, bytes) = pad.widened();
+        self.blkdebug_check(node, start, bytes)
+    }
+
+    /// A zero write through a blkdebug node (`bdrv_co_do_zero_pwritev`):
+    /// an unaligned one reads its padding (outcome ignored), then writes
+    /// the head block, the aligned middle and the tail block, the first
+    /// failure failing it.
+    fn blkdebug_zero_write_check(&mut self, node: NodeId, offset: u64, len: u64) -> io::Result<()> {
+        let Some(pad) = RequestPadding::of(offset, len, self.blkdebug_align(node)) else {
+            return self.blkdebug_check(node, offset, len);
+        };
+        self.blkdebug_rmw_reads(node, &pad);
+        for (start, bytes) in pad.zero_writes() {
+            self.blkdebug_check(node, start, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// `bdrv_padding_rmw_read`: its reads until one fails; the caller
+    /// never learns of the failure.
+    fn blkdebug_rmw_reads(&mut self, node: NodeId, pad: &RequestPadding) {
+        for (start, bytes) in pad.rmw_reads() {
+            if self.blkdebug_check(node, start, bytes).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn blkdebug_align(&self, node: NodeId) -> u64 {
+        match self.state.get(&node) {
+            Some(DriverState::Blkdebug { align, .. }) => *align,
+            _ => 1,
+        }
     }
 
     /// `rule_check`: an armed rule covering the request fails it.

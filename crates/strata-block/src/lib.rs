@@ -137,6 +137,7 @@ pub mod policy;
 mod query;
 mod reopen;
 mod reopen_options;
+mod request_padding;
 mod state;
 mod state_key;
 

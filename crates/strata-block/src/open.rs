@@ -576,10 +576,12 @@ impl<F: Files> BlockCore<F> {
             None => Options::new(),
         };
         let rules = |key: &str| [list_of(&config, key), list_of(opts, key)].concat();
+        let align = size_of(opts, "align").unwrap_or(0);
         let state = DriverState::Blkdebug {
             inject: rules("inject-error").iter().map(inject_rule).collect(),
             set_state: rules("set-state").iter().map(set_state_rule).collect(),
             state: 1,
+            align: align.max(1),
         };
         let node = self.new_node(Driver::Blkdebug, opts, read_only, state)?;
         let image = opts.get("image").cloned().unwrap_or(OptValue::Null);
@@ -594,6 +596,8 @@ impl<F: Files> BlockCore<F> {
                 self.unref(child)?;
                 result.map(|_| ())
             });
+        // The alignment is checked once the image is open.
+        let attached = attached.and_then(|()| check_blkdebug_align(align));
         if let Err(err) = attached {
             self.unref(node)?;
             return Err(err);
@@ -661,6 +665,26 @@ fn int_of(dict: &Options, key: &str) -> Option<i64> {
         Some(OptValue::Int(n)) => Some(*n),
         _ => None,
     }
+}
+
+/// A size option: a number, or a numeric string (QemuOpts).
+fn size_of(dict: &Options, key: &str) -> Option<u64> {
+    match dict.get(key) {
+        Some(OptValue::Int(n)) => u64::try_from(*n).ok(),
+        Some(OptValue::Str(n)) => n.parse().ok(),
+        _ => None,
+    }
+}
+
+/// `blkdebug_open`: `align` (0: none) must be a power of two below
+/// `INT_MAX`.
+fn check_blkdebug_align(align: u64) -> Result<()> {
+    if align != 0 && (align >= i32::MAX as u64 || !align.is_power_of_two()) {
+        return Err(Error::generic(format!(
+            "Cannot meet constraints with align {align}"
+        )));
+    }
+    Ok(())
 }
 
 fn bool_of(dict: &Options, key: &str) -> Option<bool> {

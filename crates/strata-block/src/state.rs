@@ -71,6 +71,8 @@ pub enum DriverState {
         set_state: Vec<SetState>,
         /// The current state (starts at 1).
         state: u32,
+        /// `align`: the node's `request_alignment` (1 without it).
+        align: u64,
     },
     /// `commit_top`.
     CommitTop,
