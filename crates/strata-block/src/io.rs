@@ -156,7 +156,8 @@ impl<F: Files> BlockCore<F> {
                 })
             }
             Some(Driver::Blkdebug) => {
-                self.blkdebug_check(node, offset, buf.len() as u64)?;
+                let padded = Padded::new(offset, buf.len() as u64, self.blkdebug_align(node));
+                self.blkdebug_check(node, padded.start, padded.len())?;
                 let child = self.forward_child(node).ok_or_else(eio)?;
                 self.read(child, offset, buf)
             }
@@ -204,9 +205,7 @@ impl<F: Files> BlockCore<F> {
                 })
             }
             Some(Driver::Blkdebug) => {
-                self.blkdebug_check(node, offset, data.len() as u64)?;
-                let child = self.forward_child(node).ok_or_else(eio)?;
-                self.write(child, offset, data)
+                self.blkdebug_write(node, offset, Some(data), data.len() as u64)
             }
             Some(Driver::Throttle) => {
                 self.throttle_charge(node, data.len() as u64, true);
@@ -248,11 +247,7 @@ impl<F: Files> BlockCore<F> {
                 self.files.storage(&path)?.write_zeroes(offset, len)
             }
             Some(Driver::NullCo | Driver::NullAio) => Ok(()),
-            Some(Driver::Blkdebug) => {
-                self.blkdebug_check(node, offset, len)?;
-                let child = self.forward_child(node).ok_or_else(eio)?;
-                self.write_zeroes(child, offset, len)
-            }
+            Some(Driver::Blkdebug) => self.blkdebug_write(node, offset, None, len),
             Some(Driver::MirrorTop) => {
                 let child = self.forward_child(node).ok_or_else(eio)?;
                 self.write_zeroes(child, offset, len)?;
@@ -354,21 +349,59 @@ impl<F: Files> BlockCore<F> {
         offset: u64,
         len: u64,
     ) -> io::Result<(ExtentKind, u64)> {
+        self.status_above_to_bottom(top, offset, len)
+            .map(|(kind, n, _)| (kind, n))
+    }
+
+    /// Whether the range reads as zeroes by metadata in
+    /// `bdrv_block_status_above(top, NULL)` with `want_zero` (its
+    /// `BDRV_BLOCK_ZERO`, what `qemu-img convert` skips reading), and for how
+    /// many bytes. Unallocated down the whole chain counts as zeroes only when
+    /// the bottom layer's driver supports a backing file (it has none):
+    /// `bdrv_co_do_block_status` adds the flag there, not for a raw bottom.
+    pub fn zero_status_above(
+        &mut self,
+        top: NodeId,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<(bool, u64)> {
+        let (kind, n, bottom) = self.status_above_to_bottom(top, offset, len)?;
+        let zero = match kind {
+            ExtentKind::Zero => true,
+            ExtentKind::Data => false,
+            ExtentKind::Unallocated => self
+                .bg
+                .graph()
+                .node(bottom)
+                .is_ok_and(|node| node.traits().supports_backing),
+        };
+        Ok((zero, n))
+    }
+
+    /// [`Self::block_status_above`] with the last layer it asked.
+    fn status_above_to_bottom(
+        &mut self,
+        top: NodeId,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<(ExtentKind, u64, NodeId)> {
         let mut n = len;
-        let mut node = Some(top);
-        while let Some(current) = node {
+        let mut current = top;
+        loop {
             let size = self.length(current)?;
             if offset >= size {
-                return Ok((ExtentKind::Zero, n));
+                return Ok((ExtentKind::Zero, n, current));
             }
             let (kind, run) = self.block_status(current, offset, n.min(size - offset))?;
             if kind != ExtentKind::Unallocated {
-                return Ok((kind, run.min(n)));
+                return Ok((kind, run.min(n), current));
             }
             n = n.min(run);
-            node = self.bg.graph().filter_or_cow_node(current);
+            match self.bg.graph().filter_or_cow_node(current) {
+                Some(next) => current = next,
+                None => return Ok((ExtentKind::Unallocated, n, current)),
+            }
         }
-        Ok((ExtentKind::Unallocated, n))
     }
 
     /// qcow2's `is_zero` (what a partial-cluster zero write asks of the
@@ -661,6 +694,7 @@ impl<F: Files> BlockCore<F> {
             inject,
             set_state,
             state,
+            ..
         }) = self.state.get_mut(&node)
         else {
             return;
@@ -686,6 +720,154 @@ impl<F: Files> BlockCore<F> {
             }
         }
         *state = new_state;
+    }
+
+    /// `align` of a blkdebug node (1 for any other node).
+    fn blkdebug_align(&self, node: NodeId) -> u64 {
+        match self.state.get(&node) {
+            Some(DriverState::Blkdebug { align, .. }) => *align,
+            _ => 1,
+        }
+    }
+
+    /// A write (`data`, or `len` zeroes) to a blkdebug node as the generic
+    /// block layer makes it (`bdrv_co_pwritev_part`,
+    /// `bdrv_co_do_zero_pwritev`): a request unaligned to the node's
+    /// `align` is widened to whole blocks, whose padding is read first
+    /// (`bdrv_padding_rmw_read`), then each aligned write passes the rules.
+    /// QEMU ignores the padding read's failure and writes the padding
+    /// buffer as the read left it; an injected error the read took is no
+    /// longer there for the write.
+    fn blkdebug_write(
+        &mut self,
+        node: NodeId,
+        offset: u64,
+        data: Option<&[u8]>,
+        len: u64,
+    ) -> io::Result<()> {
+        let padded = Padded::new(offset, len, self.blkdebug_align(node));
+        let child = self.forward_child(node).ok_or_else(eio)?;
+        if padded.is_aligned() {
+            self.blkdebug_check(node, offset, len)?;
+            return match data {
+                Some(data) => self.write(child, offset, data),
+                None => self.write_zeroes(child, offset, len),
+            };
+        }
+        let mut buf = self.padding_buffer(child, &padded);
+        let _ignored_by_qemu = self.blkdebug_padding_read(node, &padded);
+        let at = (offset - padded.start) as usize;
+        match data {
+            Some(data) => buf[at..at + data.len()].copy_from_slice(data),
+            None => buf[at..at + len as usize].fill(0),
+        }
+        match data {
+            Some(_) => self.blkdebug_aligned_write(node, child, padded.start, &buf),
+            None => self.blkdebug_padded_zero_write(node, child, &padded, &buf),
+        }
+    }
+
+    /// The widened request's bytes as the padding read gives them: the
+    /// child's content. When that read fails, QEMU's buffer is
+    /// uninitialized memory (`qemu_blockalign`): in a block driver's run of
+    /// padded requests, the buffer the last one freed, which held this
+    /// block's bytes; zeroes when fresh (a first write, as qemu-io on a raw
+    /// file shows). The model keeps the child's content; past the child's
+    /// end, zeroes.
+    fn padding_buffer(&mut self, child: NodeId, padded: &Padded) -> Vec<u8> {
+        let mut buf = vec![0u8; padded.len() as usize];
+        let within = self.length(child).map_or(0, |size| {
+            size.saturating_sub(padded.start).min(padded.len())
+        });
+        if self
+            .read(child, padded.start, &mut buf[..within as usize])
+            .is_err()
+        {
+            buf.fill(0);
+        }
+        buf
+    }
+
+    /// `bdrv_co_do_zero_pwritev` after the padding read: the head block (or
+    /// all of it, when one read took the whole) written as data, the
+    /// aligned middle as zeroes, the tail block as data.
+    fn blkdebug_padded_zero_write(
+        &mut self,
+        node: NodeId,
+        child: NodeId,
+        padded: &Padded,
+        buf: &[u8],
+    ) -> io::Result<()> {
+        let align = padded.align;
+        let mut pos = padded.start;
+        if padded.head > 0 || padded.merges_reads() {
+            let head_len = if padded.merges_reads() {
+                padded.len()
+            } else {
+                align
+            };
+            self.blkdebug_aligned_write(node, child, pos, &buf[..head_len as usize])?;
+            if padded.merges_reads() {
+                return Ok(());
+            }
+            pos += head_len;
+        }
+        let middle = (padded.end() - pos) / align * align - if padded.tail > 0 { align } else { 0 };
+        if middle > 0 {
+            self.blkdebug_check(node, pos, middle)?;
+            self.write_zeroes(child, pos, middle)?;
+            pos += middle;
+        }
+        if padded.tail > 0 {
+            let at = (pos - padded.start) as usize;
+            self.blkdebug_aligned_write(node, child, pos, &buf[at..at + align as usize])?;
+        }
+        Ok(())
+    }
+
+    fn blkdebug_aligned_write(
+        &mut self,
+        node: NodeId,
+        child: NodeId,
+        offset: u64,
+        data: &[u8],
+    ) -> io::Result<()> {
+        self.blkdebug_check(node, offset, data.len() as u64)?;
+        self.write(child, offset, data)
+    }
+
+    /// The rules and events of `bdrv_padding_rmw_read` (its bytes are the
+    /// child's, [`Self::padding_buffer`]): the head block, then the tail
+    /// block, or the whole in one read when it is one block or two with
+    /// padding at both ends; the first failure ends it.
+    fn blkdebug_padding_read(&mut self, node: NodeId, padded: &Padded) -> io::Result<()> {
+        let align = padded.align;
+        let merges = padded.merges_reads();
+        if padded.head > 0 || merges {
+            let len = if merges { padded.len() } else { align };
+            if padded.head > 0 {
+                self.blkdebug_event(node, "pwritev_rmw_head");
+            }
+            if merges && padded.tail > 0 {
+                self.blkdebug_event(node, "pwritev_rmw_tail");
+            }
+            self.blkdebug_check(node, padded.start, len)?;
+            if padded.head > 0 {
+                self.blkdebug_event(node, "pwritev_rmw_after_head");
+            }
+            if merges {
+                if padded.tail > 0 {
+                    self.blkdebug_event(node, "pwritev_rmw_after_tail");
+                }
+                return Ok(());
+            }
+        }
+        if padded.tail > 0 {
+            self.blkdebug_event(node, "pwritev_rmw_tail");
+            self.blkdebug_check(node, padded.end() - align, align)?;
+            self.blkdebug_event(node, "pwritev_rmw_after_tail");
+        }
+        Ok(())
     }
 
     /// `rule_check`: an armed rule covering the request fails it.
@@ -826,5 +1008,56 @@ impl<F: Files> BackingRead for ChildIo<'_, '_, F> {
 
     fn backing_is_zero(&mut self, offset: u64, len: u64) -> io::Result<bool> {
         self.core.borrow_mut().reads_as_zero(self.node, offset, len)
+    }
+}
+
+/// A request widened to a node's request alignment (`bdrv_init_padding`).
+struct Padded {
+    /// The aligned start.
+    start: u64,
+    /// Bytes of padding before the request.
+    head: u64,
+    /// The request's own bytes.
+    bytes: u64,
+    /// Bytes of padding after it.
+    tail: u64,
+    align: u64,
+}
+
+impl Padded {
+    fn new(offset: u64, bytes: u64, align: u64) -> Padded {
+        let start = offset / align * align;
+        let end = (offset + bytes).div_ceil(align) * align;
+        Padded {
+            start,
+            head: offset - start,
+            bytes,
+            tail: end - offset - bytes,
+            align,
+        }
+    }
+
+    fn is_aligned(&self) -> bool {
+        self.head == 0 && self.tail == 0
+    }
+
+    fn len(&self) -> u64 {
+        self.head + self.bytes + self.tail
+    }
+
+    fn end(&self) -> u64 {
+        self.start + self.len()
+    }
+
+    /// `pad->merge_reads`: the padding buffer (two blocks when there is
+    /// padding at both ends of more than one block, else one) holds the
+    /// whole widened request.
+    fn merges_reads(&self) -> bool {
+        let buf_len = if self.len() > self.align && self.head > 0 && self.tail > 0 {
+            2 * self.align
+        } else {
+            self.align
+        };
+        self.len() == buf_len
     }
 }

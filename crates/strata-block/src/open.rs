@@ -580,6 +580,9 @@ impl<F: Files> BlockCore<F> {
             inject: rules("inject-error").iter().map(inject_rule).collect(),
             set_state: rules("set-state").iter().map(set_state_rule).collect(),
             state: 1,
+            align: int_of(opts, "align")
+                .filter(|&a| a > 1)
+                .map_or(1, |a| a as u64),
         };
         let node = self.new_node(Driver::Blkdebug, opts, read_only, state)?;
         let image = opts.get("image").cloned().unwrap_or(OptValue::Null);

@@ -71,6 +71,9 @@ pub enum DriverState {
         set_state: Vec<SetState>,
         /// The current state (starts at 1).
         state: u32,
+        /// `align`: the node's request alignment (1 without it), to which
+        /// the generic block layer pads requests.
+        align: u64,
     },
     /// `commit_top`.
     CommitTop,

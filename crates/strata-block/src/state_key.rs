@@ -78,7 +78,8 @@ impl Hash for DriverStateKey<'_> {
                 inject,
                 set_state,
                 state,
-            } => (inject, set_state, state).hash(h),
+                align,
+            } => (inject, set_state, state, align).hash(h),
             DriverState::MirrorTop(mirror) => mirror.hash(h),
             DriverState::Quorum { threshold } => threshold.hash(h),
             DriverState::Null {
