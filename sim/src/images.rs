@@ -402,8 +402,8 @@ fn sha256_resuming(
         .last_known(prefixes)
         .map_or((0, Sha256::new()), |(i, sha)| (i + 1, sha));
     let mut states = Vec::new();
-    guest.for_each_block_from(first, |i, bytes| {
-        sha.update(bytes);
+    guest.for_each_block_from(first, |i, block| {
+        sha.update(block.bytes);
         states.push((prefixes[i], sha.clone()));
     })?;
     for (prefix, state) in states {
@@ -417,13 +417,19 @@ fn sha256_resuming(
 struct GuestReader {
     layer: BlockLayer<MemFiles>,
     node: NodeId,
+    /// convert's requests over the whole content, once asked for.
+    requests: Option<Vec<ConvertRequest>>,
 }
 
 impl GuestReader {
     fn open(files: &MemFiles, img: &ImageSpec) -> std::result::Result<GuestReader, GuestError> {
         let (layer, node) =
             qemu_img_open(files, img, BackingChain::FromHeader).map_err(GuestError::Open)?;
-        Ok(GuestReader { layer, node })
+        Ok(GuestReader {
+            layer,
+            node,
+            requests: None,
+        })
     }
 
     /// What the guest content is a function of: the spec and the bytes of
@@ -445,66 +451,191 @@ impl GuestReader {
     /// Keys of the guest content's prefixes, one per 64 KiB block, the
     /// last one a key of the whole content however the chain stores it:
     /// XXH3-128 over each block's length and digest, all-zero blocks
-    /// digesting to zero. Blocks the chain maps to zeroes are not read.
+    /// digesting to zero.
     fn prefix_keys(&mut self) -> std::result::Result<Vec<u128>, GuestError> {
-        let core = self.layer.core_mut();
-        let len = core.length(self.node).map_err(|e| read_error(0, &e))?;
         let mut key = Xxh3::new();
         let mut keys = Vec::new();
-        let mut buf = vec![0u8; BLOCK.min(len) as usize];
-        let mut offset = 0;
-        while offset < len {
-            let n = BLOCK.min(len - offset);
-            let (kind, run) = core
-                .block_status_above(self.node, offset, n)
-                .map_err(|e| read_error(offset, &e))?;
-            // Unallocated down the whole chain is not always zeroes: a raw
-            // node over a qcow2 node reports its file's unallocated ranges,
-            // which that node reads from its own backing file.
-            let reads_zero = kind == ExtentKind::Zero;
-            let digest = if reads_zero && run >= n {
-                0
+        self.for_each_block_from(0, |_, block| {
+            let digest = if block.any_read {
+                block_digest(block.bytes)
             } else {
-                let block = &mut buf[..n as usize];
-                core.read(self.node, offset, block)
-                    .map_err(|e| read_error(offset, &e))?;
-                block_digest(block)
+                0
             };
-            key.update(&n.to_le_bytes());
+            key.update(&(block.bytes.len() as u64).to_le_bytes());
             key.update(&digest.to_le_bytes());
             keys.push(key.digest128());
-            offset += n;
-        }
+        })?;
         Ok(keys)
     }
 
-    /// Reads the guest-visible bytes in order, a 64 KiB block at a time,
-    /// from block number `first` on.
+    /// The guest-visible bytes in order, a 64 KiB block at a time, from
+    /// block number `first` on, read the way `qemu-img convert` reads them:
+    /// request by request, whole, those the chain maps to zeroes skipped.
+    /// A failed read is reported at the start of its request, as QEMU does.
     fn for_each_block_from(
         &mut self,
         first: usize,
-        mut consume: impl FnMut(usize, &[u8]),
+        mut consume: impl FnMut(usize, GuestBlock<'_>),
     ) -> std::result::Result<(), GuestError> {
+        let requests = match self.requests.take() {
+            Some(requests) => requests,
+            None => self.convert_requests()?,
+        };
+        let core = self.layer.core_mut();
+        let len = requests.last().map_or(0, |r| r.offset + r.len);
+        let mut blocks = BlockAssembler::new(first, len);
+        let mut data = Vec::new();
+        let start = first as u64 * BLOCK;
+        for req in requests.iter().filter(|r| r.offset + r.len > start) {
+            let skip = start.saturating_sub(req.offset);
+            if req.reads {
+                data.resize(req.len as usize, 0);
+                core.read(self.node, req.offset, &mut data)
+                    .map_err(|e| read_error(req.offset, &e))?;
+                blocks.push_read(&data[skip as usize..], &mut consume);
+            } else {
+                blocks.push_skipped(req.len - skip, &mut consume);
+            }
+        }
+        self.requests = Some(requests);
+        Ok(())
+    }
+
+    /// `qemu-img convert`'s read requests over the whole guest content
+    /// (`convert_iteration_sectors`, in 512-byte sectors): a block status
+    /// run of the whole chain (`bdrv_block_status_above` with `want_zero`),
+    /// cut back to end on the source's alignment (`src_alignment`: its
+    /// cluster size) when it crosses a boundary of it, and a run to read
+    /// cut into requests of its 2 MiB buffer.
+    fn convert_requests(&mut self) -> std::result::Result<Vec<ConvertRequest>, GuestError> {
         let core = self.layer.core_mut();
         let len = core.length(self.node).map_err(|e| read_error(0, &e))?;
-        let mut buf = vec![0u8; BLOCK.min(len) as usize];
-        let mut index = first;
-        let mut offset = first as u64 * BLOCK;
-        while offset < len {
-            let block = &mut buf[..BLOCK.min(len - offset) as usize];
-            core.read(self.node, offset, block)
-                .map_err(|e| read_error(offset, &e))?;
-            consume(index, block);
-            offset += block.len() as u64;
-            index += 1;
+        let alignment = source_alignment(core, self.node);
+        let total = len.div_ceil(SECTOR);
+        let mut requests = Vec::new();
+        let (mut sector, mut next_status, mut reads) = (0, 0, true);
+        while sector < total {
+            let mut n = total - sector;
+            if next_status <= sector {
+                let offset = sector * SECTOR;
+                let (zero, run) = core
+                    .zero_status_above(self.node, offset, len - offset)
+                    .map_err(|e| read_error(offset, &e))?;
+                n = run.div_ceil(SECTOR).max(1);
+                let tail = (sector + n) % alignment;
+                if n > tail {
+                    n -= tail;
+                }
+                reads = !zero;
+                next_status = sector + n;
+            }
+            n = n.min(next_status - sector);
+            if reads {
+                n = n.min(CONVERT_BUF_SECTORS);
+            }
+            let offset = sector * SECTOR;
+            requests.push(ConvertRequest {
+                offset,
+                len: (n * SECTOR).min(len - offset),
+                reads,
+            });
+            sector += n;
         }
-        Ok(())
+        Ok(requests)
     }
 }
 
-/// `qemu-img convert`'s report of a failed read. (QEMU names the start of
-/// the request that failed, up to 2 MiB of one block-status run; this is
-/// the start of the 64 KiB block read here.)
+/// One request of `qemu-img convert`: a stretch the chain maps to zeroes
+/// is skipped, any other is read (unallocated over a raw bottom included).
+struct ConvertRequest {
+    offset: u64,
+    len: u64,
+    reads: bool,
+}
+
+/// A 64 KiB block of guest content (the last one maybe shorter).
+struct GuestBlock<'a> {
+    bytes: &'a [u8],
+    /// Whether any of it was read: if not, it is zeroes by the chain's map.
+    any_read: bool,
+}
+
+/// Cuts the bytes of consecutive requests into 64 KiB blocks.
+struct BlockAssembler {
+    index: usize,
+    len: u64,
+    block: Vec<u8>,
+    filled: usize,
+    read_any: bool,
+}
+
+impl BlockAssembler {
+    fn new(first: usize, len: u64) -> BlockAssembler {
+        BlockAssembler {
+            index: first,
+            len,
+            block: vec![0; BLOCK.min(len) as usize],
+            filled: 0,
+            read_any: false,
+        }
+    }
+
+    /// Bytes of a request read.
+    fn push_read(&mut self, mut data: &[u8], consume: &mut impl FnMut(usize, GuestBlock<'_>)) {
+        while !data.is_empty() {
+            let take = self.room().min(data.len());
+            self.block[self.filled..self.filled + take].copy_from_slice(&data[..take]);
+            self.read_any = true;
+            data = &data[take..];
+            self.advance(take, consume);
+        }
+    }
+
+    /// `len` bytes of a skipped request: zeroes.
+    fn push_skipped(&mut self, mut len: u64, consume: &mut impl FnMut(usize, GuestBlock<'_>)) {
+        while len > 0 {
+            let take = self.room().min(len as usize);
+            self.block[self.filled..self.filled + take].fill(0);
+            len -= take as u64;
+            self.advance(take, consume);
+        }
+    }
+
+    /// Bytes the current block still takes.
+    fn room(&self) -> usize {
+        BLOCK.min(self.len - self.index as u64 * BLOCK) as usize - self.filled
+    }
+
+    fn advance(&mut self, taken: usize, consume: &mut impl FnMut(usize, GuestBlock<'_>)) {
+        self.filled += taken;
+        if self.room() > 0 {
+            return;
+        }
+        let block = GuestBlock {
+            bytes: &self.block[..self.filled],
+            any_read: self.read_any,
+        };
+        consume(self.index, block);
+        self.index += 1;
+        self.filled = 0;
+        self.read_any = false;
+    }
+}
+
+/// `src_alignment` of `qemu-img convert`, in sectors: the source's request
+/// alignment (one sector for a file opened without O_DIRECT) or, larger,
+/// the cluster size `bdrv_get_info` gives (qcow2's; raw has none).
+fn source_alignment(core: &BlockCore<MemFiles>, node: NodeId) -> u64 {
+    match core.driver_state(node) {
+        Some(DriverState::Format { image, .. }) => {
+            image.cluster_size().map_or(1, |c| (c / SECTOR).max(1))
+        }
+        _ => 1,
+    }
+}
+
+/// `qemu-img convert`'s report of a failed read: the start of the request
+/// that failed.
 fn read_error(offset: u64, err: &std::io::Error) -> GuestError {
     GuestError::Read(format!(
         "qemu-img: error while reading at byte {offset}: {}",
@@ -512,11 +643,18 @@ fn read_error(offset: u64, err: &std::io::Error) -> GuestError {
     ))
 }
 
-/// Bytes the guest content is read and keyed by at a time (64 KiB: below
+/// Bytes the guest content is keyed and hashed by at a time (64 KiB: below
 /// malloc's mmap threshold, so no page faults per buffer).
 const BLOCK: u64 = 64 * 1024;
 
-/// A block's digest for [`GuestReader::content_key`]: zero for all-zero
+const SECTOR: u64 = 512;
+
+/// Sectors of one request to read at most: qemu-img convert's buffer
+/// (`IO_BUF_SIZE`, 2 MiB; a raw file target's optimal transfer and discard
+/// alignment do not raise it).
+const CONVERT_BUF_SECTORS: u64 = 2 * 1024 * 1024 / SECTOR;
+
+/// A block's digest for [`GuestReader::prefix_keys`]: zero for all-zero
 /// bytes, so that zeroes read and zeroes known from the map key alike.
 fn block_digest(block: &[u8]) -> u128 {
     if block.iter().all(|&b| b == 0) {

@@ -355,21 +355,59 @@ impl<F: Files> BlockCore<F> {
         offset: u64,
         len: u64,
     ) -> io::Result<(ExtentKind, u64)> {
+        self.status_above_to_bottom(top, offset, len)
+            .map(|(kind, n, _)| (kind, n))
+    }
+
+    /// Whether the range reads as zeroes by metadata in
+    /// `bdrv_block_status_above(top, NULL)` with `want_zero` (its
+    /// `BDRV_BLOCK_ZERO`, what `qemu-img convert` skips reading), and for how
+    /// many bytes. Unallocated down the whole chain counts as zeroes only when
+    /// the bottom layer's driver supports a backing file (it has none):
+    /// `bdrv_co_do_block_status` adds the flag there, not for a raw bottom.
+    pub fn zero_status_above(
+        &mut self,
+        top: NodeId,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<(bool, u64)> {
+        let (kind, n, bottom) = self.status_above_to_bottom(top, offset, len)?;
+        let zero = match kind {
+            ExtentKind::Zero => true,
+            ExtentKind::Data => false,
+            ExtentKind::Unallocated => self
+                .bg
+                .graph()
+                .node(bottom)
+                .is_ok_and(|node| node.traits().supports_backing),
+        };
+        Ok((zero, n))
+    }
+
+    /// [`Self::block_status_above`] with the last layer it asked.
+    fn status_above_to_bottom(
+        &mut self,
+        top: NodeId,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<(ExtentKind, u64, NodeId)> {
         let mut n = len;
-        let mut node = Some(top);
-        while let Some(current) = node {
+        let mut current = top;
+        loop {
             let size = self.length(current)?;
             if offset >= size {
-                return Ok((ExtentKind::Zero, n));
+                return Ok((ExtentKind::Zero, n, current));
             }
             let (kind, run) = self.block_status(current, offset, n.min(size - offset))?;
             if kind != ExtentKind::Unallocated {
-                return Ok((kind, run.min(n)));
+                return Ok((kind, run.min(n), current));
             }
             n = n.min(run);
-            node = self.bg.graph().filter_or_cow_node(current);
+            match self.bg.graph().filter_or_cow_node(current) {
+                Some(next) => current = next,
+                None => return Ok((ExtentKind::Unallocated, n, current)),
+            }
         }
-        Ok((ExtentKind::Unallocated, n))
     }
 
     /// qcow2's `is_zero` (what a partial-cluster zero write asks of the
