@@ -82,19 +82,8 @@ struct CowCopy {
     /// Chunks written by operations QEMU would still have in flight: a bit
     /// is set when the operation completes, and an unthrottled loop issues
     /// its next iteration before the last one's reads are done; they count
-    /// once the job has slept for a while (virtual time passed).
+    /// once the job really sleeps (throttled).
     in_flight: BTreeSet<u64>,
-    /// When the last iteration was issued.
-    issued_ns: u64,
-}
-
-impl CowCopy {
-    /// The operations issued before `now_ns` are done.
-    fn complete_before(&mut self, now_ns: u64) {
-        if now_ns > self.issued_ns {
-            self.copied.append(&mut self.in_flight);
-        }
-    }
 }
 
 /// Where the mirror loop is.
@@ -325,7 +314,6 @@ impl<F: Files> BlockCore<F> {
             target_cluster,
             copied: BTreeSet::new(),
             in_flight: BTreeSet::new(),
-            issued_ns: 0,
         })
     }
 }
@@ -395,19 +383,19 @@ impl ActiveCommitJob {
             // QEMU clears the gathered chunks before it looks at the
             // source; a failed operation marks its own chunks dirty again.
             self.clear_dirty(offset, len);
-            if let Some(cow) = &mut self.cow {
-                cow.complete_before(job.now_ns());
-            }
             self.mirror_iteration(job, core, offset, len);
-            if let Some(cow) = &mut self.cow {
-                cow.issued_ns = job.now_ns();
-            }
             // QEMU's copies are still in flight when its loop checks for
             // READY (or for a reported error), so that check waits for the
             // next iteration, after the rate-limit sleep.
-            return self.after_copy(job, core);
+            let step = self.after_copy(job, core);
+            if Self::sleeps(job, &step) {
+                self.copies_done();
+            }
+            return step;
         }
         if self.dirty.is_empty() {
+            // Nothing left to issue: QEMU's loop waits for what is in flight.
+            self.copies_done();
             if !job.core().is_ready() {
                 job.transition_to_ready();
             }
@@ -466,6 +454,26 @@ impl ActiveCommitJob {
             return RunStep::Sleep(core.io_wait_until - job.now_ns());
         }
         RunStep::RatelimitSleep
+    }
+
+    /// Whether `step` puts the job to sleep for a while (throttled I/O or
+    /// a rate-limit delay), long enough for the copies in flight to end.
+    fn sleeps(job: &JobCtl<'_>, step: &RunStep) -> bool {
+        match step {
+            RunStep::Sleep(ns) => *ns > 0,
+            RunStep::RatelimitSleep => {
+                let mut limit = job.core().rate_limit().clone();
+                limit.calculate_delay(0, job.now_ns()) > 0
+            }
+            _ => false,
+        }
+    }
+
+    /// The copies in flight are done: their chunks are in the COW bitmap.
+    fn copies_done(&mut self) {
+        if let Some(cow) = &mut self.cow {
+            cow.copied.append(&mut cow.in_flight);
+        }
     }
 
     /// `mirror_perform`: one operation on the target.
