@@ -588,20 +588,27 @@ impl<F: Files> BlockCore<F> {
         Ok(())
     }
 
-    /// A format node's cluster size (`bdrv_get_info`), `None` for raw and
-    /// every other driver.
+    /// The cluster size `bdrv_get_info` reports for a node: a qcow2 node's
+    /// own; a raw node asks its file (`raw_co_get_info`); a driver without
+    /// `bdrv_co_get_info` asks the node it filters (throttle,
+    /// copy-on-read, blkdebug, the job filters). `None` where QEMU reports
+    /// 0 (file-posix) or fails (null-co, quorum).
     pub(crate) fn cluster_size_of(&self, node: NodeId) -> Option<u64> {
         match self.state.get(&node) {
-            Some(DriverState::Format { image, .. }) => image.cluster_size(),
-            _ => None,
+            Some(DriverState::Format { image, .. }) => match image.cluster_size() {
+                Some(cluster) => Some(cluster),
+                None => self.cluster_size_of(self.file_child(node)?),
+            },
+            Some(DriverState::File { .. }) => None,
+            _ => self.cluster_size_of(self.bg.graph().filter_node(node)?),
         }
     }
 
+    /// `bdrv_round_to_subclusters`' unit for `node`: its
+    /// [`Self::cluster_size_of`], or a sector where there is none (QEMU
+    /// leaves sector-aligned requests as they are then).
     fn cluster_size(&self, node: NodeId) -> u64 {
-        match self.state.get(&node) {
-            Some(DriverState::Format { image, .. }) => image.cluster_size().unwrap_or(512),
-            _ => 512,
-        }
+        self.cluster_size_of(node).unwrap_or(512)
     }
 
     fn path_of(&self, node: NodeId) -> io::Result<String> {

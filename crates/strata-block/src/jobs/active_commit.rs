@@ -44,6 +44,10 @@ const MIRROR_MAX_OPERATION_BYTES: u64 =
         MIRROR_MAX_IO_BYTES
     };
 
+/// `IOV_MAX`, the `max_iov` of the nodes: one copy reads at most this
+/// many granularity-sized buffers (`mirror_co_read`).
+const MIRROR_MAX_IOV: u64 = 1024;
+
 /// How the mirror loop writes one stretch of the target.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum MirrorMethod {
@@ -59,6 +63,27 @@ struct MirrorOperation {
     offset: u64,
     bytes: u64,
     method: MirrorMethod,
+    /// `bytes_handled`: how far the loop moves on from where the
+    /// operation was asked to start (a copy rounded out to the target's
+    /// clusters covers more, before and after).
+    handled: u64,
+}
+
+/// `s->cow_bitmap`: a target that names a backing file it does not have
+/// cannot fill the rest of a cluster a copy writes into, so the mirror
+/// loop copies whole target clusters itself, until a chunk has been copied
+/// once.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct CowCopy {
+    /// `target_cluster_size`.
+    target_cluster: u64,
+    /// Chunks a successful operation has written (the bitmap's set bits).
+    copied: BTreeSet<u64>,
+    /// Chunks written by operations QEMU would still have in flight: a bit
+    /// is set when the operation completes, and an unthrottled loop issues
+    /// its next iteration before the last one's reads are done; they count
+    /// once the job really sleeps (throttled).
+    in_flight: BTreeSet<u64>,
 }
 
 /// Where the mirror loop is.
@@ -88,6 +113,7 @@ pub struct ActiveCommitJob {
     granularity: u64,
     /// Dirty chunks (index = offset / granularity).
     dirty: BTreeSet<u64>,
+    cow: Option<CowCopy>,
     phase: Phase,
     /// `s->ret`: the error of an operation whose policy reported it; the
     /// loop ends with it when it next comes round.
@@ -163,6 +189,7 @@ impl<F: Files, J: JobDriver<BlockCore<F>> + From<ActiveCommitJob>> Launch<'_, F,
             length: 0,
             granularity: 0,
             dirty: BTreeSet::new(),
+            cow: None,
             phase: Phase::Start,
             reported: None,
         };
@@ -263,15 +290,31 @@ impl<F: Files> BlockCore<F> {
         self.unref(mirror_top)
     }
 
-    /// `bdrv_get_default_bitmap_granularity`: the target's cluster size
-    /// within [4 KiB, 64 KiB]; 64 KiB when it has none.
+    /// `bdrv_get_default_bitmap_granularity`: the target's `bdrv_get_info`
+    /// cluster size within [4 KiB, 64 KiB]; 64 KiB when it has none.
     fn bitmap_granularity(&self, node: NodeId) -> u64 {
-        match self.state.get(&node) {
+        self.cluster_size_of(node)
+            .map_or(65536, |c| c.clamp(4096, 65536))
+    }
+
+    /// `mirror_run`'s COW set-up: a target whose `backing_file` names an
+    /// image (a qcow2 header's; never a raw node's) while no backing node
+    /// is attached (`bdrv_backing_chain_next`), with clusters bigger than
+    /// the granularity.
+    fn mirror_cow(&self, target: NodeId, granularity: u64) -> Option<CowCopy> {
+        let names_backing = match self.state.get(&target) {
             Some(DriverState::Format { image, .. }) => {
-                image.cluster_size().map_or(65536, |c| c.clamp(4096, 65536))
+                image.backing_file().is_some_and(|name| !name.is_empty())
             }
-            _ => 65536,
-        }
+            _ => false,
+        };
+        let target_cluster = self.cluster_size_of(target).unwrap_or(512);
+        let has_backing = self.bg.graph().backing_chain_next(target).is_some();
+        (names_backing && !has_backing && granularity < target_cluster).then(|| CowCopy {
+            target_cluster,
+            copied: BTreeSet::new(),
+            in_flight: BTreeSet::new(),
+        })
     }
 }
 
@@ -309,6 +352,7 @@ impl ActiveCommitJob {
             return RunStep::Finished(Err(failure));
         }
         self.granularity = core.bitmap_granularity(self.base);
+        self.cow = core.mirror_cow(self.base, self.granularity);
         self.phase = Phase::Run;
         if self.length == 0 {
             job.transition_to_ready();
@@ -343,9 +387,15 @@ impl ActiveCommitJob {
             // QEMU's copies are still in flight when its loop checks for
             // READY (or for a reported error), so that check waits for the
             // next iteration, after the rate-limit sleep.
-            return self.after_copy(job, core);
+            let step = self.after_copy(job, core);
+            if Self::sleeps(job, &step) {
+                self.copies_done();
+            }
+            return step;
         }
         if self.dirty.is_empty() {
+            // Nothing left to issue: QEMU's loop waits for what is in flight.
+            self.copies_done();
             if !job.core().is_ready() {
                 job.transition_to_ready();
             }
@@ -379,9 +429,12 @@ impl ActiveCommitJob {
         operations.sort_by_key(|op| op.method != MirrorMethod::Zero);
         for op in operations {
             let result = self.mirror_perform(core, op);
-            job.ratelimit_processed_bytes(op.bytes);
+            job.ratelimit_processed_bytes(op.handled);
             match result {
-                Ok(()) => job.progress_update(op.bytes),
+                Ok(()) => {
+                    job.progress_update(op.bytes);
+                    self.mark_copied(op);
+                }
                 Err((operation, e)) => {
                     self.mark_dirty(op.offset, op.bytes);
                     let errno = Errno::of_io(&e);
@@ -401,6 +454,26 @@ impl ActiveCommitJob {
             return RunStep::Sleep(core.io_wait_until - job.now_ns());
         }
         RunStep::RatelimitSleep
+    }
+
+    /// Whether `step` puts the job to sleep for a while (throttled I/O or
+    /// a rate-limit delay), long enough for the copies in flight to end.
+    fn sleeps(job: &JobCtl<'_>, step: &RunStep) -> bool {
+        match step {
+            RunStep::Sleep(ns) => *ns > 0,
+            RunStep::RatelimitSleep => {
+                let mut limit = job.core().rate_limit().clone();
+                limit.calculate_delay(0, job.now_ns()) > 0
+            }
+            _ => false,
+        }
+    }
+
+    /// The copies in flight are done: their chunks are in the COW bitmap.
+    fn copies_done(&mut self) {
+        if let Some(cow) = &mut self.cow {
+            cow.copied.append(&mut cow.in_flight);
+        }
     }
 
     /// `mirror_perform`: one operation on the target.
@@ -445,19 +518,70 @@ impl ActiveCommitJob {
             let bytes = whole_chunks.max(g).min(self.length - pos);
             let aligned = target_cluster
                 .is_none_or(|c| pos.is_multiple_of(c) && (pos + bytes).is_multiple_of(c));
-            let method = if zero && whole_chunks >= g && aligned {
-                MirrorMethod::Zero
+            let operation = if zero && whole_chunks >= g && aligned {
+                MirrorOperation {
+                    offset: pos,
+                    bytes,
+                    method: MirrorMethod::Zero,
+                    handled: bytes,
+                }
             } else {
-                MirrorMethod::Copy
+                self.copy_operation(pos, bytes)
             };
-            operations.push(MirrorOperation {
-                offset: pos,
-                bytes,
-                method,
-            });
-            pos += bytes;
+            operations.push(operation);
+            pos += operation.handled;
         }
         operations
+    }
+
+    /// `mirror_co_read`'s shape of a copy asked for at `offset`: at most
+    /// `granularity * max_iov` bytes (and the buffer), and with COW, rounded
+    /// out to the target's clusters unless both its first and last chunks
+    /// were copied before (`mirror_cow_align`), cut at the end of the image.
+    fn copy_operation(&self, offset: u64, bytes: u64) -> MirrorOperation {
+        let max_bytes = self.granularity * MIRROR_MAX_IOV;
+        let bytes = bytes.min(max_bytes).min(MIRROR_BUF_SIZE);
+        let mut operation = MirrorOperation {
+            offset,
+            bytes,
+            method: MirrorMethod::Copy,
+            handled: bytes,
+        };
+        let Some(cow) = &self.cow else {
+            return operation;
+        };
+        let g = self.granularity;
+        let end = offset + bytes;
+        let need_cow =
+            !cow.copied.contains(&(offset / g)) || !cow.copied.contains(&((end - 1) / g));
+        let (mut start, mut len) = (offset, bytes);
+        if need_cow {
+            let c = cow.target_cluster;
+            start = offset / c * c;
+            len = (end - start).div_ceil(c) * c;
+        }
+        if len > max_bytes {
+            len = if need_cow {
+                max_bytes / cow.target_cluster * cow.target_cluster
+            } else {
+                max_bytes
+            };
+        }
+        len = len.min(self.length - start);
+        operation.offset = start;
+        operation.bytes = len;
+        operation.handled = bytes + (start + len - end);
+        operation
+    }
+
+    /// `mirror_iteration_done`: a successful operation's chunks need no
+    /// more COW (once it is done, see [`CowCopy::in_flight`]).
+    fn mark_copied(&mut self, op: MirrorOperation) {
+        let g = self.granularity;
+        if let Some(cow) = &mut self.cow {
+            let first = op.offset / g;
+            cow.in_flight.extend(first..first + op.bytes.div_ceil(g));
+        }
     }
 
     fn mark_dirty(&mut self, offset: u64, len: u64) {
