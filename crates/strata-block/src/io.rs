@@ -604,6 +604,50 @@ impl<F: Files> BlockCore<F> {
         }
     }
 
+    /// `bdrv_can_write_zeroes_with_unmap`: the node was opened with
+    /// `BDRV_O_UNMAP` and its driver takes `BDRV_REQ_MAY_UNMAP` in zero
+    /// writes.
+    pub(crate) fn can_write_zeroes_with_unmap(&self, node: NodeId) -> bool {
+        let opened_with_unmap = self
+            .bg
+            .graph()
+            .node(node)
+            .is_ok_and(|n| n.inheritance.discard_unmap);
+        opened_with_unmap && self.zero_writes_may_unmap(node)
+    }
+
+    /// `BDRV_REQ_MAY_UNMAP` in the node's `supported_zero_flags`: qcow2 from
+    /// version 3 on, the file protocol, and what raw and the filters over a
+    /// file child (blkdebug, throttle, copy-on-read) pass on from it.
+    fn zero_writes_may_unmap(&self, node: NodeId) -> bool {
+        let from_file = || {
+            let graph = self.bg.graph();
+            graph
+                .node(node)
+                .ok()
+                .and_then(|n| n.file())
+                .and_then(|edge| graph.edge(edge).ok())
+                .is_some_and(|edge| self.zero_writes_may_unmap(edge.child()))
+        };
+        match self.state.get(&node) {
+            Some(DriverState::File { .. }) => true,
+            Some(DriverState::Format {
+                image: Image::Qcow2(qcow2),
+                ..
+            }) => qcow2.header().version >= 3,
+            Some(
+                DriverState::Format {
+                    image: Image::Raw(_),
+                    ..
+                }
+                | DriverState::Blkdebug { .. }
+                | DriverState::Throttle { .. }
+                | DriverState::CopyOnRead { .. },
+            ) => from_file(),
+            _ => false,
+        }
+    }
+
     /// `bdrv_round_to_subclusters`' unit for `node`: its
     /// [`Self::cluster_size_of`], or a sector where there is none (QEMU
     /// leaves sector-aligned requests as they are then).

@@ -111,6 +111,7 @@ impl<F: Files> BlockCore<F> {
             inherits_from: None,
             explicit_read_only: bool_of(opts, "read-only"),
             read_only_option: Some(read_only),
+            discard_unmap: discard_unmap(opts) == Some(true),
         };
         self.state.insert(node, state);
         Ok(node)
@@ -125,8 +126,10 @@ impl<F: Files> BlockCore<F> {
         child: NodeId,
         value: &OptValue,
     ) -> Result<()> {
-        if matches!(value, OptValue::Dict(_)) {
-            self.bg.node_mut(child)?.inheritance.inherits_from = Some(parent);
+        if let OptValue::Dict(options) = value {
+            let inheritance = &mut self.bg.node_mut(child)?.inheritance;
+            inheritance.inherits_from = Some(parent);
+            inheritance.discard_unmap = discard_unmap(options).unwrap_or(true);
         }
         Ok(())
     }
@@ -403,8 +406,11 @@ impl<F: Files> BlockCore<F> {
         {
             *auto_backing_file = filename;
         }
-        // Opened with options derived from the parent's, as an inline child is.
-        self.bg.node_mut(backing)?.inheritance.inherits_from = Some(node);
+        // Opened with options derived from the parent's, as an inline child
+        // is (no `discard` given: the children's default, `unmap`).
+        let inheritance = &mut self.bg.node_mut(backing)?.inheritance;
+        inheritance.inherits_from = Some(node);
+        inheritance.discard_unmap = true;
         self.attach_backing(node, backing)
     }
 
@@ -685,6 +691,13 @@ fn check_blkdebug_align(align: u64) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// `discard` as given: whether it asks for `BDRV_O_UNMAP`
+/// (`bdrv_parse_discard_flags`: `unmap` or `on`; `ignore` or `off` not).
+fn discard_unmap(dict: &Options) -> Option<bool> {
+    dict.get_str("discard")
+        .map(|mode| matches!(mode, "unmap" | "on"))
 }
 
 fn bool_of(dict: &Options, key: &str) -> Option<bool> {

@@ -165,6 +165,11 @@ pub struct Inheritance {
     /// `read-only` in `bs->options`: given, inherited or defaulted at open,
     /// and absent after a reopen that neither gave nor inherited one.
     pub read_only_option: Option<bool>,
+    /// `BDRV_O_UNMAP`, from `discard` at open: as given (`unmap`), else
+    /// QEMU's default, `unmap` for a child its parent opened
+    /// (`bdrv_inherited_options`) and `ignore` for a node opened on its
+    /// own. Fixed at open, whatever later happens to `inherits_from`.
+    pub discard_unmap: bool,
 }
 
 /// A node (`BlockDriverState`).

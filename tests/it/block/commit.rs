@@ -7,7 +7,7 @@ use super::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 use strata_block::{BlockLayer, CommitArgs, ErrorClass, MemFiles, StreamArgs};
-use strata_formats::{Access, Format, Image};
+use strata_formats::{Access, Compat, CreateOptions, Format, Image, MemStorage, Qcow2};
 use strata_graph::{NodeId, OptValue, Perm};
 use strata_jobs::{Cancel, JobEvent, JobType, Lookup, Wait};
 
@@ -1827,4 +1827,97 @@ fn a_filter_above_the_commit_top_leaves_a_stale_header() {
         "stale: the header was not rewritten"
     );
     same(&content(&mut layer, top), &before, "top reads as before");
+}
+
+/// A 1 MiB base (qcow2 of `compat`) under a top whose only data is
+/// 256 KiB of zero clusters: what an active commit writes as zeroes.
+fn zero_top_files(compat: Compat) -> MemFiles {
+    let mut files = MemFiles::new();
+    for (name, opts) in [
+        ("base.img", CreateOptions::new(MIB).compat(compat)),
+        (
+            "top.img",
+            CreateOptions::new(MIB).backing("base.img", Some("qcow2")),
+        ),
+    ] {
+        let mut storage = MemStorage::new();
+        Qcow2::create(&mut storage, &opts).unwrap();
+        files.insert(name, storage);
+    }
+    let mut writer = BlockLayer::new(files, 0);
+    let top = writer
+        .blockdev_add(&image_opts("qcow2", "top.img").with("node-name", s("w")))
+        .unwrap();
+    writer
+        .core_mut()
+        .write_zeroes(top, 256 * K, 256 * K)
+        .unwrap();
+    writer.core().files().clone()
+}
+
+/// How the base is opened for [`throttled_zero_commit_is_ready_at_once`].
+enum BaseOpening {
+    /// As the top's inline `backing`, with these extra options.
+    Inline(&'static [(&'static str, &'static str)]),
+    /// By a `blockdev-add` of its own, with these extra options.
+    Alone(&'static [(&'static str, &'static str)]),
+}
+
+/// Whether a 1 KiB/s active commit of [`zero_top_files`] is READY before
+/// any virtual time passes: its zero write did not charge the rate limit.
+fn throttled_zero_commit_is_ready_at_once(compat: Compat, base: BaseOpening) -> bool {
+    let mut layer = BlockLayer::new(zero_top_files(compat), 5);
+    let with_extra = |extra: &[(&str, &str)]| {
+        extra.iter().fold(
+            image_opts("qcow2", "base.img").with("node-name", s("base")),
+            |opts, (key, value)| opts.with(*key, s(value)),
+        )
+    };
+    let top = image_opts("qcow2", "top.img").with("node-name", s("top"));
+    let top = match base {
+        BaseOpening::Inline(extra) => top.with("backing", OptValue::Dict(with_extra(extra))),
+        BaseOpening::Alone(extra) => {
+            layer.blockdev_add(&with_extra(extra)).unwrap();
+            top.with("backing", s("base"))
+        }
+    };
+    layer.blockdev_add(&top).unwrap();
+    let args = CommitArgs {
+        speed: Some(1024),
+        ..commit("top", "j")
+    };
+    layer.block_commit(&args).unwrap();
+    layer.run_until_idle(0).unwrap();
+    sequences(&take(&mut layer))["j"]
+        .iter()
+        .any(|e| e == "BLOCK_JOB_READY")
+}
+
+#[test]
+fn active_commit_zero_writes_cost_the_rate_limit_unless_the_base_unmaps() {
+    // QSD 10.0.2 (x-commit-zero-write-rate-limit, and qcow2 traces of the
+    // same chain): mirror_iteration charges a zero write only if the target
+    // cannot write zeroes by unmapping, which needs BDRV_O_UNMAP (a child
+    // its parent opened defaults to discard=unmap, a node of its own
+    // blockdev-add to ignore) and a qcow2 v3 image.
+    assert!(throttled_zero_commit_is_ready_at_once(
+        Compat::V3,
+        BaseOpening::Inline(&[])
+    ));
+    assert!(!throttled_zero_commit_is_ready_at_once(
+        Compat::V3,
+        BaseOpening::Inline(&[("discard", "ignore")])
+    ));
+    assert!(!throttled_zero_commit_is_ready_at_once(
+        Compat::V2,
+        BaseOpening::Inline(&[])
+    ));
+    assert!(!throttled_zero_commit_is_ready_at_once(
+        Compat::V3,
+        BaseOpening::Alone(&[])
+    ));
+    assert!(throttled_zero_commit_is_ready_at_once(
+        Compat::V3,
+        BaseOpening::Alone(&[("discard", "unmap")])
+    ));
 }

@@ -412,7 +412,9 @@ impl ActiveCommitJob {
     /// checks `s->ret` only before starting one, and they all start before
     /// the first read is done), each charged to the rate limit; a
     /// successful one counts as progress, a failed one leaves its chunks
-    /// dirty and takes the error action (a `BLOCK_JOB_ERROR` each). The
+    /// dirty and takes the error action (a `BLOCK_JOB_ERROR` each). Zero
+    /// writes are charged only if the target cannot write zeroes by
+    /// unmapping (`bdrv_can_write_zeroes_with_unmap`). The
     /// first reported error waits in [`Self::reported`] for the loop to
     /// come round.
     fn mirror_iteration<F: Files>(
@@ -422,6 +424,9 @@ impl ActiveCommitJob {
         offset: u64,
         len: u64,
     ) {
+        // A zero write the target turns into unmapping costs the rate
+        // limit nothing (`io_bytes_acct`).
+        let write_zeroes_ok = core.can_write_zeroes_with_unmap(self.base);
         let mut operations = self.mirror_operations(core, offset, len);
         // The zero writes land first: a copy writes only once its read is
         // done. (On ext4 that order is visible: a range zeroed while the
@@ -429,7 +434,10 @@ impl ActiveCommitJob {
         operations.sort_by_key(|op| op.method != MirrorMethod::Zero);
         for op in operations {
             let result = self.mirror_perform(core, op);
-            job.ratelimit_processed_bytes(op.handled);
+            // `io_bytes_acct`: a zero write the target can do by unmapping
+            // costs the rate limit nothing; everything else what it handled.
+            let free = op.method == MirrorMethod::Zero && write_zeroes_ok;
+            job.ratelimit_processed_bytes(if free { 0 } else { op.handled });
             match result {
                 Ok(()) => {
                     job.progress_update(op.bytes);
