@@ -725,7 +725,7 @@ impl Explorer<'_> {
         world.step(task)?;
         if self.options.check_invariants {
             world
-                .check_invariants()
+                .check_invariants_after_step()
                 .map_err(|what| Error::Invariant { step: 0, what })?;
         }
         Ok(())

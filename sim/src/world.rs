@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use strata_block::policy::Policy;
-use strata_block::{BlockLayer, MemFiles, Runnable, StateKeyHasher};
+use strata_block::{BlockLayer, CheckedInvariants, MemFiles, Runnable, StateKeyHasher};
 use strata_formats::MemStorage;
 use strata_jobs::{JobInfo, JobStatus, JobTable, Wait};
 use strata_monitor::Monitor;
@@ -94,6 +94,9 @@ pub struct World {
     records: History<StepRecord>,
     harness_errors: Vec<String>,
     finished: Option<Observation>,
+    /// What the last passed invariant check of the block layer depended
+    /// on ([`World::check_invariants_after_step`]); no part of the state.
+    invariants_checked: Option<CheckedInvariants>,
 }
 
 impl World {
@@ -131,6 +134,7 @@ impl World {
             records: History::default(),
             harness_errors: Vec::new(),
             finished: None,
+            invariants_checked: None,
         };
         world.enter_step();
         Ok(world)
@@ -875,6 +879,23 @@ impl World {
     /// `check`-clean.
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
         self.layer().check_invariants()?;
+        self.check_finished_images()
+    }
+
+    /// [`World::check_invariants`] after a step of this world (or of the
+    /// one it was cloned from), which were checked before: the block
+    /// layer's invariants are recomputed only if the step changed what
+    /// they depend on (the graph, the drivers' permission state). The
+    /// explorer checks after every step, and most steps (a copy, a timer)
+    /// change neither.
+    pub fn check_invariants_after_step(&mut self) -> std::result::Result<(), String> {
+        let mut last = self.invariants_checked.take();
+        self.layer().check_invariants_since(&mut last)?;
+        self.invariants_checked = last;
+        self.check_finished_images()
+    }
+
+    fn check_finished_images(&self) -> std::result::Result<(), String> {
         if self.finished.is_some() {
             let bad = unclean_images(self.layer().core().files());
             if !bad.is_empty() {

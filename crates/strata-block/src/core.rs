@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::files::Files;
 use crate::locking::LockingHooks;
-use crate::state::DriverState;
+use crate::state::{DriverState, DriverStates};
 use std::collections::BTreeMap;
 use strata_filters::{
     backing_overridden, refresh_filename, BackingFileInfo, DriverPerms, MirrorTopState,
@@ -28,7 +28,7 @@ pub struct ThrottleGroup {
 pub struct BlockCore<F: Files> {
     pub(crate) bg: BlockGraph,
     pub(crate) files: F,
-    pub(crate) state: BTreeMap<NodeId, DriverState>,
+    pub(crate) state: DriverStates,
     /// Nodes the monitor owns (`blockdev-add`), in order.
     pub(crate) monitor: Vec<NodeId>,
     pub(crate) throttle_groups: BTreeMap<String, ThrottleGroup>,
@@ -60,7 +60,7 @@ impl<F: Files> BlockCore<F> {
         BlockCore {
             bg: BlockGraph::new(seed),
             files,
-            state: BTreeMap::new(),
+            state: DriverStates::default(),
             monitor: Vec::new(),
             throttle_groups: BTreeMap::new(),
             now_ns: 0,
@@ -304,7 +304,7 @@ impl<F: Files> BlockCore<F> {
 }
 
 /// `auto_backing_file` from the format drivers' state.
-struct AutoBacking<'a>(&'a BTreeMap<NodeId, DriverState>);
+struct AutoBacking<'a>(&'a DriverStates);
 
 impl BackingFileInfo for AutoBacking<'_> {
     fn auto_backing_file(&self, node: NodeId) -> String {

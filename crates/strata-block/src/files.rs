@@ -113,6 +113,17 @@ impl MemFiles {
             .collect()
     }
 
+    /// Feeds `h` what hashing [`MemFiles::content_hashes`] would (its
+    /// length, then each path and content hash), without collecting them:
+    /// a state key takes this for every state explored.
+    pub fn hash_contents<H: std::hash::Hasher>(&self, h: &mut H) {
+        use std::hash::Hash;
+        h.write_usize(self.files.len());
+        for (path, storage) in &self.files {
+            (path.as_str(), storage.content_hash()).hash(h);
+        }
+    }
+
     /// Every file, by path.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &MemStorage)> {
         self.files.iter().map(|(k, v)| (k.as_str(), v))

@@ -2,11 +2,64 @@
 
 use crate::files::Files;
 use crate::layer::BlockLayer;
-use crate::state::DriverState;
+use crate::state::{DriverState, DriverStates};
 use strata_filters::{DriverPerms, MirrorTopState};
-use strata_graph::{EdgeId, Parent};
+use strata_graph::{EdgeId, Graph, NodeId, Parent};
+
+/// What a passed [`BlockLayer::check_invariants`] depended on: the graph
+/// (a clone, sharing every node and edge) and, per node with driver state,
+/// what the permission hooks read of it. A layer that still shares all of
+/// it passes again: the check is a function of these alone.
+#[derive(Clone, Debug)]
+pub struct CheckedInvariants {
+    graph: Graph,
+    drivers: Vec<(NodeId, Option<MirrorTopState>)>,
+}
+
+impl CheckedInvariants {
+    fn of(graph: &Graph, state: &DriverStates) -> CheckedInvariants {
+        CheckedInvariants {
+            graph: graph.clone(),
+            drivers: state.keys().map(|&n| (n, mirror_top(state, n))).collect(),
+        }
+    }
+
+    fn still_holds(&self, graph: &Graph, state: &DriverStates) -> bool {
+        self.graph.shares_all(graph)
+            && self.drivers.len() == state.len()
+            && self
+                .drivers
+                .iter()
+                .zip(state.keys())
+                .all(|(&(n, mirror), &m)| n == m && mirror == mirror_top(state, m))
+    }
+}
+
+fn mirror_top(state: &DriverStates, node: NodeId) -> Option<MirrorTopState> {
+    match state.get(&node) {
+        Some(DriverState::MirrorTop(s)) => Some(*s),
+        _ => None,
+    }
+}
 
 impl<F: Files> BlockLayer<F> {
+    /// [`BlockLayer::check_invariants`], skipped when `last` (what the
+    /// previous passed check of this layer or of the one it was cloned
+    /// from depended on) still holds; `last` then records this check.
+    pub fn check_invariants_since(
+        &self,
+        last: &mut Option<CheckedInvariants>,
+    ) -> Result<(), String> {
+        let (graph, state) = (self.core.bg.graph(), &self.core.state);
+        if last.as_ref().is_some_and(|c| c.still_holds(graph, state)) {
+            return Ok(());
+        }
+        *last = None;
+        self.check_invariants()?;
+        *last = Some(CheckedInvariants::of(graph, state));
+        Ok(())
+    }
+
     /// Checks what must hold between any two operations: every edge's
     /// stored permissions equal a recomputation from scratch with the
     /// drivers' hooks (`strata_perm::recompute_all`), no edge points to or

@@ -146,6 +146,7 @@ pub use breakpoint_ops::BreakpointError;
 pub use drive::{DeviceAccess, ShareRw};
 pub use error::{strerror, Error, ErrorClass, Result};
 pub use files::{Files, HostFiles, MemFiles};
+pub use invariants::CheckedInvariants;
 pub use jobs::{
     header_backing, header_backing_at_start, new_backing_node, skip_implicit_above_base,
     stream_bounds, ActiveCommitJob, BackingChoice, BackingFormat, BlockJob, CommitArgs, CommitJob,

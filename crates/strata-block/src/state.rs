@@ -1,5 +1,7 @@
 //! Per-node driver state: what a node's driver keeps besides the graph.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use strata_filters::MirrorTopState;
 use strata_formats::Image;
 use strata_graph::NodeId;
@@ -92,4 +94,53 @@ pub enum DriverState {
     },
     /// While a format's image is borrowed for I/O.
     Busy,
+}
+
+/// Every node's driver state, by node. Each state sits behind an `Arc`
+/// shared by clones until one of them changes it: a simulated world is
+/// cloned for every choice it explores, and a step changes the state of
+/// one or two nodes, not of every node.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DriverStates(BTreeMap<NodeId, Arc<DriverState>>);
+
+impl DriverStates {
+    pub(crate) fn get(&self, node: &NodeId) -> Option<&DriverState> {
+        self.0.get(node).map(Arc::as_ref)
+    }
+
+    /// The node's state, copied first if a clone shares it.
+    pub(crate) fn get_mut(&mut self, node: &NodeId) -> Option<&mut DriverState> {
+        self.0.get_mut(node).map(Arc::make_mut)
+    }
+
+    /// Sets the node's state; the one it replaces, if any.
+    pub(crate) fn insert(&mut self, node: NodeId, state: DriverState) -> Option<DriverState> {
+        self.0
+            .insert(node, Arc::new(state))
+            .map(Arc::unwrap_or_clone)
+    }
+
+    pub(crate) fn remove(&mut self, node: &NodeId) -> Option<DriverState> {
+        self.0.remove(node).map(Arc::unwrap_or_clone)
+    }
+
+    pub(crate) fn contains_key(&self, node: &NodeId) -> bool {
+        self.0.contains_key(node)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &NodeId> {
+        self.0.keys()
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &DriverState> {
+        self.0.values().map(Arc::as_ref)
+    }
+
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&NodeId, &DriverState) -> bool) {
+        self.0.retain(|node, state| keep(node, state));
+    }
 }

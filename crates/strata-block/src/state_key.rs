@@ -22,7 +22,7 @@ impl BlockLayer<MemFiles> {
             g.name(node).hash(&mut h);
             self.core.state.get(&node).map(DriverStateKey).hash(&mut h);
         }
-        self.core.files.content_hashes().hash(&mut h);
+        self.core.files.hash_contents(&mut h);
         self.jobs.hash(&mut h);
         self.core.throttle_groups.hash(&mut h);
         (self.core.now_ns, self.core.io_wait_until).hash(&mut h);
@@ -35,9 +35,18 @@ impl BlockLayer<MemFiles> {
 /// is the same in every process and on every thread. A key is made of many
 /// small fields, and appending each to a buffer costs less than a
 /// streaming hasher's update.
-#[derive(Default)]
 pub struct StateKeyHasher {
     bytes: Vec<u8>,
+}
+
+impl Default for StateKeyHasher {
+    /// Room for a typical world's key up front: growing the buffer field
+    /// by field reallocates it several times per state.
+    fn default() -> StateKeyHasher {
+        StateKeyHasher {
+            bytes: Vec::with_capacity(4096),
+        }
+    }
 }
 
 impl Hasher for StateKeyHasher {

@@ -39,6 +39,23 @@ impl<T> Default for Arena<T> {
     }
 }
 
+impl<T> Arena<T> {
+    /// Whether `other` holds the very values of this arena in the same
+    /// slots: one is a clone of the other and neither has changed a value
+    /// since (a change to a shared value copies it first, see
+    /// [`Arena::get_mut`]), inserted or removed one.
+    pub fn shares_all(&self, other: &Arena<T>) -> bool {
+        self.slots.len() == other.slots.len()
+            && self
+                .slots
+                .iter()
+                .zip(other.slots.iter())
+                .all(|((i, a), (j, b))| {
+                    i == j && a.generation == b.generation && Arc::ptr_eq(&a.value, &b.value)
+                })
+    }
+}
+
 impl<T: Clone> Arena<T> {
     /// Stores `value` and returns its id.
     pub fn insert(&mut self, value: T) -> RawId {

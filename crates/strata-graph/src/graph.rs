@@ -312,6 +312,18 @@ impl Graph {
         }
     }
 
+    /// Whether `other` is a clone of this graph that neither graph has
+    /// changed since: the same nodes, edges and roots (the very values,
+    /// not equal copies) in the same order. A caller that keeps a clone
+    /// learns cheaply that nothing it computed from the graph is stale.
+    pub fn shares_all(&self, other: &Graph) -> bool {
+        self.nodes.shares_all(&other.nodes)
+            && self.edges.shares_all(&other.edges)
+            && self.roots.shares_all(&other.roots)
+            && self.node_order == other.node_order
+            && self.root_order == other.root_order
+    }
+
     // ----- lookups -------------------------------------------------------
 
     /// The node `id`.

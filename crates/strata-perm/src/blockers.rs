@@ -1,6 +1,7 @@
 //! Legacy operation blockers (`bdrv_op_block_all` / `bdrv_op_is_blocked`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use strata_graph::{NodeId, RootId};
 
 macro_rules! op_types {
@@ -93,23 +94,35 @@ pub struct Blocker {
 
 /// All blockers, per node, newest first (QEMU inserts at the head and
 /// reports the first one).
+///
+/// The map is shared by clones until one changes it: a graph is cloned for
+/// every transaction's rollback and every simulated world, and blockers
+/// change far less often.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Default)]
 pub struct OpBlockers {
-    by_node: BTreeMap<NodeId, Vec<Blocker>>,
+    by_node: Arc<BTreeMap<NodeId, Vec<Blocker>>>,
 }
 
 impl OpBlockers {
     /// Installs a blocker on `node`.
     pub fn block(&mut self, node: NodeId, blocker: Blocker) {
-        self.by_node.entry(node).or_default().insert(0, blocker);
+        Arc::make_mut(&mut self.by_node)
+            .entry(node)
+            .or_default()
+            .insert(0, blocker);
     }
 
     /// Lifts every blocker `owner` installed on `node`.
     pub fn unblock(&mut self, node: NodeId, owner: &BlockerOwner) {
-        if let Some(list) = self.by_node.get_mut(&node) {
+        let owned = |list: &Vec<Blocker>| list.iter().any(|b| &b.owner == owner);
+        if !self.by_node.get(&node).is_some_and(owned) {
+            return;
+        }
+        let by_node = Arc::make_mut(&mut self.by_node);
+        if let Some(list) = by_node.get_mut(&node) {
             list.retain(|b| &b.owner != owner);
             if list.is_empty() {
-                self.by_node.remove(&node);
+                by_node.remove(&node);
             }
         }
     }
@@ -129,6 +142,8 @@ impl OpBlockers {
 
     /// Forgets a deleted node's blockers.
     pub fn forget(&mut self, node: NodeId) {
-        self.by_node.remove(&node);
+        if self.by_node.contains_key(&node) {
+            Arc::make_mut(&mut self.by_node).remove(&node);
+        }
     }
 }

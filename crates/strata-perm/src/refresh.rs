@@ -134,7 +134,12 @@ pub fn recompute_all(graph: &Graph, hooks: &dyn PermHooks) -> Graph {
             if hooks.force_share(&fresh, e.child()) {
                 nshared = Perm::ALL;
             }
-            let _ = fresh.set_perms(edge, nperm, nshared);
+            // Edges sit behind `Arc`s shared with `graph`: writing the
+            // permissions an edge already has would copy it for nothing
+            // (the stored graph is usually right).
+            if (e.perm, e.shared) != (nperm, nshared) {
+                let _ = fresh.set_perms(edge, nperm, nshared);
+            }
         }
     }
     fresh

@@ -4,10 +4,13 @@ use super::Storage;
 use std::fmt;
 use std::io;
 use std::sync::{Arc, OnceLock};
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
 /// Bytes per copy-on-write chunk.
 const CHUNK: usize = 64 * 1024;
+
+/// File system blocks per chunk (one bit each in a chunk's bitmaps).
+const BLOCKS: usize = CHUNK / FS_BLOCK;
 
 /// The modelled host file system's block size (ext4's 4 KiB): what a hole
 /// is made of, as `SEEK_DATA`/`SEEK_HOLE` report them.
@@ -22,30 +25,37 @@ type Digest = [u8; 16];
 /// One chunk of bytes, which of its file system blocks hold data (bit `i`:
 /// block `i`; a block without data reads as zeroes), which are unwritten
 /// extents (`FALLOC_FL_ZERO_RANGE`: allocated, read as zeroes, a hole to
-/// `SEEK_DATA` until read) and, once asked for, its digest.
+/// `SEEK_DATA` until read) and, once asked for, its digest and those of
+/// its blocks.
 #[derive(Default)]
 struct Chunk {
     data: Vec<u8>,
     allocated: u16,
     unwritten: u16,
     digest: OnceLock<Digest>,
+    /// Each file system block's digest, kept until that block is written:
+    /// a small write (a qcow2 L2 entry, a refcount) then costs the digest
+    /// of one block, not of the whole chunk, in the next state key.
+    blocks: [OnceLock<Digest>; BLOCKS],
 }
 
 impl Clone for Chunk {
-    /// A clone is about to be written: it starts without a digest.
+    /// A clone is about to be written: it starts without the chunk's
+    /// digest, and keeps its blocks' until the write says which changed.
     fn clone(&self) -> Chunk {
         Chunk {
             data: self.data.clone(),
             allocated: self.allocated,
             unwritten: self.unwritten,
             digest: OnceLock::new(),
+            blocks: self.blocks.clone(),
         }
     }
 }
 
 impl Chunk {
-    /// The chunk's digest, of its bytes and of where it holds data (a
-    /// hole and a block of written zeroes differ to `qemu-img map`); a
+    /// The chunk's digest, of its blocks' bytes and of where it holds data
+    /// (a hole and a block of written zeroes differ to `qemu-img map`); a
     /// chunk without data shares the all-zero digest with a missing one.
     fn digest(&self) -> Digest {
         *self.digest.get_or_init(|| {
@@ -53,12 +63,30 @@ impl Chunk {
                 [0; 16]
             } else {
                 let mut h = Xxh3::new();
-                h.update(&self.data);
+                for block in 0..BLOCKS {
+                    h.update(&self.block_digest(block));
+                }
                 h.update(&self.allocated.to_le_bytes());
                 h.update(&self.unwritten.to_le_bytes());
                 h.digest128().to_le_bytes()
             }
         })
+    }
+
+    fn block_digest(&self, block: usize) -> Digest {
+        *self.blocks[block].get_or_init(|| {
+            let start = block * FS_BLOCK;
+            xxh3_128(&self.data[start..start + FS_BLOCK]).to_le_bytes()
+        })
+    }
+
+    /// Forgets the digests that a change of bytes `within..end` (of the
+    /// chunk) makes stale.
+    fn bytes_changed(&mut self, within: usize, end: usize) {
+        self.digest = OnceLock::new();
+        for block in within / FS_BLOCK..end.div_ceil(FS_BLOCK) {
+            self.blocks[block] = OnceLock::new();
+        }
     }
 
     fn holds_data(&self, block: usize) -> bool {
@@ -155,7 +183,7 @@ impl Contents {
                 })
             });
             let chunk = Arc::make_mut(slot);
-            chunk.digest = OnceLock::new();
+            chunk.bytes_changed(within, within + n);
             chunk.data[within..within + n].copy_from_slice(&buf[done..done + n]);
             let touched = block_bits(within, within + n, BlockCover::Touched);
             chunk.allocated |= touched;
@@ -186,7 +214,7 @@ impl Contents {
             }));
             let covered = block_bits(within, within + n, BlockCover::Covered);
             let edges = block_bits(within, within + n, BlockCover::Touched) & !covered;
-            chunk.digest = OnceLock::new();
+            chunk.bytes_changed(within, within + n);
             chunk.data[within..within + n].fill(0);
             chunk.unwritten |= covered | (edges & !chunk.allocated);
             chunk.allocated &= !covered;
@@ -248,7 +276,7 @@ impl Contents {
             if within != 0 {
                 if let Some(Some(last)) = chunks.last_mut() {
                     let chunk = Arc::make_mut(last);
-                    chunk.digest = OnceLock::new();
+                    chunk.bytes_changed(within, CHUNK);
                     chunk.data[within..].fill(0);
                     let cut = block_bits(within, CHUNK, BlockCover::Covered);
                     chunk.allocated &= !cut;
