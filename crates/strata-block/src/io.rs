@@ -621,13 +621,8 @@ impl<F: Files> BlockCore<F> {
     /// file child (blkdebug, throttle, copy-on-read) pass on from it.
     fn zero_writes_may_unmap(&self, node: NodeId) -> bool {
         let from_file = || {
-            let graph = self.bg.graph();
-            graph
-                .node(node)
-                .ok()
-                .and_then(|n| n.file())
-                .and_then(|edge| graph.edge(edge).ok())
-                .is_some_and(|edge| self.zero_writes_may_unmap(edge.child()))
+            self.file_child(node)
+                .is_some_and(|child| self.zero_writes_may_unmap(child))
         };
         match self.state.get(&node) {
             Some(DriverState::File { .. }) => true,
