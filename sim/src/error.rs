@@ -12,6 +12,15 @@ pub enum Error {
     /// A replay string that does not parse or does not fit the run.
     #[error("bad schedule {0:?}")]
     BadSchedule(String),
+    /// The scheduler ended the run: it had no choice among the tasks that
+    /// can run (a replayed schedule that does not fit the run).
+    #[error("the scheduler ended the run at decision {decision}: no choice among the {runnable} tasks that can run")]
+    ScheduleEnded {
+        /// The decision's index in the schedule.
+        decision: usize,
+        /// How many tasks could run.
+        runnable: usize,
+    },
     /// An invariant broke after a step; the message names it.
     #[error("invariant broken after step {step}: {what}")]
     Invariant {

@@ -108,7 +108,13 @@ fn drive_world(
             return Err(Error::Stuck(world.now_ns()));
         }
         let choice = if runnable.len() > 1 {
-            let c = scheduler.pick(&runnable);
+            let c = scheduler
+                .pick(&runnable)
+                .filter(|c| *c < runnable.len())
+                .ok_or(Error::ScheduleEnded {
+                    decision: schedule.0.len(),
+                    runnable: runnable.len(),
+                })?;
             schedule.0.push(c);
             c
         } else {

@@ -15,8 +15,11 @@ use std::collections::BTreeMap;
 /// Picks which runnable task steps next.
 pub trait Scheduler {
     /// The index in `runnable` (at least two tasks, canonical order: the
-    /// client first when it can run, then jobs in creation order).
-    fn pick(&mut self, runnable: &[Task]) -> usize;
+    /// client first when it can run, then jobs in creation order), or
+    /// `None` to end the run where the scheduler cannot decide (a replayed
+    /// choice that names no task that can run): the run then fails with
+    /// [`Error::ScheduleEnded`] rather than taking some other task.
+    fn pick(&mut self, runnable: &[Task]) -> Option<usize>;
 }
 
 /// What QEMU's main loop would most plausibly do: the client's command as
@@ -25,8 +28,8 @@ pub trait Scheduler {
 pub struct Canonical;
 
 impl Scheduler for Canonical {
-    fn pick(&mut self, _: &[Task]) -> usize {
-        0
+    fn pick(&mut self, _: &[Task]) -> Option<usize> {
+        Some(0)
     }
 }
 
@@ -46,8 +49,8 @@ impl Random {
 }
 
 impl Scheduler for Random {
-    fn pick(&mut self, runnable: &[Task]) -> usize {
-        self.rng.random_range(0..runnable.len())
+    fn pick(&mut self, runnable: &[Task]) -> Option<usize> {
+        Some(self.rng.random_range(0..runnable.len()))
     }
 }
 
@@ -83,7 +86,7 @@ impl Pct {
 }
 
 impl Scheduler for Pct {
-    fn pick(&mut self, runnable: &[Task]) -> usize {
+    fn pick(&mut self, runnable: &[Task]) -> Option<usize> {
         for t in runnable {
             if !self.priorities.contains_key(t) {
                 let p = self.rng.random_range(1_000..u64::MAX / 2);
@@ -99,11 +102,13 @@ impl Scheduler for Pct {
             self.priorities.insert(runnable[best].clone(), self.lowest);
         }
         self.decisions += 1;
-        best
+        Some(best)
     }
 }
 
-/// Replays a schedule; beyond its end, canonical.
+/// Replays a schedule; beyond its end, canonical. A choice beyond the
+/// tasks that can run ends the run: the schedule belongs to another
+/// scenario or another version of the model.
 #[derive(Clone, Debug)]
 pub struct Replay {
     choices: Vec<usize>,
@@ -121,10 +126,10 @@ impl Replay {
 }
 
 impl Scheduler for Replay {
-    fn pick(&mut self, runnable: &[Task]) -> usize {
+    fn pick(&mut self, runnable: &[Task]) -> Option<usize> {
         let choice = self.choices.get(self.next).copied().unwrap_or(0);
         self.next += 1;
-        choice.min(runnable.len() - 1)
+        (choice < runnable.len()).then_some(choice)
     }
 }
 

@@ -65,7 +65,9 @@ fn check_independent_pairs(s: &Arc<Scenario>, scheduler: &mut dyn Scheduler) -> 
             }
         }
         let pick = if runnable.len() > 1 {
-            scheduler.pick(&runnable)
+            scheduler
+                .pick(&runnable)
+                .expect("a random scheduler always picks")
         } else {
             0
         };

@@ -72,15 +72,25 @@ fn determinism_check_passes_for_canonical_and_explored_schedules() {
 }
 
 #[test]
-fn a_bad_schedule_is_clamped_not_a_crash() {
-    // A choice beyond the runnable tasks takes the last one.
+fn a_choice_beyond_the_runnable_tasks_ends_the_run() {
+    // Replay does not clamp: the run stops at the first decision it cannot
+    // take, and says so.
     let s = scenario("thread-b-bottom-parallel").expect("scenario");
-    let r = run(
+    let failure = run(
         &s,
         &mut Replay::new(&Schedule(vec![25; 6])),
         RunOptions::default(),
+    )
+    .expect_err("an impossible choice");
+    assert!(
+        matches!(
+            failure.error,
+            strata_sim::Error::ScheduleEnded { decision: 0, runnable } if runnable >= 2
+        ),
+        "{}",
+        failure.error
     );
-    assert!(r.is_ok());
+    assert!(failure.schedule.0.is_empty());
 }
 
 #[test]
