@@ -353,20 +353,12 @@ enum GuestError {
     Read(String),
 }
 
-/// sha256 digests of guest contents already hashed, by a XXH3-128 key:
-/// either the image's spec with the contents of every file its chain opens,
-/// or the guest content itself. Scenarios and schedules end with the same
-/// files, and with the same guest content over different files (a stream
-/// or commit does not change what the guest sees), again and again; and
-/// SHA-256 costs ten times what XXH3 does. (A pure memo: a 128-bit
-/// collision between two keys of a run is not a practical concern.)
+/// sha256 digests of guest contents already hashed, by a XXH3-128 key of
+/// the image's spec with the contents of every file its chain opens:
+/// scenarios and schedules end with the same files again and again.
+/// (A pure memo: a 128-bit collision between two keys of a run is not a
+/// practical concern.)
 static GUEST_SHA256: Memo<u128, String> = Memo::new();
-
-fn remember_sha256(keys: [u128; 2], sha: &str) {
-    for key in keys {
-        GUEST_SHA256.insert(key, sha.to_string());
-    }
-}
 
 /// The sha256 of the guest-visible bytes of an image opened with its
 /// backing chain from the header (`qemu-img convert -O raw | sha256sum`).
@@ -376,35 +368,46 @@ fn guest_sha256(files: &MemFiles, img: &ImageSpec) -> std::result::Result<String
     if let Some(sha) = GUEST_SHA256.get(&files_key) {
         return Ok(sha);
     }
-    let prefixes = guest.prefix_keys()?;
-    let content_key = prefixes.last().copied().unwrap_or_default();
-    if let Some(sha) = GUEST_SHA256.get(&content_key) {
-        remember_sha256([files_key, content_key], &sha);
-        return Ok(sha);
-    }
-    let sha = sha256_resuming(&mut guest, &prefixes)?;
-    remember_sha256([files_key, content_key], &sha);
+    let sha = sha256_resuming(&mut guest)?;
+    GUEST_SHA256.insert(files_key, sha.clone());
     Ok(sha)
 }
 
 /// SHA-256 states after a prefix of some guest content, by the prefix's
-/// key (see [`GuestReader::prefix_keys`]). Different contents of a run
-/// mostly differ in a few blocks: hashing resumes after the longest prefix
-/// already hashed instead of starting over.
+/// key: XXH3-128 over each 64 KiB block's length and digest up to there,
+/// all-zero blocks digesting to zero, so the key of the whole content does
+/// not depend on how the chain stores it. Contents of a run mostly differ
+/// in a few blocks, and the same content ends many schedules over
+/// different files (a stream or commit does not change what the guest
+/// sees); SHA-256 costs ten times what XXH3 does, so a block is hashed
+/// only where its prefix is new.
 static SHA256_AFTER_PREFIX: Memo<u128, Sha256> = Memo::new();
 
-/// The guest content's sha256, resuming from the longest known prefix.
-fn sha256_resuming(
-    guest: &mut GuestReader,
-    prefixes: &[u128],
-) -> std::result::Result<String, GuestError> {
-    let (first, mut sha) = SHA256_AFTER_PREFIX
-        .last_known(prefixes)
-        .map_or((0, Sha256::new()), |(i, sha)| (i + 1, sha));
+/// The guest content's sha256 in one pass over it: at each block, the
+/// state after the prefix ending there is taken from the memo when known
+/// and computed from the previous one otherwise. (Every prefix of a
+/// content hashed before is known, so the blocks hashed are those after
+/// the longest known prefix.)
+fn sha256_resuming(guest: &mut GuestReader) -> std::result::Result<String, GuestError> {
+    let mut key = Xxh3::new();
+    let mut sha = Sha256::new();
     let mut states = Vec::new();
-    guest.for_each_block_from(first, |i, block| {
-        sha.update(block.bytes);
-        states.push((prefixes[i], sha.clone()));
+    guest.for_each_block(|block| {
+        let digest = if block.any_read {
+            block_digest(block.bytes)
+        } else {
+            0
+        };
+        key.update(&(block.bytes.len() as u64).to_le_bytes());
+        key.update(&digest.to_le_bytes());
+        let prefix = key.digest128();
+        match SHA256_AFTER_PREFIX.get(&prefix) {
+            Some(known) => sha = known,
+            None => {
+                sha.update(block.bytes);
+                states.push((prefix, sha.clone()));
+            }
+        }
     })?;
     for (prefix, state) in states {
         SHA256_AFTER_PREFIX.insert(prefix, state);
@@ -417,19 +420,13 @@ fn sha256_resuming(
 struct GuestReader {
     layer: BlockLayer<MemFiles>,
     node: NodeId,
-    /// convert's requests over the whole content, once asked for.
-    requests: Option<Vec<ConvertRequest>>,
 }
 
 impl GuestReader {
     fn open(files: &MemFiles, img: &ImageSpec) -> std::result::Result<GuestReader, GuestError> {
         let (layer, node) =
             qemu_img_open(files, img, BackingChain::FromHeader).map_err(GuestError::Open)?;
-        Ok(GuestReader {
-            layer,
-            node,
-            requests: None,
-        })
+        Ok(GuestReader { layer, node })
     }
 
     /// What the guest content is a function of: the spec and the bytes of
@@ -448,56 +445,29 @@ impl GuestReader {
         key.digest128()
     }
 
-    /// Keys of the guest content's prefixes, one per 64 KiB block, the
-    /// last one a key of the whole content however the chain stores it:
-    /// XXH3-128 over each block's length and digest, all-zero blocks
-    /// digesting to zero.
-    fn prefix_keys(&mut self) -> std::result::Result<Vec<u128>, GuestError> {
-        let mut key = Xxh3::new();
-        let mut keys = Vec::new();
-        self.for_each_block_from(0, |_, block| {
-            let digest = if block.any_read {
-                block_digest(block.bytes)
-            } else {
-                0
-            };
-            key.update(&(block.bytes.len() as u64).to_le_bytes());
-            key.update(&digest.to_le_bytes());
-            keys.push(key.digest128());
-        })?;
-        Ok(keys)
-    }
-
-    /// The guest-visible bytes in order, a 64 KiB block at a time, from
-    /// block number `first` on, read the way `qemu-img convert` reads them:
-    /// request by request, whole, those the chain maps to zeroes skipped.
-    /// A failed read is reported at the start of its request, as QEMU does.
-    fn for_each_block_from(
+    /// The guest-visible bytes in order, a 64 KiB block at a time, read
+    /// the way `qemu-img convert` reads them: request by request, whole,
+    /// those the chain maps to zeroes skipped. A failed read is reported at
+    /// the start of its request, as QEMU does.
+    fn for_each_block(
         &mut self,
-        first: usize,
-        mut consume: impl FnMut(usize, GuestBlock<'_>),
+        mut consume: impl FnMut(GuestBlock<'_>),
     ) -> std::result::Result<(), GuestError> {
-        let requests = match self.requests.take() {
-            Some(requests) => requests,
-            None => self.convert_requests()?,
-        };
+        let requests = self.convert_requests()?;
         let core = self.layer.core_mut();
         let len = requests.last().map_or(0, |r| r.offset + r.len);
-        let mut blocks = BlockAssembler::new(first, len);
+        let mut blocks = BlockAssembler::new(len);
         let mut data = Vec::new();
-        let start = first as u64 * BLOCK;
-        for req in requests.iter().filter(|r| r.offset + r.len > start) {
-            let skip = start.saturating_sub(req.offset);
+        for req in &requests {
             if req.reads {
                 data.resize(req.len as usize, 0);
                 core.read(self.node, req.offset, &mut data)
                     .map_err(|e| read_error(req.offset, &e))?;
-                blocks.push_read(&data[skip as usize..], &mut consume);
+                blocks.push_read(&data, &mut consume);
             } else {
-                blocks.push_skipped(req.len - skip, &mut consume);
+                blocks.push_skipped(req.len, &mut consume);
             }
         }
-        self.requests = Some(requests);
         Ok(())
     }
 
@@ -570,9 +540,9 @@ struct BlockAssembler {
 }
 
 impl BlockAssembler {
-    fn new(first: usize, len: u64) -> BlockAssembler {
+    fn new(len: u64) -> BlockAssembler {
         BlockAssembler {
-            index: first,
+            index: 0,
             len,
             block: vec![0; BLOCK.min(len) as usize],
             filled: 0,
@@ -581,7 +551,7 @@ impl BlockAssembler {
     }
 
     /// Bytes of a request read.
-    fn push_read(&mut self, mut data: &[u8], consume: &mut impl FnMut(usize, GuestBlock<'_>)) {
+    fn push_read(&mut self, mut data: &[u8], consume: &mut impl FnMut(GuestBlock<'_>)) {
         while !data.is_empty() {
             let take = self.room().min(data.len());
             self.block[self.filled..self.filled + take].copy_from_slice(&data[..take]);
@@ -592,7 +562,7 @@ impl BlockAssembler {
     }
 
     /// `len` bytes of a skipped request: zeroes.
-    fn push_skipped(&mut self, mut len: u64, consume: &mut impl FnMut(usize, GuestBlock<'_>)) {
+    fn push_skipped(&mut self, mut len: u64, consume: &mut impl FnMut(GuestBlock<'_>)) {
         while len > 0 {
             let take = self.room().min(len as usize);
             self.block[self.filled..self.filled + take].fill(0);
@@ -606,7 +576,7 @@ impl BlockAssembler {
         BLOCK.min(self.len - self.index as u64 * BLOCK) as usize - self.filled
     }
 
-    fn advance(&mut self, taken: usize, consume: &mut impl FnMut(usize, GuestBlock<'_>)) {
+    fn advance(&mut self, taken: usize, consume: &mut impl FnMut(GuestBlock<'_>)) {
         self.filled += taken;
         if self.room() > 0 {
             return;
@@ -615,7 +585,7 @@ impl BlockAssembler {
             bytes: &self.block[..self.filled],
             any_read: self.read_any,
         };
-        consume(self.index, block);
+        consume(block);
         self.index += 1;
         self.filled = 0;
         self.read_any = false;

@@ -1,10 +1,11 @@
 //! `cargo xtask bench sim`: the simulator's speed, from one run.
 //!
-//! * replaying every scenario once (canonical schedule; the median of
-//!   `--runs N` rounds, default 5, each from cold memos) against
-//!   qemu-storage-daemon running the same scenarios through the shared
-//!   conformance harness (image creation and inspection included on both
-//!   sides);
+//! * the replay ratio: loading and replaying every scenario once
+//!   (canonical schedule; the median of `--runs N` rounds, default 5, each
+//!   from cold memos) against qemu-storage-daemon running the same
+//!   scenarios through the shared conformance harness (daemon start-up,
+//!   image creation and inspection included on both sides), wall and CPU
+//!   time, with the load average; `--replay-only` stops there;
 //! * exhaustive exploration of every scenario: states per second at
 //!   preemption bound 1 on one core and on all cores, and the whole
 //!   exploration at bound 2 (the default) on all cores;
@@ -58,23 +59,15 @@ fn bench(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     };
     let all = scenarios()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("{} scenarios, {cores} core(s)", all.len());
-
-    let (secs_one, steps) = median_replay(&all, 1, rounds)?;
-    let (secs_all, _) = median_replay(&all, cores, rounds)?;
     println!(
-        "replay, canonical schedule, {steps} steps, median of {rounds}: 1 thread {secs_one:.3} s ({:.1} ms per scenario), {cores} threads {secs_all:.3} s",
-        secs_one * 1e3 / all.len() as f64
+        "{} scenarios, {cores} core(s), load average {}",
+        all.len(),
+        load_average()
     );
-    if !skip_qemu {
-        match qemu_seconds() {
-            Ok(q) => println!(
-                "qemu-storage-daemon, same scenarios through the harness (one at a time): {q:.3} s  => Strata is {:.0}x faster on 1 thread, {:.0}x on {cores}",
-                q / secs_one,
-                q / secs_all
-            ),
-            Err(e) => println!("qemu-storage-daemon: not measured ({e})"),
-        }
+
+    replay_ratio(all.len(), cores, rounds, skip_qemu)?;
+    if args.iter().any(|a| a == "--replay-only") {
+        return Ok(());
     }
 
     for (bound, threads) in [(1, 1), (1, cores), (2, cores)] {
@@ -158,11 +151,22 @@ fn parallel_stream(cores: usize) -> Result<(), Box<dyn std::error::Error>> {
 /// The CPU time (user and system) this process has used so far, from
 /// `/proc/self/stat` (Linux; its clock ticks are 1/100 s).
 fn cpu_seconds() -> Option<f64> {
+    stat_seconds(11, 12)
+}
+
+/// The CPU time (user and system) of this process's children that it
+/// waited for, with theirs, from `/proc/self/stat`.
+fn children_cpu_seconds() -> Option<f64> {
+    stat_seconds(13, 14)
+}
+
+/// The sum of two clock-tick fields of `/proc/self/stat`, counted from the
+/// field after the command name (which is in parentheses), in seconds.
+fn stat_seconds(user: usize, system: usize) -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The fields after the command name (which is in parentheses).
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
-    Some((ticks(11)? + ticks(12)?) / 100.0)
+    Some((ticks(user)? + ticks(system)?) / 100.0)
 }
 
 /// Every scenario without a bound, each stopped after `limit`, with
@@ -231,36 +235,107 @@ fn unbounded_one(
     })
 }
 
-/// The median of `rounds` measurements of [`replay_all`].
-fn median_replay(
-    all: &[Arc<Scenario>],
-    threads: usize,
+/// The replay ratio: every project scenario replayed by the simulator
+/// (loaded from disk, run on the canonical schedule, images created and
+/// inspected) against the same scenarios run through the shared harness
+/// against qemu-storage-daemon (daemon start-up, image creation and
+/// inspection included), one after the other, as a user runs them. Both
+/// sides are measured in this run, so they share the machine's load; wall
+/// time is what a user waits for, CPU time (QEMU's: the harness and every
+/// process it waited for) is what the load does not change.
+fn replay_ratio(
+    scenarios: usize,
+    cores: usize,
     rounds: usize,
-) -> Result<(f64, usize), Box<dyn std::error::Error>> {
-    let mut secs = Vec::with_capacity(rounds);
-    let mut steps = 0;
-    for _ in 0..rounds {
-        let (s, n) = replay_all(all, threads)?;
-        secs.push(s);
-        steps = n;
+    skip_qemu: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let one = median_replay(1, rounds)?;
+    let all = median_replay(cores, rounds)?;
+    println!(
+        "Strata replay of {scenarios} scenarios, canonical schedule, {} steps, median of {rounds}: 1 thread {:.3} s wall ({:.1} ms per scenario), {} s CPU; {cores} threads {:.3} s wall",
+        one.steps,
+        one.wall,
+        one.wall * 1e3 / scenarios as f64,
+        seconds_text(one.cpu),
+        all.wall
+    );
+    if skip_qemu {
+        return Ok(());
     }
-    secs.sort_by(f64::total_cmp);
-    Ok((secs[rounds / 2], steps))
+    let qemu = match qemu_seconds() {
+        Ok(q) => q,
+        Err(e) => {
+            println!("qemu-storage-daemon: not measured ({e})");
+            return Ok(());
+        }
+    };
+    println!(
+        "qemu-storage-daemon, same scenarios through the harness, one at a time: {:.3} s wall, {} s CPU",
+        qemu.wall,
+        seconds_text(qemu.cpu)
+    );
+    let cpu_ratio = one
+        .cpu
+        .zip(qemu.cpu)
+        .filter(|(strata, _)| *strata > 0.0)
+        .map_or("not known".to_string(), |(strata, q)| {
+            format!("{:.0}x", q / strata)
+        });
+    println!(
+        "REPLAY RATIO (qemu-storage-daemon wall / Strata wall, this run, load average {}): {:.0}x on 1 thread, {:.0}x on {cores} threads; CPU time {cpu_ratio}",
+        load_average(),
+        qemu.wall / one.wall,
+        qemu.wall / all.wall
+    );
+    Ok(())
 }
 
-/// Wall time to replay every scenario once on `threads` threads (rayon
-/// across scenarios, never inside a run), and the steps taken. Each call
-/// starts from cold memos so that the second measurement does not reuse
-/// the first one's image work.
-fn replay_all(
-    all: &[Arc<Scenario>],
-    threads: usize,
-) -> Result<(f64, usize), Box<dyn std::error::Error>> {
+/// Seconds of wall time and, where known, of CPU time.
+struct Spent {
+    wall: f64,
+    cpu: Option<f64>,
+}
+
+/// One replay measurement: its time and the steps taken.
+struct Replayed {
+    wall: f64,
+    cpu: Option<f64>,
+    steps: usize,
+}
+
+fn seconds_text(secs: Option<f64>) -> String {
+    secs.map_or("?".to_string(), |s| format!("{s:.3}"))
+}
+
+/// The load average over the last minute, as `/proc/loadavg` gives it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "not known".to_string())
+}
+
+/// The median (by wall time) of `rounds` measurements of [`replay_all`].
+fn median_replay(threads: usize, rounds: usize) -> Result<Replayed, Box<dyn std::error::Error>> {
+    let mut measured = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        measured.push(replay_all(threads)?);
+    }
+    measured.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+    Ok(measured.swap_remove(rounds / 2))
+}
+
+/// Time to load every scenario and replay each once on `threads` threads
+/// (rayon across scenarios, never inside a run), and the steps taken.
+/// Each call starts from cold memos so that the second measurement does
+/// not reuse the first one's image work.
+fn replay_all(threads: usize) -> Result<Replayed, Box<dyn std::error::Error>> {
     strata_sim::forget_memos();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
+    let all = scenarios()?;
     let steps = pool.install(|| {
         all.par_iter()
             .map(|s| {
@@ -270,12 +345,17 @@ fn replay_all(
             })
             .sum::<Result<usize, String>>()
     })?;
-    Ok((start.elapsed().as_secs_f64(), steps))
+    Ok(Replayed {
+        wall: start.elapsed().as_secs_f64(),
+        cpu: cpu_seconds().zip(cpu_start).map(|(end, start)| end - start),
+        steps,
+    })
 }
 
-/// Wall time of the shared harness running the scenarios against
-/// qemu-storage-daemon (output to a scratch directory).
-fn qemu_seconds() -> Result<f64, Box<dyn std::error::Error>> {
+/// Time of the shared harness running the scenarios against
+/// qemu-storage-daemon (output to a scratch directory): wall, and the CPU
+/// time of the harness and of every process it waited for.
+fn qemu_seconds() -> Result<Spent, Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let harness = std::env::var_os("STRATA_CONFORMANCE")
         .map(PathBuf::from)
@@ -285,7 +365,7 @@ fn qemu_seconds() -> Result<f64, Box<dyn std::error::Error>> {
         return Err(format!("no harness at {}", harness.display()).into());
     }
     let out = root.join("target/sim/bench-qsd");
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), children_cpu_seconds());
     let status = Command::new("python3")
         .arg(&run_py)
         .arg("qsd")
@@ -294,9 +374,12 @@ fn qemu_seconds() -> Result<f64, Box<dyn std::error::Error>> {
         .arg(&out)
         .stdout(std::process::Stdio::null())
         .status()?;
-    let secs = start.elapsed().as_secs_f64();
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = children_cpu_seconds()
+        .zip(cpu_start)
+        .map(|(end, start)| end - start);
     if status.code().is_some_and(|c| c <= 1) {
-        Ok(secs)
+        Ok(Spent { wall, cpu })
     } else {
         Err(format!("harness failed: {status}").into())
     }
