@@ -5,11 +5,16 @@ use crate::files::MemFiles;
 use crate::layer::BlockLayer;
 use crate::state::DriverState;
 use std::hash::{Hash, Hasher};
+#[cfg(doc)]
+use strata_graph::Graph;
 use xxhash_rust::xxh3::xxh3_64;
 
 impl BlockLayer<MemFiles> {
     /// A hash of everything that decides what the world does next: the
-    /// graph (by node names, not arena slots), each node's driver state, the
+    /// graph (by node names), the ids its nodes, edges and roots hold and
+    /// those its arenas will give out next ([`Graph::hash_ids`]: jobs and
+    /// blockers hold ids, and a node added later gets the same id in two
+    /// worlds with equal keys only then), each node's driver state, the
     /// files' contents, the jobs and the clock. Two worlds with equal keys
     /// behave the same under the same schedule. The values are hashed as
     /// they are, not formatted: a state key is computed for every state an
@@ -18,6 +23,7 @@ impl BlockLayer<MemFiles> {
         let mut h = StateKeyHasher::default();
         self.core.bg.hash(&mut h);
         let g = self.core.bg.graph();
+        g.hash_ids(&mut h);
         for node in g.nodes() {
             g.name(node).hash(&mut h);
             self.core.state.get(&node).map(DriverStateKey).hash(&mut h);

@@ -1,7 +1,6 @@
-//! A slab arena whose ids carry a generation, so that a stale id is an error
+//! An arena whose ids carry a generation, so that a stale id is an error
 //! and never an alias of a newer value stored in the same slot.
 
-use slab::Slab;
 use std::sync::Arc;
 
 /// A generation-checked index into an [`Arena`].
@@ -20,20 +19,29 @@ struct Slot<T> {
     value: Arc<T>,
 }
 
-/// Values stored in slab slots, addressed by [`RawId`]s.
+/// Values stored in slots, addressed by [`RawId`]s.
 ///
 /// Every insertion gets a fresh generation from a counter that only grows, so
 /// an id that outlived its value can never match a later value in the slot.
+///
+/// Which slot a value takes depends only on which slots are taken: the
+/// lowest free one, and the slot list never ends in a free slot. So two
+/// arenas holding values at the same ids, with the same generation counter,
+/// give the same ids to what they store next, whatever was inserted and
+/// removed before (`Graph::hash_ids` feeds exactly that to a state key:
+/// the ids held, and the counter by [`Arena::hash_layout`]). A free list in
+/// removal order (as `slab` keeps) would make the ids depend on the path
+/// by which an arena came to hold its values.
 #[derive(Clone, Debug)]
 pub struct Arena<T> {
-    slots: Slab<Slot<T>>,
+    slots: Vec<Option<Slot<T>>>,
     next_generation: u32,
 }
 
 impl<T> Default for Arena<T> {
     fn default() -> Self {
         Arena {
-            slots: Slab::new(),
+            slots: Vec::new(),
             next_generation: 0,
         }
     }
@@ -50,24 +58,45 @@ impl<T> Arena<T> {
                 .slots
                 .iter()
                 .zip(other.slots.iter())
-                .all(|((i, a), (j, b))| {
-                    i == j && a.generation == b.generation && Arc::ptr_eq(&a.value, &b.value)
+                .all(|pair| match pair {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => {
+                        a.generation == b.generation && Arc::ptr_eq(&a.value, &b.value)
+                    }
+                    _ => false,
                 })
+    }
+
+    /// Feeds `state` what decides, with the ids of the values it holds
+    /// (which whoever holds them hashes), the ids of values stored from now
+    /// on: the generation counter.
+    pub fn hash_layout<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u32(self.next_generation);
     }
 }
 
 impl<T: Clone> Arena<T> {
-    /// Stores `value` and returns its id.
+    /// Stores `value` in the lowest free slot and returns its id.
     pub fn insert(&mut self, value: T) -> RawId {
         let generation = self.next_generation;
         self.next_generation = self
             .next_generation
             .checked_add(1)
             .expect("arena generations exhausted");
-        let index = self.slots.insert(Slot {
+        let slot = Some(Slot {
             generation,
             value: Arc::new(value),
         });
+        let index = match self.slots.iter().position(Option::is_none) {
+            Some(free) => {
+                self.slots[free] = slot;
+                free
+            }
+            None => {
+                self.slots.push(slot);
+                self.slots.len() - 1
+            }
+        };
         RawId {
             index: u32::try_from(index).expect("arena index fits u32"),
             generation,
@@ -78,6 +107,7 @@ impl<T: Clone> Arena<T> {
     pub fn get(&self, id: RawId) -> Option<&T> {
         self.slots
             .get(id.index as usize)
+            .and_then(Option::as_ref)
             .filter(|slot| slot.generation == id.generation)
             .map(|slot| &*slot.value)
     }
@@ -86,6 +116,7 @@ impl<T: Clone> Arena<T> {
     pub fn get_mut(&mut self, id: RawId) -> Option<&mut T> {
         self.slots
             .get_mut(id.index as usize)
+            .and_then(Option::as_mut)
             .filter(|slot| slot.generation == id.generation)
             .map(|slot| Arc::make_mut(&mut slot.value))
     }
@@ -95,7 +126,12 @@ impl<T: Clone> Arena<T> {
         if self.get(id).is_none() {
             return false;
         }
-        self.slots.remove(id.index as usize);
+        self.slots[id.index as usize] = None;
+        // No trailing free slots: the list's length depends only on
+        // which slots are taken.
+        while self.slots.last().is_some_and(Option::is_none) {
+            self.slots.pop();
+        }
         true
     }
 

@@ -795,6 +795,28 @@ impl Hash for Graph {
 }
 
 impl Graph {
+    /// Feeds `state` the ids the graph's values hold and what decides the
+    /// ids of values added from now on: every live node, edge and root by
+    /// id, and each arena's generation counter. The canonical hash leaves
+    /// ids out, but whoever holds ids (a job's nodes, the blockers) hashes
+    /// them: two graphs equal in both hashes give the same ids to what
+    /// they add next (see [`Arena`]), so ids held later hash the same too.
+    pub fn hash_ids<H: Hasher>(&self, state: &mut H) {
+        self.node_order.hash(state);
+        for &id in &self.node_order {
+            let node = self.nodes.get(id.0).expect("ordered nodes are live");
+            node.children.hash(state);
+        }
+        self.root_order.hash(state);
+        for &id in &self.root_order {
+            let root = self.roots.get(id.0).expect("ordered roots are live");
+            root.children.hash(state);
+        }
+        self.nodes.hash_layout(state);
+        self.edges.hash_layout(state);
+        self.roots.hash_layout(state);
+    }
+
     fn hash_edge<H: Hasher>(&self, e: EdgeId, state: &mut H) {
         let edge = self.edges.get(e.0).expect("listed edges are live");
         (

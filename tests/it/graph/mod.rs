@@ -290,15 +290,18 @@ fn cycles_are_refused_with_qemus_text() {
     assert_eq!(dump(&g), before);
 }
 
+/// What `feed` writes into a fresh hasher, hashed.
+pub(crate) fn hashed(feed: impl FnOnce(&mut std::hash::DefaultHasher)) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    feed(&mut h);
+    h.finish()
+}
+
 #[test]
 fn the_canonical_hash_ignores_arena_slots_but_not_content() {
-    use std::collections::hash_map::DefaultHasher;
-    use std::hash::{Hash, Hasher};
-    fn hash(g: &Graph) -> u64 {
-        let mut h = DefaultHasher::new();
-        g.hash(&mut h);
-        h.finish()
-    }
+    use std::hash::Hash;
+    let hash = |g: &Graph| hashed(|h| g.hash(h));
     let build = |g: &mut Graph| {
         let base = qcow2(g, "base");
         let top = qcow2(g, "top");
