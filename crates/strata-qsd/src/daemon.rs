@@ -8,6 +8,7 @@
 //! negotiated client, then `poll` — without timeout when a job can run,
 //! until the next job timer otherwise — and serve what became ready.
 
+use slab::Slab;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -280,9 +281,12 @@ impl NbdSocket {
 pub struct Daemon {
     program: String,
     monitor: Monitor<HostFiles, NbdSocket>,
-    nbd_connections: Vec<Connection<NbdStream>>,
+    /// Keyed by the slab, so that a poll round's owners keep naming the
+    /// same connection while others finish and new ones arrive.
+    nbd_connections: Slab<Connection<NbdStream>>,
     chardevs: BTreeMap<String, Chardev>,
-    clients: Vec<Client>,
+    /// Keyed like `nbd_connections`.
+    clients: Slab<Client>,
     signals: TerminationSignals,
     start: Instant,
     pidfile: Option<PidFile>,
@@ -336,9 +340,9 @@ impl Daemon {
         Ok(Daemon {
             program,
             monitor,
-            nbd_connections: Vec::new(),
+            nbd_connections: Slab::new(),
             chardevs: BTreeMap::new(),
-            clients: Vec::new(),
+            clients: Slab::new(),
             signals,
             start,
             pidfile: None,
@@ -498,7 +502,7 @@ impl Daemon {
         if let Some(channel) = channel {
             let client =
                 Client::new(channel, &monitor, self.emulator).map_err(|e| e.to_string())?;
-            self.clients.push(client);
+            self.clients.insert(client);
         }
         chardev.monitor = Some(monitor);
         Ok(())
@@ -510,10 +514,10 @@ impl Daemon {
             self.step_jobs();
             let events = self.monitor.take_events();
             self.broadcast(events);
-            for client in &mut self.clients {
+            for (_, client) in &mut self.clients {
                 client.write_some();
             }
-            self.clients.retain(|c| !c.closed);
+            self.clients.retain(|_, c| !c.closed);
             let timeout = self.poll_timeout();
             let (interests, owners) = self.interests();
             let ready = match poll(&interests, timeout) {
@@ -524,7 +528,6 @@ impl Daemon {
                 }
             };
             let mut quit = false;
-            let mut finished_nbd = Vec::new();
             for (ready, owner) in ready.into_iter().zip(owners) {
                 if !(ready.readable || ready.writable || ready.closed) {
                     continue;
@@ -549,18 +552,16 @@ impl Daemon {
                         self.clients[index].write_some();
                     }
                     Owner::NbdListener => {
-                        let accepted = self.monitor.listener_mut().accept();
-                        self.nbd_connections.extend(accepted);
+                        for connection in self.monitor.listener_mut().accept() {
+                            self.nbd_connections.insert(connection);
+                        }
                     }
-                    Owner::Nbd(index) => {
-                        if !self.pump_nbd(index) {
-                            finished_nbd.push(index);
+                    Owner::Nbd(key) => {
+                        if !self.pump_nbd(key) {
+                            self.nbd_connections.remove(key);
                         }
                     }
                 }
-            }
-            for index in finished_nbd.into_iter().rev() {
-                self.nbd_connections.remove(index);
             }
             if self.monitor.nbd_server().is_none() {
                 // nbd-server-stop closed the server: its clients go too.
@@ -569,7 +570,7 @@ impl Daemon {
             if quit {
                 return self.shutdown(0);
             }
-            self.clients.retain(|c| !c.closed);
+            self.clients.retain(|_, c| !c.closed);
         }
     }
 
@@ -644,7 +645,7 @@ impl Daemon {
                 owners.push(Owner::Listener(id.clone()));
             }
         }
-        for (index, client) in self.clients.iter().enumerate() {
+        for (index, client) in &self.clients {
             let input = client.channel.input_fd().filter(|_| !client.draining);
             let output = client.channel.output_fd();
             let writable = !client.out.is_empty();
@@ -673,7 +674,7 @@ impl Daemon {
             });
             owners.push(Owner::NbdListener);
         }
-        for (index, connection) in self.nbd_connections.iter().enumerate() {
+        for (index, connection) in &self.nbd_connections {
             interests.push(Interest {
                 fd: connection.stream().as_raw_fd(),
                 readable: connection.wants_read(),
@@ -697,7 +698,9 @@ impl Daemon {
             match listener.accept() {
                 Ok((stream, _)) => {
                     match Client::new(Channel::Socket(stream), &monitor, self.emulator) {
-                        Ok(client) => self.clients.push(client),
+                        Ok(client) => {
+                            self.clients.insert(client);
+                        }
                         Err(e) => eprintln!("{}: {}: {e}", self.program, chardev.spec.id),
                     }
                 }
@@ -738,7 +741,7 @@ impl Daemon {
         client.out.extend(client.session.take_output());
         let quit = client.session.quit_requested();
         let events = self.monitor.take_command_events();
-        for (other, client) in self.clients.iter_mut().enumerate() {
+        for (other, client) in &mut self.clients {
             if other != index {
                 for (event, timestamp) in &events {
                     client.send_event(event, *timestamp);
@@ -750,7 +753,7 @@ impl Daemon {
 
     fn broadcast(&mut self, events: Vec<(Event, Timestamp)>) {
         for (event, timestamp) in &events {
-            for client in &mut self.clients {
+            for (_, client) in &mut self.clients {
                 client.send_event(event, *timestamp);
             }
         }
@@ -768,7 +771,7 @@ impl Daemon {
         }
         let events = self.monitor.take_events();
         self.broadcast(events);
-        for client in &mut self.clients {
+        for (_, client) in &mut self.clients {
             client.channel.prepare_final_flush(
                 deadline
                     .saturating_duration_since(Instant::now())
