@@ -13,11 +13,10 @@
 //! translates each path it shows to the positions a replay meets along
 //! it, by running the path once ([`replayable`]).
 
-use crate::explore::Exploration;
 use crate::run::{run, RunOptions};
 use crate::scenario::Scenario;
 use crate::sched::{Schedule, Scheduler};
-use crate::state_graph::schedule_cmp;
+use crate::state_graph::{schedule_cmp, Exploration};
 use crate::world::Task;
 use std::cmp::Ordering;
 use std::sync::Arc;
