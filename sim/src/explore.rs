@@ -21,9 +21,11 @@
 //! union of all shares' graphs, exactly as one process reports it
 //! (docs/EXPLORE.md).
 
+use crate::choice_order::{canonical_number, replayable};
 use crate::compare::outcome_key;
 use crate::error::{Error, Result};
 use crate::reduction::{Reduction, SleepMemory, SleepSet, StepWatch, Visit as Sleepers};
+use crate::run::RunOptions;
 use crate::scenario::{
     ChoiceRecord, EndRecord, LegRecord, Observation, ObservationRecord, PartRecord, Scenario,
     ShardRecord,
@@ -103,6 +105,17 @@ pub struct ExploreOptions {
     pub reduction: Reduction,
 }
 
+impl ExploreOptions {
+    /// How a run of one of the exploration's schedules goes.
+    pub fn run_options(&self) -> RunOptions {
+        RunOptions {
+            check_invariants: self.check_invariants,
+            policy: self.policy,
+            ..RunOptions::default()
+        }
+    }
+}
+
 impl Default for ExploreOptions {
     fn default() -> ExploreOptions {
         ExploreOptions {
@@ -176,7 +189,7 @@ struct Move {
 struct Chosen {
     /// The decision state's key.
     state: u64,
-    /// The choice's index among its runnable tasks.
+    /// The choice's number ([`Explorer::number`]).
     index: usize,
     /// Preemptions it costs (0 without a bound).
     cost: usize,
@@ -420,12 +433,8 @@ pub fn explore(
     options: ExploreOptions,
     progress: &Progress,
 ) -> Result<Exploration> {
-    Ok(merge(explore_shard(
-        scenario,
-        options,
-        progress,
-        Shard::WHOLE,
-    )?))
+    let parts = explore_shard(scenario, options, progress, Shard::WHOLE)?;
+    Ok(merge(scenario, &options, parts))
 }
 
 /// Explores `shard`'s subtrees of `scenario`: breadth first to [`SPLIT`]
@@ -482,17 +491,24 @@ pub fn explore_shard(
     Ok(vec![above.into_part(0), below.into_part(1)])
 }
 
-/// The report of a whole exploration from its parts, from any number of
-/// shards, in any order: the union of their graphs ([`StateGraph`]), so
-/// exactly what one process reports.
-pub fn merge(parts: Vec<Part>) -> Exploration {
+/// The report of a whole exploration of `scenario` with `options` from
+/// its parts, from any number of shards, in any order: the union of their
+/// graphs ([`StateGraph`]), so exactly what one process reports. Without a
+/// bound the graph's paths number choices in an order a replay does not
+/// see (`crate::choice_order`): each schedule shown is translated to the
+/// one a replay follows.
+pub fn merge(scenario: &Arc<Scenario>, options: &ExploreOptions, parts: Vec<Part>) -> Exploration {
     let mut graph = StateGraph::default();
     let mut complete = true;
     for part in parts {
         complete &= part.complete;
         graph.absorb(part.graph);
     }
-    graph.report(complete)
+    let found = graph.report(complete);
+    match options.preemption_bound {
+        Bound::Unbounded => replayable(found, scenario, options.run_options()),
+        Bound::Preemptions(_) => found,
+    }
 }
 
 /// What one worker recorded.
@@ -587,7 +603,7 @@ impl Explorer<'_> {
                 .sleeps
                 .lock()
                 .expect("no worker panics")
-                .arrive(key, &f.sleep, &runnable),
+                .arrive(key, &f.sleep),
             false => Sleepers::New,
         };
         let visit = self.visited.raise(key, budget);
@@ -598,11 +614,12 @@ impl Explorer<'_> {
             self.progress.states.fetch_add(1, Ordering::Relaxed);
         }
         let chosen: Vec<(usize, Task)> = runnable
-            .into_iter()
+            .iter()
+            .cloned()
             .enumerate()
             .filter(|(i, task)| f.cost(*i, task) <= budget)
             .filter(|(_, task)| match &sleepers {
-                Sleepers::Awake(woken, _) => woken.contains(task),
+                Sleepers::Awake(woken) => woken.contains(task),
                 _ => !f.sleep.contains(task),
             })
             .collect();
@@ -626,13 +643,7 @@ impl Explorer<'_> {
                 ..f
             };
             let cost = if bound == Bound::Unbounded { 0 } else { cost };
-            let i = match &sleepers {
-                Sleepers::Awake(_, first_order) => first_order
-                    .iter()
-                    .position(|t| *t == task)
-                    .expect("a state's key holds the tasks that can run"),
-                _ => i,
-            };
+            let i = self.number(&runnable, i);
             let watch = self
                 .reducing()
                 .then(|| StepWatch::before(&child.world, &task));
@@ -700,6 +711,20 @@ impl Explorer<'_> {
                 }
                 _ => return Ok(Reached::Decision(runnable)),
             }
+        }
+    }
+
+    /// The number under which the graph records the choice of
+    /// `runnable[position]`: its position with a bound, whose state key
+    /// holds the main loop's order; without one, its number in an order
+    /// that depends only on the key (`crate::choice_order`), so that a
+    /// state reached again with its tasks listed in another order, or
+    /// explored again for tasks a sleep set held, numbers every task as
+    /// before.
+    fn number(&self, runnable: &[Task], position: usize) -> usize {
+        match self.options.preemption_bound {
+            Bound::Unbounded => canonical_number(runnable, position),
+            Bound::Preemptions(_) => position,
         }
     }
 

@@ -40,6 +40,7 @@
 #![deny(missing_docs)]
 
 mod catalog;
+mod choice_order;
 mod compare;
 mod daemon_loop;
 mod error;

@@ -223,35 +223,33 @@ pub enum Visit {
     /// A new state: every task that does not sleep.
     New,
     /// Explored before with a sleep set holding these tasks, awake now:
-    /// only they. With the order its tasks could run in when it was first
-    /// explored: the key leaves that order out, and the explored graph
-    /// numbers a state's choices by its first order, so that a task woken
-    /// later does not take the number of another.
-    Awake(SleepSet, Vec<Task>),
+    /// only they (the explored graph numbers a state's choices in an
+    /// order that depends only on its key, `crate::choice_order`, so a
+    /// task woken later keeps its own number).
+    Awake(SleepSet),
     /// Explored before with a sleep set no larger: nothing.
     Done,
 }
 
 /// The sleep set each visited state was explored with (state caching with
 /// sleep sets: Godefroid, Holzmann, Pirottin, "State-space caching
-/// revisited", 1995), and the order its tasks could run in then.
+/// revisited", 1995).
 #[derive(Default)]
-pub struct SleepMemory(BTreeMap<u64, (SleepSet, Vec<Task>)>);
+pub struct SleepMemory(BTreeMap<u64, SleepSet>);
 
 impl SleepMemory {
-    /// The state `key`, where `runnable` can run, is reached with sleep
-    /// set `sleep`: what to explore.
-    pub fn arrive(&mut self, key: u64, sleep: &SleepSet, runnable: &[Task]) -> Visit {
+    /// The state `key` is reached with sleep set `sleep`: what to explore.
+    pub fn arrive(&mut self, key: u64, sleep: &SleepSet) -> Visit {
         match self.0.get_mut(&key) {
             None => {
-                self.0.insert(key, (sleep.clone(), runnable.to_vec()));
+                self.0.insert(key, sleep.clone());
                 Visit::New
             }
-            Some((stored, _)) if stored.is_subset(sleep) => Visit::Done,
-            Some((stored, first_order)) => {
+            Some(stored) if stored.is_subset(sleep) => Visit::Done,
+            Some(stored) => {
                 let awake = stored.minus(sleep);
                 *stored = stored.intersection(sleep);
-                Visit::Awake(awake, first_order.clone())
+                Visit::Awake(awake)
             }
         }
     }

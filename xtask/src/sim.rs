@@ -571,7 +571,9 @@ fn merge_shards(cat: &Catalog, files: &[PathBuf]) -> Res {
     }
     // The shards' time on their own machines, added up.
     let seconds: f64 = shards.iter().map(|f| f.seconds).sum();
-    let found = merge(shards.into_iter().flat_map(|f| f.parts).collect());
+    let s = cat.scenario(&scenario)?;
+    let parts = shards.into_iter().flat_map(|f| f.parts).collect();
+    let found = merge(&s, &cat.explore_options(bound), parts);
     report_exploration(cat, &scenario, bound, (&found, seconds), None)
 }
 
@@ -584,8 +586,8 @@ fn explore_one(
 ) -> Res {
     set_threads(threads)?;
     let (parts, secs) = explore_with_progress(cat, name, options, Shard::WHOLE)?;
-    let bound = options.preemption_bound;
-    report_exploration(cat, name, bound, (&merge(parts), secs), html)
+    let found = merge(&cat.scenario(name)?, &options, parts);
+    report_exploration(cat, name, options.preemption_bound, (&found, secs), html)
 }
 
 /// The summary line, each outcome against QEMU's recording and the

@@ -6,8 +6,8 @@ use super::{explored_with, outcome_keys, report};
 use std::path::PathBuf;
 use std::process::Command;
 use strata_sim::{
-    explore, explore_shard, merge, scenario, Bound, Exploration, ExploreOptions, Progress, Shard,
-    ShardFile,
+    explore, explore_shard, merge, outcome_key, run, scenario, Bound, Exploration, ExploreOptions,
+    Progress, Replay, RunOptions, Shard, ShardFile,
 };
 
 fn explored(name: &str, bound: Bound) -> Exploration {
@@ -55,6 +55,38 @@ fn unbounded_exploration_finds_every_outcome_of_a_bounded_one() {
     // interleavings than three preemptions reach give new outcomes.
     let set_speed = |bound| explored("030-set-speed", bound).outcomes.len();
     assert!(set_speed(Bound::Unbounded) > set_speed(Bound::Preemptions(3)));
+}
+
+/// Scenarios whose unbounded states are reached with their tasks listed
+/// in different orders (`thread-b-bottom-parallel`'s example of its
+/// second completion order once replayed to the first).
+const REPLAYED: [&str; 4] = [
+    "thread-b-bottom-parallel",
+    "030-set-speed",
+    "030-stream-commit-1",
+    "x-quit-cancels-jobs",
+];
+
+/// An unbounded state's key leaves the order of the tasks that can run
+/// out, while a replay picks by position in that order: every example
+/// schedule the exploration prints must still replay, choice by choice,
+/// to its outcome.
+#[test]
+fn every_example_schedule_of_an_unbounded_exploration_replays_to_its_outcome() {
+    for name in REPLAYED {
+        let s = scenario(name).expect("scenario");
+        let found = explored(name, Bound::Unbounded);
+        for o in &found.outcomes {
+            let again = run(&s, &mut Replay::new(&o.example), RunOptions::default())
+                .unwrap_or_else(|f| panic!("{name} {}: {}", o.example, f.error));
+            assert_eq!(
+                outcome_key(&again.observation),
+                outcome_key(&o.observation),
+                "{name}: example {} replays to another outcome",
+                o.example
+            );
+        }
+    }
 }
 
 /// The environment variable that makes the shard test's process one
@@ -119,7 +151,12 @@ fn run_shards_as_processes(count: usize) -> Exploration {
         .map(|p| ShardFile::from_json(&std::fs::read_to_string(p).expect("read")).expect("parse"))
         .collect();
     ShardFile::check_complete(&files).expect("every shard once");
-    merge(files.into_iter().flat_map(|f| f.parts).collect())
+    let s = scenario(SHARDED).expect("scenario");
+    merge(
+        &s,
+        &sharded_options(),
+        files.into_iter().flat_map(|f| f.parts).collect(),
+    )
 }
 
 #[test]
