@@ -54,18 +54,15 @@ struct Translate<'a> {
 }
 
 impl Scheduler for Translate<'_> {
-    fn pick(&mut self, runnable: &[Task]) -> usize {
+    fn pick(&mut self, runnable: &[Task]) -> Option<usize> {
         let Some(&number) = self.path.get(self.next) else {
-            return 0;
+            return Some(0);
         };
         self.next += 1;
         let mut order: Vec<&Task> = runnable.iter().collect();
         order.sort_by(|a, b| canonical_cmp(a, b));
-        let task = order[number.min(order.len() - 1)];
-        runnable
-            .iter()
-            .position(|t| t == task)
-            .expect("the task comes from the list")
+        let task = order.get(number)?;
+        runnable.iter().position(|t| t == *task)
     }
 }
 
@@ -148,11 +145,18 @@ mod tests {
         // A replay meeting the reordered list takes the task the number
         // names.
         let mut replay = Translate {
-            path: &[0, 1],
+            path: &[0, 1, 4],
             next: 0,
         };
-        assert_eq!(reordered[replay.pick(&reordered)], a);
-        assert_eq!(reordered[replay.pick(&reordered)], b);
-        assert_eq!(replay.pick(&reordered), 0, "beyond the path: the first");
+        let mut take = |list: &[Task]| replay.pick(list).map(|i| list[i].clone());
+        assert_eq!(take(&reordered), Some(a));
+        assert_eq!(take(&reordered), Some(b));
+        // A number beyond the tasks ends the run instead of taking another.
+        assert_eq!(take(&reordered), None);
+        assert_eq!(
+            take(&reordered),
+            Some(reordered[0].clone()),
+            "beyond the path: the first"
+        );
     }
 }
