@@ -103,6 +103,7 @@ impl Qcow2 {
             )));
         }
         let mut block = vec![0u8; cs as usize];
+        self.metadata_loads += 1;
         storage.read_at(offset, &mut block)?;
         let block = Arc::new(block);
         self.refblock_cache.insert(offset, Arc::clone(&block));
@@ -248,6 +249,7 @@ impl Qcow2 {
         }
         let cs = self.cluster_size();
         let per_block = self.refblock_entries();
+        self.metadata_loads += 1;
         let (cluster, _) = self.find_free_run(storage, 1)?;
         let mut block = vec![0u8; cs as usize];
         let covers_itself = cluster / per_block == index;

@@ -117,6 +117,10 @@ pub struct Qcow2 {
     barriers: bool,
     /// Set when corruption was found: no write may touch the image again.
     broken: Option<String>,
+    /// Metadata I/O QEMU cannot serve from its caches: tables read from
+    /// storage, L2 tables and refcount blocks created. A write piece whose
+    /// allocation does some yields QEMU's write loop (see `write.rs`).
+    metadata_loads: u64,
 }
 
 impl fmt::Debug for Qcow2 {
@@ -227,6 +231,7 @@ impl Qcow2 {
             read_only,
             barriers: false,
             broken: None,
+            metadata_loads: 0,
         })
     }
 
@@ -670,6 +675,7 @@ impl Qcow2 {
         }
         let cs = self.cluster_size();
         let file_len = storage.len()?;
+        self.metadata_loads += 1;
         let table = Arc::new(read_table(storage, "L2 table", offset, cs, file_len)?);
         self.l2_cache.insert(offset, Arc::clone(&table));
         Ok(table)

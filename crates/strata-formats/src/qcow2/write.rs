@@ -19,6 +19,84 @@ pub enum ZeroWrite {
     KeepAllocated,
 }
 
+/// `QCOW2_MAX_WORKERS`: how many pieces of one write QEMU's aio task pool
+/// runs at once.
+const MAX_WORKERS: u32 = 8;
+
+/// One piece of a write (`qcow2_co_pwritev_part`'s loop allocates it, an
+/// aio task writes it).
+struct Piece {
+    /// The bytes of the write it covers.
+    len: usize,
+    /// Where its data ends in the file.
+    host_end: u64,
+    /// Its allocation did metadata I/O QEMU's caches cannot serve, so the
+    /// loop yielded there, holding `s->lock`.
+    allocation_yielded: bool,
+    /// Its task: the data write (with COW) and the L2 update.
+    outcome: Result<()>,
+}
+
+/// Which pieces of a write QEMU still starts after one of them failed.
+///
+/// A piece's task fails after a yield (blkdebug reschedules itself before
+/// returning an injected error; a host error comes back from the thread
+/// pool), and the loop looks at the pool's status only before each
+/// allocation, so the failure is seen once the loop itself yields: at a
+/// piece whose allocation does metadata I/O (that piece is started, the
+/// failed task then waits for `s->lock`, so the loop waits for the lock at
+/// the next piece, which it still allocates and starts after the failure
+/// is in), or when the pool is full (the waiting piece is started). Without
+/// a yield every piece is started.
+#[derive(Default)]
+struct PieceLoop {
+    /// The first failed task's error (`aio_task_pool_status`).
+    error: Option<Error>,
+    /// Tasks started since the loop last yielded: still running in QEMU.
+    busy: u32,
+    /// Pieces the loop starts before it sees the failure, once that is
+    /// decided.
+    left: Option<u32>,
+}
+
+impl PieceLoop {
+    /// `piece` was allocated and started.
+    fn started(&mut self, piece: Piece) {
+        let failure_pending = self.error.is_some();
+        match &mut self.left {
+            Some(left) => *left = left.saturating_sub(1),
+            None if piece.allocation_yielded => {
+                if failure_pending {
+                    self.left = Some(1);
+                }
+                self.busy = 0;
+            }
+            None if self.busy == MAX_WORKERS => {
+                // `aio_task_pool_wait_slot` yields before starting it.
+                if failure_pending {
+                    self.left = Some(0);
+                }
+                self.busy = 0;
+            }
+            None => {}
+        }
+        self.busy += 1;
+        if let Err(err) = piece.outcome {
+            self.error.get_or_insert(err);
+        }
+    }
+
+    /// The loop has seen the failure: no more pieces.
+    fn stopped(&self) -> bool {
+        self.left == Some(0)
+    }
+
+    /// What the whole write returns.
+    fn result(self) -> Result<()> {
+        self.error.map_or(Ok(()), Err)
+    }
+}
+
 /// Where a write into newly allocated clusters goes.
 #[derive(Clone, Copy)]
 struct NewClusters<'a> {
@@ -37,6 +115,11 @@ impl Qcow2 {
     /// (unallocated, zero, compressed or shared) get new clusters; the parts
     /// of a partly written cluster are copied from what the guest saw there
     /// before (`backing` for unallocated clusters).
+    ///
+    /// Like `qcow2_co_pwritev_part`, the write goes piece by piece (one
+    /// allocation each), and a piece whose data write fails does not stop
+    /// the pieces after it at once (see [`PieceLoop`]); the first error is
+    /// returned once the loop stops.
     pub fn write(
         &mut self,
         storage: &mut dyn Storage,
@@ -47,8 +130,9 @@ impl Qcow2 {
         self.check_writable()?;
         self.check_range(offset, data.len() as u64)?;
         let mut done = 0usize;
-        while done < data.len() {
-            let n = self.guard(|me| {
+        let mut pieces = PieceLoop::default();
+        while done < data.len() && !pieces.stopped() {
+            let piece = self.guard(|me| {
                 me.write_step(
                     storage,
                     offset + done as u64,
@@ -56,9 +140,44 @@ impl Qcow2 {
                     reborrow(&mut backing),
                 )
             })?;
-            done += n;
+            done += piece.len;
+            let (failed, host_end) = (piece.outcome.is_err(), piece.host_end);
+            pieces.started(piece);
+            // QEMU allocates what continues in the file as part of the same
+            // piece (`qcow2_alloc_host_offset`): one data write, failed as
+            // a whole. What came after it is not modelled: the write ends.
+            if failed
+                && done < data.len()
+                && self.continues_piece(storage, offset + done as u64, host_end)?
+            {
+                break;
+            }
         }
-        Ok(())
+        pieces.result()
+    }
+
+    /// Whether the clusters at guest `pos` would join a piece whose data
+    /// ends at `host_end` in the file: overwritten in place right there, or
+    /// to be allocated with that cluster free (`qcow2_alloc_clusters_at`).
+    fn continues_piece(
+        &mut self,
+        storage: &mut dyn Storage,
+        pos: u64,
+        host_end: u64,
+    ) -> Result<bool> {
+        let cs = self.cluster_size();
+        let (l1_index, l2_index) = self.indices(pos);
+        let l1_entry = self.l1[l1_index];
+        let l2 = l1_entry & OFFSET_MASK;
+        // A new L2 table (allocated first) would take the cluster.
+        if !host_end.is_multiple_of(cs) || l2 == 0 || l1_entry & COPIED == 0 {
+            return Ok(false);
+        }
+        let entry = self.l2_table(storage, l2)?[l2_index];
+        if entry & COPIED != 0 && entry & (COMPRESSED | ZERO) == 0 && entry & OFFSET_MASK != 0 {
+            return Ok(entry & OFFSET_MASK == host_end);
+        }
+        Ok(!self.metadata.contains(&host_end) && self.refcount(storage, host_end / cs)? == 0)
     }
 
     /// Makes `len` bytes at `offset` read as zeroes, as QEMU's
@@ -310,6 +429,7 @@ impl Qcow2 {
             return Ok(old);
         }
         let cs = self.cluster_size();
+        self.metadata_loads += 1;
         let table: Vec<u64> = if old != 0 {
             self.l2_table(storage, old)?.as_ref().clone()
         } else {
@@ -372,14 +492,17 @@ impl Qcow2 {
     }
 
     /// Writes as much of `data` at `pos` as one L2 table and one kind of
-    /// cluster allow. Returns the bytes written.
+    /// cluster allow: one piece of `qcow2_co_pwritev_part`. An error of the
+    /// allocation (the loop's part) is returned; one of the data write and
+    /// what follows it (the piece's task) is in [`Piece::outcome`].
     fn write_step(
         &mut self,
         storage: &mut dyn Storage,
         pos: u64,
         data: &[u8],
         backing: Option<&mut dyn BackingRead>,
-    ) -> Result<usize> {
+    ) -> Result<Piece> {
+        let loads = self.metadata_loads;
         let cs = self.cluster_size();
         let (l1_index, l2_index) = self.indices(pos);
         let within = pos % cs;
@@ -402,8 +525,15 @@ impl Qcow2 {
             let len = limit.min(run * cs - within);
             self.check_no_overlap(host + within, len)?;
             storage.debug_event(DebugEvent::WriteAio);
-            storage.write_at(host + within, &data[..len as usize])?;
-            return Ok(len as usize);
+            let outcome = storage
+                .write_at(host + within, &data[..len as usize])
+                .map_err(Error::from);
+            return Ok(Piece {
+                len: len as usize,
+                host_end: host + within + len,
+                allocation_yielded: self.metadata_loads != loads,
+                outcome,
+            });
         }
         let want = entries.iter().take_while(|&&e| !in_place(e)).count() as u64;
         let old: Vec<u64> = entries[..want as usize].to_vec();
@@ -411,37 +541,53 @@ impl Qcow2 {
             self.classify(e)?;
         }
         let (host, got) = self.alloc_clusters(storage, want)?;
+        let allocation_yielded = self.metadata_loads != loads;
+        if let Err(err) = self.check_no_overlap(host, got * cs) {
+            let _ = self.free_range(storage, host, got * cs);
+            return Err(err);
+        }
         let fresh = FreshClusters {
             host,
             got,
             l2,
             l2_index,
         };
-        let filled =
-            self.fill_fresh_clusters(storage, &fresh, pos, &data[..limit as usize], &old, backing);
-        let len = match filled {
-            Ok(len) => len,
+        let len = limit.min(got * cs - within);
+        let outcome =
+            self.fill_fresh_clusters(storage, &fresh, pos, &data[..len as usize], &old, backing);
+        let outcome = match outcome {
+            Ok(()) => self.release_replaced(storage, &old[..got as usize]),
             Err(err) => {
                 // `qcow2_alloc_cluster_abort`: clusters no L2 entry
                 // points at go back (if that fails too, they leak, as in
                 // QEMU).
                 let _ = self.free_range(storage, host, got * cs);
-                return Err(err);
+                Err(err)
             }
         };
-        let old = &old[..got as usize];
+        Ok(Piece {
+            len: len as usize,
+            host_end: host + within + len,
+            allocation_yielded,
+            outcome,
+        })
+    }
+
+    /// Drops the clusters a piece's new clusters replaced, once the L2
+    /// entries point at the new ones.
+    fn release_replaced(&mut self, storage: &mut dyn Storage, old: &[u64]) -> Result<()> {
         if old.iter().any(|&e| owns_clusters(e)) {
             self.barrier(storage)?;
         }
         for &e in old {
             self.release(storage, e)?;
         }
-        Ok(len)
+        Ok(())
     }
 
-    /// Copy-on-write into newly allocated clusters: the old head, the data,
-    /// the old tail, then the L2 entries that make them the guest's.
-    /// Returns the bytes of `data` written.
+    /// Copy-on-write into newly allocated clusters: the old head, `data`
+    /// (as much as fits in them), the old tail, then the L2 entries that
+    /// make them the guest's.
     fn fill_fresh_clusters(
         &mut self,
         storage: &mut dyn Storage,
@@ -450,18 +596,15 @@ impl Qcow2 {
         data: &[u8],
         old: &[u64],
         backing: Option<&mut dyn BackingRead>,
-    ) -> Result<usize> {
+    ) -> Result<()> {
         let cs = self.cluster_size();
         let within = pos % cs;
-        let limit = data.len() as u64;
         let FreshClusters {
             host,
             got,
             l2,
             l2_index,
         } = *fresh;
-        self.check_no_overlap(host, got * cs)?;
-        let len = limit.min(got * cs - within);
         let fill = NewClusters {
             host,
             guest_cluster: pos - within,
@@ -469,11 +612,10 @@ impl Qcow2 {
             old,
         };
         // On failure the caller gives the clusters back (`write_step`).
-        self.fill_new_clusters(storage, &fill, &data[..len as usize], backing)?;
+        self.fill_new_clusters(storage, &fill, data, backing)?;
         let new: Vec<u64> = (0..got).map(|i| (host + i * cs) | COPIED).collect();
         self.barrier(storage)?;
-        self.set_l2_entries(storage, l2, l2_index, &new)?;
-        Ok(len as usize)
+        self.set_l2_entries(storage, l2, l2_index, &new)
     }
 
     /// Writes `data` into newly allocated clusters with what the guest saw
@@ -670,4 +812,57 @@ struct FreshClusters {
     got: u64,
     l2: u64,
     l2_index: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(allocation_yielded: bool, fails: bool) -> Piece {
+        Piece {
+            len: 512,
+            host_end: 0,
+            allocation_yielded,
+            outcome: if fails {
+                Err(Error::from(std::io::Error::from_raw_os_error(5)))
+            } else {
+                Ok(())
+            },
+        }
+    }
+
+    /// Pieces started until the loop stops (at most `max`).
+    fn run(mut next: impl FnMut(usize) -> Piece, max: usize) -> (usize, Result<()>) {
+        let mut pieces = PieceLoop::default();
+        let mut n = 0;
+        while n < max && !pieces.stopped() {
+            pieces.started(next(n));
+            n += 1;
+        }
+        (n, pieces.result())
+    }
+
+    #[test]
+    fn a_yielding_allocation_after_a_failure_lets_two_more_pieces_start() {
+        let (n, result) = run(|i| piece(true, i == 1), 20);
+        // Pieces 0 and 1 (failed), then 2 (yielded) and 3.
+        assert_eq!(n, 4);
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn without_yields_the_failure_is_seen_when_the_pool_is_full() {
+        let (n, result) = run(|i| piece(i == 0, i == 0), 40);
+        // The failed piece and seven more fill the pool; the ninth waits
+        // for a slot, then starts.
+        assert_eq!(n, 9);
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn without_a_failure_every_piece_starts() {
+        let (n, result) = run(|i| piece(i % 3 == 0, false), 30);
+        assert_eq!(n, 30);
+        assert!(result.is_ok());
+    }
 }
