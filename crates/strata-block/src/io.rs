@@ -791,8 +791,12 @@ impl<F: Files> BlockCore<F> {
     /// read's outcome (QEMU ignores it: an injected error is used up
     /// there), then writes the widened request. The bytes written around
     /// the data are the ones read; after a failed read QEMU writes its
-    /// uninitialised buffer there, which Strata does not imitate (the
-    /// file keeps its bytes).
+    /// uninitialised buffer there (`qemu_blockalign` in
+    /// `bdrv_init_padding`), which Strata does not imitate (the file
+    /// keeps its bytes): what that buffer holds is the heap's choice,
+    /// zeroes or the stale bytes of an earlier padding buffer, and
+    /// differs between runs of the same requests (fuzz 9200/123 in
+    /// `xtask/fuzz-known.txt`).
     fn blkdebug_write_check(&mut self, node: NodeId, offset: u64, len: u64) -> io::Result<()> {
         let Some(pad) = RequestPadding::of(offset, len, self.blkdebug_align(node)) else {
             return self.blkdebug_check(node, offset, len);
