@@ -4,6 +4,7 @@ use crate::core::BlockCore;
 use crate::error::{Error, Result};
 use crate::files::Files;
 use crate::layer::BlockLayer;
+use crate::open::scalar_options;
 use crate::reopen::{OldOptions, ReopenPlan};
 use crate::reopen_options::refuse_changed_options;
 use strata_graph::{NodeId, OptValue, Options, Perm};
@@ -119,7 +120,21 @@ impl<F: Files> BlockLayer<F> {
             self.reopen_links(opts, *node)?;
             refuse_changed_options(self.core.bg.graph(), *node, opts)?;
         }
-        self.core.reopen(&plan)
+        self.core.reopen(&plan)?;
+        self.keep_reopen_options(&plan)
+    }
+
+    /// `bdrv_reopen_commit`: a node given options of its own keeps them as
+    /// its options (child references left out), so a later filename (a raw
+    /// node's `offset` and `size`) or reopen sees the new values.
+    fn keep_reopen_options(&mut self, plan: &ReopenPlan) -> Result<()> {
+        for (node, opts) in plan.given() {
+            // A node the link changes closed has no options left to keep.
+            if self.core.bg.graph().contains_node(*node) {
+                self.core.bg.node_mut(*node)?.options = scalar_options(opts);
+            }
+        }
+        Ok(())
     }
 
     fn reopened_node(&self, opts: &Options) -> Result<NodeId> {

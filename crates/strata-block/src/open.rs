@@ -647,7 +647,7 @@ impl<F: Files> BlockCore<F> {
 }
 
 /// A node's own options: scalars and lists, without nested children.
-fn scalar_options(opts: &Options) -> Options {
+pub(crate) fn scalar_options(opts: &Options) -> Options {
     let mut own = Options::new();
     for (key, value) in opts.iter() {
         match (key, value) {
