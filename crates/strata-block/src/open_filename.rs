@@ -57,6 +57,14 @@ impl<F: Files> BlockCore<F> {
     ) -> Result<NodeId> {
         let (opts, origin) = if let Some(json) = filename.strip_prefix("json:") {
             self.with_probed_driver(join(explicit, parse_json_filename(json)?))?
+        } else if let Some(driver) = explicit_protocol_driver(&explicit) {
+            // bdrv_fill_options: a driver given explicitly decides whether
+            // the name is a protocol's (a backing format `blkdebug` or
+            // `file` in a header), and that driver parses it.
+            (
+                protocol_with_filename(&explicit, driver, filename)?,
+                FormatOrigin::Given,
+            )
         } else if let Some(legacy) = filename.strip_prefix("blkdebug:") {
             self.blkdebug_filename_options(legacy, explicit)?
         } else {
@@ -122,17 +130,10 @@ impl<F: Files> BlockCore<F> {
         legacy: &str,
         mut explicit: Options,
     ) -> Result<(Options, FormatOrigin)> {
-        let (config, image) = legacy
-            .split_once(':')
-            .ok_or_else(|| Error::generic("blkdebug requires both config file and image path"))?;
-        let mut blkdebug = Options::new().with("driver", text("blkdebug"));
-        if !config.is_empty() {
-            blkdebug.put("config", text(config));
-        }
-        let file = Options::new()
-            .with("driver", text("file"))
-            .with("filename", text(image));
-        blkdebug.put("image", OptValue::Dict(file));
+        let (config, image) = split_blkdebug_filename(legacy)?;
+        let blkdebug =
+            with_blkdebug_config(Options::new().with("driver", text("blkdebug")), config)
+                .with("image", OptValue::Dict(protocol_options_for_name(image)?));
         let origin = if explicit.get_str("driver").is_none() {
             let format = self.probe_format(image)?;
             explicit.put("driver", text(format.name()));
@@ -207,9 +208,16 @@ fn protocol_with_filename(opts: &Options, driver: Driver, filename: &str) -> Res
         ));
     }
     match driver {
-        // blkdebug_parse_filename: a name without the `blkdebug:` prefix
-        // is the image (`x-image`), which blkdebug_open opens as `image`.
-        Driver::Blkdebug => child_with_filename(opts, "image", filename),
+        // blkdebug_parse_filename: `blkdebug:<config>:<image>`, or a name
+        // without the prefix that is the image alone (`x-image`), which
+        // blkdebug_open opens as `image`.
+        Driver::Blkdebug => match filename.strip_prefix("blkdebug:") {
+            Some(legacy) => {
+                let (config, image) = split_blkdebug_filename(legacy)?;
+                child_with_filename(&with_blkdebug_config(opts.clone(), config), "image", image)
+            }
+            None => child_with_filename(opts, "image", filename),
+        },
         // null_co_parse_filename accepts only its own protocol's name.
         Driver::NullCo | Driver::NullAio if filename != format!("{}://", driver.name()) => {
             Err(Error::generic(format!(
@@ -234,13 +242,51 @@ fn child_with_filename(opts: &Options, key: &str, filename: &str) -> Result<Opti
         Some(OptValue::Str(_)) => return Err(Error::generic(
             "Cannot reference an existing block device with additional options or a new filename",
         )),
-        // Opened by the name alone: a file (`bdrv_find_protocol` without
-        // a prefix).
-        _ => Options::new()
-            .with("driver", text("file"))
-            .with("filename", text(filename)),
+        _ => protocol_options_for_name(filename)?,
     };
     Ok(opts.clone().with(key, OptValue::Dict(child)))
+}
+
+/// A protocol node opened by its name alone (a child of a protocol-level
+/// node inherits `BDRV_O_PROTOCOL`): `bdrv_find_protocol` picks the driver
+/// from the name's prefix, `blkdebug:` for blkdebug (nested names such as
+/// `blkdebug::blkdebug::a.img` open a blkdebug node over another), and a
+/// file without a prefix.
+fn protocol_options_for_name(filename: &str) -> Result<Options> {
+    if filename.starts_with("blkdebug:") {
+        let blkdebug = Options::new().with("driver", text("blkdebug"));
+        return protocol_with_filename(&blkdebug, Driver::Blkdebug, filename);
+    }
+    Ok(Options::new()
+        .with("driver", text("file"))
+        .with("filename", text(filename)))
+}
+
+/// The driver given in `explicit`, if it is a protocol driver (one with a
+/// `protocol_name`, which makes `bdrv_fill_options` open the name as that
+/// protocol's).
+fn explicit_protocol_driver(explicit: &Options) -> Option<Driver> {
+    explicit
+        .get_str("driver")
+        .and_then(Driver::from_name)
+        .filter(|driver| driver.traits().is_protocol)
+}
+
+/// `blkdebug_parse_filename`: what follows `blkdebug:` is the config
+/// file's path (possibly empty) and the image's name after the first colon.
+fn split_blkdebug_filename(legacy: &str) -> Result<(&str, &str)> {
+    legacy
+        .split_once(':')
+        .ok_or_else(|| Error::generic("blkdebug requires both config file and image path"))
+}
+
+/// A blkdebug node's options with the config file a legacy name gives
+/// (none when the name leaves it empty).
+fn with_blkdebug_config(blkdebug: Options, config: &str) -> Options {
+    if config.is_empty() {
+        return blkdebug;
+    }
+    blkdebug.with("config", text(config))
 }
 
 /// `Could not open '<path>': <strerror>`, as `raw_open_common` says it.
@@ -439,6 +485,60 @@ mod tests {
             panic!("file child lost: {filled:?}");
         };
         assert_eq!(file.get_str("filename"), Some("dir/base.img"));
+    }
+
+    fn child<'a>(opts: &'a Options, key: &str) -> &'a Options {
+        match opts.get(key) {
+            Some(OptValue::Dict(child)) => child,
+            other => panic!("no child {key}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_blkdebug_driver_parses_its_legacy_name_into_config_and_image_file() {
+        let blkdebug = Options::new().with("driver", text("blkdebug"));
+        let opened =
+            protocol_with_filename(&blkdebug, Driver::Blkdebug, "blkdebug:rules.cfg:a.img")
+                .expect("a legacy name");
+        assert_eq!(opened.get_str("config"), Some("rules.cfg"));
+        let image = child(&opened, "image");
+        assert_eq!(image.get_str("driver"), Some("file"));
+        assert_eq!(image.get_str("filename"), Some("a.img"));
+    }
+
+    #[test]
+    fn a_nested_legacy_name_opens_blkdebug_over_blkdebug() {
+        let blkdebug = Options::new().with("driver", text("blkdebug"));
+        let opened =
+            protocol_with_filename(&blkdebug, Driver::Blkdebug, "blkdebug::blkdebug::a.img")
+                .expect("a nested legacy name");
+        assert_eq!(opened.get("config"), None);
+        let inner = child(&opened, "image");
+        assert_eq!(inner.get_str("driver"), Some("blkdebug"));
+        assert_eq!(child(inner, "image").get_str("filename"), Some("a.img"));
+    }
+
+    #[test]
+    fn a_legacy_name_needs_a_colon_after_the_config() {
+        let blkdebug = Options::new().with("driver", text("blkdebug"));
+        let err = protocol_with_filename(&blkdebug, Driver::Blkdebug, "blkdebug:a.img")
+            .expect_err("no image part");
+        assert_eq!(
+            err.to_string(),
+            "blkdebug requires both config file and image path"
+        );
+    }
+
+    #[test]
+    fn only_an_explicit_protocol_driver_takes_the_name_itself() {
+        let given = |driver: &str| Options::new().with("driver", text(driver));
+        assert_eq!(
+            explicit_protocol_driver(&given("blkdebug")),
+            Some(Driver::Blkdebug)
+        );
+        assert_eq!(explicit_protocol_driver(&given("file")), Some(Driver::File));
+        assert_eq!(explicit_protocol_driver(&given("qcow2")), None);
+        assert_eq!(explicit_protocol_driver(&Options::new()), None);
     }
 
     #[test]
