@@ -384,6 +384,46 @@ impl<F: Files> BlockCore<F> {
         Ok((zero, n))
     }
 
+    /// Whether reading the range through `top` does no file I/O: every run
+    /// reads as zeroes from a qcow2 layer's own metadata (zero clusters, or
+    /// nothing allocated down to a qcow2 bottom) or lies past the end of a
+    /// shorter layer. Such a read completes without yielding
+    /// (`qcow2_co_preadv_part` fills zeroes in place); any other reaches a
+    /// file and yields until the I/O is done.
+    pub(crate) fn reads_without_file_io(
+        &mut self,
+        top: NodeId,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<bool> {
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end {
+            let (kind, n, layer) = self.status_above_to_bottom(top, pos, end - pos)?;
+            let past_end = pos >= self.length(layer)?;
+            let qcow2_zeroes = kind != ExtentKind::Data
+                && self.driver_of(self.status_source(layer)) == Some(Driver::Qcow2);
+            if n == 0 || !(past_end || qcow2_zeroes) {
+                return Ok(false);
+            }
+            pos += n;
+        }
+        Ok(true)
+    }
+
+    /// The node whose own metadata answers a block-status query on `node`:
+    /// filters and raw pass it down to their child, a qcow2 node answers it.
+    fn status_source(&self, node: NodeId) -> NodeId {
+        let mut current = node;
+        while self.driver_of(current) != Some(Driver::Qcow2) {
+            match self.forward_child(current) {
+                Some(child) => current = child,
+                None => break,
+            }
+        }
+        current
+    }
+
     /// [`Self::block_status_above`] with the last layer it asked.
     fn status_above_to_bottom(
         &mut self,

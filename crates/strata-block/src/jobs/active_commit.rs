@@ -427,12 +427,20 @@ impl ActiveCommitJob {
         // A zero write the target turns into unmapping costs the rate
         // limit nothing (`io_bytes_acct`).
         let write_zeroes_ok = core.can_write_zeroes_with_unmap(self.base);
-        let mut operations = self.mirror_operations(core, offset, len);
-        // The zero writes land first: a copy writes only once its read is
-        // done. (On ext4 that order is visible: a range zeroed while the
-        // file has dirty pages stays data for `SEEK_DATA`.)
-        operations.sort_by_key(|op| op.method != MirrorMethod::Zero);
-        for op in operations {
+        let mut operations: Vec<(bool, MirrorOperation)> = self
+            .mirror_operations(core, offset, len)
+            .into_iter()
+            .map(|op| (self.write_waits_for_read(core, op), op))
+            .collect();
+        // An operation runs until it first yields when the loop issues it:
+        // a zero write, and a copy whose read does no file I/O, reach the
+        // target at once, in issue order; a copy that reads a file writes
+        // only once its read is done, after the loop has issued the rest.
+        // That order is visible: blkdebug's one-shot error hits the first
+        // write to arrive, and on ext4 a range zeroed while the file has
+        // dirty pages stays data for `SEEK_DATA`.
+        operations.sort_by_key(|(waits, _)| *waits);
+        for (_, op) in operations {
             let result = self.mirror_perform(core, op);
             // `io_bytes_acct`: a zero write the target can do by unmapping
             // costs the rate limit nothing; everything else what it handled.
@@ -482,6 +490,16 @@ impl ActiveCommitJob {
         if let Some(cow) = &mut self.cow {
             cow.copied.append(&mut cow.in_flight);
         }
+    }
+
+    /// Whether `op` writes the target only after its read yielded: a copy
+    /// whose read reaches a file (see
+    /// [`BlockCore::reads_without_file_io`]).
+    fn write_waits_for_read<F: Files>(&self, core: &mut BlockCore<F>, op: MirrorOperation) -> bool {
+        op.method == MirrorMethod::Copy
+            && !core
+                .reads_without_file_io(self.top, op.offset, op.bytes)
+                .unwrap_or(false)
     }
 
     /// `mirror_perform`: one operation on the target.
