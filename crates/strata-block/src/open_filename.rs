@@ -66,7 +66,7 @@ impl<F: Files> BlockCore<F> {
                 FormatOrigin::Given,
             )
         } else if let Some(legacy) = filename.strip_prefix("blkdebug:") {
-            self.blkdebug_filename_options(legacy, explicit)?
+            self.blkdebug_filename_options(filename, legacy, explicit)?
         } else {
             self.plain_filename_options(filename, explicit)?
         };
@@ -127,13 +127,12 @@ impl<F: Files> BlockCore<F> {
     /// probed from the image) over a blkdebug node over the image file.
     fn blkdebug_filename_options(
         &mut self,
+        filename: &str,
         legacy: &str,
         mut explicit: Options,
     ) -> Result<(Options, FormatOrigin)> {
-        let (config, image) = split_blkdebug_filename(legacy)?;
-        let blkdebug =
-            with_blkdebug_config(Options::new().with("driver", text("blkdebug")), config)
-                .with("image", OptValue::Dict(protocol_options_for_name(image)?));
+        let blkdebug = protocol_options_for_name(filename)?;
+        let (_, image) = split_blkdebug_filename(legacy)?;
         let origin = if explicit.get_str("driver").is_none() {
             let format = self.probe_format(image)?;
             explicit.put("driver", text(format.name()));
